@@ -1,0 +1,40 @@
+"""dmdb: a datamodels database.
+
+    db = dmdb.open("study.duckdb")
+    exp = db.create_experiment("cifar", n_train=50_000, n_targets=10_000, alpha=0.5, exist_ok=True)
+    for run in exp.pending(exp.plan(1000, seed=0)):
+        exp.record(run, margins=train_and_eval(run.indices, seed=run.seed))
+"""
+
+from .errors import (
+    BadInputError,
+    CorruptShardError,
+    DatabaseLockedError,
+    DmdbError,
+    DuplicateRunError,
+    FitError,
+    ReadOnlyError,
+    SchemaVersionError,
+    UnknownExperimentError,
+)
+from .experiment import Experiment
+from .plan import Plan, PlannedRun
+from .store import SCHEMA_VERSION, Database, open
+
+__all__ = [
+    "BadInputError",
+    "CorruptShardError",
+    "Database",
+    "DatabaseLockedError",
+    "DmdbError",
+    "DuplicateRunError",
+    "Experiment",
+    "FitError",
+    "Plan",
+    "PlannedRun",
+    "ReadOnlyError",
+    "SCHEMA_VERSION",
+    "SchemaVersionError",
+    "UnknownExperimentError",
+    "open",
+]

@@ -1,0 +1,42 @@
+"""One exception family, so callers (and the CLI) can catch every dmdb problem at once."""
+
+from __future__ import annotations
+
+
+class DmdbError(Exception):
+    """Base of every error dmdb raises on purpose; the message says what was wrong and what to do."""
+
+
+class BadInputError(DmdbError, ValueError):
+    """Arrays or arguments of the wrong shape, dtype or value; nothing was written."""
+
+
+class UnknownExperimentError(DmdbError, KeyError):
+    """The named experiment does not exist in this database."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class DuplicateRunError(DmdbError):
+    """A run id was recorded before with different data."""
+
+
+class SchemaVersionError(DmdbError):
+    """The database was written by a dmdb with a schema this version does not know."""
+
+
+class DatabaseLockedError(DmdbError):
+    """Another process holds the database file open for writing."""
+
+
+class CorruptShardError(DmdbError):
+    """A shard file is unreadable, partial or inconsistent with its experiment."""
+
+
+class ReadOnlyError(DmdbError):
+    """A write was attempted through a read-only connection."""
+
+
+class FitError(DmdbError):
+    """A fit cannot be computed from the runs given (too few runs, bad data, no device)."""

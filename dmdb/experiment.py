@@ -1,0 +1,235 @@
+"""An experiment: one train set, one target set, one sampling rule, and the runs recorded for them."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
+
+import numpy as np
+import polars as pl
+
+from . import examples, readback
+from .errors import BadInputError, DmdbError
+from .plan import SAMPLING, Plan, PlannedRun
+from .readback import RunSelection
+from .record import make_batch, write_batch
+from .validate import as_role
+
+if TYPE_CHECKING:
+    from .store import Database
+
+
+class Experiment:
+    """Handle on one experiment of a database; cheap to create, holds no data itself."""
+
+    def __init__(
+        self, db: "Database", name: str, n_train: int, n_targets: int, alpha: float, sampling: str, config: Any
+    ) -> None:
+        self.db = db
+        self.name = name
+        self.n_train = int(n_train)
+        self.n_targets = int(n_targets)
+        self.alpha = float(alpha)
+        self.sampling = sampling
+        self.config: dict[str, Any] = json.loads(config) if isinstance(config, str) else (config or {})
+
+    def __repr__(self) -> str:
+        return (
+            f"<dmdb.Experiment {self.name!r}: {self.n_train} train x {self.n_targets} targets, "
+            f"alpha={self.alpha}, {self.sampling}>"
+        )
+
+    # -- examples --------------------------------------------------------------------------
+    def set_train_examples(self, labels: Any = None, images: Any = None, texts: Any = None, source_ids: Any = None) -> None:
+        examples.set_examples(self, "train", labels, images, texts, source_ids)
+
+    def set_targets(self, labels: Any = None, images: Any = None, texts: Any = None, source_ids: Any = None) -> None:
+        examples.set_examples(self, "targets", labels, images, texts, source_ids)
+
+    def train_examples(self) -> pl.DataFrame:
+        return examples.examples_frame(self, "train")
+
+    def targets(self) -> pl.DataFrame:
+        return examples.examples_frame(self, "targets")
+
+    def image(self, kind: str, idx: int) -> np.ndarray | None:
+        """kind is 'train' or 'targets'."""
+        return examples.image(self, kind, idx)
+
+    # -- planning --------------------------------------------------------------------------
+    def plan(self, n_runs: int, seed: int = 0, role: str = "fit") -> Plan:
+        """The plan of n_runs seeded runs for a role; calling it again with the same arguments
+        returns the same plan (same run ids and masks), so a restarted script resumes cleanly."""
+        as_role(role)
+        if n_runs <= 0:
+            raise BadInputError(f"n_runs must be positive, got {n_runs}")
+        con = self.db.con
+        row = con.execute(
+            "SELECT first_run_id, n_runs FROM plans WHERE experiment = ? AND role = ? AND seed = ?",
+            [self.name, role, seed],
+        ).fetchone()
+        if row is not None:
+            if row[1] != n_runs:
+                raise BadInputError(
+                    f"a {role!r} plan with seed {seed} already exists with {row[1]} runs (asked for {n_runs}); "
+                    "plan more runs under another seed"
+                )
+            return self._plan(role, seed, row[0], n_runs)
+        self.db.require_writable()
+        con.execute("BEGIN TRANSACTION")
+        try:
+            first = con.execute(
+                """SELECT greatest(
+                       (SELECT coalesce(max(first_run_id + n_runs), 0) FROM plans WHERE experiment = $1),
+                       (SELECT coalesce(max(run_id) + 1, 0) FROM runs WHERE experiment = $1))""",
+                [self.name],
+            ).fetchone()[0]
+            con.execute(
+                "INSERT INTO plans (experiment, role, seed, first_run_id, n_runs) VALUES (?, ?, ?, ?, ?)",
+                [self.name, role, seed, first, n_runs],
+            )
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        return self._plan(role, seed, int(first), n_runs)
+
+    def _plan(self, role: str, seed: int, first: int, n_runs: int) -> Plan:
+        return Plan(self.name, role, int(seed), int(first), int(n_runs), self.n_train, self.alpha, self.sampling)
+
+    def plans(self) -> list[Plan]:
+        rows = self.db.con.execute(
+            "SELECT role, seed, first_run_id, n_runs FROM plans WHERE experiment = ? ORDER BY first_run_id",
+            [self.name],
+        ).fetchall()
+        return [self._plan(*r) for r in rows]
+
+    def missing(self, role: str | None = None) -> list[int]:
+        """Run ids that are planned but not recorded yet."""
+        sql = "SELECT run_id FROM missing_runs WHERE experiment = ?"
+        params: list[Any] = [self.name]
+        if role is not None:
+            sql += " AND role = ?"
+            params.append(as_role(role))
+        return [r[0] for r in self.db.con.execute(sql + " ORDER BY run_id", params).fetchall()]
+
+    def pending(self, plan: Plan | None = None) -> Iterator[PlannedRun]:
+        """The planned runs still to train (of one plan, or of every plan), masks generated lazily."""
+        missing = set(self.missing())
+        for p in [plan] if plan is not None else self.plans():
+            for run_id in p.run_ids:
+                if run_id in missing:
+                    yield p.run(run_id)
+
+    # -- recording -------------------------------------------------------------------------
+    def record(
+        self,
+        run: PlannedRun | int,
+        margins: Any,
+        *,
+        mask: Any = None,
+        role: str | None = None,
+        seed: int | None = None,
+        worker: str | None = None,
+        duration_s: float | None = None,
+        info: dict[str, Any] | None = None,
+    ) -> bool:
+        """Record one run's margins (one per target). Returns False if the identical run was already there.
+
+        Pass a PlannedRun (mask, role and seed come from the plan) or a run id with mask and role.
+        """
+        if isinstance(run, PlannedRun):
+            run_id, mask = run.run_id, run.mask if mask is None else mask
+            role, seed = role or run.role, run.seed if seed is None else seed
+        else:
+            run_id = run
+            if mask is None or role is None:
+                raise BadInputError("recording by run id needs mask= and role=; or pass the PlannedRun")
+        y = np.asarray(margins)
+        m = np.asarray(mask)
+        if y.ndim != 1:
+            raise BadInputError(f"margins of one run must be 1-D (one per target), got shape {y.shape}")
+        if m.ndim != 1:
+            raise BadInputError(f"the mask of one run must be 1-D (one per train example), got shape {m.shape}")
+        return (
+            self.record_batch(
+                [run_id], m[None, :], y[None, :], role=role,
+                seeds=None if seed is None else [seed], worker=worker,
+                durations=None if duration_s is None else [duration_s], infos=None if info is None else [info],
+            )
+            == 1
+        )
+
+    def record_batch(
+        self,
+        run_ids: Any,
+        masks: Any,
+        margins: Any,
+        role: str | Sequence[str] = "fit",
+        seeds: Any = None,
+        worker: str | None = None,
+        durations: Any = None,
+        infos: Sequence[dict[str, Any] | None] | None = None,
+    ) -> int:
+        """Record many runs in one transaction; returns how many were new. All or nothing."""
+        batch = make_batch(self, run_ids, masks, margins, role, seeds, worker, durations, infos)
+        return write_batch(self, batch)
+
+    # -- reading ---------------------------------------------------------------------------
+    def masks(self, role: str | Sequence[str] | None = None, runs: RunSelection = None) -> np.ndarray:
+        """(runs, n_train) bool, rows in run id order."""
+        return readback.masks(self, role, runs)
+
+    def margins(self, role: str | Sequence[str] | None = None, runs: RunSelection = None) -> np.ndarray:
+        """(runs, n_targets) float32, rows in run id order (the same order as masks)."""
+        return readback.margins(self, role, runs)
+
+    def run_ids(self, role: str | Sequence[str] | None = None, runs: RunSelection = None) -> np.ndarray:
+        return readback.run_ids(self, role, runs)
+
+    def runs(self, role: str | Sequence[str] | None = None, runs: RunSelection = None) -> pl.DataFrame:
+        return readback.runs_frame(self, role, runs)
+
+    def masks_frame(self, role: str | Sequence[str] | None = None, runs: RunSelection = None) -> pl.DataFrame:
+        return readback.masks_frame(self, role, runs)
+
+    def margins_frame(self, role: str | Sequence[str] | None = None, runs: RunSelection = None) -> pl.DataFrame:
+        return readback.margins_frame(self, role, runs)
+
+    def n_runs(self, role: str | None = None) -> int:
+        return len(self.run_ids(role))
+
+
+def create_experiment(
+    db: "Database",
+    name: str,
+    n_train: int,
+    n_targets: int,
+    alpha: float,
+    sampling: str,
+    config: dict[str, Any] | None,
+    exist_ok: bool,
+) -> Experiment:
+    """Create an experiment; with exist_ok, return the existing one if its shape is the same."""
+    db.require_writable()
+    if not isinstance(name, str) or not name or len(name) > 200:
+        raise BadInputError(f"experiment name must be a non-empty string, got {name!r}")
+    if int(n_train) <= 0 or int(n_targets) <= 0:
+        raise BadInputError(f"n_train and n_targets must be positive, got {n_train} and {n_targets}")
+    if not 0 < alpha < 1:
+        raise BadInputError(f"alpha (the fraction of train examples each run keeps) must be in (0, 1), got {alpha}")
+    if sampling not in SAMPLING:
+        raise BadInputError(f"sampling must be one of {', '.join(SAMPLING)}, got {sampling!r}")
+    row = db.con.execute("SELECT n_train, n_targets, alpha, sampling FROM experiments WHERE name = ?", [name]).fetchone()
+    if row is not None:
+        if exist_ok and tuple(row) == (int(n_train), int(n_targets), float(alpha), sampling):
+            return db.experiment(name)
+        raise DmdbError(
+            f"experiment {name!r} already exists (n_train={row[0]}, n_targets={row[1]}, alpha={row[2]}, "
+            f"sampling={row[3]}); pick another name"
+        )
+    db.con.execute(
+        "INSERT INTO experiments (name, n_train, n_targets, alpha, sampling, config) VALUES (?, ?, ?, ?, ?, ?)",
+        [name, int(n_train), int(n_targets), float(alpha), sampling, json.dumps(config or {})],
+    )
+    return db.experiment(name)

@@ -1,0 +1,71 @@
+"""Numpy <-> Arrow conversions for masks (packed bits) and margins (float lists), without copies where Arrow allows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+
+def pack_masks(masks: np.ndarray) -> pa.FixedSizeBinaryArray:
+    """Pack a (runs, N) bool matrix into one fixed-size binary value per run (np.packbits order).
+
+    Cast in SQL with ``::BLOB::BIT``: bit i of the BIT string is then train example i.
+    """
+    packed = np.ascontiguousarray(np.packbits(masks, axis=1))
+    return pa.FixedSizeBinaryArray.from_buffers(
+        pa.binary(packed.shape[1]), packed.shape[0], [None, pa.py_buffer(packed)]
+    )
+
+
+def unpack_masks(column: pa.ChunkedArray | pa.Array, n_train: int, out: np.ndarray | None = None) -> np.ndarray:
+    """Unpack a BLOB column of packed masks (as read by ``mask::BLOB``) into a (runs, n_train) bool matrix."""
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    n_bytes = (n_train + 7) // 8
+    total = sum(len(c) for c in chunks)
+    if out is None:
+        out = np.empty((total, n_train), dtype=bool)
+    row = 0
+    for chunk in chunks:
+        if len(chunk) == 0:
+            continue
+        raw = _contiguous_bytes(chunk, n_bytes)
+        out[row : row + len(chunk)] = np.unpackbits(raw, axis=1, count=n_train).view(bool)
+        row += len(chunk)
+    return out
+
+
+def _contiguous_bytes(chunk: pa.Array, n_bytes: int) -> np.ndarray:
+    """View a binary chunk whose values all have n_bytes as a (len, n_bytes) uint8 matrix."""
+    if pa.types.is_fixed_size_binary(chunk.type):
+        data = chunk.buffers()[1]
+        start = chunk.offset * n_bytes
+    else:
+        if pa.types.is_large_binary(chunk.type):
+            offsets = np.frombuffer(chunk.buffers()[1], dtype=np.int64)
+        else:
+            offsets = np.frombuffer(chunk.buffers()[1], dtype=np.int32)
+        offsets = offsets[chunk.offset : chunk.offset + len(chunk) + 1]
+        if not np.all(np.diff(offsets) == n_bytes):
+            raise ValueError(f"packed masks must each be {n_bytes} bytes")
+        data = chunk.buffers()[2]
+        start = int(offsets[0])
+    flat = np.frombuffer(data, dtype=np.uint8, count=len(chunk) * n_bytes, offset=start)
+    return flat.reshape(len(chunk), n_bytes)
+
+
+def margins_to_arrow(margins: np.ndarray) -> pa.ListArray:
+    """A (runs, T) float32 matrix as an Arrow list<float> column sharing the matrix's memory."""
+    values = np.ascontiguousarray(margins, dtype=np.float32)
+    runs, t = values.shape
+    offsets = pa.array(np.arange(0, (runs + 1) * t, t, dtype=np.int32))
+    return pa.ListArray.from_arrays(offsets, pa.array(values.reshape(-1)))
+
+
+def margins_from_arrow(column: pa.ChunkedArray | pa.Array, n_targets: int) -> np.ndarray:
+    """A list<float> column (every list n_targets long) as a (runs, n_targets) float32 matrix."""
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    parts = [c.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False) for c in chunks if len(c)]
+    if not parts:
+        return np.empty((0, n_targets), dtype=np.float32)
+    flat = parts[0] if len(parts) == 1 else np.concatenate(parts)
+    return flat.reshape(-1, n_targets)

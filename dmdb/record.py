@@ -1,0 +1,206 @@
+"""Writing runs: validate a batch, check it against plans and earlier records, insert it in one transaction."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from .errors import BadInputError, DuplicateRunError
+from .packing import margins_from_arrow, margins_to_arrow, pack_masks, unpack_masks
+from .validate import as_margins, as_masks, as_optional_column, as_role, as_run_ids
+
+if TYPE_CHECKING:
+    from .experiment import Experiment
+
+
+@dataclass(frozen=True)
+class RunBatch:
+    """A validated batch of runs of one experiment, ready to insert."""
+
+    run_ids: np.ndarray  # int64 (R,)
+    roles: np.ndarray  # str (R,)
+    masks: np.ndarray  # bool (R, N)
+    margins: np.ndarray  # float32 (R, T)
+    seeds: np.ndarray | None
+    workers: np.ndarray | None
+    durations: np.ndarray | None
+    infos: list[str | None] | None
+
+    def __len__(self) -> int:
+        return len(self.run_ids)
+
+    def take(self, rows: np.ndarray) -> "RunBatch":
+        def pick(a: np.ndarray | None) -> np.ndarray | None:
+            return None if a is None else a[rows]
+
+        return RunBatch(
+            self.run_ids[rows],
+            self.roles[rows],
+            self.masks[rows],
+            self.margins[rows],
+            pick(self.seeds),
+            pick(self.workers),
+            pick(self.durations),
+            None if self.infos is None else [self.infos[i] for i in rows],
+        )
+
+
+def make_batch(
+    exp: "Experiment",
+    run_ids: Any,
+    masks: Any,
+    margins: Any,
+    role: str | Sequence[str],
+    seeds: Any = None,
+    worker: Any = None,
+    durations: Any = None,
+    infos: Sequence[dict[str, Any] | None] | None = None,
+) -> RunBatch:
+    """Validate user arrays against the experiment's shape; raises BadInputError naming the problem."""
+    ids = as_run_ids(run_ids)
+    r = len(ids)
+    m = as_masks(masks, r, exp.n_train)
+    y = as_margins(margins, r, exp.n_targets)
+    if isinstance(role, str):
+        roles = np.full(r, as_role(role), dtype=object)
+    else:
+        roles = np.array([as_role(x) for x in role], dtype=object)
+        if roles.shape != (r,):
+            raise BadInputError(f"roles must have one value per run ({r}), got {roles.shape}")
+    info_json: list[str | None] | None = None
+    if infos is not None:
+        if len(infos) != r:
+            raise BadInputError(f"infos must have one entry per run ({r}), got {len(infos)}")
+        info_json = [None if i is None else json.dumps(i) for i in infos]
+    return RunBatch(
+        ids,
+        roles,
+        m,
+        y,
+        as_optional_column(seeds, r, "seeds", np.int64),
+        as_optional_column(worker, r, "worker", str),
+        as_optional_column(durations, r, "durations", np.float64),
+        info_json,
+    )
+
+
+def write_batch(exp: "Experiment", batch: RunBatch) -> int:
+    """Insert a validated batch atomically; returns how many runs were new.
+
+    Runs already recorded with identical role, mask and margins are skipped (recording twice is a
+    no-op). A run id recorded before with different data, or a planned run id whose mask is not
+    the planned one, raises DuplicateRunError / BadInputError and writes nothing of the batch.
+    """
+    exp.db.require_writable()
+    _check_against_plans(exp, batch)
+    con = exp.db.con
+    name = f"_dmdb_batch_{uuid.uuid4().hex}"
+    con.execute("BEGIN TRANSACTION")
+    try:
+        fresh = _drop_identical_existing(exp, batch)
+        if len(fresh):
+            con.register(name, _arrow_table(fresh))
+            try:
+                con.execute(
+                    f"""
+                    INSERT INTO runs (experiment, run_id, role, mask, n_kept, margins, seed, worker, duration_s, info)
+                    SELECT ?, run_id, role, mask::BLOB::BIT, n_kept, margins, seed, worker, duration_s, info::JSON
+                    FROM {name}
+                    """,
+                    [exp.name],
+                )
+            finally:
+                con.unregister(name)
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    return len(fresh)
+
+
+def _arrow_table(b: RunBatch) -> pa.Table:
+    r = len(b)
+
+    def col(a: np.ndarray | None, typ: pa.DataType) -> pa.Array:
+        return pa.nulls(r, typ) if a is None else pa.array(a, typ)
+
+    return pa.table(
+        {
+            "run_id": pa.array(b.run_ids, pa.int64()),
+            "role": pa.array(b.roles.tolist(), pa.string()),
+            "mask": pack_masks(b.masks),
+            "n_kept": pa.array(b.masks.sum(axis=1), pa.int32()),
+            "margins": margins_to_arrow(b.margins),
+            "seed": col(b.seeds, pa.int64()),
+            "worker": pa.nulls(r, pa.string()) if b.workers is None else pa.array(b.workers.tolist(), pa.string()),
+            "duration_s": col(b.durations, pa.float64()),
+            "info": pa.array(b.infos if b.infos is not None else [None] * r, pa.string()),
+        }
+    )
+
+
+def _drop_identical_existing(exp: "Experiment", batch: RunBatch) -> RunBatch:
+    con = exp.db.con
+    name = f"_dmdb_ids_{uuid.uuid4().hex}"
+    con.register(name, pa.table({"run_id": pa.array(batch.run_ids, pa.int64())}))
+    try:
+        old = con.sql(
+            f"""
+            SELECT r.run_id, r.role, r.mask::BLOB AS mask, r.margins
+            FROM runs r JOIN {name} b USING (run_id)
+            WHERE r.experiment = ?
+            ORDER BY r.run_id
+            """,
+            params=[exp.name],
+        ).to_arrow_table()
+    finally:
+        con.unregister(name)
+    if old.num_rows == 0:
+        return batch
+    old_ids = old["run_id"].to_numpy()
+    old_masks = unpack_masks(old["mask"], exp.n_train)
+    old_margins = margins_from_arrow(old["margins"], exp.n_targets)
+    old_roles = old["role"].to_pylist()
+    row_of = {int(rid): i for i, rid in enumerate(batch.run_ids)}
+    for j, rid in enumerate(old_ids):
+        i = row_of[int(rid)]
+        what = []
+        if old_roles[j] != batch.roles[i]:
+            what.append(f"role {old_roles[j]!r} vs {batch.roles[i]!r}")
+        if not np.array_equal(old_masks[j], batch.masks[i]):
+            what.append("a different mask")
+        if not np.array_equal(old_margins[j], batch.margins[i]):
+            what.append("different margins")
+        if what:
+            raise DuplicateRunError(
+                f"run {int(rid)} of experiment {exp.name!r} was already recorded with other data "
+                f"({', '.join(what)}); nothing of this batch was written. Use a new run id, or "
+                "delete the old run first if it was wrong."
+            )
+    keep = np.flatnonzero(~np.isin(batch.run_ids, old_ids))
+    return batch.take(keep)
+
+
+def _check_against_plans(exp: "Experiment", batch: RunBatch) -> None:
+    """A planned run id must carry its planned role and mask: otherwise the plan and data disagree."""
+    for plan in exp.plans():
+        ids = plan.run_ids
+        rows = np.flatnonzero((batch.run_ids >= ids.start) & (batch.run_ids < ids.stop))
+        for i in rows:
+            rid = int(batch.run_ids[i])
+            planned = plan.run(rid)
+            if batch.roles[i] != planned.role:
+                raise BadInputError(
+                    f"run {rid} is planned with role {planned.role!r}, but was recorded as {batch.roles[i]!r}"
+                )
+            if not np.array_equal(batch.masks[i], planned.mask):
+                raise BadInputError(
+                    f"run {rid} is planned (role {plan.role!r}, seed {plan.seed}) with another mask than "
+                    "the one given: record the planned run's mask (run.mask from exp.plan(...))"
+                )
+

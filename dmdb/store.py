@@ -1,0 +1,173 @@
+"""Opening a dmdb database: create or open the DuckDB file, apply the schema, check its version."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+import duckdb
+import polars as pl
+
+from .errors import DatabaseLockedError, DmdbError, ReadOnlyError, SchemaVersionError, UnknownExperimentError
+from .sqlfiles import sql_files
+
+if TYPE_CHECKING:
+    from .experiment import Experiment
+
+SCHEMA_VERSION = 1
+
+
+class Database:
+    """A dmdb database file. One process may hold it read-write; see `open`."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, path: str, read_only: bool) -> None:
+        self.con = con
+        self.path = path
+        self.read_only = read_only
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self) -> "Database":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        mode = "read-only" if self.read_only else "read-write"
+        return f"<dmdb.Database {self.path!r} ({mode})>"
+
+    # -- queries ---------------------------------------------------------------------------
+    def sql(self, query: str, params: Sequence[Any] | dict[str, Any] | None = None) -> pl.DataFrame:
+        """Run any SQL and return the result as a polars frame (empty frame for statements)."""
+        try:
+            rel = self.con.sql(query, params=params)
+            return pl.DataFrame() if rel is None else pl.from_arrow(rel.to_arrow_table())  # type: ignore[return-value]
+        except duckdb.Error as e:
+            raise DmdbError(f"SQL error: {e}") from e
+
+    def require_writable(self) -> None:
+        if self.read_only:
+            raise ReadOnlyError(f"{self.path} is open read-only; open it with read_only=False to write")
+
+    # -- experiments -----------------------------------------------------------------------
+    def create_experiment(
+        self,
+        name: str,
+        n_train: int,
+        n_targets: int,
+        alpha: float = 0.5,
+        sampling: str = "fixed",
+        config: dict[str, Any] | None = None,
+        exist_ok: bool = False,
+    ) -> "Experiment":
+        from .experiment import create_experiment
+
+        return create_experiment(self, name, n_train, n_targets, alpha, sampling, config, exist_ok)
+
+    def experiment(self, name: str) -> "Experiment":
+        from .experiment import Experiment
+
+        row = self.con.execute(
+            "SELECT name, n_train, n_targets, alpha, sampling, config FROM experiments WHERE name = ?", [name]
+        ).fetchone()
+        if row is None:
+            known = [r[0] for r in self.con.execute("SELECT name FROM experiments ORDER BY name").fetchall()]
+            hint = f"known: {', '.join(known)}" if known else "this database has no experiments yet"
+            raise UnknownExperimentError(f"unknown experiment {name!r} in {self.path} ({hint})")
+        return Experiment(self, *row)
+
+    def experiments(self) -> pl.DataFrame:
+        """Experiments with their run counts by role."""
+        return self.sql(
+            """
+            SELECT e.name, e.n_train, e.n_targets, e.alpha, e.sampling, e.created_at,
+                   count(r.run_id) AS runs,
+                   count(r.run_id) FILTER (WHERE r.role = 'fit') AS fit_runs,
+                   count(r.run_id) FILTER (WHERE r.role = 'holdout') AS holdout_runs,
+                   count(r.run_id) FILTER (WHERE r.role = 'counterfactual') AS counterfactual_runs
+            FROM experiments e LEFT JOIN runs r ON r.experiment = e.name
+            GROUP BY ALL ORDER BY e.name
+            """
+        )
+
+
+_LOCK_RE = re.compile(r"Conflicting lock is held in (.*?) \(PID (\d+)\)")
+
+
+def open(path: str | Path, read_only: bool = False) -> Database:  # noqa: A001 - mirrors duckdb.connect
+    """Create or open a dmdb database file.
+
+    A writable open creates the file if needed, applies the schema and views from sql/ (never
+    dropping data) and records the schema version. A read-only open needs an existing dmdb file.
+    While one process has the file open read-write, DuckDB lets no other process open it at all:
+    that case raises DatabaseLockedError.
+    """
+    path = str(path)
+    if read_only and path != ":memory:" and not Path(path).exists():
+        raise DmdbError(f"no database at {path}; create one with `dmdb init --db {path}`")
+    try:
+        con = duckdb.connect(path, read_only=read_only)
+    except duckdb.IOException as e:
+        raise _open_error(path, e) from e
+    except duckdb.Error as e:
+        raise DmdbError(f"cannot open {path}: {e}") from e
+    try:
+        _check_version(con, path, read_only)
+        if not read_only:
+            _apply_schema(con)
+    except BaseException:
+        con.close()
+        raise
+    return Database(con, path, read_only)
+
+
+def _open_error(path: str, e: Exception) -> DmdbError:
+    msg = str(e)
+    m = _LOCK_RE.search(msg)
+    if m or "Could not set lock" in msg:
+        who = f" ({m.group(1)}, PID {m.group(2)})" if m else ""
+        return DatabaseLockedError(
+            f"{path} is locked: another process{who} has it open for writing, and DuckDB allows no "
+            "other process to open it meanwhile. Wait for that process to finish, or have workers "
+            "write shards (`dmdb ingest`) instead of opening the database."
+        )
+    if "not a valid DuckDB database" in msg or "database file" in msg.lower():
+        return DmdbError(f"{path} is not a DuckDB database file (or it is corrupt): {msg}")
+    return DmdbError(f"cannot open {path}: {msg}")
+
+
+def _check_version(con: duckdb.DuckDBPyConnection, path: str, read_only: bool) -> None:
+    tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+    if "dmdb_meta" not in tables:
+        if tables:
+            raise DmdbError(f"{path} is a DuckDB database but not a dmdb one (it has no dmdb_meta table)")
+        if read_only:
+            raise DmdbError(f"{path} is an empty database; initialise it with `dmdb init --db {path}`")
+        return
+    row = con.execute("SELECT value FROM dmdb_meta WHERE key = 'schema_version'").fetchone()
+    version = int(row[0]) if row else None
+    if version != SCHEMA_VERSION:
+        raise SchemaVersionError(
+            f"{path} has dmdb schema version {version}, this dmdb knows version {SCHEMA_VERSION}; "
+            "open it with the dmdb release that wrote it"
+        )
+
+
+def _apply_schema(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute("BEGIN TRANSACTION")
+    try:
+        for f in sql_files():
+            con.execute(f.read_text())
+        con.execute(
+            "INSERT INTO dmdb_meta VALUES ('schema_version', ?) ON CONFLICT (key) DO NOTHING", [str(SCHEMA_VERSION)]
+        )
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+
+

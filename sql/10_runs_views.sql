@@ -1,0 +1,23 @@
+-- Views over recorded runs for ad hoc SQL. Re-created on every writable open.
+
+-- The long form: one row per (run, target).
+CREATE OR REPLACE VIEW margins_long AS
+SELECT experiment, run_id, role,
+       unnest(range(len(margins))) AS target,
+       unnest(margins)             AS margin
+FROM runs;
+
+-- Every planned run id, recorded or not.
+CREATE OR REPLACE VIEW planned_runs AS
+SELECT p.experiment, p.first_run_id + i AS run_id, p.role, p.seed AS plan_seed, i AS plan_index
+FROM plans p, range(p.n_runs) t(i);
+
+-- Planned but not yet recorded: what a resumed collection still has to train.
+CREATE OR REPLACE VIEW missing_runs AS
+SELECT pr.*
+FROM planned_runs pr
+ANTI JOIN runs r ON r.experiment = pr.experiment AND r.run_id = pr.run_id;
+
+CREATE OR REPLACE VIEW run_counts AS
+SELECT experiment, role, count(*) AS n_runs
+FROM runs GROUP BY ALL;
