@@ -98,7 +98,8 @@ def image(exp: "Experiment", kind: str, idx: int) -> np.ndarray | None:
     table = TABLES[kind]
     row = exp.db.con.execute(
         f"SELECT image, image_shape, image_dtype FROM {table} WHERE experiment = ? AND idx = ?", [exp.name, idx]
-    ).fetchone()
+    ).fetchall()
+    row = row[0] if row else None
     if row is None or row[0] is None:
         return None
     return np.frombuffer(row[0], dtype=np.dtype(row[2])).reshape(row[1])

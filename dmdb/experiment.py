@@ -67,7 +67,8 @@ class Experiment:
         row = con.execute(
             "SELECT first_run_id, n_runs FROM plans WHERE experiment = ? AND role = ? AND seed = ?",
             [self.name, role, seed],
-        ).fetchone()
+        ).fetchall()
+        row = row[0] if row else None
         if row is not None:
             if row[1] != n_runs:
                 raise BadInputError(
@@ -83,7 +84,7 @@ class Experiment:
                        (SELECT coalesce(max(first_run_id + n_runs), 0) FROM plans WHERE experiment = $1),
                        (SELECT coalesce(max(run_id) + 1, 0) FROM runs WHERE experiment = $1))""",
                 [self.name],
-            ).fetchone()[0]
+            ).fetchall()[0][0]
             con.execute(
                 "INSERT INTO plans (experiment, role, seed, first_run_id, n_runs) VALUES (?, ?, ?, ?, ?)",
                 [self.name, role, seed, first, n_runs],
@@ -220,7 +221,8 @@ def create_experiment(
         raise BadInputError(f"alpha (the fraction of train examples each run keeps) must be in (0, 1), got {alpha}")
     if sampling not in SAMPLING:
         raise BadInputError(f"sampling must be one of {', '.join(SAMPLING)}, got {sampling!r}")
-    row = db.con.execute("SELECT n_train, n_targets, alpha, sampling FROM experiments WHERE name = ?", [name]).fetchone()
+    row = db.con.execute("SELECT n_train, n_targets, alpha, sampling FROM experiments WHERE name = ?", [name]).fetchall()
+    row = row[0] if row else None
     if row is not None:
         if exist_ok and tuple(row) == (int(n_train), int(n_targets), float(alpha), sampling):
             return db.experiment(name)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 
 def pack_masks(masks: np.ndarray) -> pa.FixedSizeBinaryArray:
@@ -37,6 +38,8 @@ def unpack_masks(column: pa.ChunkedArray | pa.Array, n_train: int, out: np.ndarr
 def _contiguous_bytes(chunk: pa.Array, n_bytes: int) -> np.ndarray:
     """View a binary chunk whose values all have n_bytes as a (len, n_bytes) uint8 matrix."""
     if pa.types.is_fixed_size_binary(chunk.type):
+        if chunk.type.byte_width != n_bytes:
+            raise ValueError(f"packed masks must each be {n_bytes} bytes, got {chunk.type.byte_width}")
         data = chunk.buffers()[1]
         start = chunk.offset * n_bytes
     else:
@@ -64,6 +67,10 @@ def margins_to_arrow(margins: np.ndarray) -> pa.ListArray:
 def margins_from_arrow(column: pa.ChunkedArray | pa.Array, n_targets: int) -> np.ndarray:
     """A list<float> column (every list n_targets long) as a (runs, n_targets) float32 matrix."""
     chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    for c in chunks:
+        lengths = pc.list_value_length(c)
+        if len(c) and (pc.min(lengths).as_py() != n_targets or pc.max(lengths).as_py() != n_targets):
+            raise ValueError(f"every margins list must hold {n_targets} values")
     parts = [c.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False) for c in chunks if len(c)]
     if not parts:
         return np.empty((0, n_targets), dtype=np.float32)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 
@@ -89,12 +90,15 @@ def make_batch(
     )
 
 
-def write_batch(exp: "Experiment", batch: RunBatch) -> int:
+def write_batch(
+    exp: "Experiment", batch: RunBatch, also: Callable[[duckdb.DuckDBPyConnection], None] | None = None
+) -> int:
     """Insert a validated batch atomically; returns how many runs were new.
 
     Runs already recorded with identical role, mask and margins are skipped (recording twice is a
     no-op). A run id recorded before with different data, or a planned run id whose mask is not
     the planned one, raises DuplicateRunError / BadInputError and writes nothing of the batch.
+    `also` runs inside the same transaction (ingest uses it to mark the shard as done).
     """
     exp.db.require_writable()
     _check_against_plans(exp, batch)
@@ -104,7 +108,7 @@ def write_batch(exp: "Experiment", batch: RunBatch) -> int:
     try:
         fresh = _drop_identical_existing(exp, batch)
         if len(fresh):
-            con.register(name, _arrow_table(fresh))
+            con.register(name, batch_table(fresh))
             try:
                 con.execute(
                     f"""
@@ -116,6 +120,8 @@ def write_batch(exp: "Experiment", batch: RunBatch) -> int:
                 )
             finally:
                 con.unregister(name)
+        if also is not None:
+            also(con)
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
@@ -123,7 +129,8 @@ def write_batch(exp: "Experiment", batch: RunBatch) -> int:
     return len(fresh)
 
 
-def _arrow_table(b: RunBatch) -> pa.Table:
+def batch_table(b: RunBatch) -> pa.Table:
+    """The batch as an Arrow table with packed masks: the shape of the runs table and of shard files."""
     r = len(b)
 
     def col(a: np.ndarray | None, typ: pa.DataType) -> pa.Array:

@@ -73,7 +73,8 @@ class Database:
 
         row = self.con.execute(
             "SELECT name, n_train, n_targets, alpha, sampling, config FROM experiments WHERE name = ?", [name]
-        ).fetchone()
+        ).fetchall()
+        row = row[0] if row else None
         if row is None:
             known = [r[0] for r in self.con.execute("SELECT name FROM experiments ORDER BY name").fetchall()]
             hint = f"known: {', '.join(known)}" if known else "this database has no experiments yet"
@@ -148,7 +149,8 @@ def _check_version(con: duckdb.DuckDBPyConnection, path: str, read_only: bool) -
         if read_only:
             raise DmdbError(f"{path} is an empty database; initialise it with `dmdb init --db {path}`")
         return
-    row = con.execute("SELECT value FROM dmdb_meta WHERE key = 'schema_version'").fetchone()
+    row = con.execute("SELECT value FROM dmdb_meta WHERE key = 'schema_version'").fetchall()
+    row = row[0] if row else None
     version = int(row[0]) if row else None
     if version != SCHEMA_VERSION:
         raise SchemaVersionError(

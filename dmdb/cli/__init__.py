@@ -1,0 +1,69 @@
+"""The `dmdb` command line: `dmdb VERB [--db PATH] ...`. Errors are one line on stderr, exit code 1."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Callable, Sequence
+
+from ..errors import DmdbError
+from . import store_cmds
+from .output import FORMATS
+
+DEFAULT_DB = "dmdb.duckdb"
+
+# Each module registers its verbs: register(subparsers, common_parents).
+MODULES: list[Callable[..., None]] = [store_cmds.register]
+
+
+def common_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument(
+        "--db",
+        default=os.environ.get("DMDB_DB", DEFAULT_DB),
+        help="database file (default: $DMDB_DB, else ./dmdb.duckdb)",
+    )
+    p.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    return p
+
+
+def format_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--format", "-f", choices=FORMATS, default="table", help="output format (default: table)")
+    p.add_argument("--output", "-o", help="write the result to this file instead of stdout")
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dmdb",
+        description="dmdb: a datamodels database. Record training runs, fit datamodels, ask what data made a prediction.",
+    )
+    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+    sub.required = True
+    parents = (common_parser(), format_parser())
+    for register in MODULES:
+        register(sub, parents)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except DmdbError as e:
+        if args.debug:
+            raise
+        print(f"dmdb {args.verb}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"dmdb {args.verb}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # an unexpected failure: still one line unless --debug
+        if args.debug:
+            raise
+        print(f"dmdb {args.verb}: unexpected error ({type(e).__name__}): {e} (rerun with --debug for the traceback)", file=sys.stderr)
+        return 2

@@ -1,0 +1,59 @@
+"""Printing results: a rich table by default, or csv / json / parquet for scripts."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import polars as pl
+from rich.console import Console
+from rich.table import Table
+
+FORMATS = ("table", "csv", "json", "parquet")
+
+
+def emit(df: pl.DataFrame, fmt: str = "table", output: str | None = None, title: str | None = None, max_rows: int = 200) -> None:
+    """Write a frame to stdout (or `output`) in the chosen format."""
+    if fmt == "parquet":
+        if output is None:
+            if sys.stdout.isatty():
+                raise SystemExit("error: --format parquet writes binary; give --output FILE.parquet")
+            df.write_parquet(sys.stdout.buffer)
+        else:
+            df.write_parquet(output)
+        return
+    if fmt == "csv":
+        text = df.write_csv()
+    elif fmt == "json":
+        text = df.write_json()
+    else:
+        if output:
+            with open(output, "w") as f:
+                Console(file=f, width=200).print(rich_table(df, title, max_rows))
+        else:
+            Console().print(rich_table(df, title, max_rows))
+        return
+    if output:
+        Path(output).write_text(text)
+    else:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+
+
+def rich_table(df: pl.DataFrame, title: str | None = None, max_rows: int = 200) -> Table:
+    table = Table(title=title, header_style="bold cyan", show_lines=False)
+    for name, dtype in df.schema.items():
+        table.add_column(name, justify="right" if dtype.is_numeric() else "left")
+    for row in df.head(max_rows).iter_rows():
+        table.add_row(*(_cell(v) for v in row))
+    if df.height > max_rows:
+        table.caption = f"{max_rows} of {df.height} rows shown; use --format csv for all"
+    return table
+
+
+def _cell(v: object) -> str:
+    if v is None:
+        return "[dim]null[/dim]"
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    s = str(v)
+    return s if len(s) <= 80 else s[:77] + "..."

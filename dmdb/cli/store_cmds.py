@@ -1,0 +1,94 @@
+"""Verbs about the database and its runs: init, info, sql, ingest, import-npy."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+import polars as pl
+from rich.console import Console
+
+from .. import store
+from ..npy_import import import_npy
+from ..shards import ingest
+from .output import emit
+from .progress import STDERR, progress_bar
+
+
+def register(sub: Any, parents: tuple[argparse.ArgumentParser, argparse.ArgumentParser]) -> None:
+    common, fmt = parents
+    p = sub.add_parser("init", parents=[common], help="create a database (or check an existing one)")
+    p.set_defaults(func=cmd_init)
+
+    p = sub.add_parser("info", parents=[common, fmt], help="experiments, run counts by role, fits, file size")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("sql", parents=[common, fmt], help="run SQL against the database (read-only unless --write)")
+    p.add_argument("query", help="the SQL text")
+    p.add_argument("--write", action="store_true", help="open read-write, to allow statements that modify data")
+    p.set_defaults(func=cmd_sql)
+
+    p = sub.add_parser("ingest", parents=[common], help="ingest shard files written by workers (idempotent)")
+    p.add_argument("directory", help="folder of .parquet shards (searched recursively)")
+    p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("import-npy", parents=[common], help="import a reference store (masks.npy, margins.npy, _completed.npy)")
+    p.add_argument("directory")
+    p.add_argument("--name", required=True, help="experiment to create or extend")
+    p.add_argument("--role", default="fit", choices=["fit", "holdout"], help="role of the imported runs (default: fit)")
+    p.add_argument("--alpha", type=float, help="subset fraction (default: estimated from the masks)")
+    p.add_argument("--chunk-rows", type=int, help="rows read per chunk (default: about 256 MB of masks)")
+    p.set_defaults(func=cmd_import_npy)
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    with store.open(args.db) as db:
+        n = db.sql("SELECT count(*) AS n FROM experiments")["n"][0]
+        Console().print(f"[green]ok[/green] {db.path} (schema version {store.SCHEMA_VERSION}, {n} experiments)")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    with store.open(args.db, read_only=True) as db:
+        exps = db.experiments()
+        fits = db.sql(
+            "SELECT experiment, count(*) AS fits, max(fit_id) AS latest_fit FROM fits GROUP BY ALL ORDER BY experiment"
+        )
+        plans = db.sql("SELECT experiment, count(*) AS missing_runs FROM missing_runs GROUP BY ALL")
+    info = exps.join(fits, left_on="name", right_on="experiment", how="left").join(
+        plans, left_on="name", right_on="experiment", how="left"
+    )
+    info = info.with_columns(pl.col("fits").fill_null(0), pl.col("missing_runs").fill_null(0))
+    if args.format == "table":
+        size = os.path.getsize(args.db)
+        Console().print(f"[bold]{args.db}[/bold]: {size / 2**20:.1f} MiB, schema version {store.SCHEMA_VERSION}")
+    emit(info, args.format, args.output, title="experiments")
+    return 0
+
+
+def cmd_sql(args: argparse.Namespace) -> int:
+    with store.open(args.db, read_only=not args.write) as db:
+        emit(db.sql(args.query), args.format, args.output)
+    return 0
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    with store.open(args.db) as db, progress_bar("ingesting shards", args.quiet) as bar:
+        report = ingest(db, args.directory, progress=bar)
+    STDERR.print(
+        f"ingested {report.files_ingested} shard files: {report.runs_added} new runs, "
+        f"{report.runs_already_present} already present; {report.files_already_ingested} files skipped "
+        f"(ingested before); {len(report.bad)} bad"
+    )
+    for name, why in report.bad:
+        STDERR.print(f"[red]bad shard[/red] {name}: {why}")
+    return 1 if report.bad else 0
+
+
+def cmd_import_npy(args: argparse.Namespace) -> int:
+    with store.open(args.db) as db, progress_bar("importing runs", args.quiet) as bar:
+        exp, added = import_npy(db, args.directory, args.name, args.role, args.alpha, args.chunk_rows, progress=bar)
+        total = exp.n_runs()
+    STDERR.print(f"imported {added} new runs into {exp.name!r} ({total} runs in all)")
+    return 0

@@ -1,0 +1,95 @@
+"""Import of the reference datamodels store: masks.npy (bool [M, N]), margins.npy (float16 [M, T]),
+_completed.npy (bool [M]). Only completed rows come in; row i becomes run id i."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+import numpy as np
+
+from .errors import BadInputError, DmdbError
+
+if TYPE_CHECKING:
+    from .experiment import Experiment
+    from .store import Database
+
+CHUNK_BYTES = 256 * 2**20
+
+
+def _load(directory: Path, name: str) -> np.ndarray:
+    path = directory / f"{name}.npy"
+    if not path.exists():
+        raise DmdbError(f"{path} is missing: a reference store holds masks.npy, margins.npy and _completed.npy")
+    try:
+        return np.load(path, mmap_mode="r")
+    except (ValueError, OSError) as e:
+        raise DmdbError(f"{path} is not a readable .npy file: {e}") from e
+
+
+def import_npy(
+    db: "Database",
+    directory: str | Path,
+    name: str,
+    role: str = "fit",
+    alpha: float | None = None,
+    chunk_rows: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple["Experiment", int]:
+    """Bring a reference store into experiment `name` (created if absent); returns it and the runs added.
+
+    Arrays are memory-mapped and read in chunks of `chunk_rows` rows (by default about 256 MB of
+    masks), so memory stays bounded whatever M is. Running it again adds nothing.
+    """
+    directory = Path(directory)
+    masks = _load(directory, "masks")
+    margins = _load(directory, "margins")
+    completed = _load(directory, "_completed")
+    if masks.ndim != 2 or margins.ndim != 2 or completed.ndim != 1:
+        raise BadInputError(
+            f"expected masks [M, N], margins [M, T], _completed [M]; got {masks.shape}, {margins.shape}, {completed.shape}"
+        )
+    m = masks.shape[0]
+    if margins.shape[0] != m or completed.shape[0] != m:
+        raise BadInputError(
+            f"row counts differ: masks has {m}, margins {margins.shape[0]}, _completed {completed.shape[0]}"
+        )
+    if masks.dtype != np.bool_ or completed.dtype != np.bool_:
+        raise BadInputError(f"masks and _completed must be bool arrays, got {masks.dtype} and {completed.dtype}")
+    done_rows = np.flatnonzero(np.asarray(completed))
+    if len(done_rows) == 0:
+        raise DmdbError(f"no completed rows in {directory / '_completed.npy'}: nothing to import")
+    rows = chunk_rows or max(1, CHUNK_BYTES // max(1, masks.shape[1]))
+    _check_finite(margins, done_rows, rows)
+    n_train = masks.shape[1]
+    sample = np.asarray(masks[done_rows[:1000]])
+    kept = sample.sum(axis=1)
+    exp = db.create_experiment(
+        name,
+        n_train=n_train,
+        n_targets=margins.shape[1],
+        alpha=float(alpha if alpha is not None else round(float(kept.mean()) / n_train, 4)),
+        sampling="fixed" if kept.min() == kept.max() else "bernoulli",
+        config={"imported_from": str(directory.resolve())},
+        exist_ok=True,
+    )
+    added = 0
+    for start in range(0, len(done_rows), rows):
+        ids = done_rows[start : start + rows]
+        added += exp.record_batch(ids, np.asarray(masks[ids]), np.asarray(margins[ids], dtype=np.float32), role=role)
+        if progress is not None:
+            progress(min(start + rows, len(done_rows)), len(done_rows))
+    return exp, added
+
+
+def _check_finite(margins: np.ndarray, done_rows: np.ndarray, rows: int) -> None:
+    """A pass over the margins before anything is written, so a bad row aborts the import cleanly."""
+    for start in range(0, len(done_rows), rows):
+        ids = done_rows[start : start + rows]
+        bad = ~np.isfinite(np.asarray(margins[ids], dtype=np.float32))
+        if bad.any():
+            r, c = np.argwhere(bad)[0]
+            raise BadInputError(
+                f"margins.npy row {int(ids[r])} (marked completed) has a non-finite margin at target {int(c)}; "
+                "nothing was imported"
+            )

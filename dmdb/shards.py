@@ -1,0 +1,207 @@
+"""Shard files: how workers hand runs to the one process that writes the database.
+
+A worker never opens the .duckdb file (DuckDB allows one writing process, and no readers beside
+it). It writes one self-contained Parquet file per run or batch, under a temporary dot-name that
+ingest ignores, then renames it into place, so a shard is either whole or invisible.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .errors import CorruptShardError, DmdbError, UnknownExperimentError
+from .packing import margins_from_arrow, unpack_masks
+from .plan import PlannedRun
+from .record import RunBatch, batch_table, make_batch, write_batch
+
+if TYPE_CHECKING:
+    from .experiment import Experiment
+    from .store import Database
+
+SHARD_VERSION = "1"
+_META = b"dmdb"
+
+
+def write_shard(
+    directory: str | Path,
+    experiment: str,
+    run_ids: Any,
+    masks: Any,
+    margins: Any,
+    role: str | Sequence[str] = "fit",
+    seeds: Any = None,
+    worker: str | None = None,
+    durations: Any = None,
+    infos: Sequence[dict[str, Any] | None] | None = None,
+) -> Path:
+    """Validate runs and write them as one shard file; returns its final path."""
+    m = np.asarray(masks)
+    y = np.asarray(margins)
+    if m.ndim != 2 or y.ndim != 2:
+        raise CorruptShardError(f"masks and margins must be 2-D (runs x ...), got {m.shape} and {y.shape}")
+    shape = _Shape(experiment, m.shape[1], y.shape[1])
+    batch = make_batch(shape, run_ids, m, y, role, seeds, worker, durations, infos)  # type: ignore[arg-type]
+    table = batch_table(batch).replace_schema_metadata(
+        {_META: json.dumps({"version": SHARD_VERSION, "experiment": experiment, "n_train": shape.n_train,
+                            "n_targets": shape.n_targets, "n_runs": len(batch)})}
+    )
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    final = directory / f"{experiment}-{int(batch.run_ids.min()) if len(batch) else 0}-{uuid.uuid4().hex[:12]}.parquet"
+    tmp = directory / f".{final.name}.tmp"
+    with open(tmp, "wb") as f:
+        pq.write_table(table, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, final)
+    _fsync_dir(directory)
+    return final
+
+
+def write_run(
+    directory: str | Path,
+    experiment: str,
+    run: PlannedRun,
+    margins: Any,
+    worker: str | None = None,
+    duration_s: float | None = None,
+) -> Path:
+    """The worker's one call: one planned run and its margins as a shard."""
+    return write_shard(
+        directory, experiment, [run.run_id], np.asarray(run.mask)[None, :], np.asarray(margins)[None, :],
+        role=run.role, seeds=[run.seed], worker=worker, durations=None if duration_s is None else [duration_s],
+    )
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """The experiment's shape as seen by a worker that cannot open the database."""
+
+    name: str
+    n_train: int
+    n_targets: int
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class IngestReport:
+    """What one `ingest` call did: shard files read, runs added, files skipped and why."""
+
+    files_ingested: int = 0
+    runs_added: int = 0
+    runs_already_present: int = 0
+    files_already_ingested: int = 0
+    bad: list[tuple[str, str]] = field(default_factory=list)
+
+
+def ingest(
+    db: "Database", directory: str | Path, progress: Callable[[int, int], None] | None = None
+) -> IngestReport:
+    """Ingest every finished shard under `directory`, each in its own transaction.
+
+    Idempotent: shards ingested before are skipped by name, and runs already present with the same
+    data are no-ops. A corrupt, partial or inconsistent shard is reported in `bad` and skipped; it
+    never leaves part of itself in the database.
+    """
+    db.require_writable()
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise DmdbError(f"shard directory {directory} does not exist")
+    files = sorted(p for p in directory.rglob("*.parquet") if not p.name.startswith("."))
+    done = {r[0] for r in db.con.execute("SELECT name FROM ingested_shards").fetchall()}
+    report = IngestReport()
+    experiments: dict[str, "Experiment"] = {}
+    for i, path in enumerate(files):
+        name = str(path.relative_to(directory))
+        if name in done:
+            report.files_already_ingested += 1
+        else:
+            try:
+                added, n = _ingest_one(db, path, name, experiments)
+                report.files_ingested += 1
+                report.runs_added += added
+                report.runs_already_present += n - added
+            except DmdbError as e:
+                report.bad.append((name, str(e)))
+        if progress is not None:
+            progress(i + 1, len(files))
+    return report
+
+
+def _ingest_one(db: "Database", path: Path, name: str, experiments: dict[str, "Experiment"]) -> tuple[int, int]:
+    table, meta = read_shard(path)
+    exp_name = meta["experiment"]
+    if exp_name not in experiments:
+        try:
+            experiments[exp_name] = db.experiment(exp_name)
+        except UnknownExperimentError as e:
+            raise CorruptShardError(f"shard is for {e}") from e
+    exp = experiments[exp_name]
+    if (meta["n_train"], meta["n_targets"]) != (exp.n_train, exp.n_targets):
+        raise CorruptShardError(
+            f"shard has {meta['n_train']} train examples x {meta['n_targets']} targets, experiment "
+            f"{exp.name!r} has {exp.n_train} x {exp.n_targets}"
+        )
+    batch = _batch_from_table(exp, table)
+
+    def mark(con: duckdb.DuckDBPyConnection) -> None:
+        con.execute(
+            "INSERT INTO ingested_shards (name, experiment, n_runs, bytes) VALUES (?, ?, ?, ?)",
+            [name, exp.name, len(batch), path.stat().st_size],
+        )
+
+    return write_batch(exp, batch, also=mark), len(batch)
+
+
+def read_shard(path: Path) -> tuple[pa.Table, dict[str, Any]]:
+    """Read and check one shard file; CorruptShardError names what is wrong."""
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowException) as e:
+        raise CorruptShardError(f"unreadable shard (corrupt or partial Parquet file): {e}") from e
+    raw = (table.schema.metadata or {}).get(_META)
+    if raw is None:
+        raise CorruptShardError("not a dmdb shard (no dmdb metadata in the Parquet file)")
+    meta = json.loads(raw)
+    if meta.get("version") != SHARD_VERSION:
+        raise CorruptShardError(f"shard format version {meta.get('version')!r}, expected {SHARD_VERSION}")
+    if table.num_rows != meta["n_runs"]:
+        raise CorruptShardError(f"shard says {meta['n_runs']} runs but holds {table.num_rows}")
+    return table, meta
+
+
+def _batch_from_table(exp: "Experiment", t: pa.Table) -> RunBatch:
+    try:
+        masks = unpack_masks(t["mask"], exp.n_train)
+        margins = margins_from_arrow(t["margins"], exp.n_targets)
+    except (KeyError, ValueError) as e:
+        raise CorruptShardError(f"shard columns are malformed: {e}") from e
+    infos = t["info"].to_pylist()
+    return make_batch(
+        exp,
+        t["run_id"].to_numpy(),
+        masks,
+        margins,
+        t["role"].to_pylist(),
+        seeds=t["seed"].to_numpy(zero_copy_only=False) if t["seed"].null_count == 0 else None,
+        worker=t["worker"].to_pylist() if t["worker"].null_count == 0 else None,
+        durations=t["duration_s"].to_numpy(zero_copy_only=False) if t["duration_s"].null_count == 0 else None,
+        infos=[None if i is None else json.loads(i) for i in infos],
+    )
