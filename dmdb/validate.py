@@ -43,7 +43,8 @@ def as_margins(margins: Any, n_runs: int, n_targets: int) -> np.ndarray:
         raise BadInputError(f"margins must be numbers, got dtype {y.dtype}")
     if y.shape != (n_runs, n_targets):
         raise BadInputError(f"margins must have shape (runs, n_targets) = ({n_runs}, {n_targets}), got {y.shape}")
-    y32 = y.astype(np.float32, copy=False)
+    with np.errstate(over="ignore", invalid="ignore"):  # out-of-range values become inf, reported below
+        y32 = y.astype(np.float32, copy=False)
     bad = ~np.isfinite(y32)
     if bad.any():
         row, col = np.argwhere(bad)[0]

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 FORMATS = ("table", "csv", "json", "parquet")
+STDOUT = Console(soft_wrap=True)
 
 
 def emit(df: pl.DataFrame, fmt: str = "table", output: str | None = None, title: str | None = None, max_rows: int = 200) -> None:
@@ -31,7 +32,7 @@ def emit(df: pl.DataFrame, fmt: str = "table", output: str | None = None, title:
             with open(output, "w") as f:
                 Console(file=f, width=200).print(rich_table(df, title, max_rows))
         else:
-            Console().print(rich_table(df, title, max_rows))
+            STDOUT.print(rich_table(df, title, max_rows))
         return
     if output:
         Path(output).write_text(text)

@@ -7,12 +7,11 @@ import os
 from typing import Any
 
 import polars as pl
-from rich.console import Console
 
 from .. import store
 from ..npy_import import import_npy
 from ..shards import ingest
-from .output import emit
+from .output import STDOUT, emit
 from .progress import STDERR, progress_bar
 
 
@@ -45,7 +44,7 @@ def register(sub: Any, parents: tuple[argparse.ArgumentParser, argparse.Argument
 def cmd_init(args: argparse.Namespace) -> int:
     with store.open(args.db) as db:
         n = db.sql("SELECT count(*) AS n FROM experiments")["n"][0]
-        Console().print(f"[green]ok[/green] {db.path} (schema version {store.SCHEMA_VERSION}, {n} experiments)")
+        STDOUT.print(f"[green]ok[/green] {db.path} (schema version {store.SCHEMA_VERSION}, {n} experiments)")
     return 0
 
 
@@ -62,7 +61,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     info = info.with_columns(pl.col("fits").fill_null(0), pl.col("missing_runs").fill_null(0))
     if args.format == "table":
         size = os.path.getsize(args.db)
-        Console().print(f"[bold]{args.db}[/bold]: {size / 2**20:.1f} MiB, schema version {store.SCHEMA_VERSION}")
+        STDOUT.print(f"[bold]{args.db}[/bold]: {size / 2**20:.1f} MiB, schema version {store.SCHEMA_VERSION}")
     emit(info, args.format, args.output, title="experiments")
     return 0
 

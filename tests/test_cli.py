@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+import dmdb
+from conftest import random_runs
+from dmdb.cli import main
+from dmdb.shards import write_shard
+from test_npy_import import make_store
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_init_info_and_env_default(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    db = tmp_path / "x.duckdb"
+    monkeypatch.setenv("DMDB_DB", str(db))
+    code, out, _ = run_cli(capsys, "init")
+    assert code == 0 and "schema version 1" in out and db.exists()
+    with dmdb.open(db) as d:
+        e = d.create_experiment("e", 37, 5)
+        masks, margins = random_runs(6, 37, 5)
+        e.record_batch(np.arange(6), masks, margins, role=["fit"] * 4 + ["holdout"] * 2)
+        e.plan(3, seed=1, role="holdout")
+    code, out, _ = run_cli(capsys, "info", "--format", "json")
+    info = json.loads(out)
+    assert code == 0 and info[0]["name"] == "e" and info[0]["fit_runs"] == 4 and info[0]["holdout_runs"] == 2
+    assert info[0]["missing_runs"] == 3
+
+
+def test_sql_formats(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = str(tmp_path / "x.duckdb")
+    run_cli(capsys, "init", "--db", db)
+    q = "SELECT range AS i, range * 2 AS j FROM range(3)"
+    code, out, _ = run_cli(capsys, "sql", q, "--db", db, "--format", "csv")
+    assert code == 0 and out.splitlines() == ["i,j", "0,0", "1,2", "2,4"]
+    code, out, _ = run_cli(capsys, "sql", q, "--db", db, "-f", "json")
+    assert json.loads(out) == [{"i": 0, "j": 0}, {"i": 1, "j": 2}, {"i": 2, "j": 4}]
+    code, out, _ = run_cli(capsys, "sql", q, "--db", db)
+    assert code == 0 and "┃ i ┃ j ┃" in out and "│ 2 │ 4 │" in out
+    pq = tmp_path / "out.parquet"
+    code, _, _ = run_cli(capsys, "sql", q, "--db", db, "-f", "parquet", "-o", str(pq))
+    assert pl.read_parquet(pq)["j"].to_list() == [0, 2, 4]
+
+
+def test_sql_is_read_only_by_default(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = str(tmp_path / "x.duckdb")
+    run_cli(capsys, "init", "--db", db)
+    code, _, err = run_cli(capsys, "sql", "DELETE FROM experiments", "--db", db)
+    assert code == 1 and "read-only" in err.lower() and err.count("\n") == 1
+    code, _, _ = run_cli(capsys, "sql", "DELETE FROM experiments", "--db", db, "--write")
+    assert code == 0
+
+
+def test_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run_cli(capsys, "info", "--db", str(tmp_path / "missing.duckdb"))
+    assert code == 1 and out == "" and err.startswith("dmdb info: error: no database at") and err.count("\n") == 1
+    code, _, err = run_cli(capsys, "sql", "SELEC 1", "--db", str(tmp_path / "missing.duckdb"))
+    assert code == 1 and "Traceback" not in err
+    with pytest.raises(dmdb.DmdbError):
+        main(["info", "--db", str(tmp_path / "missing.duckdb"), "--debug"])
+
+
+def test_ingest_and_import_npy(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = str(tmp_path / "x.duckdb")
+    masks, margins, completed = make_store(tmp_path / "store")
+    code, _, err = run_cli(capsys, "import-npy", str(tmp_path / "store"), "--name", "ref", "--db", db, "--quiet")
+    assert code == 0 and f"imported {completed.sum()} new runs" in err
+    m2, y2 = random_runs(2, 45, 7)
+    write_shard(tmp_path / "shards", "ref", [1000, 1001], m2, y2)
+    (tmp_path / "shards" / "bad.parquet").write_bytes(b"junk")
+    code, _, err = run_cli(capsys, "ingest", str(tmp_path / "shards"), "--db", db, "-q")
+    assert code == 1 and "2 new runs" in err and "bad shard bad.parquet" in err
+    code, out, _ = run_cli(capsys, "sql", "SELECT count(*) AS n FROM runs", "--db", db, "-f", "csv")
+    assert out.splitlines()[1] == str(completed.sum() + 2)

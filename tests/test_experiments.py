@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import dmdb
+from conftest import table_counts
+
+
+def test_create_get_list(db: dmdb.Database) -> None:
+    e = db.create_experiment("cifar", n_train=100, n_targets=7, alpha=0.3, sampling="bernoulli", config={"arch": "resnet9"})
+    db.create_experiment("digits", n_train=20, n_targets=3)
+    got = db.experiment("cifar")
+    assert (got.n_train, got.n_targets, got.alpha, got.sampling, got.config) == (100, 7, 0.3, "bernoulli", {"arch": "resnet9"})
+    assert db.experiments()["name"].to_list() == ["cifar", "digits"]
+    assert e.name == "cifar"
+
+
+def test_exist_ok_returns_same_and_refuses_other_shape(db: dmdb.Database) -> None:
+    db.create_experiment("a", 10, 2)
+    assert db.create_experiment("a", 10, 2, exist_ok=True).n_train == 10
+    with pytest.raises(dmdb.DmdbError, match="already exists"):
+        db.create_experiment("a", 11, 2, exist_ok=True)
+    with pytest.raises(dmdb.DmdbError, match="already exists"):
+        db.create_experiment("a", 10, 2)
+
+
+def test_unknown_experiment_names_known_ones(db: dmdb.Database) -> None:
+    with pytest.raises(dmdb.UnknownExperimentError, match="no experiments yet"):
+        db.experiment("nope")
+    db.create_experiment("a", 10, 2)
+    with pytest.raises(dmdb.UnknownExperimentError, match="unknown experiment 'nope'.*known: a"):
+        db.experiment("nope")
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(n_train=0, n_targets=2), "positive"),
+        (dict(n_train=5, n_targets=2, alpha=1.0), "alpha"),
+        (dict(n_train=5, n_targets=2, alpha=0.0), "alpha"),
+        (dict(n_train=5, n_targets=2, sampling="poisson"), "sampling"),
+    ],
+)
+def test_bad_experiment_arguments(db: dmdb.Database, kwargs: dict, match: str) -> None:
+    with pytest.raises(dmdb.BadInputError, match=match):
+        db.create_experiment("x", **kwargs)
+    assert table_counts(db)["experiments"] == 0
+
+
+def test_example_payloads_round_trip(exp: dmdb.Experiment) -> None:
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(37, 8, 8), dtype=np.uint8)
+    exp.set_train_examples(labels=np.arange(37) % 10, images=images, source_ids=[f"img{i}" for i in range(37)])
+    texts = [f"target {i}" for i in range(5)]
+    exp.set_targets(labels=[1, 2, 3, 4, 5], texts=texts)
+    train = exp.train_examples()
+    assert train["label"].to_list() == list(np.arange(37) % 10)
+    assert train["has_image"].all() and train["source_id"][3] == "img3"
+    for i in (0, 17, 36):
+        np.testing.assert_array_equal(exp.image("train", i), images[i])
+    t = exp.targets()
+    assert t["text"].to_list() == texts and not t["has_image"].any()
+    assert exp.image("targets", 2) is None
+    rgb = rng.random((5, 4, 4, 3)).astype(np.float32)
+    exp.set_targets(labels=[0] * 5, images=rgb)  # replacing is allowed and whole
+    np.testing.assert_array_equal(exp.image("targets", 4), rgb[4])
+    assert exp.targets()["text"].null_count() == 5
+
+
+def test_example_payloads_bad_lengths(exp: dmdb.Experiment) -> None:
+    with pytest.raises(dmdb.BadInputError, match="one entry per example \\(37\\)"):
+        exp.set_train_examples(labels=[1, 2, 3])
+    with pytest.raises(dmdb.BadInputError, match="images"):
+        exp.set_targets(images=np.zeros((4, 8, 8)))
+    assert table_counts(exp.db)["train_examples"] == 0

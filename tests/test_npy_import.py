@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import dmdb
+from conftest import table_counts
+from dmdb.npy_import import import_npy
+
+
+def make_store(directory: Path, m: int = 60, n: int = 45, t: int = 7, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    masks = np.zeros((m, n), dtype=bool)
+    for i in range(m):
+        masks[i, rng.permutation(n)[: n // 3]] = True  # fixed-size subsets, alpha = 15/45
+    margins = rng.standard_normal((m, t)).astype(np.float16)
+    completed = rng.random(m) < 0.7
+    margins[~completed] = np.nan  # unfinished rows hold garbage in the reference store
+    directory.mkdir(parents=True, exist_ok=True)
+    np.save(directory / "masks.npy", masks)
+    np.save(directory / "margins.npy", margins)
+    np.save(directory / "_completed.npy", completed)
+    return masks, margins, completed
+
+
+def test_imports_only_completed_rows_in_chunks(db: dmdb.Database, tmp_path: Path) -> None:
+    masks, margins, completed = make_store(tmp_path / "store")
+    seen: list[tuple[int, int]] = []
+    exp, added = import_npy(db, tmp_path / "store", "ref", chunk_rows=8, progress=lambda d, t: seen.append((d, t)))
+    rows = np.flatnonzero(completed)
+    assert added == len(rows) and len(seen) == -(-len(rows) // 8) and seen[-1] == (len(rows), len(rows))
+    assert (exp.n_train, exp.n_targets, exp.sampling) == (45, 7, "fixed")
+    assert exp.alpha == pytest.approx(1 / 3, abs=1e-4)
+    np.testing.assert_array_equal(exp.run_ids(), rows)
+    np.testing.assert_array_equal(exp.masks(), masks[rows])
+    np.testing.assert_array_equal(exp.margins(), margins[rows].astype(np.float32))
+    _, again = import_npy(db, tmp_path / "store", "ref")
+    assert again == 0 and exp.n_runs() == len(rows)
+
+
+def test_mismatched_rows_refused(db: dmdb.Database, tmp_path: Path) -> None:
+    make_store(tmp_path)
+    np.save(tmp_path / "_completed.npy", np.ones(59, bool))
+    with pytest.raises(dmdb.BadInputError, match="row counts differ: masks has 60, margins 60, _completed 59"):
+        import_npy(db, tmp_path, "ref")
+    assert table_counts(db)["experiments"] == 0
+
+
+def test_nan_in_completed_row_writes_nothing(db: dmdb.Database, tmp_path: Path) -> None:
+    _, margins, completed = make_store(tmp_path)
+    last = np.flatnonzero(completed)[-1]
+    margins[last, 3] = np.nan
+    np.save(tmp_path / "margins.npy", margins)
+    with pytest.raises(dmdb.BadInputError, match=f"row {last} .* target 3"):
+        import_npy(db, tmp_path, "ref", chunk_rows=4)
+    assert table_counts(db)["runs"] == 0 and table_counts(db)["experiments"] == 0
+
+
+def test_missing_file(db: dmdb.Database, tmp_path: Path) -> None:
+    with pytest.raises(dmdb.DmdbError, match="masks.npy is missing"):
+        import_npy(db, tmp_path, "ref")

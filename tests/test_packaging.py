@@ -1,0 +1,46 @@
+"""A non-editable install must carry the SQL files inside the package and work from any folder."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(ROOT)],
+        check=True,
+    )
+    (whl,) = out.glob("dmdb-*.whl")
+    return whl
+
+
+def test_wheel_ships_sql_and_both_packages(wheel: Path) -> None:
+    names = zipfile.ZipFile(wheel).namelist()
+    shipped = sorted(n for n in names if n.startswith("dmdb/sql/"))
+    assert shipped and shipped == sorted(f"dmdb/sql/{p.name}" for p in (ROOT / "sql").glob("*.sql"))
+    assert "tui/__init__.py" in names and "dmdb/cli/__init__.py" in names
+    assert any(n.endswith("entry_points.txt") for n in names)
+
+
+def test_installed_copy_finds_its_sql(wheel: Path, tmp_path: Path) -> None:
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)], check=True)
+    code = (
+        "import dmdb, dmdb.sqlfiles as s; "
+        "assert dmdb.__file__.startswith(%r), dmdb.__file__; "
+        "assert str(s.sql_dir()).startswith(%r), s.sql_dir(); "
+        "db = dmdb.open('t.duckdb'); db.create_experiment('e', 3, 2); print(db.experiments()['name'][0])"
+    ) % (str(target), str(target))
+    env = {"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"}
+    run = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "e"

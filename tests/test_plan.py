@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import dmdb
+from dmdb.plan import Plan, sample_mask
+
+
+def test_fixed_sampling_keeps_exactly_round_alpha_n() -> None:
+    for index in range(20):
+        m, _ = sample_mask(101, 0.3, "fixed", seed=5, role="fit", index=index)
+        assert m.dtype == bool and m.sum() == round(0.3 * 101)
+
+
+def test_bernoulli_sampling_rate() -> None:
+    kept = [sample_mask(1000, 0.25, "bernoulli", 1, "fit", i)[0].mean() for i in range(200)]
+    assert abs(np.mean(kept) - 0.25) < 0.005  # std of the mean is ~0.001
+    assert np.std(kept) > 0.005  # not fixed-size
+
+
+def test_masks_are_reproducible_and_independent() -> None:
+    a, sa = sample_mask(500, 0.5, "fixed", 3, "fit", 7)
+    b, sb = sample_mask(500, 0.5, "fixed", 3, "fit", 7)
+    c, _ = sample_mask(500, 0.5, "fixed", 3, "holdout", 7)
+    d, _ = sample_mask(500, 0.5, "fixed", 3, "fit", 8)
+    assert np.array_equal(a, b) and sa == sb
+    # independent subsets overlap in about half of the kept examples
+    assert 0.35 < (a & c).sum() / a.sum() < 0.65 and 0.35 < (a & d).sum() / a.sum() < 0.65
+
+
+def test_plan_is_idempotent_and_allocates_fresh_ids(exp: dmdb.Experiment) -> None:
+    p = exp.plan(10, seed=0)
+    assert p.run_ids == range(0, 10)
+    again = exp.plan(10, seed=0)
+    assert again == p and np.array_equal(again.masks(), p.masks())
+    h = exp.plan(4, seed=0, role="holdout")
+    assert h.run_ids == range(10, 14)
+    assert not np.array_equal(h.masks(), p.masks()[:4])
+    with pytest.raises(dmdb.BadInputError, match="already exists with 10 runs"):
+        exp.plan(12, seed=0)
+    assert Plan.from_dict(p.to_dict()) == p
+    assert [q.role for q in exp.plans()] == ["fit", "holdout"]
+
+
+def test_missing_and_pending(exp: dmdb.Experiment) -> None:
+    p = exp.plan(6, seed=1)
+    h = exp.plan(2, seed=1, role="holdout")
+    for run in list(exp.pending(p))[::2]:
+        assert exp.record(run, margins=np.zeros(5))
+    assert exp.missing() == [1, 3, 5, 6, 7]
+    assert exp.missing("holdout") == [6, 7]
+    pend = list(exp.pending())
+    assert [r.run_id for r in pend] == [1, 3, 5, 6, 7]
+    assert np.array_equal(pend[0].mask, p.run(1).mask) and pend[-1].role == "holdout"
+    assert np.array_equal(pend[0].indices, np.flatnonzero(p.run(1).mask))
+    assert exp.db.sql("SELECT count(*) AS n FROM missing_runs")["n"][0] == 5
+    assert [r.run_id for r in exp.pending(h)] == [6, 7]
+
+
+def test_plan_after_unplanned_runs_starts_past_them(exp: dmdb.Experiment) -> None:
+    exp.record(100, np.zeros(5), mask=np.ones(37, bool), role="fit")
+    assert exp.plan(3, seed=9).run_ids == range(101, 104)

@@ -1,0 +1,134 @@
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+
+import dmdb
+from conftest import random_runs, table_counts
+
+
+def test_round_trip_bit_for_bit(exp: dmdb.Experiment) -> None:
+    masks, margins = random_runs(50, 37, 5)
+    margins[3, 2] = np.float32(1e-30)  # denormal-ish values survive too
+    assert exp.record_batch(np.arange(50), masks, margins, role=["fit"] * 40 + ["holdout"] * 10) == 50
+    np.testing.assert_array_equal(exp.masks(), masks)
+    np.testing.assert_array_equal(exp.margins(), margins)
+    assert exp.margins().dtype == np.float32 and exp.masks().dtype == bool
+    np.testing.assert_array_equal(exp.masks(role="holdout"), masks[40:])
+    np.testing.assert_array_equal(exp.margins(role="fit", runs=range(10, 20)), margins[10:20])
+    np.testing.assert_array_equal(exp.masks(runs=[49, 2, 7]), masks[[2, 7, 49]])  # run id order
+    np.testing.assert_array_equal(exp.run_ids(role=["holdout"]), np.arange(40, 50))
+    mf = exp.masks_frame(role="fit")
+    assert mf["run_id"].to_list() == list(range(40))
+    np.testing.assert_array_equal(mf["mask"].to_numpy(), masks[:40])
+    yf = exp.margins_frame(runs=range(45, 50))
+    assert yf.schema["margins"] == pl.Array(pl.Float32, 5)
+    np.testing.assert_array_equal(yf["margins"].to_numpy(), margins[45:])
+
+
+def test_sql_sees_the_same_bits_and_margins(exp: dmdb.Experiment) -> None:
+    masks, margins = random_runs(8, 37, 5, seed=1)
+    exp.record_batch(np.arange(8), masks, margins)
+    got = exp.db.sql(
+        "SELECT run_id, n_kept, bit_count(mask) AS bc, [get_bit(mask, i::INT) FOR i IN range(37)] AS bits "
+        "FROM runs ORDER BY run_id"
+    )
+    np.testing.assert_array_equal(got["bits"].to_list(), masks.astype(int))
+    np.testing.assert_array_equal(got["n_kept"], masks.sum(1))
+    np.testing.assert_array_equal(got["bc"], masks.sum(1))
+    long = exp.db.sql("SELECT run_id, target, margin FROM margins_long ORDER BY run_id, target")
+    np.testing.assert_array_equal(long["margin"].to_numpy().reshape(8, 5), margins)
+    assert long["target"].to_list()[:6] == [0, 1, 2, 3, 4, 0]
+
+
+def test_metadata_columns(exp: dmdb.Experiment) -> None:
+    masks, margins = random_runs(3, 37, 5)
+    exp.record_batch([5, 6, 7], masks, margins, seeds=[1, 2, 3], worker="node-1", durations=[0.5, 0.6, 0.7],
+                     infos=[{"removed": [1, 2]}, None, {"k": 3}])
+    runs = exp.runs()
+    assert runs["seed"].to_list() == [1, 2, 3] and runs["worker"].to_list() == ["node-1"] * 3
+    assert runs["duration_s"].to_list() == [0.5, 0.6, 0.7]
+    assert exp.db.sql("SELECT info->>'k' AS k FROM runs WHERE run_id = 7")["k"][0] == "3"
+
+
+def test_identical_rerecord_is_a_noop(exp: dmdb.Experiment) -> None:
+    masks, margins = random_runs(4, 37, 5)
+    assert exp.record_batch(np.arange(4), masks, margins) == 4
+    assert exp.record_batch(np.arange(4), masks, margins) == 0
+    more, more_y = random_runs(2, 37, 5, seed=3)
+    # a batch mixing known identical runs and new ones writes only the new ones
+    assert exp.record_batch([2, 3, 4, 5], np.vstack([masks[2:], more]), np.vstack([margins[2:], more_y])) == 2
+    assert exp.n_runs() == 6
+    assert not exp.record(3, margins[3], mask=masks[3], role="fit")
+
+
+BAD_CASES = [
+    ("wrong mask length", lambda m, y: (m[:, :36], y), r"masks must have shape \(runs, n_train\) = \(4, 37\), got \(4, 36\)"),
+    ("mask dtype", lambda m, y: (m.astype(np.uint8), y), "masks must have dtype bool"),
+    ("margins length", lambda m, y: (m, y[:, :4]), r"margins must have shape \(runs, n_targets\) = \(4, 5\)"),
+    ("nan margin", lambda m, y: (m, np.where(np.arange(5) == 2, np.nan, y)), "NaN at run row 0, target 2"),
+    ("inf margin", lambda m, y: (m, np.where(np.arange(5) == 4, np.inf, y)), "inf"),
+    ("float64 overflow", lambda m, y: (m, y.astype(np.float64) * 1e300), "non-finite"),
+    ("string margins", lambda m, y: (m, y.astype(str)), "margins must be numbers"),
+]
+
+
+@pytest.mark.parametrize("name, mutate, match", BAD_CASES, ids=[c[0] for c in BAD_CASES])
+def test_bad_input_writes_nothing(exp: dmdb.Experiment, name: str, mutate, match: str) -> None:
+    masks, margins = random_runs(4, 37, 5)
+    exp.record_batch([100], masks[:1], margins[:1])
+    before = table_counts(exp.db)
+    m, y = mutate(masks, margins)
+    with pytest.raises(dmdb.BadInputError, match=match):
+        exp.record_batch(np.arange(4), m, y)
+    assert table_counts(exp.db) == before
+
+
+def test_bad_ids_and_roles(exp: dmdb.Experiment) -> None:
+    masks, margins = random_runs(2, 37, 5)
+    with pytest.raises(dmdb.BadInputError, match="appears more than once"):
+        exp.record_batch([1, 1], masks, margins)
+    with pytest.raises(dmdb.BadInputError, match=">= 0"):
+        exp.record_batch([-1, 2], masks, margins)
+    with pytest.raises(dmdb.BadInputError, match="integers"):
+        exp.record_batch([1.5, 2.5], masks, margins)
+    with pytest.raises(dmdb.BadInputError, match="role must be one of"):
+        exp.record_batch([1, 2], masks, margins, role="validation")
+    with pytest.raises(dmdb.BadInputError, match="1-D"):
+        exp.record(1, margins, mask=masks[0], role="fit")
+    assert exp.n_runs() == 0
+
+
+def test_conflicting_duplicate_rolls_back_whole_batch(exp: dmdb.Experiment) -> None:
+    masks, margins = random_runs(6, 37, 5)
+    exp.record_batch([3], masks[3:4], margins[3:4])
+    before = table_counts(exp.db)
+    changed = margins.copy()
+    changed[3, 0] += 1.0
+    with pytest.raises(dmdb.DuplicateRunError, match="run 3 .*different margins"):
+        exp.record_batch(np.arange(6), masks, changed)
+    assert table_counts(exp.db) == before
+    flipped = masks.copy()
+    flipped[3, 5] = ~flipped[3, 5]
+    with pytest.raises(dmdb.DuplicateRunError, match="a different mask"):
+        exp.record_batch([3], flipped[3:4], margins[3:4])
+    with pytest.raises(dmdb.DuplicateRunError, match="role 'fit' vs 'holdout'"):
+        exp.record_batch([3], masks[3:4], margins[3:4], role="holdout")
+    np.testing.assert_array_equal(exp.margins(), margins[3:4])
+
+
+def test_planned_runs_must_keep_their_mask_and_role(exp: dmdb.Experiment) -> None:
+    plan = exp.plan(3, seed=0)
+    run = plan.run(1)
+    with pytest.raises(dmdb.BadInputError, match="planned .* with another mask"):
+        exp.record(1, np.zeros(5), mask=~run.mask, role="fit")
+    with pytest.raises(dmdb.BadInputError, match="planned with role 'fit'"):
+        exp.record(1, np.zeros(5), mask=run.mask, role="holdout")
+    assert exp.record(run, np.arange(5.0))
+    assert exp.runs()["seed"].to_list() == [run.seed]
+
+
+def test_unknown_experiment_via_api(db: dmdb.Database) -> None:
+    with pytest.raises(dmdb.UnknownExperimentError):
+        db.experiment("ghost").record_batch([0], np.zeros((1, 3), bool), np.zeros((1, 1)))

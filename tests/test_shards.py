@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+import multiprocessing as mp
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import dmdb
+from conftest import random_runs, table_counts
+from dmdb.plan import Plan
+from dmdb.shards import ingest, write_run, write_shard
+
+
+def _margins_of(mask: np.ndarray) -> np.ndarray:
+    return (np.flatnonzero(mask)[:5] / 37.0 + np.arange(5)).astype(np.float32)
+
+
+def _worker(directory: str, plan_dict: dict, run_ids: list[int]) -> None:
+    """What a training worker does: no database, just the plan and a shard per run."""
+    plan = Plan.from_dict(plan_dict)
+    for rid in run_ids:
+        run = plan.run(rid)
+        margins = _margins_of(run.mask)
+        write_run(directory, plan.experiment, run, margins, worker=f"w{rid % 4}", duration_s=0.01)
+
+
+def test_many_worker_processes_then_one_ingest(exp: dmdb.Experiment, tmp_path: Path) -> None:
+    plan = exp.plan(40, seed=2)
+    shards = tmp_path / "shards"
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_worker, args=(str(shards), plan.to_dict(), list(plan.run_ids)[k::4])) for k in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+        assert p.exitcode == 0
+    report = ingest(exp.db, shards)
+    assert (report.files_ingested, report.runs_added, report.bad) == (40, 40, [])
+    assert exp.missing() == []
+    np.testing.assert_array_equal(exp.masks(), plan.masks())
+    np.testing.assert_array_equal(exp.margins(), np.stack([_margins_of(m) for m in plan.masks()]))
+    assert sorted(set(exp.runs()["worker"])) == ["w0", "w1", "w2", "w3"]
+
+
+def test_ingest_is_idempotent(exp: dmdb.Experiment, tmp_path: Path) -> None:
+    masks, margins = random_runs(10, 37, 5)
+    for i in range(0, 10, 5):
+        write_shard(tmp_path, "small", np.arange(i, i + 5), masks[i : i + 5], margins[i : i + 5])
+    first = ingest(exp.db, tmp_path)
+    before = table_counts(exp.db)
+    second = ingest(exp.db, tmp_path)
+    assert (first.files_ingested, first.runs_added) == (2, 10)
+    assert (second.files_ingested, second.runs_added, second.files_already_ingested) == (0, 0, 2)
+    assert table_counts(exp.db) == before
+    # a worker that was retried wrote the same run again under a new file name: a no-op
+    write_shard(tmp_path, "small", [3], masks[3:4], margins[3:4])
+    third = ingest(exp.db, tmp_path)
+    assert (third.files_ingested, third.runs_added, third.runs_already_present) == (1, 0, 1)
+    np.testing.assert_array_equal(exp.margins(), margins)
+
+
+def test_bad_shards_are_reported_and_skipped(exp: dmdb.Experiment, db: dmdb.Database, tmp_path: Path) -> None:
+    masks, margins = random_runs(6, 37, 5)
+    good = write_shard(tmp_path, "small", [0, 1], masks[:2], margins[:2])
+    truncated = write_shard(tmp_path, "small", [2, 3], masks[2:4], margins[2:4])
+    truncated.write_bytes(truncated.read_bytes()[:-40])
+    (tmp_path / "garbage.parquet").write_bytes(b"PAR1 not really")
+    write_shard(tmp_path, "ghost", [4], masks[4:5], margins[4:5])
+    write_shard(tmp_path, "small", [4], masks[4:5, :30], margins[4:5])  # wrong n_train
+    db.create_experiment("other", 37, 5)
+    (tmp_path / ".in-progress.parquet.tmp").write_bytes(b"half")  # a worker still writing
+    exp.record_batch([5], masks[5:6], margins[5:6])
+    write_shard(tmp_path, "small", [5], masks[5:6], margins[5:6] + 1)  # conflicts with the recorded run 5
+    report = ingest(db, tmp_path)
+    bad = dict(report.bad)
+    assert report.files_ingested == 1 and report.runs_added == 2 and len(bad) == 5
+    assert "unreadable shard" in bad[truncated.name]
+    assert "unreadable shard" in bad["garbage.parquet"]
+    assert any("unknown experiment 'ghost'" in why for why in bad.values())
+    assert any("30 train examples" in why for why in bad.values())
+    assert any("already recorded with other data" in why for why in bad.values())
+    np.testing.assert_array_equal(exp.run_ids(), [0, 1, 5])
+    assert db.sql("SELECT name FROM ingested_shards")["name"].to_list() == [good.name]
+
+
+def test_write_shard_validates_before_writing(tmp_path: Path) -> None:
+    masks, margins = random_runs(2, 37, 5)
+    with pytest.raises(dmdb.BadInputError, match="NaN"):
+        write_shard(tmp_path, "small", [0, 1], masks, np.full_like(margins, np.nan))
+    with pytest.raises(dmdb.BadInputError, match="dtype bool"):
+        write_shard(tmp_path, "small", [0, 1], masks.astype(int), margins)
+    assert list(tmp_path.iterdir()) == []

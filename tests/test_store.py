@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+
+import dmdb
+from dmdb.sqlfiles import sql_files
+
+
+def test_open_creates_schema_and_version(db_path: Path) -> None:
+    with dmdb.open(db_path) as db:
+        assert db.sql("SELECT value FROM dmdb_meta WHERE key = 'schema_version'")["value"][0] == str(dmdb.SCHEMA_VERSION)
+        tables = set(db.sql("SELECT table_name FROM information_schema.tables")["table_name"])
+    assert {"experiments", "runs", "plans", "fits", "fit_targets", "weights", "margins_long", "missing_runs"} <= tables
+    assert [f.name for f in sql_files()][:2] == ["00_schema.sql", "10_runs_views.sql"]
+
+
+def test_reopen_keeps_data(db_path: Path) -> None:
+    with dmdb.open(db_path) as db:
+        db.create_experiment("a", 10, 2)
+    with dmdb.open(db_path) as db:  # re-applying the schema must not wipe anything
+        assert db.experiments()["name"].to_list() == ["a"]
+    with dmdb.open(db_path, read_only=True) as db:
+        assert db.experiment("a").n_train == 10
+
+
+def test_unknown_schema_version_refused(db_path: Path) -> None:
+    dmdb.open(db_path).close()
+    con = duckdb.connect(str(db_path))
+    con.execute("UPDATE dmdb_meta SET value = '99' WHERE key = 'schema_version'")
+    con.close()
+    with pytest.raises(dmdb.SchemaVersionError, match="version 99"):
+        dmdb.open(db_path)
+    with pytest.raises(dmdb.SchemaVersionError):
+        dmdb.open(db_path, read_only=True)
+
+
+def test_foreign_duckdb_file_refused(db_path: Path) -> None:
+    con = duckdb.connect(str(db_path))
+    con.execute("CREATE TABLE t (a INT)")
+    con.close()
+    with pytest.raises(dmdb.DmdbError, match="not a dmdb one"):
+        dmdb.open(db_path)
+
+
+def test_garbage_file_refused(tmp_path: Path) -> None:
+    p = tmp_path / "junk.duckdb"
+    p.write_bytes(b"this is not a database" * 1000)
+    with pytest.raises(dmdb.DmdbError, match="junk.duckdb"):
+        dmdb.open(p)
+
+
+def test_read_only_needs_existing_file_and_refuses_writes(db_path: Path) -> None:
+    with pytest.raises(dmdb.DmdbError, match="dmdb init"):
+        dmdb.open(db_path, read_only=True)
+    dmdb.open(db_path).close()
+    with dmdb.open(db_path, read_only=True) as db:
+        with pytest.raises(dmdb.ReadOnlyError):
+            db.create_experiment("a", 10, 2)
+
+
+def test_locked_database_gives_clear_error(db_path: Path) -> None:
+    dmdb.open(db_path).close()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"import dmdb, time; db = dmdb.open({str(db_path)!r}); print('ready', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+        for read_only in (False, True):
+            with pytest.raises(dmdb.DatabaseLockedError, match=rf"locked: another process .*PID {holder.pid}"):
+                dmdb.open(db_path, read_only=read_only)
+    finally:
+        holder.kill()
+        holder.wait()
+    deadline = time.time() + 10
+    while True:  # the lock goes with the process
+        try:
+            dmdb.open(db_path).close()
+            break
+        except dmdb.DatabaseLockedError:
+            assert time.time() < deadline
+            time.sleep(0.1)
+
+
+def test_sql_errors_are_dmdb_errors(db: dmdb.Database) -> None:
+    with pytest.raises(dmdb.DmdbError, match="SQL error"):
+        db.sql("SELECT * FROM no_such_table")
+    assert db.sql("SELECT ?::INT + 1 AS x", [41])["x"][0] == 42
