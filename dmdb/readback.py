@@ -37,39 +37,52 @@ def where_clause(exp: "Experiment", role: str | Sequence[str] | None, runs: RunS
     return sql, params
 
 
-def read_runs(exp: "Experiment", columns: str, role: str | Sequence[str] | None, runs: RunSelection) -> pa.Table:
+def read_runs(
+    exp: "Experiment", columns: str, role: str | Sequence[str] | None, runs: RunSelection
+) -> tuple[pa.Table, np.ndarray, np.ndarray | None]:
+    """run_id plus `columns` of the selected runs, and the order that sorts them by run id.
+
+    Sorting in numpy (a permutation of run ids) beats ORDER BY in SQL, which would move every
+    mask through the sort; the order is None when the rows already come sorted.
+    """
     where, params = where_clause(exp, role, runs)
-    return exp.db.con.sql(f"SELECT {columns} FROM runs WHERE {where} ORDER BY run_id", params=params).to_arrow_table()
+    t = exp.db.con.sql(f"SELECT run_id, {columns} FROM runs WHERE {where}", params=params).to_arrow_table()
+    ids = t["run_id"].to_numpy()
+    order = None if ids.size < 2 or bool(np.all(ids[1:] > ids[:-1])) else np.argsort(ids, kind="stable")
+    return t, ids if order is None else ids[order], order
 
 
 def masks(exp: "Experiment", role: str | Sequence[str] | None = None, runs: RunSelection = None) -> np.ndarray:
-    return unpack_masks(read_runs(exp, "mask::BLOB AS mask", role, runs)["mask"], exp.n_train)
+    t, _, order = read_runs(exp, "mask", role, runs)
+    return unpack_masks(t["mask"], exp.n_train, order, header=True)
 
 
 def margins(exp: "Experiment", role: str | Sequence[str] | None = None, runs: RunSelection = None) -> np.ndarray:
-    return margins_from_arrow(read_runs(exp, "margins", role, runs)["margins"], exp.n_targets)
+    t, _, order = read_runs(exp, "margins", role, runs)
+    return margins_from_arrow(t["margins"], exp.n_targets, order)
 
 
 def run_ids(exp: "Experiment", role: str | Sequence[str] | None = None, runs: RunSelection = None) -> np.ndarray:
-    return read_runs(exp, "run_id", role, runs)["run_id"].to_numpy()
+    return read_runs(exp, "1 AS one", role, runs)[1]
 
 
 def runs_frame(exp: "Experiment", role: str | Sequence[str] | None = None, runs: RunSelection = None) -> pl.DataFrame:
-    """Per-run metadata (no mask, no margins)."""
+    """Per-run metadata (no mask, no margins), in run id order."""
+    where, params = where_clause(exp, role, runs)
     cols = "run_id, role, n_kept, seed, worker, duration_s, info, created_at"
-    return pl.from_arrow(read_runs(exp, cols, role, runs))  # type: ignore[return-value]
+    t = exp.db.con.sql(f"SELECT {cols} FROM runs WHERE {where} ORDER BY run_id", params=params).to_arrow_table()
+    return pl.from_arrow(t)  # type: ignore[return-value]
 
 
 def masks_frame(exp: "Experiment", role: str | Sequence[str] | None = None, runs: RunSelection = None) -> pl.DataFrame:
-    """run_id plus one Boolean column per train example would be N columns wide; instead: run_id and
-    the mask as a fixed-width Boolean array column, which `.to_numpy()` turns into the matrix."""
-    t = read_runs(exp, "run_id, mask::BLOB AS mask", role, runs)
-    m = unpack_masks(t["mask"], exp.n_train)
-    return pl.DataFrame({"run_id": t["run_id"].to_numpy(), "mask": m}, schema_overrides={"mask": pl.Array(pl.Boolean, exp.n_train)})
+    """run_id and the mask as a Boolean array column of width n_train (`.to_numpy()` gives the matrix)."""
+    t, ids, order = read_runs(exp, "mask", role, runs)
+    m = unpack_masks(t["mask"], exp.n_train, order, header=True)
+    return pl.DataFrame({"run_id": ids, "mask": m}, schema_overrides={"mask": pl.Array(pl.Boolean, exp.n_train)})
 
 
 def margins_frame(exp: "Experiment", role: str | Sequence[str] | None = None, runs: RunSelection = None) -> pl.DataFrame:
     """run_id and margins as a Float32 array column of width n_targets."""
-    t = read_runs(exp, "run_id, margins", role, runs)
-    y = margins_from_arrow(t["margins"], exp.n_targets)
-    return pl.DataFrame({"run_id": t["run_id"].to_numpy(), "margins": y}, schema_overrides={"margins": pl.Array(pl.Float32, exp.n_targets)})
+    t, ids, order = read_runs(exp, "margins", role, runs)
+    y = margins_from_arrow(t["margins"], exp.n_targets, order)
+    return pl.DataFrame({"run_id": ids, "margins": y}, schema_overrides={"margins": pl.Array(pl.Float32, exp.n_targets)})

@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 
 from .errors import BadInputError, DuplicateRunError
-from .packing import margins_from_arrow, margins_to_arrow, pack_masks, unpack_masks
+from .packing import count_kept, margins_from_arrow, margins_to_arrow, pack_masks, packed_to_arrow, unpack_masks
 from .validate import as_margins, as_masks, as_optional_column, as_role, as_run_ids
 
 if TYPE_CHECKING:
@@ -132,6 +132,7 @@ def write_batch(
 def batch_table(b: RunBatch) -> pa.Table:
     """The batch as an Arrow table with packed masks: the shape of the runs table and of shard files."""
     r = len(b)
+    packed = pack_masks(b.masks)
 
     def col(a: np.ndarray | None, typ: pa.DataType) -> pa.Array:
         return pa.nulls(r, typ) if a is None else pa.array(a, typ)
@@ -140,8 +141,8 @@ def batch_table(b: RunBatch) -> pa.Table:
         {
             "run_id": pa.array(b.run_ids, pa.int64()),
             "role": pa.array(b.roles.tolist(), pa.string()),
-            "mask": pack_masks(b.masks),
-            "n_kept": pa.array(b.masks.sum(axis=1), pa.int32()),
+            "mask": packed_to_arrow(packed),
+            "n_kept": pa.array(count_kept(packed), pa.int32()),
             "margins": margins_to_arrow(b.margins),
             "seed": col(b.seeds, pa.int64()),
             "worker": pa.nulls(r, pa.string()) if b.workers is None else pa.array(b.workers.tolist(), pa.string()),
@@ -158,7 +159,7 @@ def _drop_identical_existing(exp: "Experiment", batch: RunBatch) -> RunBatch:
     try:
         old = con.sql(
             f"""
-            SELECT r.run_id, r.role, r.mask::BLOB AS mask, r.margins
+            SELECT r.run_id, r.role, r.mask, r.margins
             FROM runs r JOIN {name} b USING (run_id)
             WHERE r.experiment = ?
             ORDER BY r.run_id
@@ -170,7 +171,7 @@ def _drop_identical_existing(exp: "Experiment", batch: RunBatch) -> RunBatch:
     if old.num_rows == 0:
         return batch
     old_ids = old["run_id"].to_numpy()
-    old_masks = unpack_masks(old["mask"], exp.n_train)
+    old_masks = unpack_masks(old["mask"], exp.n_train, header=True)
     old_margins = margins_from_arrow(old["margins"], exp.n_targets)
     old_roles = old["role"].to_pylist()
     row_of = {int(rid): i for i, rid in enumerate(batch.run_ids)}
