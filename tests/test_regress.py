@@ -1,0 +1,238 @@
+"""dmdb.regress against independent oracles: scikit-learn, brute-force numpy, known datamodels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import spearmanr
+from sklearn.linear_model import Lasso, Ridge
+from sklearn.linear_model import lasso_path as sk_lasso_path
+
+from dmdb.errors import FitError
+from dmdb.regress import (
+    diff_means,
+    lasso_path,
+    predict,
+    select_lasso,
+    select_ridge,
+    spearman_per_target,
+)
+
+F64 = dict(dtype=torch.float64, device="cpu")
+
+
+def _data(n: int, N: int, T: int, seed: int, k_true: int = 5, noise: float = 0.5):
+    rng = np.random.default_rng(seed)
+    X = rng.random((n, N)) < 0.5
+    W = np.zeros((N, T))
+    for t in range(T):
+        W[rng.choice(N, k_true, replace=False), t] = rng.normal(size=k_true)
+    Y = X @ W + 2.0 + noise * rng.normal(size=(n, T))
+    return X, Y.astype(np.float64), W
+
+
+def _sk_path(X, y, alphas):
+    """scikit-learn's lasso path with an intercept: centre, solve, then b = ybar - xbar.w."""
+    xm, ym = X.mean(axis=0), y.mean()
+    _, coefs, _ = sk_lasso_path(X - xm, y - ym, alphas=alphas, tol=1e-14, max_iter=200_000)
+    return coefs.T, ym - coefs.T @ xm  # (k, N), (k,)
+
+
+# ---------------------------------------------------------------- lasso path vs scikit-learn
+
+
+def test_lasso_path_matches_sklearn_along_whole_path_including_constant_target():
+    X, Y, _ = _data(300, 40, 4, seed=1)
+    Y[:, 2] = 1.25  # a constant target
+    path = lasso_path(X, Y, n_lambdas=25, eps=1e-3, tol=1e-14, max_iter=100_000, **F64)
+    assert path.coefs.shape == (25, 40, 4) and path.lambdas.shape == (25, 4)
+    assert path.converged.all()
+    Xf = X.astype(np.float64)
+    for t in (0, 1, 3):
+        lam = path.lambdas[:, t]
+        # the grid's top is lambda_max = max |Xc'yc| / n, where every weight is exactly 0
+        xc, yc = Xf - Xf.mean(0), Y[:, t] - Y[:, t].mean()
+        assert lam[0] == pytest.approx(np.abs(xc.T @ yc).max() / 300, rel=1e-12)
+        assert lam[-1] == pytest.approx(1e-3 * lam[0], rel=1e-9)
+        coefs, intercepts = _sk_path(Xf, Y[:, t], lam)
+        np.testing.assert_allclose(path.coefs[:, :, t], coefs, atol=1e-7)
+        np.testing.assert_allclose(path.intercepts[:, t], intercepts, atol=1e-7)
+        assert not path.coefs[0, :, t].any()
+        assert np.count_nonzero(path.coefs[-1, :, t]) > 30  # nearly dense at the bottom
+    # the constant target: no weights, bias is the constant
+    assert not path.coefs[:, :, 2].any()
+    np.testing.assert_allclose(path.intercepts[:, 2], 1.25)
+    assert path.constant.tolist() == [False, False, True, False]
+
+
+def test_lasso_matches_sklearn_lasso_estimator_with_intercept_float32():
+    X, Y, _ = _data(400, 30, 3, seed=2)
+    lams = np.array([0.2, 0.05, 0.01])
+    path = lasso_path(X, Y.astype(np.float32), lambdas=lams, tol=1e-8, dtype=torch.float32, device="cpu")
+    for t in range(3):
+        for j, lam in enumerate(lams):
+            sk = Lasso(alpha=lam, fit_intercept=True, tol=1e-12, max_iter=100_000).fit(X.astype(float), Y[:, t])
+            # float32 solver: agreement to ~1e-4 of weights of order 1
+            np.testing.assert_allclose(path.coefs[j, :, t], sk.coef_, atol=2e-4)
+            assert path.intercepts[j, t] == pytest.approx(sk.intercept_, abs=5e-4)
+
+
+# ---------------------------------------------------------------- recovery of a known datamodel
+
+
+def test_select_lasso_recovers_sparse_truth_and_reaches_noise_ceiling():
+    rng = np.random.default_rng(3)
+    n, N, T, k_true, sigma = 5000, 300, 20, 10, 1.0
+    X = rng.random((n, N)) < 0.5
+    W = np.zeros((N, T))
+    support = [np.sort(rng.choice(N, k_true, replace=False)) for _ in range(T)]
+    for t in range(T):
+        W[support[t], t] = rng.choice([-1, 1], k_true) * rng.uniform(0.5, 1.5, k_true)
+    Y = (X @ W + 5.0 + sigma * rng.normal(size=(n, T))).astype(np.float32)
+    fit, val, test = np.arange(0, 3000), np.arange(3000, 4000), np.arange(4000, 5000)
+    res = select_lasso(X, Y, fit, val, device="cpu")
+    assert res.W.shape == (N, T) and res.bias.shape == (T,) and res.path_mse.shape == (100, T)
+    for t in range(T):
+        top = np.sort(np.argsort(-np.abs(res.W[:, t]))[:k_true])
+        assert top.tolist() == support[t].tolist()
+    # noise ceiling: Var(signal) / (Var(signal) + sigma^2), with Var(x_i) = 1/4 per example
+    var_signal = 0.25 * (W**2).sum(axis=0)
+    ceiling = var_signal / (var_signal + sigma**2)
+    pred = predict(X[test], res.W, res.bias)
+    resid = Y[test] - pred
+    r2 = 1 - (resid**2).mean(0) / Y[test].var(0)
+    assert np.all(r2 > ceiling - 0.03), (r2 - ceiling).min()
+    assert abs(r2.mean() - ceiling.mean()) < 0.01
+    # weights are in raw 0/1 coordinates: the true weights, not a standardised version
+    assert np.abs(res.W - W).max() < 0.15
+    assert np.abs(res.bias - 5.0).max() < 0.6
+    assert np.all(res.val_r2 > ceiling - 0.05)
+
+
+# ---------------------------------------------------------------- model selection
+
+
+def test_selected_lambda_is_brute_force_argmin_of_validation_mse_with_sklearn_coefficients():
+    X, Y, _ = _data(500, 30, 3, seed=4, noise=1.5)
+    Y[:, 1] = -0.5  # constant target
+    fit, val = np.arange(0, 350), np.arange(350, 500)
+    res = select_lasso(X, Y, fit, val, n_lambdas=20, eps=1e-2, tol=1e-14, max_iter=100_000, **F64)
+    Xf = X.astype(np.float64)
+    for t in (0, 2):
+        lam = res.lambdas[:, t]
+        coefs, intercepts = _sk_path(Xf[fit], Y[fit, t], lam)
+        mse = (((Y[val, t][:, None] - intercepts[None, :] - Xf[val] @ coefs.T)) ** 2).mean(0)
+        np.testing.assert_allclose(res.path_mse[:, t], mse, rtol=1e-8)
+        j = int(np.argmin(mse))
+        assert res.lam[t] == lam[j]
+        assert res.val_mse[t] == pytest.approx(mse[j], rel=1e-8)
+        assert res.val_r2[t] == pytest.approx(1 - mse[j] / Y[val, t].var(), rel=1e-8)
+        # refit on fit+val at the chosen lambda equals scikit-learn's fit there
+        sk = Lasso(alpha=lam[j], tol=1e-14, max_iter=200_000).fit(Xf, Y[:, t])
+        np.testing.assert_allclose(res.W[:, t], sk.coef_, atol=1e-6)
+        assert res.bias[t] == pytest.approx(sk.intercept_, abs=1e-6)
+        assert res.nnz[t] == np.count_nonzero(sk.coef_)
+    assert not res.W[:, 1].any() and res.bias[1] == pytest.approx(-0.5)
+    assert np.isnan(res.val_r2[1]) and res.val_mse[1] == pytest.approx(0.0)
+
+
+def test_patience_stops_paths_early_but_keeps_the_same_choice():
+    X, Y, _ = _data(600, 40, 4, seed=5, noise=2.0)
+    fit, val = np.arange(400), np.arange(400, 600)
+    full = select_lasso(X, Y, fit, val, n_lambdas=40, refit=False, tol=1e-10, **F64)
+    early = select_lasso(X, Y, fit, val, n_lambdas=40, refit=False, tol=1e-10, patience=40, **F64)
+    np.testing.assert_array_equal(full.lam, early.lam)
+    short = select_lasso(X, Y, fit, val, n_lambdas=40, refit=False, tol=1e-10, patience=3, **F64)
+    assert np.isnan(short.path_mse).any()
+    for t in range(4):  # each path ran exactly `patience` lambdas past its best one
+        k_best = int(np.nanargmin(short.path_mse[:, t]))
+        ran = np.flatnonzero(~np.isnan(short.path_mse[:, t]))
+        assert ran.max() == min(k_best + 3, 39)
+        np.testing.assert_allclose(short.path_mse[: ran.max() + 1, t], full.path_mse[: ran.max() + 1, t], rtol=1e-9)
+    assert short.n_iter.sum() < full.n_iter.sum()
+
+
+# ---------------------------------------------------------------- difference in means and ridge
+
+
+def test_diff_means_matches_brute_force_loop():
+    X, Y, _ = _data(200, 25, 3, seed=6)
+    X[:, 3] = True  # always in: weight 0
+    X[:, 7] = False  # never in: weight 0
+    fit, val = np.arange(150), np.arange(150, 200)
+    res = diff_means(X, Y, fit_rows=fit, val_rows=val, **F64)
+    Xf, Yf = X[fit], Y[fit]
+    expect = np.zeros((25, 3))
+    for i in range(25):
+        inn = Xf[:, i]
+        if inn.any() and (~inn).any():
+            for t in range(3):
+                expect[i, t] = Yf[inn, t].mean() - Yf[~inn, t].mean()
+    np.testing.assert_allclose(res.W, expect, atol=1e-12)
+    assert not res.W[3].any() and not res.W[7].any()
+    np.testing.assert_allclose(res.bias, Yf.mean(0) - Xf.mean(0) @ expect, atol=1e-12)
+    pv = res.bias + X[val] @ expect
+    np.testing.assert_allclose(res.val_mse, ((Y[val] - pv) ** 2).mean(0), rtol=1e-10)
+    assert np.isnan(res.lam).all()
+
+
+def test_ridge_matches_sklearn_ridge_with_alpha_n_lambda():
+    X, Y, _ = _data(300, 20, 3, seed=7)
+    fit, val = np.arange(200), np.arange(200, 300)
+    grid = [1e-3, 1e-2, 0.1, 1.0]
+    res = select_ridge(X, Y, fit, val, lambdas=grid, **F64)
+    Xf = X.astype(np.float64)
+    for t in range(3):
+        mses = []
+        for lam in grid:  # scikit-learn minimises ||y - Xw||^2 + alpha ||w||^2: alpha = n * lambda
+            sk = Ridge(alpha=200 * lam).fit(Xf[fit], Y[fit, t])
+            mses.append(((Y[val, t] - sk.predict(Xf[val])) ** 2).mean())
+        np.testing.assert_allclose(res.path_mse[:, t], mses, rtol=1e-9)
+        j = int(np.argmin(mses))
+        assert res.lam[t] == grid[j]
+        sk = Ridge(alpha=300 * grid[j]).fit(Xf, Y[:, t])
+        np.testing.assert_allclose(res.W[:, t], sk.coef_, atol=1e-9)
+        assert res.bias[t] == pytest.approx(sk.intercept_, abs=1e-9)
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def test_spearman_matches_scipy_with_ties_and_nan_for_constant():
+    rng = np.random.default_rng(8)
+    pred = rng.integers(0, 5, size=(60, 3)).astype(float)  # many ties
+    actual = pred + rng.integers(0, 3, size=(60, 3))
+    actual[:, 2] = 7.0
+    rho = spearman_per_target(pred, actual)
+    for t in range(2):
+        assert rho[t] == pytest.approx(spearmanr(pred[:, t], actual[:, t]).statistic, abs=1e-12)
+    assert np.isnan(rho[2])
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def test_bad_input_raises_fit_error():
+    X, Y, _ = _data(50, 10, 2, seed=9)
+    Ynan = Y.copy()
+    Ynan[3, 1] = np.nan
+    with pytest.raises(FitError, match="NaN"):
+        lasso_path(X, Ynan, device="cpu")
+    with pytest.raises(FitError, match="too few"):
+        lasso_path(X[:1], Y[:1], device="cpu")
+    with pytest.raises(FitError, match="too few"):
+        select_lasso(X, Y, [0], [1, 2], device="cpu")
+    with pytest.raises(FitError, match="runs"):
+        select_ridge(X, Y[:40], np.arange(30), np.arange(30, 40), device="cpu")
+    with pytest.raises(FitError, match="overlap"):
+        select_lasso(X, Y, np.arange(30), np.arange(20, 50), device="cpu")
+    with pytest.raises(FitError, match="0 and 1"):
+        diff_means(X.astype(float) * 2, Y, device="cpu")
+    with pytest.raises(FitError, match="2-D"):
+        diff_means(X[0], Y, device="cpu")
+    with pytest.raises(FitError, match="W has"):
+        predict(X, np.zeros((11, 2)), np.zeros(2))
+    if not torch.cuda.is_available():
+        with pytest.raises(FitError, match="CUDA"):
+            lasso_path(X, Y, device="cuda")
