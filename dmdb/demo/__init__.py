@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dmdb.demo.data import DigitsData, load_digits_split
-from dmdb.demo.train import DEFAULTS, KINDS, TrainResult, init_params, margins_from_logits, train_models
+from dmdb.demo.train import DEFAULTS, KINDS, TrainConfig, TrainResult, init_params, margins_from_logits, train_models
 
 __all__ = [
     "DEFAULTS",
     "KINDS",
     "DigitsData",
+    "TrainConfig",
     "TrainResult",
     "init_params",
     "load_digits_split",
