@@ -1,0 +1,156 @@
+"""Benchmark the analyses on a synthetic fit (default 10,000 targets x 50,000 train, ~2% dense).
+
+    .venv/bin/python bench/bench_analyses.py [--targets 10000] [--train 50000] [--density 0.02]
+
+Times, each against a named baseline measured in the same run, printing the ratio:
+  (a) nearest targets of one target: dmdb (cached sparse matrix) vs dense numpy (W.T @ w with
+      column norms over a dense float32 matrix built beforehand, its build not timed) and vs the
+      SQL macro nearest_targets;
+  (b) counterfactual of one 500-example removal set over all targets: dmdb vs the pure-SQL
+      join/aggregate (the counterfactual_all macro) and vs dense numpy (W[R].sum(0)).
+Also reported: the one-off load of the fit into the sparse cache, brittleness (numpy vs SQL
+macro), leakage candidates (SQL) and embed (PCA + spectral clustering, stored).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+import dmdb
+from dmdb import analyses as A
+
+
+def timed(fn, repeat=5):
+    ts, out = [], None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        out = fn()
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts), out
+
+
+def build(db, n_train, n_targets, density, seed=0):
+    """Insert a synthetic fit chunk by chunk through Arrow: Laplace weights on ~density of pairs."""
+    rng = np.random.default_rng(seed)
+    db.create_experiment("bench", n_train=n_train, n_targets=n_targets, alpha=0.5)
+    con = db.con
+    fit_id = con.execute("INSERT INTO fits (experiment, estimator) VALUES ('bench', 'synthetic') RETURNING fit_id").fetchall()[0][0]
+    nnz = np.zeros(n_targets, dtype=np.int64)
+    chunk = max(1, 20_000_000 // n_train)
+    for lo in range(0, n_targets, chunk):
+        hi = min(n_targets, lo + chunk)
+        t, i = np.nonzero(rng.random((hi - lo, n_train), dtype=np.float32) < density)
+        w = rng.laplace(0, 0.01, len(t)).astype(np.float32)
+        nnz[lo:hi] = np.bincount(t, minlength=hi - lo)
+        tbl = pa.table({"target": (t + lo).astype(np.int32), "train_idx": i.astype(np.int32), "weight": w})
+        con.register("_chunk", tbl)
+        con.execute("INSERT INTO weights SELECT ?, target, train_idx, weight FROM _chunk", [fit_id])
+        con.unregister("_chunk")
+    ft = pa.table({
+        "target": np.arange(n_targets, dtype=np.int32),
+        "bias": rng.normal(0.5, 0.5, n_targets),
+        "nnz": nnz.astype(np.int32),
+    })
+    con.register("_ft", ft)
+    con.execute("INSERT INTO fit_targets (fit_id, target, bias, nnz) SELECT ?, target, bias, nnz FROM _ft", [fit_id])
+    con.unregister("_ft")
+    return int(fit_id), int(nnz.sum())
+
+
+def row(name, t, base=None, base_name=""):
+    ratio = f"   {base / t:7.1f}x faster than {base_name}" if base else ""
+    print(f"  {name:<44s} {t * 1000:9.1f} ms{ratio}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--targets", type=int, default=10_000)
+    ap.add_argument("--train", type=int, default=50_000)
+    ap.add_argument("--density", type=float, default=0.02)
+    ap.add_argument("--remove", type=int, default=500)
+    ap.add_argument("--skip-embed", action="store_true")
+    ap.add_argument("--skip-dense", action="store_true", help="skip the dense numpy baselines (4 bytes x train x targets)")
+    args = ap.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        db = dmdb.open(Path(tmp) / "bench.duckdb")
+        t0 = time.perf_counter()
+        fid, nnz = build(db, args.train, args.targets, args.density)
+        print(f"synthetic fit: {args.targets} targets x {args.train} train, {nnz:,} weight rows "
+              f"({nnz / args.targets / args.train:.2%} dense), built in {time.perf_counter() - t0:.1f} s")
+
+        A.clear_cache()
+        t_load, fw = timed(lambda: (A.clear_cache(), A.load_weights(db, fid))[1], repeat=1)
+        t_first = timed(lambda: fw.csc.shape and fw.norms.shape and fw.base_margin.shape, repeat=1)[0]
+        print(f"one-off: load weights into the sparse cache {t_load:.2f} s, derived csc/norms/base {t_first:.2f} s")
+
+        dense = None
+        if not args.skip_dense:
+            t0 = time.perf_counter()
+            dense = fw.csr.astype(np.float32).toarray()
+            print(f"dense baseline matrix built in {time.perf_counter() - t0:.1f} s (not timed below)")
+
+        rng = np.random.default_rng(1)
+        queries = rng.choice(args.targets, 5, replace=False)
+        print("\n(a) nearest targets of one target (k=10), median over 5 targets")
+        t_ours = statistics.median(timed(lambda q=q: A.nearest_targets(db, int(q), fit=fid), 3)[0] for q in queries)
+        t_sql = statistics.median(
+            timed(lambda q=q: db.sql("SELECT * FROM nearest_targets(fit := ?, target := ?, k := 10)", [fid, int(q)]), 3)[0]
+            for q in queries
+        )
+        ours = A.nearest_targets(db, int(queries[0]), fit=fid)
+        sql = db.sql("SELECT * FROM nearest_targets(fit := ?, target := ?, k := 10)", [fid, int(queries[0])])
+        assert ours["neighbor"].to_list() == sql["neighbor"].to_list()
+        if dense is not None:
+            def dense_nn(q):
+                w = dense[:, q]
+                cos = (dense.T @ w) / (np.linalg.norm(dense, axis=0) * np.linalg.norm(w) + 1e-30)
+                cos[q] = -np.inf
+                return np.argsort(-cos, kind="stable")[:10]
+
+            t_dense = statistics.median(timed(lambda q=q: dense_nn(int(q)), 3)[0] for q in queries)
+            assert dense_nn(int(queries[0])).tolist() == ours["neighbor"].to_list()
+            row("baseline: dense numpy", t_dense)
+        row("baseline: SQL macro nearest_targets", t_sql)
+        row("dmdb.analyses.nearest_targets (cached)", t_ours, t_sql, "SQL")
+        if dense is not None:
+            print(f"  {'':<44s} {'':>12s}   {t_dense / t_ours:7.1f}x faster than dense numpy")
+
+        print(f"\n(b) counterfactual of one removal set ({args.remove} examples) over all {args.targets} targets")
+        R = rng.choice(args.train, args.remove, replace=False)
+        t_ours, ours = timed(lambda: A.counterfactual_all(db, R, fit=fid), 5)
+        t_sql, sql = timed(lambda: db.sql("SELECT * FROM counterfactual_all(fit := ?, remove := ?)", [fid, R.tolist()]), 5)
+        np.testing.assert_allclose(ours["predicted_margin"].to_numpy(), sql["predicted_margin"].to_numpy(), atol=1e-6)
+        row("baseline: pure-SQL join/aggregate (macro)", t_sql)
+        if dense is not None:
+            t_dense, dch = timed(lambda: -dense[R].sum(axis=0, dtype=np.float64), 5)
+            np.testing.assert_allclose(dch, ours["predicted_change"].to_numpy(), atol=1e-5)
+            row("baseline: dense numpy W[R].sum(0)", t_dense)
+        row("dmdb.analyses.counterfactual_all (cached)", t_ours, t_sql, "SQL")
+        if dense is not None:
+            print(f"  {'':<44s} {'':>12s}   {t_dense / t_ours:7.1f}x faster than dense numpy")
+        del dense
+
+        print("\nother analyses (one run each)")
+        t_b, br = timed(lambda: A.brittleness(db, fit=fid), 1)
+        t_bs, brs = timed(lambda: db.sql("SELECT * FROM brittleness(fit := ?)", [fid]), 1)
+        assert br["support"].to_list() == brs["support"].to_list()
+        row("baseline: SQL macro brittleness", t_bs)
+        row("dmdb.analyses.brittleness", t_b, t_bs, "SQL")
+        t_l, lk = timed(lambda: A.leakage(db, fit=fid), 1)
+        row(f"leakage (SQL macro; {lk.height} candidates)", t_l)
+        if not args.skip_embed:
+            t_e, _ = timed(lambda: A.embed(db, fit=fid, n_components=10, n_clusters=8), 1)
+            row("embed: PCA(10) + spectral(8), stored", t_e)
+        db.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,352 @@
+-- Analyses of fitted datamodels: tables that store embeddings, and table macros that answer the
+-- five applications in plain SQL. Re-created on every writable open (tables IF NOT EXISTS).
+--
+-- Conventions shared with dmdb.analyses (the Python functions give the same numbers):
+--  * fit := NULL means the latest fit (highest fit_id).
+--  * Weights are raw 0/1 mask units; the baseline is the FULL train set:
+--      base_margin      = bias + sum of all the target's weights
+--      predicted_margin = base_margin - sum of the removed examples' weights
+--      predicted_change = - sum of the removed examples' weights
+--  * A prediction is wrong when its margin is < 0; `flips` means (base < 0) <> (predicted < 0).
+--  * Ties between equal weights are broken by train_idx ascending.
+-- Macro parameters shadow column names inside a macro body, so every column below is qualified.
+
+-- ---------------------------------------------------------------------------------------------
+-- Stored results of dmdb.analyses.embed (one fit's rows are replaced together, in one transaction)
+
+CREATE TABLE IF NOT EXISTS embedding_runs (
+    fit_id       INTEGER PRIMARY KEY,
+    n_components INTEGER NOT NULL,
+    n_clusters   INTEGER NOT NULL,
+    seed         BIGINT  NOT NULL,
+    method       VARCHAR NOT NULL,   -- how PCA/eigenvectors were computed: 'exact' or 'randomized'
+    seconds      DOUBLE,
+    computed_at  TIMESTAMP NOT NULL DEFAULT current_timestamp
+);
+
+-- PCA of the L2-normalised weight vectors of all targets (centred over targets).
+CREATE TABLE IF NOT EXISTS embedding_components (
+    fit_id                   INTEGER NOT NULL,
+    component                INTEGER NOT NULL,   -- 0 = largest variance
+    singular_value           DOUBLE  NOT NULL,
+    explained_variance       DOUBLE  NOT NULL,
+    explained_variance_ratio DOUBLE  NOT NULL,
+    PRIMARY KEY (fit_id, component)
+);
+
+-- A target's coordinate (PCA score) along each component.
+CREATE TABLE IF NOT EXISTS embeddings (
+    fit_id    INTEGER NOT NULL,
+    target    INTEGER NOT NULL,
+    component INTEGER NOT NULL,
+    value     DOUBLE  NOT NULL,
+    PRIMARY KEY (fit_id, target, component)
+);
+
+-- A component's direction in train-example space (unit vector; sign: largest |loading| positive).
+CREATE TABLE IF NOT EXISTS embedding_loadings (
+    fit_id    INTEGER NOT NULL,
+    component INTEGER NOT NULL,
+    train_idx INTEGER NOT NULL,
+    loading   DOUBLE  NOT NULL
+);
+
+-- Spectral clusters of targets (affinity (1 + cosine) / 2 of their weight vectors).
+CREATE TABLE IF NOT EXISTS clusters (
+    fit_id     INTEGER NOT NULL,
+    target     INTEGER NOT NULL,
+    cluster    INTEGER NOT NULL,
+    centrality DOUBLE,            -- cosine between the target and its cluster's mean direction
+    PRIMARY KEY (fit_id, target)
+);
+
+-- Mean L2-normalised weight of each train example over a cluster's targets (nonzeros only).
+CREATE TABLE IF NOT EXISTS cluster_train (
+    fit_id      INTEGER NOT NULL,
+    cluster     INTEGER NOT NULL,
+    train_idx   INTEGER NOT NULL,
+    mean_weight DOUBLE  NOT NULL
+);
+
+CREATE OR REPLACE VIEW cluster_sizes AS
+SELECT c.fit_id, c.cluster, count(*) AS n_targets, avg(c.centrality) AS mean_centrality
+FROM clusters c GROUP BY ALL;
+
+-- ---------------------------------------------------------------------------------------------
+-- Scalar helpers
+
+CREATE OR REPLACE MACRO latest_fit() AS (SELECT max(f.fit_id) FROM fits f);
+
+CREATE OR REPLACE MACRO dmdb_fit_or_latest(fit) AS
+    coalesce(fit, latest_fit(), error('no fits in this database yet; run `dmdb fit` first'));
+
+-- ---------------------------------------------------------------------------------------------
+-- Similar examples: a target's k largest positive and k most negative weights.
+
+CREATE OR REPLACE MACRO top_weights(fit := NULL, target := NULL, k := 10) AS TABLE
+WITH p AS (
+    SELECT dmdb_fit_or_latest(fit) AS fid,
+           coalesce(target, error('top_weights: give a target, e.g. top_weights(target := 17)')) AS tgt,
+           k AS kk
+),
+w AS (
+    SELECT x.fit_id, x.target AS tgt, x.train_idx, x.weight::DOUBLE AS weight,
+           row_number() OVER (ORDER BY x.weight DESC, x.train_idx) AS rp,
+           row_number() OVER (ORDER BY x.weight ASC, x.train_idx) AS rn
+    FROM weights x, p
+    WHERE x.fit_id = p.fid AND x.target = p.tgt AND x.weight <> 0
+)
+SELECT w.fit_id, w.tgt AS target,
+       CASE WHEN w.weight > 0 THEN 'positive' ELSE 'negative' END AS direction,
+       CASE WHEN w.weight > 0 THEN w.rp ELSE w.rn END AS "rank",
+       w.train_idx, w.weight, e.label, coalesce(e.image IS NOT NULL, false) AS has_image
+FROM w
+CROSS JOIN p
+JOIN fits f ON f.fit_id = w.fit_id
+LEFT JOIN train_examples e ON e.experiment = f.experiment AND e.idx = w.train_idx
+WHERE (w.weight > 0 AND w.rp <= p.kk) OR (w.weight < 0 AND w.rn <= p.kk)
+ORDER BY w.weight < 0, "rank";
+
+-- ---------------------------------------------------------------------------------------------
+-- Counterfactual of one target: remove its k largest positive (mode 'top') or k most negative
+-- (mode 'bottom') weights. Fewer are removed when the target has fewer such weights.
+
+CREATE OR REPLACE MACRO counterfactual(fit := NULL, target := NULL, k := 10, mode := 'top') AS TABLE
+WITH p AS (
+    SELECT dmdb_fit_or_latest(fit) AS fid,
+           coalesce(target, error('counterfactual: give a target, e.g. counterfactual(target := 17, k := 10)')) AS tgt,
+           k AS kk,
+           CASE WHEN mode IN ('top', 'bottom') THEN mode
+                ELSE error('counterfactual: mode must be ''top'' or ''bottom'' (random removal: use the Python API)') END AS md
+),
+ft AS (
+    SELECT x.fit_id, x.target AS tgt, x.bias FROM fit_targets x, p WHERE x.fit_id = p.fid AND x.target = p.tgt
+),
+tw AS (
+    SELECT x.train_idx, x.weight::DOUBLE AS weight FROM weights x, p WHERE x.fit_id = p.fid AND x.target = p.tgt
+),
+ranked AS (
+    SELECT tw.train_idx, tw.weight,
+           row_number() OVER (ORDER BY CASE WHEN p.md = 'top' THEN -tw.weight ELSE tw.weight END, tw.train_idx) AS r
+    FROM tw, p
+    WHERE (p.md = 'top' AND tw.weight > 0) OR (p.md = 'bottom' AND tw.weight < 0)
+),
+agg AS (
+    SELECT coalesce(sum(ranked.weight), 0) AS removed_sum, count(*) AS n_removed,
+           coalesce(list(ranked.train_idx ORDER BY ranked.r), []) AS removed
+    FROM ranked, p WHERE ranked.r <= p.kk
+),
+tot AS (SELECT coalesce(sum(tw.weight), 0) AS s FROM tw)
+SELECT ft.fit_id, ft.tgt AS target, p.md AS mode, agg.n_removed,
+       ft.bias + tot.s AS base_margin,
+       ft.bias + tot.s - agg.removed_sum AS predicted_margin,
+       -agg.removed_sum AS predicted_change,
+       ((ft.bias + tot.s) < 0) <> ((ft.bias + tot.s - agg.removed_sum) < 0) AS flips,
+       agg.removed
+FROM ft, p, agg, tot;
+
+-- Counterfactual of one removal set over every target of the fit.
+CREATE OR REPLACE MACRO counterfactual_all(fit := NULL, remove := NULL) AS TABLE
+WITH p AS (
+    SELECT dmdb_fit_or_latest(fit) AS fid,
+           coalesce(remove, error('counterfactual_all: give remove := [train indices]')) AS rm
+),
+tot AS (
+    SELECT x.target AS tgt, sum(x.weight::DOUBLE) AS s
+    FROM weights x WHERE x.fit_id = (SELECT p.fid FROM p) GROUP BY x.target
+),
+rem AS (
+    SELECT x.target AS tgt, sum(x.weight::DOUBLE) AS removed_sum
+    FROM weights x
+    WHERE x.fit_id = (SELECT p.fid FROM p) AND x.train_idx IN (SELECT unnest(p.rm) FROM p)
+    GROUP BY x.target
+)
+SELECT ft.fit_id, ft.target AS target,
+       ft.bias + coalesce(tot.s, 0) AS base_margin,
+       ft.bias + coalesce(tot.s, 0) - coalesce(rem.removed_sum, 0) AS predicted_margin,
+       -coalesce(rem.removed_sum, 0) AS predicted_change,
+       ((ft.bias + coalesce(tot.s, 0)) < 0) <> ((ft.bias + coalesce(tot.s, 0) - coalesce(rem.removed_sum, 0)) < 0) AS flips
+FROM fit_targets ft
+LEFT JOIN tot ON tot.tgt = ft.target
+LEFT JOIN rem ON rem.tgt = ft.target
+WHERE ft.fit_id = (SELECT p.fid FROM p)
+ORDER BY ft.target;
+
+-- ---------------------------------------------------------------------------------------------
+-- Brittleness (data support): per target, the smallest k >= 0 such that removing its k largest
+-- positive weights makes the predicted margin < 0. 0 when already < 0; NULL when removing all
+-- positive weights is not enough.
+
+CREATE OR REPLACE MACRO brittleness(fit := NULL) AS TABLE
+WITH p AS (SELECT dmdb_fit_or_latest(fit) AS fid),
+s AS (
+    SELECT x.target AS tgt, sum(x.weight::DOUBLE) AS sw, count(*) FILTER (WHERE x.weight > 0) AS npos
+    FROM weights x, p WHERE x.fit_id = p.fid GROUP BY x.target
+),
+b AS (
+    SELECT ft.target AS tgt, ft.bias + coalesce(s.sw, 0) AS base_margin, coalesce(s.npos, 0) AS n_positive
+    FROM fit_targets ft JOIN p ON ft.fit_id = p.fid LEFT JOIN s ON s.tgt = ft.target
+),
+ranked AS (
+    SELECT x.target AS tgt,
+           row_number() OVER w AS kk,
+           sum(x.weight::DOUBLE) OVER w AS removed
+    FROM weights x, p
+    WHERE x.fit_id = p.fid AND x.weight > 0
+    WINDOW w AS (PARTITION BY x.target ORDER BY x.weight DESC, x.train_idx
+                 ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
+),
+first_flip AS (
+    SELECT ranked.tgt, min(ranked.kk) AS kk, arg_min(ranked.removed, ranked.kk) AS removed
+    FROM ranked JOIN b ON b.tgt = ranked.tgt
+    WHERE b.base_margin >= 0 AND b.base_margin - ranked.removed < 0
+    GROUP BY ranked.tgt
+)
+SELECT p.fid AS fit_id, b.tgt AS target, b.base_margin, b.n_positive,
+       CASE WHEN b.base_margin < 0 THEN 0 ELSE first_flip.kk END AS support,
+       CASE WHEN b.base_margin < 0 THEN b.base_margin ELSE b.base_margin - first_flip.removed END AS margin_after
+FROM b CROSS JOIN p LEFT JOIN first_flip ON first_flip.tgt = b.tgt
+ORDER BY b.tgt;
+
+-- Distribution of support over targets predicted correct (base margin >= 0).
+CREATE OR REPLACE MACRO brittleness_summary(fit := NULL, thresholds := [10, 20, 40, 80, 160, 250, 500, 1000]) AS TABLE
+WITH br AS (SELECT * FROM brittleness(fit := fit)),
+th AS (SELECT DISTINCT unnest(thresholds)::BIGINT AS k_max),
+tot AS (SELECT count(*) AS n_targets, count(*) FILTER (WHERE br.support IS DISTINCT FROM 0) AS n_correct FROM br),
+cnt AS (
+    SELECT th.k_max, count(br.target) AS n_flipped
+    FROM th LEFT JOIN br ON br.support >= 1 AND br.support <= th.k_max
+    GROUP BY th.k_max
+)
+SELECT cnt.k_max, tot.n_targets, tot.n_correct, cnt.n_flipped,
+       cnt.n_flipped / nullif(tot.n_correct, 0) AS frac_flipped
+FROM cnt, tot
+ORDER BY cnt.k_max;
+
+-- ---------------------------------------------------------------------------------------------
+-- Nearest targets by cosine similarity of weight vectors, among targets that share at least one
+-- nonzero train example with the query (all others have cosine exactly 0).
+
+CREATE OR REPLACE MACRO nearest_targets(fit := NULL, target := NULL, k := 10) AS TABLE
+WITH p AS (
+    SELECT dmdb_fit_or_latest(fit) AS fid,
+           coalesce(target, error('nearest_targets: give a target, e.g. nearest_targets(target := 17)')) AS tgt,
+           k AS kk
+),
+q AS (SELECT x.train_idx, x.weight::DOUBLE AS weight FROM weights x, p WHERE x.fit_id = p.fid AND x.target = p.tgt),
+qn AS (SELECT sqrt(sum(q.weight * q.weight)) AS n FROM q),
+dots AS (
+    SELECT x.target AS nb, sum(x.weight::DOUBLE * q.weight) AS dot
+    FROM weights x JOIN q ON q.train_idx = x.train_idx, p
+    WHERE x.fit_id = p.fid AND x.target <> p.tgt
+    GROUP BY x.target
+),
+norms AS (
+    SELECT x.target AS nb, sqrt(sum(x.weight::DOUBLE * x.weight::DOUBLE)) AS n
+    FROM weights x, p WHERE x.fit_id = p.fid AND x.target IN (SELECT dots.nb FROM dots)
+    GROUP BY x.target
+),
+sc AS (
+    SELECT dots.nb, dots.dot / (norms.n * qn.n) AS cosine
+    FROM dots JOIN norms ON norms.nb = dots.nb, qn
+    WHERE norms.n > 0 AND qn.n > 0
+),
+ranked AS (
+    SELECT sc.nb, sc.cosine, row_number() OVER (ORDER BY sc.cosine DESC, sc.nb) AS r FROM sc
+)
+SELECT p.fid AS fit_id, p.tgt AS target, ranked.r AS "rank", ranked.nb AS neighbor, ranked.cosine,
+       t.label AS neighbor_label
+FROM ranked CROSS JOIN p
+JOIN fits f ON f.fit_id = p.fid
+LEFT JOIN targets t ON t.experiment = f.experiment AND t.idx = ranked.nb
+WHERE ranked.r <= p.kk
+ORDER BY ranked.r;
+
+-- ---------------------------------------------------------------------------------------------
+-- Train-test leakage candidates. For each target with at least min_nnz nonzero weights:
+--   robust_z      = (weight - median) / (1.4826 * MAD), median and MAD over its nonzero weights
+--   ratio_to_next = weight / the target's next-largest positive weight (NULL if there is none)
+-- A (target, train example) pair is a candidate when weight > 0 and robust_z >= min_z.
+-- Ranked by robust_z, highest first.
+
+CREATE OR REPLACE MACRO leakage_candidates(fit := NULL, min_z := 6.0, min_nnz := 3) AS TABLE
+WITH p AS (SELECT dmdb_fit_or_latest(fit) AS fid, min_z::DOUBLE AS mz, min_nnz AS mn),
+st AS (
+    SELECT x.target AS tgt, median(x.weight::DOUBLE) AS med, mad(x.weight::DOUBLE) AS mad_w, count(*) AS nnz
+    FROM weights x, p WHERE x.fit_id = p.fid AND x.weight <> 0 GROUP BY x.target
+),
+pos AS (
+    SELECT x.target AS tgt, x.train_idx, x.weight::DOUBLE AS weight,
+           row_number() OVER w AS rank_in_target,
+           lead(x.weight::DOUBLE) OVER w AS next_weight
+    FROM weights x, p
+    WHERE x.fit_id = p.fid AND x.weight > 0
+    WINDOW w AS (PARTITION BY x.target ORDER BY x.weight DESC, x.train_idx)
+),
+c AS (
+    SELECT pos.tgt, pos.train_idx, pos.weight,
+           (pos.weight - st.med) / (1.4826 * st.mad_w) AS robust_z,
+           pos.weight / pos.next_weight AS ratio_to_next,
+           pos.rank_in_target, st.nnz AS target_nnz
+    FROM pos JOIN st ON st.tgt = pos.tgt, p
+    WHERE st.nnz >= p.mn AND st.mad_w > 0 AND (pos.weight - st.med) / (1.4826 * st.mad_w) >= p.mz
+)
+SELECT row_number() OVER (ORDER BY c.robust_z DESC, c.tgt, c.train_idx) AS "rank",
+       p.fid AS fit_id, c.tgt AS target, c.train_idx, c.weight, c.robust_z, c.ratio_to_next,
+       c.rank_in_target, c.target_nnz,
+       t.label AS target_label, e.label AS train_label,
+       t.label = e.label AS same_label,
+       coalesce(t.image IS NOT NULL AND e.image IS NOT NULL, false) AS both_images
+FROM c CROSS JOIN p
+JOIN fits f ON f.fit_id = p.fid
+LEFT JOIN targets t ON t.experiment = f.experiment AND t.idx = c.tgt
+LEFT JOIN train_examples e ON e.experiment = f.experiment AND e.idx = c.train_idx
+ORDER BY "rank";
+
+-- ---------------------------------------------------------------------------------------------
+-- Stored embeddings: the targets and train examples at either end of a PCA component.
+
+CREATE OR REPLACE MACRO component_ends(fit := NULL, component := 0, k := 10) AS TABLE
+WITH p AS (SELECT dmdb_fit_or_latest(fit) AS fid, component AS comp, k AS kk),
+tg AS (
+    SELECT 'target' AS kind, x.target AS idx, x.value,
+           row_number() OVER (ORDER BY x.value DESC, x.target) AS r_hi,
+           row_number() OVER (ORDER BY x.value ASC, x.target) AS r_lo
+    FROM embeddings x, p WHERE x.fit_id = p.fid AND x.component = p.comp
+),
+tr AS (
+    SELECT 'train' AS kind, x.train_idx AS idx, x.loading AS value,
+           row_number() OVER (ORDER BY x.loading DESC, x.train_idx) AS r_hi,
+           row_number() OVER (ORDER BY x.loading ASC, x.train_idx) AS r_lo
+    FROM embedding_loadings x, p WHERE x.fit_id = p.fid AND x.component = p.comp
+),
+u AS (SELECT * FROM tg UNION ALL SELECT * FROM tr)
+SELECT p.fid AS fit_id, p.comp AS component, u.kind, 'high' AS "end", u.r_hi AS "rank", u.idx, u.value
+FROM u, p WHERE u.r_hi <= p.kk
+UNION ALL
+SELECT p.fid, p.comp, u.kind, 'low', u.r_lo, u.idx, u.value
+FROM u, p WHERE u.r_lo <= p.kk
+ORDER BY 3 DESC, 4, 5;
+
+-- A cluster's member targets (most central first) and its most characteristic train examples.
+CREATE OR REPLACE MACRO cluster_ends(fit := NULL, cluster := 0, k := 10) AS TABLE
+WITH p AS (SELECT dmdb_fit_or_latest(fit) AS fid, cluster AS cl, k AS kk),
+tg AS (
+    SELECT 'target' AS kind, 'member' AS "end", x.target AS idx, x.centrality AS value,
+           row_number() OVER (ORDER BY x.centrality DESC NULLS LAST, x.target) AS r
+    FROM clusters x, p WHERE x.fit_id = p.fid AND x.cluster = p.cl
+),
+hi AS (
+    SELECT 'train' AS kind, 'high' AS "end", x.train_idx AS idx, x.mean_weight AS value,
+           row_number() OVER (ORDER BY x.mean_weight DESC, x.train_idx) AS r
+    FROM cluster_train x, p WHERE x.fit_id = p.fid AND x.cluster = p.cl AND x.mean_weight > 0
+),
+lo AS (
+    SELECT 'train' AS kind, 'low' AS "end", x.train_idx AS idx, x.mean_weight AS value,
+           row_number() OVER (ORDER BY x.mean_weight ASC, x.train_idx) AS r
+    FROM cluster_train x, p WHERE x.fit_id = p.fid AND x.cluster = p.cl AND x.mean_weight < 0
+),
+u AS (SELECT * FROM tg UNION ALL SELECT * FROM hi UNION ALL SELECT * FROM lo)
+SELECT p.fid AS fit_id, p.cl AS cluster, u.kind, u."end", u.r AS "rank", u.idx, u.value
+FROM u, p WHERE u.r <= p.kk
+ORDER BY 3 DESC, 4 DESC, 5;

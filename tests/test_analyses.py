@@ -1,0 +1,311 @@
+"""Analyses against brute-force numpy oracles on a small dense fit, and SQL macros against Python."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+
+import dmdb
+from dmdb import analyses as A
+from dmdb.errors import BadInputError, DmdbError
+
+from analyses_fixtures import insert_fit, new_db, sparse_random_W
+
+N, T = 200, 30
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    rng = np.random.default_rng(42)
+    db, exp = new_db(tmp_path_factory.mktemp("an"), n_train=N, n_targets=T, images=True, rng=rng)
+    W = sparse_random_W(rng, N, T, 0.3)
+    W[:, 7] = 0.0  # a target with no weights
+    bias = rng.normal(0.2, 0.4, T)
+    bias[5] = -50.0  # already wrong
+    bias[6] = 50.0  # never flips
+    fid = insert_fit(db, "e", W, bias)
+    yield db, W, bias, fid
+    db.close()
+
+
+def base_of(W, bias):
+    return bias + W.sum(axis=0)
+
+
+def topk(w, k, mode):
+    idx = np.arange(len(w))
+    if mode == "top":
+        sel = idx[w > 0]
+        order = sorted(sel, key=lambda i: (-w[i], i))
+    else:
+        sel = idx[w < 0]
+        order = sorted(sel, key=lambda i: (w[i], i))
+    return np.array(order[:k], dtype=np.int64)
+
+
+# -- counterfactual ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode", ["top", "bottom"])
+@pytest.mark.parametrize("k", [0, 1, 5, 500])
+def test_counterfactual_topk_matches_numpy_and_sql(small, mode, k):
+    db, W, bias, fid = small
+    for t in (0, 3, 5, 7, 29):
+        got = A.counterfactual(db, t, k=k, mode=mode, fit=fid).row(0, named=True)
+        R = topk(W[:, t], k, mode)
+        base = base_of(W, bias)[t]
+        assert got["removed"] == R.tolist()
+        assert got["n_removed"] == len(R)
+        assert got["base_margin"] == pytest.approx(base, abs=1e-9)
+        assert got["predicted_change"] == pytest.approx(-W[R, t].sum(), abs=1e-9)
+        assert got["predicted_margin"] == pytest.approx(base - W[R, t].sum(), abs=1e-9)
+        assert got["flips"] == ((base < 0) != (base - W[R, t].sum() < 0))
+        sql = db.sql("SELECT * FROM counterfactual(fit := ?, target := ?, k := ?, mode := ?)", [fid, t, k, mode])
+        s = sql.row(0, named=True)
+        assert s["removed"] == got["removed"] and s["n_removed"] == got["n_removed"] and s["flips"] == got["flips"]
+        for c in ("base_margin", "predicted_margin", "predicted_change"):
+            assert s[c] == pytest.approx(got[c], abs=1e-9)
+
+
+def test_counterfactual_random_remove_keep(small):
+    db, W, bias, fid = small
+    r = A.counterfactual(db, 4, k=20, mode="random", seed=3, fit=fid).row(0, named=True)
+    R = np.array(r["removed"])
+    assert len(set(R.tolist())) == 20 and r["n_removed"] == 20
+    assert r["predicted_change"] == pytest.approx(-W[R, 4].sum(), abs=1e-9)
+    again = A.counterfactual(db, 4, k=20, mode="random", seed=3, fit=fid)["removed"][0].to_list()
+    assert again == R.tolist()  # seeded
+    rm = A.counterfactual(db, 4, remove=[3, 3, 10, 199], fit=fid).row(0, named=True)
+    assert rm["n_removed"] == 3 and rm["mode"] == "remove"
+    assert rm["predicted_change"] == pytest.approx(-W[[3, 10, 199], 4].sum(), abs=1e-9)
+    keep = np.arange(0, N, 2)
+    kp = A.counterfactual(db, 4, keep=keep, fit=fid).row(0, named=True)
+    assert kp["predicted_margin"] == pytest.approx(bias[4] + W[keep, 4].sum(), abs=1e-9)
+    assert A.removal_set(db, 4, 5, fit=fid).tolist() == topk(W[:, 4], 5, "top").tolist()
+
+
+def test_counterfactual_all_matches_numpy_and_sql(small):
+    db, W, bias, fid = small
+    rng = np.random.default_rng(1)
+    for R in (rng.choice(N, 15, replace=False), np.arange(N)[:150], np.array([], dtype=int)):
+        got = A.counterfactual_all(db, R, fit=fid).sort("target")
+        base = base_of(W, bias)
+        change = -W[R].sum(axis=0)
+        np.testing.assert_allclose(got["base_margin"].to_numpy(), base, atol=1e-9)
+        np.testing.assert_allclose(got["predicted_change"].to_numpy(), change, atol=1e-9)
+        np.testing.assert_allclose(got["predicted_margin"].to_numpy(), base + change, atol=1e-9)
+        assert got["flips"].to_list() == ((base < 0) != (base + change < 0)).tolist()
+        sql = db.sql("SELECT * FROM counterfactual_all(fit := ?, remove := ?)", [fid, [int(i) for i in R]])
+        np.testing.assert_allclose(sql["predicted_margin"].to_numpy(), got["predicted_margin"].to_numpy(), atol=1e-9)
+        assert sql["flips"].to_list() == got["flips"].to_list()
+    keep = np.arange(50, N)
+    kp = A.counterfactual_all(db, keep=keep, fit=fid)
+    np.testing.assert_allclose(kp["predicted_margin"].to_numpy(), bias + W[keep].sum(axis=0), atol=1e-9)
+
+
+def test_counterfactual_rejects_bad_input(small):
+    db, _, _, fid = small
+    with pytest.raises(BadInputError, match="outside"):
+        A.counterfactual_all(db, [0, N], fit=fid)
+    with pytest.raises(BadInputError, match="exactly one"):
+        A.counterfactual_all(db, [1], keep=[2], fit=fid)
+    with pytest.raises(BadInputError, match="mode"):
+        A.counterfactual(db, 0, k=3, mode="middle", fit=fid)
+    with pytest.raises(BadInputError, match="no target"):
+        A.counterfactual(db, T + 5, k=3, fit=fid)
+    with pytest.raises(BadInputError, match="no fit 999"):
+        A.counterfactual(db, 0, k=3, fit=999)
+    with pytest.raises(DmdbError, match="mode"):
+        db.sql("SELECT * FROM counterfactual(target := 0, mode := 'random')")
+
+
+# -- brittleness ---------------------------------------------------------------------------------
+
+def brute_support(W, bias):
+    out = []
+    for t in range(W.shape[1]):
+        base = bias[t] + W[:, t].sum()
+        pos = np.sort(W[:, t][W[:, t] > 0])[::-1]
+        s = None
+        for k in range(len(pos) + 1):
+            if base - pos[:k].sum() < 0:
+                s = k
+                break
+        out.append(s)
+    return out
+
+
+def test_brittleness_matches_brute_force_and_sql(small):
+    db, W, bias, fid = small
+    got = A.brittleness(db, fit=fid).sort("target")
+    expect = brute_support(W, bias)
+    assert got["support"].to_list() == expect
+    assert expect[5] == 0 and expect[6] is None and expect[7] == (0 if bias[7] < 0 else None)
+    assert got["n_positive"].to_list() == (W > 0).sum(axis=0).tolist()
+    for t, s in enumerate(expect):
+        if s:
+            pos = np.sort(W[:, t][W[:, t] > 0])[::-1]
+            assert got["margin_after"][t] == pytest.approx(base_of(W, bias)[t] - pos[:s].sum(), abs=1e-9)
+    sql = db.sql("SELECT * FROM brittleness(fit := ?)", [fid])
+    assert sql["support"].to_list() == expect
+    np.testing.assert_allclose(sql["margin_after"].fill_null(np.nan).to_numpy(),
+                               got["margin_after"].fill_null(np.nan).to_numpy(), atol=1e-9)
+    # one removal further than support does flip, one fewer does not (checked via counterfactual)
+    for t, s in enumerate(expect):
+        if s:
+            assert A.counterfactual(db, t, k=s, fit=fid)["predicted_margin"][0] < 0
+            assert A.counterfactual(db, t, k=s - 1, fit=fid)["predicted_margin"][0] >= 0
+
+
+def test_brittleness_summary(small):
+    db, W, bias, fid = small
+    th = [1, 3, 10, 40]
+    got = A.brittleness_summary(db, fit=fid, thresholds=th)
+    sup = brute_support(W, bias)
+    correct = [s for s in sup if s != 0]
+    assert got["n_correct"].to_list() == [len(correct)] * 4
+    assert got["n_flipped"].to_list() == [sum(1 for s in correct if s is not None and s <= k) for k in th]
+    sql = db.sql("SELECT * FROM brittleness_summary(fit := ?, thresholds := ?)", [fid, th])
+    assert sql.select("k_max", "n_targets", "n_correct", "n_flipped").rows() == \
+        got.select("k_max", "n_targets", "n_correct", "n_flipped").rows()
+    np.testing.assert_allclose(sql["frac_flipped"].to_numpy(), got["frac_flipped"].to_numpy())
+    assert A.brittleness_summary(db, fit=fid)["k_max"].to_list() == list(A.DEFAULT_THRESHOLDS)
+
+
+# -- similar -------------------------------------------------------------------------------------
+
+def test_top_weights(small):
+    db, W, _, fid = small
+    labels = db.experiment("e").train_examples()["label"].to_numpy()
+    for t in (0, 11):
+        got = A.top_weights(db, t, k=4, fit=fid)
+        pos = got.filter(pl.col("direction") == "positive")
+        neg = got.filter(pl.col("direction") == "negative")
+        assert pos["train_idx"].to_list() == topk(W[:, t], 4, "top").tolist()
+        assert neg["train_idx"].to_list() == topk(W[:, t], 4, "bottom").tolist()
+        assert pos["rank"].to_list() == [1, 2, 3, 4]
+        np.testing.assert_allclose(got["weight"].to_numpy(), W[got["train_idx"].to_numpy(), t])
+        assert got["label"].to_list() == labels[got["train_idx"].to_numpy()].tolist()
+        assert got["has_image"].all()
+    assert A.top_weights(db, 7, fit=fid).height == 0
+
+
+def test_nearest_targets_matches_dense_cosine_and_sql(small):
+    db, W, _, fid = small
+    norms = np.linalg.norm(W, axis=0)
+    for t in (0, 12, 29):
+        got = A.nearest_targets(db, t, k=6, fit=fid)
+        cos = (W.T @ W[:, t]) / (norms * norms[t] + 1e-300)
+        share = ((W != 0) & (W[:, [t]] != 0)).any(axis=0)
+        share[t] = False
+        cand = [j for j in range(T) if share[j] and norms[j] > 0]
+        expect = sorted(cand, key=lambda j: (-cos[j], j))[:6]
+        assert got["neighbor"].to_list() == expect
+        np.testing.assert_allclose(got["cosine"].to_numpy(), cos[expect], atol=1e-12)
+        sql = db.sql("SELECT * FROM nearest_targets(fit := ?, target := ?, k := ?)", [fid, t, 6])
+        assert sql["neighbor"].to_list() == expect
+        np.testing.assert_allclose(sql["cosine"].to_numpy(), got["cosine"].to_numpy(), atol=1e-12)
+        assert sql["neighbor_label"].to_list() == got["neighbor_label"].to_list()
+    assert A.nearest_targets(db, 7, fit=fid).height == 0
+
+
+# -- leakage -------------------------------------------------------------------------------------
+
+def brute_leakage(W, min_z, min_nnz=3):
+    out = []
+    for t in range(W.shape[1]):
+        nz = W[:, t][W[:, t] != 0]
+        if len(nz) < min_nnz:
+            continue
+        med = np.median(nz)
+        mad = np.median(np.abs(nz - med))
+        if mad == 0:
+            continue
+        for i in np.flatnonzero(W[:, t] > 0):
+            z = (W[i, t] - med) / (1.4826 * mad)
+            if z >= min_z:
+                out.append((z, t, i))
+    out.sort(key=lambda r: (-r[0], r[1], r[2]))
+    return out
+
+
+def test_leakage_matches_brute_force(small):
+    db, W, _, fid = small
+    got = A.leakage(db, fit=fid, min_z=2.0, limit=None)
+    expect = brute_leakage(W, 2.0)
+    assert len(expect) > 5
+    assert list(zip(got["target"].to_list(), got["train_idx"].to_list())) == [(t, i) for _, t, i in expect]
+    np.testing.assert_allclose(got["robust_z"].to_numpy(), [z for z, _, _ in expect], rtol=1e-9)
+    for row in got.head(5).iter_rows(named=True):
+        col = W[:, row["target"]]
+        nxt = np.sort(col[(col > 0)])[::-1]
+        r = list(nxt).index(col[row["train_idx"]])
+        assert row["rank_in_target"] == r + 1
+        if r + 1 < len(nxt):
+            assert row["ratio_to_next"] == pytest.approx(nxt[r] / nxt[r + 1])
+    assert A.leakage(db, fit=fid, min_z=2.0, limit=3).height == 3
+
+
+def test_leakage_ranks_planted_duplicates_first(tmp_path):
+    rng = np.random.default_rng(5)
+    n, nt = 300, 25
+    db, exp = new_db(tmp_path, n_train=n, n_targets=nt, labels=False, rng=rng)
+    train_imgs = rng.integers(0, 256, (n, 6, 6, 3), dtype=np.uint8)
+    target_imgs = rng.integers(0, 256, (nt, 6, 6, 3), dtype=np.uint8)
+    planted = {2: 17, 9: 250, 13: 4, 20: 123}
+    for t, i in planted.items():  # near-duplicate images
+        target_imgs[t] = np.clip(train_imgs[i].astype(int) + rng.integers(-3, 4, (6, 6, 3)), 0, 255)
+    exp.set_train_examples(labels=np.zeros(n, int), images=train_imgs)
+    exp.set_targets(labels=np.zeros(nt, int), images=target_imgs)
+    W = sparse_random_W(rng, n, nt, 0.2, scale=0.01)
+    for t, i in planted.items():
+        W[i, t] = 0.4
+    insert_fit(db, "e", W, np.zeros(nt))
+    got = A.leakage(db)
+    top = set(zip(got["target"].to_list()[:4], got["train_idx"].to_list()[:4]))
+    assert top == set(planted.items())
+    head = got.head(4)
+    assert (head["pixel_dist"] < 0.02).all() and (head["pixel_corr"] > 0.99).all()
+    assert (head["ratio_to_next"] > 5).all()
+    assert got.height == 4 or got["robust_z"][4] < head["robust_z"].min()
+    db.close()
+
+
+def test_pixel_distance():
+    a = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    assert A.pixel_distance(a, a) == (0.0, pytest.approx(1.0))
+    assert A.pixel_distance(a, a.reshape(4, 3)) == (None, None)
+    assert A.pixel_distance(a, None) == (None, None)
+
+
+# -- fits and errors -----------------------------------------------------------------------------
+
+def test_latest_fit_is_default_and_cache_follows(tmp_path):
+    rng = np.random.default_rng(2)
+    db, _ = new_db(tmp_path, n_train=50, n_targets=4, rng=rng)
+    with pytest.raises(DmdbError, match="no fits"):
+        A.brittleness(db)
+    W1 = sparse_random_W(rng, 50, 4, 0.5)
+    f1 = insert_fit(db, "e", W1, np.zeros(4))
+    assert A.load_weights(db) is A.load_weights(db, f1)  # cached
+    W2 = sparse_random_W(rng, 50, 4, 0.5)
+    f2 = insert_fit(db, "e", W2, np.ones(4))
+    assert A.resolve_fit(db, None).fit_id == f2 > f1
+    np.testing.assert_allclose(A.counterfactual_all(db, [])["base_margin"].to_numpy(), 1 + W2.sum(0), atol=1e-9)
+    sql = db.sql("SELECT * FROM counterfactual_all(remove := [])")
+    np.testing.assert_allclose(sql["base_margin"].to_numpy(), 1 + W2.sum(0), atol=1e-9)
+    np.testing.assert_allclose(A.load_weights(db, f1).dense(), W1)
+    db.close()
+
+
+def test_fit_with_subset_of_targets(tmp_path):
+    rng = np.random.default_rng(3)
+    db, _ = new_db(tmp_path, n_train=40, n_targets=10, rng=rng)
+    W = sparse_random_W(rng, 40, 3, 0.5)
+    fid = insert_fit(db, "e", W, np.zeros(3), targets=np.array([2, 5, 9]))
+    got = A.counterfactual_all(db, [0, 1], fit=fid)
+    assert got["target"].to_list() == [2, 5, 9]
+    assert A.counterfactual(db, 9, remove=[0, 1], fit=fid)["predicted_change"][0] == pytest.approx(-W[[0, 1], 2].sum())
+    with pytest.raises(BadInputError, match="no target 3"):
+        A.top_weights(db, 3, fit=fid)
+    db.close()
