@@ -18,6 +18,7 @@ from .errors import (
     UnknownExperimentError,
 )
 from .experiment import Experiment
+from .fit import Fit, FitOptions
 from .plan import Plan, PlannedRun
 from .store import SCHEMA_VERSION, Database, open
 
@@ -29,6 +30,8 @@ __all__ = [
     "DmdbError",
     "DuplicateRunError",
     "Experiment",
+    "Fit",
+    "FitOptions",
     "FitError",
     "Plan",
     "PlannedRun",

@@ -16,6 +16,8 @@ from .record import make_batch, write_batch
 from .validate import as_role
 
 if TYPE_CHECKING:
+    from .fit import Fit
+    from .regress._inputs import Progress
     from .store import Database
 
 
@@ -199,6 +201,45 @@ class Experiment:
 
     def n_runs(self, role: str | None = None) -> int:
         return len(self.run_ids(role))
+
+    # -- fitting ---------------------------------------------------------------------------
+    def fit(
+        self,
+        estimator: str = "lasso",
+        *,
+        where: str | None = None,
+        targets: str | Sequence[int] | np.ndarray | None = None,
+        device: str | None = None,
+        curve: Sequence[float] | None = None,
+        progress: "Progress | None" = None,
+        **options: Any,
+    ) -> "Fit":
+        """Fit datamodels for the targets on the fit runs, score them on the holdout runs, store the fit.
+
+        estimator: 'lasso', 'diff-means' or 'ridge'. where / targets narrow the SQL views
+        fit_pool / target_pool (an expression over runs columns, a query or a view name; targets
+        also as ids '0-99,120'). curve: fractions of the fit runs for a learning curve.
+        options: k, eps, tol, max_iter, patience, refit, val_frac, split_seed, dtype, block_rows
+        (see dmdb.fit.FitOptions). device: 'cpu', 'cuda' or None (CUDA when present).
+        """
+        from .fit import Fit, FitOptions, run_fit
+
+        try:
+            opts = FitOptions(estimator=estimator, **options)
+        except TypeError as e:
+            raise BadInputError(f"unknown fit option: {e}") from e
+        fit_id = run_fit(self, opts, where=where, targets=targets, device=device, curve=curve, progress=progress)
+        return Fit(self.db, fit_id)
+
+    def import_scores(self, scores: Any, *, name: str = "scores", targets: Any = None, calibrate: bool = True) -> "Fit":
+        """Store an external (n_train x targets) score matrix, e.g. from TRAK, as a fit scored on the same holdout runs."""
+        from .fit import Fit, import_scores
+
+        return Fit(self.db, import_scores(self, scores, name=name, targets=targets, calibrate=calibrate))
+
+    def fits(self) -> pl.DataFrame:
+        """This experiment's fits, one line each (the fit_overview view)."""
+        return self.db.sql("SELECT * FROM fit_overview WHERE experiment = ? ORDER BY fit_id", [self.name])
 
 
 def create_experiment(

@@ -14,6 +14,7 @@ from .sqlfiles import sql_files
 
 if TYPE_CHECKING:
     from .experiment import Experiment
+    from .fit import Fit
 
 SCHEMA_VERSION = 1
 
@@ -80,6 +81,16 @@ class Database:
             hint = f"known: {', '.join(known)}" if known else "this database has no experiments yet"
             raise UnknownExperimentError(f"unknown experiment {name!r} in {self.path} ({hint})")
         return Experiment(self, *row)
+
+    def fit(self, fit_id: int | None = None) -> "Fit":
+        """A stored fit by id (default: the latest)."""
+        from .fit import Fit
+
+        return Fit(self, fit_id)
+
+    def fits(self) -> pl.DataFrame:
+        """Every fit, one line each: estimator, LDS, runs per split, targets, time, device."""
+        return self.sql("SELECT * FROM fit_overview ORDER BY fit_id")
 
     def experiments(self) -> pl.DataFrame:
         """Experiments with their run counts by role."""

@@ -123,3 +123,15 @@ CREATE TABLE IF NOT EXISTS weights (
     train_idx INTEGER NOT NULL,
     weight    FLOAT   NOT NULL
 );
+
+-- Learning curve of a fit: the same estimator refitted on growing prefixes of the fit runs
+-- (validation and holdout runs unchanged), so users see how LDS grows with the number of runs.
+CREATE TABLE IF NOT EXISTS fit_curve (
+    fit_id      INTEGER NOT NULL,
+    n_fit_runs  INTEGER NOT NULL,
+    fraction    DOUBLE  NOT NULL,
+    lds         DOUBLE,
+    mean_val_r2 DOUBLE,
+    seconds     DOUBLE,
+    PRIMARY KEY (fit_id, n_fit_runs)
+);

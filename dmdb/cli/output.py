@@ -32,7 +32,9 @@ def emit(df: pl.DataFrame, fmt: str = "table", output: str | None = None, title:
             with open(output, "w") as f:
                 Console(file=f, width=200).print(rich_table(df, title, max_rows))
         else:
-            STDOUT.print(rich_table(df, title, max_rows))
+            # a pipe or file gets the table at its natural width rather than wrapped to 80 columns
+            console = STDOUT if sys.stdout.isatty() else Console(file=sys.stdout, width=240)
+            console.print(rich_table(df, title, max_rows))
         return
     if output:
         Path(output).write_text(text)
@@ -43,7 +45,7 @@ def emit(df: pl.DataFrame, fmt: str = "table", output: str | None = None, title:
 def rich_table(df: pl.DataFrame, title: str | None = None, max_rows: int = 200) -> Table:
     table = Table(title=title, header_style="bold cyan", show_lines=False)
     for name, dtype in df.schema.items():
-        table.add_column(name, justify="right" if dtype.is_numeric() else "left")
+        table.add_column(name, justify="right" if dtype.is_numeric() else "left", min_width=min(len(name), 12))
     for row in df.head(max_rows).iter_rows():
         table.add_row(*(_cell(v) for v in row))
     if df.height > max_rows:

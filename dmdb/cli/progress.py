@@ -6,7 +6,15 @@ from contextlib import contextmanager
 from typing import Callable, Iterator
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 STDERR = Console(stderr=True, soft_wrap=True)
 
@@ -30,5 +38,30 @@ def progress_bar(description: str, quiet: bool = False) -> Iterator[Callable[[in
 
         def update(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)
+
+        yield update
+
+
+@contextmanager
+def stage_progress(quiet: bool = False) -> Iterator[Callable[[str, int, int], None]]:
+    """Yields callback(stage, done, total): one bar per stage (statistics, lasso path, ...), on stderr."""
+    if quiet:
+        yield lambda stage, done, total: None
+        return
+    with Progress(
+        TextColumn("[bold]{task.description:<16}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=STDERR,
+        transient=False,
+    ) as bar:
+        tasks: dict[str, TaskID] = {}
+
+        def update(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done, total=total)
 
         yield update

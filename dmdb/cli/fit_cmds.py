@@ -1,0 +1,122 @@
+"""Verbs about fits: fit, fits, import-scores."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import polars as pl
+
+from .. import store
+from ..fit import DEFAULT_CURVE, ESTIMATORS, FitOptions
+from ..errors import BadInputError
+from .output import STDOUT, emit
+from .progress import STDERR, stage_progress
+
+_DEFAULTS = FitOptions()
+
+
+def _fractions(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"--curve takes comma-separated fractions like 0.1,0.5,1, got {text!r}") from e
+
+
+def register(sub: Any, parents: tuple[argparse.ArgumentParser, argparse.ArgumentParser]) -> None:
+    common, fmt = parents
+    p = sub.add_parser(
+        "fit", parents=[common, fmt],
+        help="fit datamodels for an experiment's targets, score them on holdout runs (LDS), store the fit",
+        description="Reads fit runs from the fit_pool view (narrowed by --where), holdout runs from "
+        "holdout_pool and targets from target_pool (narrowed by --targets).",
+    )
+    p.add_argument("experiment")
+    p.add_argument("--estimator", "-e", choices=ESTIMATORS, default="lasso")
+    p.add_argument("--k", type=int, default=_DEFAULTS.k, help=f"lambdas on the path (default {_DEFAULTS.k})")
+    p.add_argument("--eps", type=float, default=_DEFAULTS.eps, help=f"smallest lambda / lambda_max (default {_DEFAULTS.eps})")
+    p.add_argument("--tol", type=float, default=_DEFAULTS.tol, help=f"duality-gap tolerance (default {_DEFAULTS.tol})")
+    p.add_argument("--max-iter", type=int, default=_DEFAULTS.max_iter)
+    p.add_argument("--patience", type=int, help="stop a target's path after this many lambdas without validation gain")
+    p.add_argument("--no-refit", action="store_true", help="keep the fit-run solution instead of refitting on fit+val")
+    p.add_argument("--val-frac", type=float, default=_DEFAULTS.val_frac, help=f"validation share of the fit pool (default {_DEFAULTS.val_frac})")
+    p.add_argument("--split-seed", type=int, default=_DEFAULTS.split_seed)
+    p.add_argument("--dtype", choices=["float32", "float64"], default=_DEFAULTS.dtype)
+    p.add_argument("--device", help="cpu or cuda (default: cuda when present)")
+    p.add_argument("--where", help="narrow the fit runs: an expression over runs columns, a SELECT query or a view name")
+    p.add_argument("--targets", help="targets: ids like 0-99,120, a SELECT query or a view returning `target`")
+    p.add_argument(
+        "--curve", nargs="?", const=",".join(map(str, DEFAULT_CURVE)), type=_fractions,
+        help=f"also refit on growing fractions of the fit runs and report LDS (default {','.join(map(str, DEFAULT_CURVE))})",
+    )
+    p.set_defaults(func=cmd_fit)
+
+    p = sub.add_parser("fits", parents=[common, fmt], help="list fits: estimator, LDS, runs per split, time, device")
+    p.add_argument("experiment", nargs="?", help="only this experiment's fits")
+    p.add_argument("--curve", type=int, metavar="FIT", help="show the learning curve of this fit instead")
+    p.set_defaults(func=cmd_fits)
+
+    p = sub.add_parser(
+        "import-scores", parents=[common],
+        help="store an external score matrix (.npy, train examples x targets, e.g. TRAK) as a fit",
+    )
+    p.add_argument("experiment")
+    p.add_argument("path", help=".npy file of shape (n_train, n_targets)")
+    p.add_argument("--name", default="scores", help="the fit's estimator becomes scores:NAME")
+    p.add_argument("--no-calibrate", action="store_true", help="keep the scores' scale (fit only a bias)")
+    p.set_defaults(func=cmd_import_scores)
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    opts = FitOptions(
+        estimator=args.estimator, k=args.k, eps=args.eps, tol=args.tol, max_iter=args.max_iter,
+        patience=args.patience, refit=not args.no_refit, val_frac=args.val_frac, split_seed=args.split_seed,
+        dtype=args.dtype,
+    )
+    with store.open(args.db) as db:
+        exp = db.experiment(args.experiment)
+        with stage_progress(args.quiet) as bar:
+            fit = exp.fit(
+                opts.estimator, where=args.where, targets=args.targets, device=args.device, curve=args.curve,
+                progress=bar, **{k: v for k, v in opts.config().items() if k != "estimator"},
+            )
+        lds = "n/a (no holdout runs)" if fit.lds is None else f"{fit.lds:.4f}"
+        STDERR.print(
+            f"fit {fit.fit_id}: {fit.estimator} on {fit.experiment!r}, {fit.n_fit_runs} fit + {fit.n_val_runs} val runs, "
+            f"{fit.seconds:.1f} s on {fit.device}; LDS on {fit.n_holdout_runs} holdout runs: {lds}"
+        )
+        if args.curve:
+            emit(fit.curve(), args.format, args.output, title=f"learning curve of fit {fit.fit_id}")
+        elif args.format != "table" or args.output:
+            emit(db.sql("SELECT * FROM fit_overview WHERE fit_id = ?", [fit.fit_id]), args.format, args.output)
+    return 0
+
+
+def cmd_fits(args: argparse.Namespace) -> int:
+    with store.open(args.db, read_only=True) as db:
+        if args.curve is not None:
+            out = db.fit(args.curve).curve()
+            if out.is_empty():
+                raise BadInputError(f"fit {args.curve} has no learning curve; fit with --curve to make one")
+            emit(out, args.format, args.output, title=f"learning curve of fit {args.curve}")
+            return 0
+        out = db.fits()
+        if args.experiment:
+            db.experiment(args.experiment)  # unknown names fail clearly
+            out = out.filter(pl.col("experiment") == args.experiment)
+    if args.format == "table":
+        out = out.select("fit_id", "experiment", "estimator", "lds", "n_fit_runs", "n_val_runs", "n_holdout_runs",
+                         "n_targets", "mean_val_r2", "mean_nnz", "device", "seconds")
+        if out.is_empty():
+            STDOUT.print("no fits yet; run `dmdb fit EXPERIMENT`")
+            return 0
+    emit(out, args.format, args.output, title="fits")
+    return 0
+
+
+def cmd_import_scores(args: argparse.Namespace) -> int:
+    with store.open(args.db) as db:
+        fit = db.experiment(args.experiment).import_scores(args.path, name=args.name, calibrate=not args.no_calibrate)
+        lds = "n/a" if fit.lds is None else f"{fit.lds:.4f}"
+    STDERR.print(f"fit {fit.fit_id}: {fit.estimator} on {fit.experiment!r}; LDS {lds}")
+    return 0

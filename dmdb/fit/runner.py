@@ -1,0 +1,130 @@
+"""A fit from start to end: select runs and targets in SQL, read them, solve, score on holdout
+runs (LDS), optionally a learning curve, and store everything in one transaction."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+
+from ..errors import FitError
+from ..regress import SolverResult, predict, spearman_per_target
+from ..regress._inputs import Progress, resolve_device
+from .estimators import SOLVERS, FitOptions
+from .selection import Selection, select
+from .write import CurvePoint, FitRecord, write_fit
+
+if TYPE_CHECKING:
+    from ..experiment import Experiment
+
+DEFAULT_CURVE = (0.1, 0.25, 0.5, 1.0)
+
+
+@dataclass
+class FitData:
+    """Masks and margins of the fit+validation runs (rows in run id order) and of the holdout runs."""
+
+    ids: np.ndarray
+    X: np.ndarray
+    Y: np.ndarray
+    X_holdout: np.ndarray
+    Y_holdout: np.ndarray
+
+    def rows(self, run_ids: np.ndarray) -> np.ndarray:
+        return np.searchsorted(self.ids, run_ids)
+
+
+def read_data(exp: "Experiment", sel: Selection) -> FitData:
+    if np.intersect1d(sel.holdout, np.concatenate([sel.fit, sel.val])).size:
+        raise FitError("holdout_pool and fit_pool share runs; an LDS needs runs that no fit saw")
+    ids = np.sort(np.concatenate([sel.fit, sel.val]))
+    cols = sel.targets
+    holdout = sel.holdout
+    return FitData(
+        ids=ids,
+        X=exp.masks(runs=ids),
+        Y=exp.margins(runs=ids)[:, cols],
+        X_holdout=exp.masks(runs=holdout) if holdout.size else np.zeros((0, exp.n_train), dtype=bool),
+        Y_holdout=exp.margins(runs=holdout)[:, cols] if holdout.size else np.zeros((0, cols.size), dtype=np.float32),
+    )
+
+
+def holdout_scores(data: FitData, W: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray, float | None]:
+    """Per-target Spearman of predicted vs actual holdout margins, and their mean (the LDS).
+
+    Targets whose holdout margins or predictions are constant have no rank correlation (NaN,
+    stored as NULL) and are left out of the mean.
+    """
+    if data.X_holdout.shape[0] < 3:
+        return np.full(W.shape[1], np.nan), None
+    rho = spearman_per_target(predict(data.X_holdout, W, bias), data.Y_holdout)
+    finite = np.isfinite(rho)
+    return rho, float(rho[finite].mean()) if finite.any() else None
+
+
+def _nanmean(a: np.ndarray) -> float | None:
+    finite = np.isfinite(a)
+    return float(a[finite].mean()) if finite.any() else None
+
+
+def _solve(data: FitData, sel: Selection, opts: FitOptions, device: object, progress: Progress | None) -> SolverResult:
+    solver = SOLVERS[opts.estimator]
+    return solver(data.X, data.Y, data.rows(sel.fit), data.rows(sel.val), opts, device, progress)  # type: ignore[arg-type]
+
+
+def _curve_sizes(fractions: Sequence[float], n_fit: int) -> list[tuple[float, int]]:
+    out: dict[int, float] = {}
+    for f in fractions:
+        if not 0 < f <= 1:
+            raise FitError(f"learning-curve fractions must be in (0, 1], got {f}")
+        n = max(2, int(round(f * n_fit)))
+        out.setdefault(n, float(f))
+    return sorted((f, n) for n, f in out.items())
+
+
+def run_fit(
+    exp: "Experiment",
+    options: FitOptions,
+    *,
+    where: str | None = None,
+    targets: str | Sequence[int] | np.ndarray | None = None,
+    device: str | None = None,
+    curve: Sequence[float] | None = None,
+    progress: Progress | None = None,
+) -> int:
+    """Fit, score and store; returns the new fit_id."""
+    exp.db.require_writable()
+    dev = resolve_device(device)
+    sel = select(exp, where, targets, options.val_frac, options.split_seed)
+    if progress:
+        progress("reading runs", 0, 1)
+    data = read_data(exp, sel)
+    if progress:
+        progress("reading runs", 1, 1)
+    points: list[CurvePoint] = []
+    sizes = _curve_sizes(curve, sel.fit.size) if curve else []
+    for j, (frac, n) in enumerate(s for s in sizes if s[1] < sel.fit.size):
+        t0 = time.perf_counter()
+        sub = sel.prefix(n)
+        r = _solve(data, sub, options, dev, None)
+        _, lds = holdout_scores(data, r.W, r.bias)
+        points.append(CurvePoint(n, frac, lds, _nanmean(r.val_r2), time.perf_counter() - t0))
+        if progress:
+            progress("learning curve", j + 1, len(sizes))
+    t0 = time.perf_counter()
+    result = _solve(data, sel, options, dev, progress)
+    seconds = time.perf_counter() - t0
+    rho, lds = holdout_scores(data, result.W, result.bias)
+    if curve:
+        points.append(CurvePoint(int(sel.fit.size), 1.0, lds, _nanmean(result.val_r2), seconds))
+        if progress:
+            progress("learning curve", len(sizes), len(sizes))
+    config = options.config() | {"curve": list(curve) if curve else None}
+    rec = FitRecord(
+        experiment=exp.name, estimator=options.estimator, config=config, selection=sel,
+        W=result.W, bias=result.bias, lam=result.lam, val_mse=result.val_mse, val_r2=result.val_r2,
+        holdout_spearman=rho, lds=lds, device=str(dev), seconds=seconds, curve=points,
+    )
+    return write_fit(exp.db, rec)

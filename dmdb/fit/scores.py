@@ -1,0 +1,77 @@
+"""An externally computed score matrix (N x T, e.g. from TRAK or influence functions) stored as a
+fit, so it is scored on the same holdout runs and queried by the same analyses as any other."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+
+from ..errors import BadInputError
+from .estimators import FitOptions
+from .runner import holdout_scores, read_data
+from .selection import select
+from .write import FitRecord, write_fit
+
+if TYPE_CHECKING:
+    from ..experiment import Experiment
+
+
+def load_scores(source: str | Path | np.ndarray) -> np.ndarray:
+    if isinstance(source, (str, Path)):
+        try:
+            return np.load(source, mmap_mode="r")
+        except (OSError, ValueError) as e:
+            raise BadInputError(f"cannot read a score matrix from {source}: {e}") from e
+    return np.asarray(source)
+
+
+def import_scores(
+    exp: "Experiment",
+    scores: str | Path | np.ndarray,
+    *,
+    name: str = "scores",
+    targets: Sequence[int] | np.ndarray | None = None,
+    calibrate: bool = True,
+) -> int:
+    """Store scores (n_train x targets) as a fit named `scores:<name>`; returns the fit_id.
+
+    Scores from other methods have arbitrary units, so with `calibrate` each target's column is
+    rescaled and given a bias by least squares of the recorded fit-run margins on the scores'
+    predictions (b + a * mask @ s); holdout Spearman (LDS) does not depend on this, but
+    counterfactual predictions then come out in margin units. Without it, the bias alone is fitted.
+    """
+    S = load_scores(scores)
+    tgt = np.arange(exp.n_targets) if targets is None else np.asarray(targets, dtype=np.int64)
+    if S.ndim != 2 or S.shape != (exp.n_train, tgt.size):
+        raise BadInputError(
+            f"score matrix has shape {S.shape}; experiment {exp.name!r} needs ({exp.n_train}, {tgt.size}) "
+            "(train examples x targets)"
+        )
+    if not np.issubdtype(S.dtype, np.number) or not np.isfinite(S).all():
+        raise BadInputError("score matrix must hold finite real numbers")
+    t0 = time.perf_counter()
+    opts = FitOptions(estimator="diff-means")  # only for the fit/validation split
+    sel = select(exp, None, tgt, opts.val_frac, opts.split_seed)
+    data = read_data(exp, sel)
+    W = np.asarray(S, dtype=np.float64)
+    pred = data.X.astype(np.float64) @ W
+    y = data.Y.astype(np.float64)
+    if calibrate:
+        pc = pred - pred.mean(axis=0)
+        var = (pc * pc).mean(axis=0)
+        scale = np.where(var > 0, (pc * (y - y.mean(axis=0))).mean(axis=0) / np.where(var > 0, var, 1), 0.0)
+        W = W * scale[None, :]
+        pred = pred * scale[None, :]
+    bias = (y - pred).mean(axis=0)
+    rho, lds = holdout_scores(data, W, bias)
+    nan = np.full(tgt.size, np.nan)
+    rec = FitRecord(
+        experiment=exp.name, estimator=f"scores:{name}",
+        config={"source": str(scores) if isinstance(scores, (str, Path)) else "array", "calibrate": calibrate},
+        selection=sel, W=W, bias=bias, lam=nan, val_mse=nan, val_r2=nan, holdout_spearman=rho, lds=lds,
+        device="cpu", seconds=time.perf_counter() - t0,
+    )
+    return write_fit(exp.db, rec)

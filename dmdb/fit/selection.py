@@ -1,0 +1,161 @@
+"""Which runs and targets a fit uses: the SQL views of sql/20_fit_views.sql, narrowed by the user.
+
+`where` narrows the fit pool and may be a boolean expression over the `runs` table's columns
+(`run_id < 5000`, `worker = 'node-3'`), a SELECT query returning `run_id`, or the name of a
+view or table with a `run_id` column. `targets` may be ids (`0-99,120`), a SELECT query or a
+view/table returning a `target` column. Both are the user's own SQL against their own file
+(as in the DuckDB shell); the experiment name is always a bound parameter.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Sequence
+
+import duckdb
+import numpy as np
+
+from ..errors import BadInputError, FitError
+
+if TYPE_CHECKING:
+    from ..experiment import Experiment
+
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
+_QUERY = re.compile(r"^\s*(select|with|from|values)\b", re.IGNORECASE)
+_ID_LIST = re.compile(r"^\s*\d+(\s*-\s*\d+)?(\s*,\s*\d+(\s*-\s*\d+)?)*\s*$")
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Run ids (sorted) of each split and the sorted target ids of a fit."""
+
+    fit: np.ndarray
+    val: np.ndarray
+    holdout: np.ndarray
+    targets: np.ndarray
+    runs_where: str | None
+    targets_where: str | None
+
+    def prefix(self, n_fit: int) -> "Selection":
+        """The same split with only the first n_fit fit runs (in the shuffled split order)."""
+        return Selection(self.fit[:n_fit], self.val, self.holdout, self.targets, self.runs_where, self.targets_where)
+
+
+def _relation(spec: str, column: str) -> str:
+    """SQL for a set of `column` values: a query as given, or a view/table by name."""
+    if _QUERY.match(spec):
+        return f"SELECT {column} FROM ({spec}) AS user_query"
+    if _IDENT.match(spec):
+        quoted = ".".join('"' + part.replace('"', '""') + '"' for part in spec.split("."))
+        return f"SELECT {column} FROM {quoted}"
+    raise BadInputError(f"{spec!r} is neither a SELECT query nor a view or table name")
+
+
+def _ids(exp: "Experiment", sql: str, params: Sequence[Any], what: str, spec: str | None) -> np.ndarray:
+    try:
+        rows = exp.db.con.execute(sql, list(params)).fetchall()
+    except duckdb.Error as e:
+        raise BadInputError(f"{what} {spec!r} is not valid SQL here: {str(e).splitlines()[0]}") from e
+    return np.unique(np.array([r[0] for r in rows if r[0] is not None], dtype=np.int64))
+
+
+def fit_pool_ids(exp: "Experiment", where: str | None) -> np.ndarray:
+    """Sorted run ids of fit_pool for this experiment, narrowed by `where`."""
+    sql = "SELECT run_id FROM fit_pool WHERE experiment = ?"
+    params: list[Any] = [exp.name]
+    if where is not None and where.strip():
+        if _QUERY.match(where) or _IDENT.match(where):
+            sql += f" AND run_id IN ({_relation(where, 'run_id')})"
+        else:
+            sql += f" AND run_id IN (SELECT run_id FROM runs WHERE experiment = ? AND ({where}))"
+            params.append(exp.name)
+    return _ids(exp, sql, params, "--where", where)
+
+
+def holdout_ids(exp: "Experiment") -> np.ndarray:
+    return _ids(exp, "SELECT run_id FROM holdout_pool WHERE experiment = ?", [exp.name], "holdout_pool", None)
+
+
+def parse_id_list(spec: str) -> np.ndarray:
+    """'0-9,12' -> [0..9, 12] (ranges inclusive)."""
+    out: list[int] = []
+    for part in spec.split(","):
+        lo, _, hi = part.strip().partition("-")
+        a = int(lo)
+        b = int(hi) if hi else a
+        if b < a:
+            raise BadInputError(f"target range {part.strip()!r} runs backwards")
+        out.extend(range(a, b + 1))
+    return np.unique(np.array(out, dtype=np.int64))
+
+
+def format_id_list(ids: Sequence[int] | np.ndarray) -> str:
+    """[0..9, 12] -> '0-9,12', the inverse of parse_id_list, so a fit records its targets compactly."""
+    a = np.unique(np.asarray(ids, dtype=np.int64))
+    if a.size == 0:
+        return ""
+    breaks = np.nonzero(np.diff(a) != 1)[0]
+    starts = np.concatenate([[0], breaks + 1])
+    ends = np.concatenate([breaks, [a.size - 1]])
+    return ",".join(str(a[s]) if s == e else f"{a[s]}-{a[e]}" for s, e in zip(starts, ends))
+
+
+def target_ids(exp: "Experiment", targets: str | Sequence[int] | np.ndarray | None) -> np.ndarray:
+    """Sorted target ids from target_pool, narrowed by `targets`."""
+    pool = _ids(exp, "SELECT target FROM target_pool WHERE experiment = ?", [exp.name], "target_pool", None)
+    if targets is None:
+        chosen = pool
+    elif isinstance(targets, str):
+        chosen = (
+            parse_id_list(targets)
+            if _ID_LIST.match(targets)
+            else _ids(exp, _relation(targets, "target"), [], "--targets", targets)
+        )
+    else:
+        arr = np.asarray(targets)
+        if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
+            raise BadInputError("targets must be a 1-D sequence of integer target ids")
+        chosen = np.unique(arr.astype(np.int64))
+    outside = np.setdiff1d(chosen, pool)
+    if outside.size:
+        raise BadInputError(
+            f"targets {outside[:5].tolist()} are not targets of experiment {exp.name!r} "
+            f"(it has {exp.n_targets}: 0..{exp.n_targets - 1})"
+        )
+    if chosen.size == 0:
+        raise BadInputError(f"the target selection {targets!r} is empty")
+    return chosen
+
+
+def select(
+    exp: "Experiment",
+    where: str | None,
+    targets: str | Sequence[int] | np.ndarray | None,
+    val_frac: float,
+    split_seed: int,
+) -> Selection:
+    """Split the fit pool into fit and validation runs by a seeded shuffle; holdout from its own pool.
+
+    The fit ids keep the shuffled order, so a prefix of them is a random subset (learning curve).
+    """
+    if not 0 < val_frac < 1:
+        raise BadInputError(f"val_frac must be in (0, 1), got {val_frac}")
+    pool = fit_pool_ids(exp, where)
+    n_val = int(round(val_frac * pool.size))
+    if pool.size < 3 or n_val < 1 or pool.size - n_val < 2:
+        raise FitError(
+            f"experiment {exp.name!r} has {pool.size} fit runs"
+            + (f" matching {where!r}" if where else "")
+            + f"; a fit needs at least 2 fit runs and 1 validation run (val_frac={val_frac}). Record more runs"
+        )
+    perm = np.random.default_rng(split_seed).permutation(pool.size)
+    shuffled = pool[perm]
+    return Selection(
+        fit=shuffled[n_val:],
+        val=np.sort(shuffled[:n_val]),
+        holdout=holdout_ids(exp),
+        targets=target_ids(exp, targets),
+        runs_where=where,
+        targets_where=None if targets is None else (targets if isinstance(targets, str) else format_id_list(targets)),
+    )

@@ -1,0 +1,234 @@
+"""Fits end to end: SQL selection -> solver -> stored fit, checked against scikit-learn, scipy and numpy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from scipy.stats import spearmanr
+from sklearn.linear_model import Lasso
+
+import dmdb
+from dmdb.cli import main
+from dmdb.fit import format_id_list, parse_id_list
+
+N, T = 60, 8
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray]:
+    """600 fit + 150 holdout runs of a known sparse datamodel plus noise; target 7 is constant."""
+    path = tmp_path_factory.mktemp("fit") / "study.duckdb"
+    rng = np.random.default_rng(3)
+    W = np.zeros((N, T))
+    for t in range(T - 1):
+        W[rng.choice(N, 4, replace=False), t] = rng.choice([-1.0, 1.0], 4) * rng.uniform(0.5, 1.5, 4)
+    with dmdb.open(path) as db:
+        exp = db.create_experiment("syn", n_train=N, n_targets=T, alpha=0.5)
+        for n, seed, role in ((600, 0, "fit"), (150, 1, "holdout")):
+            runs = list(exp.pending(exp.plan(n, seed=seed, role=role)))
+            M = np.stack([r.mask for r in runs]).astype(np.float64)
+            Y = 0.3 + M @ W + 0.2 * rng.normal(size=(len(runs), T))
+            Y[:, T - 1] = 1.25
+            exp.record_batch([r.run_id for r in runs], M.astype(bool), Y, role=role)
+    return path, W
+
+
+@pytest.fixture()
+def db(study: tuple[Path, np.ndarray], tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A private copy of the study, so each test's fits start from none."""
+    copy = tmp_path / "copy.duckdb"
+    copy.write_bytes(study[0].read_bytes())
+    with dmdb.open(copy) as d:
+        yield d
+
+
+def fit_split(exp: dmdb.Experiment, fit: dmdb.Fit) -> dict[str, np.ndarray]:
+    runs = fit.runs()
+    return {s: np.sort(runs.filter(pl.col("split") == s)["run_id"].to_numpy()) for s in ("fit", "val", "holdout")}
+
+
+def dense(fit: dmdb.Fit, n_targets: int) -> np.ndarray:
+    w = fit.weights()
+    out = np.zeros((N, n_targets))
+    out[w["train_idx"].to_numpy(), w["target"].to_numpy()] = w["weight"].to_numpy()
+    return out
+
+
+def test_lasso_fit_recovers_known_datamodel(db: dmdb.Database, study: tuple[Path, np.ndarray]) -> None:
+    W_true = study[1]
+    exp = db.experiment("syn")
+    fit = exp.fit("lasso", k=30)
+    W = dense(fit, T)
+    for t in range(T - 1):
+        true = set(np.nonzero(W_true[:, t])[0])
+        top = set(np.argsort(-np.abs(W[:, t]))[:4])
+        assert top == true, f"target {t}"
+    np.testing.assert_allclose(W[:, :-1], W_true[:, :-1], atol=0.08)
+    ft = fit.targets()
+    assert ft["nnz"].to_list() == list((W != 0).sum(axis=0))
+    # the constant target: no weights, its constant as bias, no rank correlation
+    assert ft["nnz"][T - 1] == 0 and ft["bias"][T - 1] == pytest.approx(1.25, abs=1e-6)
+    assert ft["holdout_spearman"][T - 1] is None
+    # held-out R^2 near the noise ceiling: noise variance 0.04 against signal variance ~ sum w^2 / 4
+    assert ft["val_r2"].head(T - 1).min() > 0.85
+
+
+def test_lds_is_mean_holdout_spearman_of_stored_weights(db: dmdb.Database) -> None:
+    exp = db.experiment("syn")
+    fit = exp.fit("lasso", k=20)
+    split = fit_split(exp, fit)
+    assert np.array_equal(split["holdout"], exp.run_ids("holdout"))
+    assert not np.intersect1d(split["fit"], split["val"]).size
+    assert np.array_equal(np.union1d(split["fit"], split["val"]), exp.run_ids("fit"))
+    assert (fit.n_fit_runs, fit.n_val_runs, fit.n_holdout_runs) == (540, 60, 150)
+    Xh = exp.masks("holdout").astype(np.float64)
+    Yh = exp.margins("holdout")
+    bias = fit.targets()["bias"].to_numpy()
+    pred = bias + Xh @ dense(fit, T)
+    rho = [spearmanr(pred[:, t], Yh[:, t]).statistic for t in range(T - 1)]
+    np.testing.assert_allclose(fit.targets()["holdout_spearman"].head(T - 1).to_numpy(), rho, atol=1e-6)
+    assert fit.lds == pytest.approx(np.mean(rho), abs=1e-6)
+    np.testing.assert_allclose(fit.predict(Xh.astype(bool)), pred, atol=1e-4)
+    np.testing.assert_allclose(fit.predict(Xh[0].astype(bool)), pred[0], atol=1e-4)
+
+
+def test_lasso_weights_match_sklearn_at_the_chosen_lambda(db: dmdb.Database) -> None:
+    """Raw 0/1 coordinates: the stored refit equals scikit-learn's Lasso on fit+val runs at the stored lambda."""
+    exp = db.experiment("syn")
+    fit = exp.fit("lasso", k=15, dtype="float64", tol=1e-10, max_iter=20000, targets="0-2")
+    split = fit_split(exp, fit)
+    ids = np.union1d(split["fit"], split["val"])
+    X = exp.masks(runs=ids).astype(np.float64)
+    Y = exp.margins(runs=ids).astype(np.float64)
+    ft = fit.targets()
+    W = dense(fit, T)
+    for j, t in enumerate(ft["target"].to_list()):
+        sk = Lasso(alpha=ft["lam"][j], tol=1e-12, max_iter=100_000).fit(X, Y[:, t])
+        np.testing.assert_allclose(W[:, t], sk.coef_, atol=2e-4)
+        assert ft["bias"][j] == pytest.approx(sk.intercept_, abs=2e-4)
+
+
+def test_diff_means_against_brute_force(db: dmdb.Database) -> None:
+    exp = db.experiment("syn")
+    fit = exp.fit("diff-means")
+    split = fit_split(exp, fit)
+    ids = np.union1d(split["fit"], split["val"])
+    X = exp.masks(runs=ids)
+    Y = exp.margins(runs=ids).astype(np.float64)
+    expect = np.array([[Y[X[:, i], t].mean() - Y[~X[:, i], t].mean() for t in range(T)] for i in range(N)])
+    expect[:, T - 1] = 0.0
+    np.testing.assert_allclose(dense(fit, T), expect, atol=1e-4)
+
+
+def test_ridge_and_several_fits_side_by_side(db: dmdb.Database) -> None:
+    exp = db.experiment("syn")
+    a = exp.fit("lasso", k=10)
+    b = exp.fit("ridge")
+    c = exp.fit("diff-means")
+    fits = exp.fits()
+    assert fits["fit_id"].to_list() == [a.fit_id, b.fit_id, c.fit_id]
+    assert fits["estimator"].to_list() == ["lasso", "ridge", "diff-means"]
+    # on a truly sparse datamodel, lasso beats the difference in means on held-out runs
+    assert a.lds > c.lds
+    assert b.lds > 0.8
+    assert db.fit().fit_id == c.fit_id
+
+
+def test_where_and_targets_select_in_sql(db: dmdb.Database) -> None:
+    exp = db.experiment("syn")
+    ids = exp.run_ids("fit")
+    cut = int(ids[300])
+    for where in (f"run_id < {cut}", f"SELECT run_id FROM runs WHERE run_id < {cut}"):
+        fit = exp.fit("diff-means", where=where, targets=[1, 3])
+        assert fit.n_fit_runs + fit.n_val_runs == 300
+        assert fit.targets()["target"].to_list() == [1, 3]
+    db.con.execute(f"CREATE VIEW early AS SELECT run_id FROM runs WHERE run_id < {cut}")
+    db.con.execute("CREATE VIEW few_targets AS SELECT 2 AS target UNION ALL SELECT 5")
+    fit = exp.fit("diff-means", where="early", targets="few_targets")
+    assert fit.n_fit_runs + fit.n_val_runs == 300
+    assert fit.targets()["target"].to_list() == [2, 5]
+    row = db.sql("SELECT runs_where, targets_where FROM fits WHERE fit_id = ?", [fit.fit_id]).row(0)
+    assert row == ("early", "few_targets")
+
+
+def test_learning_curve_grows_with_runs(db: dmdb.Database) -> None:
+    fit = db.experiment("syn").fit("diff-means", curve=[0.05, 0.25, 1.0])
+    curve = fit.curve()
+    assert curve["n_fit_runs"].to_list() == [27, 135, 540]
+    assert curve["lds"][2] == pytest.approx(fit.lds)
+    assert curve["lds"][0] < curve["lds"][2]
+
+
+def test_import_scores_scored_like_a_fit(db: dmdb.Database, study: tuple[Path, np.ndarray], tmp_path: Path) -> None:
+    exp = db.experiment("syn")
+    S = study[1] * 7.0  # right direction, wrong units: calibration rescales
+    np.save(tmp_path / "s.npy", S)
+    fit = exp.import_scores(str(tmp_path / "s.npy"), name="truth")
+    assert fit.estimator == "scores:truth"
+    Xh = exp.masks("holdout").astype(np.float64)
+    Yh = exp.margins("holdout")
+    rho = [spearmanr(Xh @ S[:, t], Yh[:, t]).statistic for t in range(T - 1)]
+    assert fit.lds == pytest.approx(np.mean(rho), abs=1e-6)
+    np.testing.assert_allclose(dense(fit, T)[:, :-1], study[1][:, :-1], atol=0.05)
+    with pytest.raises(dmdb.BadInputError, match="needs \\(60, 8\\)"):
+        exp.import_scores(np.zeros((N, 3)))
+
+
+def test_bad_input_errors(db: dmdb.Database) -> None:
+    exp = db.experiment("syn")
+    with pytest.raises(dmdb.BadInputError, match="bogus"):
+        exp.fit(where="bogus < 3")
+    with pytest.raises(dmdb.BadInputError, match="not targets"):
+        exp.fit(targets=[99])
+    with pytest.raises(dmdb.FitError, match="at least 2 fit runs"):
+        exp.fit(where="run_id < 2")
+    with pytest.raises(dmdb.FitError, match="CUDA"):
+        exp.fit(device="cuda")
+    with pytest.raises(dmdb.BadInputError, match="unknown fit option"):
+        exp.fit(lambdas=3)
+    with pytest.raises(dmdb.BadInputError, match="unknown estimator"):
+        exp.fit("trak")
+    with pytest.raises(dmdb.BadInputError, match="val_frac"):
+        exp.fit(val_frac=1.5)
+    assert db.fits().height == 0
+
+
+def test_a_failed_write_leaves_no_partial_fit(db: dmdb.Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    import dmdb.fit.write as write
+
+    real = write._insert
+
+    def failing(d: dmdb.Database, table: str, data: object) -> None:
+        if table == "weights":
+            raise RuntimeError("disk full")
+        real(d, table, data)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(write, "_insert", failing)
+    with pytest.raises(RuntimeError, match="disk full"):
+        db.experiment("syn").fit("diff-means")
+    counts = db.sql("SELECT (SELECT count(*) FROM fits) a, (SELECT count(*) FROM fit_targets) b, "
+                    "(SELECT count(*) FROM fit_runs) c, (SELECT count(*) FROM weights) d").row(0)
+    assert counts == (0, 0, 0, 0)
+
+
+def test_id_lists_round_trip() -> None:
+    ids = np.array([0, 1, 2, 3, 7, 9, 10])
+    assert format_id_list(ids) == "0-3,7,9-10"
+    assert parse_id_list("0-3,7,9-10").tolist() == ids.tolist()
+
+
+def test_cli_fit_and_fits(db: dmdb.Database, capsys: pytest.CaptureFixture[str]) -> None:
+    path = db.path
+    db.close()
+    assert main(["fit", "syn", "--db", path, "--estimator", "diff-means", "--quiet", "--curve", "0.5,1", "-f", "csv"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[0] == "n_fit_runs,fraction,lds,mean_val_r2,seconds" and len(out) == 3
+    assert main(["fits", "--db", path, "-f", "json"]) == 0
+    fits = pl.read_json(capsys.readouterr().out.encode())
+    assert fits["estimator"].to_list() == ["diff-means"]
+    assert fits["lds"][0] == pytest.approx(float(out[2].split(",")[2]))
+    assert main(["fit", "syn", "--db", path, "--device", "cuda", "--quiet"]) == 1
+    assert "CUDA" in capsys.readouterr().err
