@@ -1,0 +1,247 @@
+"""The TUI's only door to the database: plain calls returning frames and small records.
+
+Nothing here imports Textual, so every number the app shows can be checked against dmdb's API
+without a terminal, and the same calls run from worker threads. One lock serialises the calls:
+a DuckDB connection must not be used by two threads at once.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+import dmdb
+from dmdb import analyses
+from dmdb.analyses.embeddings import normalised_rows, pca
+from dmdb.errors import DatabaseLockedError, DmdbError
+
+__all__ = ["Counterfactual", "DatabaseLockedError", "DmdbError", "NoFitError", "Service", "TargetInfo", "Verified"]
+
+
+class NoFitError(DmdbError):
+    """The database opened fine but holds no fit, so there are no datamodels to browse yet."""
+
+
+@dataclass(frozen=True)
+class TargetInfo:
+    """What the detail screen says about the target itself."""
+
+    fit_id: int
+    experiment: str
+    target: int
+    label: int | None
+    text: str | None
+    image: np.ndarray | None
+    base_margin: float
+    holdout_spearman: float | None
+    nnz: int
+    support: int | None
+
+
+@dataclass(frozen=True)
+class Verified:
+    """Retraining runs recorded for one removal: how many, their mean margin, and the baseline's."""
+
+    n_runs: int
+    mean_margin: float
+    baseline_margin: float | None
+
+
+@dataclass(frozen=True)
+class Counterfactual:
+    """The API's counterfactual row for (target, k, mode), plus the verified outcome if recorded."""
+
+    target: int
+    k: int
+    mode: str
+    n_removed: int
+    base_margin: float
+    predicted_margin: float
+    predicted_change: float
+    flips: bool
+    verified: Verified | None
+
+
+class Service:
+    """A read-only database session with the queries the screens need."""
+
+    def __init__(self, db: dmdb.Database) -> None:
+        self.db = db
+        self._lock = threading.RLock()
+        self._targets: pl.DataFrame | None = None
+
+    @classmethod
+    def open(cls, path: str | Path) -> "Service":
+        """Open read-only; raises DatabaseLockedError while a writer holds the file, DmdbError otherwise."""
+        return cls(dmdb.open(path, read_only=True))
+
+    def close(self) -> None:
+        with self._lock:
+            self.db.close()
+
+    @property
+    def path(self) -> str:
+        return self.db.path
+
+    # -- overview --------------------------------------------------------------------------
+    def experiments(self) -> pl.DataFrame:
+        with self._lock:
+            return self.db.experiments()
+
+    def fits(self) -> pl.DataFrame:
+        with self._lock:
+            return self.db.sql(
+                "SELECT fit_id, experiment, estimator, lds, n_targets, mean_nnz, n_fit_runs, n_holdout_runs, "
+                "seconds, device, created_at FROM fit_overview ORDER BY fit_id"
+            )
+
+    def latest_fit(self) -> int:
+        """The fit the app browses; NoFitError when there is none."""
+        with self._lock:
+            fid = self.db.con.execute("SELECT max(fit_id) FROM fits").fetchall()[0][0]
+        if fid is None:
+            raise NoFitError(f"{self.path} holds no fit yet: run `dmdb fit --db {self.path}` to fit datamodels first")
+        return int(fid)
+
+    # -- targets ---------------------------------------------------------------------------
+    def targets(self, fit: int) -> pl.DataFrame:
+        """One row per target of the fit: label, mean margin and accuracy over recorded runs,
+        holdout Spearman, nonzeros, base margin and brittleness support. Cached: it is the big one."""
+        with self._lock:
+            if self._targets is not None and int(self._targets["fit_id"][0]) == fit:
+                return self._targets
+            info = analyses.resolve_fit(self.db, fit)
+            ft = self.db.sql(
+                "SELECT ft.target, t.label, ft.holdout_spearman, ft.nnz FROM fit_targets ft "
+                "LEFT JOIN targets t ON t.experiment = ? AND t.idx = ft.target WHERE ft.fit_id = ? ORDER BY ft.target",
+                [info.experiment, fit],
+            )
+            br = analyses.brittleness(self.db, fit=fit).select("target", "base_margin", "support")
+            mean, acc = self._run_stats(info.experiment, ft["target"].to_numpy())
+            frame = (
+                ft.with_columns(mean_margin=pl.Series(mean), accuracy=pl.Series(acc))
+                .join(br, on="target", how="left")
+                .select(
+                    pl.lit(fit, pl.Int64).alias("fit_id"), "target", "label", "mean_margin", "accuracy",
+                    "holdout_spearman", "nnz", "base_margin", "support",
+                )
+            )
+            self._targets = frame
+            return frame
+
+    def _run_stats(self, experiment: str, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Mean margin and fraction of runs with margin > 0 per target, over fit and holdout runs."""
+        exp = self.db.experiment(experiment)
+        margins = exp.margins(role=["fit", "holdout"])
+        if margins.shape[0] == 0:
+            nan = np.full(len(targets), np.nan)
+            return nan, nan.copy()
+        m = margins[:, targets]
+        return m.mean(axis=0, dtype=np.float64), (m > 0).mean(axis=0)
+
+    # -- one target ------------------------------------------------------------------------
+    def target_info(self, fit: int, target: int) -> TargetInfo:
+        with self._lock:
+            info = analyses.resolve_fit(self.db, fit)
+            fw = analyses.load_weights(self.db, fit)
+            j = fw.col(target)
+            row = self.db.con.execute(
+                "SELECT t.label, t.text, ft.holdout_spearman, ft.nnz FROM fit_targets ft "
+                "LEFT JOIN targets t ON t.experiment = ? AND t.idx = ft.target WHERE ft.fit_id = ? AND ft.target = ?",
+                [info.experiment, fit, target],
+            ).fetchall()[0]
+            support = self.targets(fit).filter(pl.col("target") == target)["support"][0]
+            return TargetInfo(
+                fit_id=fit, experiment=info.experiment, target=int(target), label=row[0], text=row[1],
+                image=self.db.experiment(info.experiment).image("targets", target),
+                base_margin=float(fw.base_margin[j]), holdout_spearman=row[2], nnz=int(row[3]), support=support,
+            )
+
+    def top_weights(self, fit: int, target: int, k: int) -> pl.DataFrame:
+        with self._lock:
+            return analyses.top_weights(self.db, target, fit=fit, k=k)
+
+    def nearest(self, fit: int, target: int, k: int = 10) -> pl.DataFrame:
+        with self._lock:
+            return analyses.nearest_targets(self.db, target, fit=fit, k=k).select("rank", "neighbor", "cosine", "neighbor_label")
+
+    def train_images(self, fit: int, idx: list[int]) -> dict[int, np.ndarray | None]:
+        with self._lock:
+            exp = self.db.experiment(analyses.resolve_fit(self.db, fit).experiment)
+            return {i: exp.image("train", i) for i in idx}
+
+    def counterfactual(self, fit: int, target: int, k: int, mode: str) -> Counterfactual:
+        with self._lock:
+            row = analyses.counterfactual(self.db, target, fit=fit, k=k, mode=mode).row(0, named=True)
+            return Counterfactual(
+                target=int(target), k=k, mode=mode, n_removed=row["n_removed"], base_margin=row["base_margin"],
+                predicted_margin=row["predicted_margin"], predicted_change=row["predicted_change"],
+                flips=row["flips"], verified=self.verified(fit, target, k, mode),
+            )
+
+    def verified(self, fit: int, target: int, k: int, mode: str) -> Verified | None:
+        """Mean actual margin of the retraining runs recorded for this removal, if any.
+
+        Counterfactual runs carry info {"fit_id", "target", "k", "mode", "purpose", "removed"}; the
+        baseline (full train set) runs have purpose 'baseline' and no target. The one place that
+        knows this layout.
+        """
+        with self._lock:
+            exp = analyses.resolve_fit(self.db, fit).experiment
+            rows = self.db.con.execute(
+                """SELECT info->>'purpose' = 'baseline' AS is_base, count(*), avg(margins[? + 1])
+                   FROM runs
+                   WHERE experiment = ? AND role = 'counterfactual'
+                     AND coalesce((info->>'fit_id')::INTEGER = ?, true)
+                     AND ((info->>'purpose' = 'baseline')
+                          OR ((info->>'target')::INTEGER = ? AND (info->>'k')::INTEGER = ?
+                              AND coalesce(info->>'mode', 'top') = ?))
+                   GROUP BY ALL""",
+                [int(target), exp, fit, int(target), int(k), mode],
+            ).fetchall()
+        found = {bool(b): (int(n), float(m)) for b, n, m in rows}
+        if False not in found:
+            return None
+        n, mean = found[False]
+        return Verified(n, mean, found[True][1] if True in found else None)
+
+    # -- whole-fit views -------------------------------------------------------------------
+    def leakage(self, fit: int, min_z: float = 6.0, limit: int = 200) -> pl.DataFrame:
+        with self._lock:
+            return analyses.leakage(self.db, fit=fit, min_z=min_z, limit=limit).select(
+                "rank", "target", "train_idx", "weight", "robust_z", "ratio_to_next", "target_label",
+                "train_label", "pixel_dist",
+            )
+
+    def embedding(self, fit: int) -> tuple[pl.DataFrame, str]:
+        """(target, cluster, pc0, pc1) and where they came from: the stored `dmdb embed` results
+        when present, else a 2-component PCA computed now (a read-only session cannot store it)."""
+        with self._lock:
+            try:
+                frame = analyses.target_embeddings(self.db, fit=fit)
+                return frame.select("target", "cluster", "pc0", "pc1"), "stored embeddings (dmdb embed)"
+            except DmdbError:
+                fw = analyses.load_weights(self.db, fit)
+        # outside the lock: PCA is numpy work on the cached matrix
+        scores = pca(normalised_rows(fw), min(2, fw.n_targets, fw.n_train), seed=0)[0]
+        if scores.shape[1] < 2:
+            scores = np.hstack([scores, np.zeros((scores.shape[0], 1))])
+        frame = pl.DataFrame({"target": fw.targets, "cluster": pl.Series([None] * fw.n_targets, dtype=pl.Int32),
+                              "pc0": scores[:, 0], "pc1": scores[:, 1]})
+        return frame, "PCA computed now (run `dmdb embed` to store it with clusters)"
+
+    # -- SQL console -----------------------------------------------------------------------
+    def sql(self, query: str) -> pl.DataFrame:
+        with self._lock:
+            return self.db.sql(query)
+
+    def __enter__(self) -> "Service":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
