@@ -1,0 +1,192 @@
+"""Verbs that ask a fit questions: counterfactual, brittle, similar, leakage, embed.
+
+Each is a thin shell over dmdb.analyses, so the CLI prints the same numbers as the Python API and
+the SQL macros. Reading verbs open the database read-only; `embed` stores its results, so it opens
+read-write.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import polars as pl
+
+from .. import analyses as A
+from .. import store
+from ..analyses.counterfactual import MODES
+from ..errors import BadInputError, DmdbError
+from ..fit.selection import parse_id_list
+from ..store import Database
+from .output import emit
+
+
+def register(sub: Any, parents: tuple[argparse.ArgumentParser, argparse.ArgumentParser]) -> None:
+    common, fmt = parents
+    fit_parent = argparse.ArgumentParser(add_help=False)
+    fit_parent.add_argument("--fit", type=int, help="fit id (default: the latest fit, of --experiment if given)")
+    fit_parent.add_argument("--experiment", "-x", help="use this experiment's latest fit; with --fit, check the fit is its")
+    parents_ = [common, fmt, fit_parent]
+
+    p = sub.add_parser(
+        "counterfactual", parents=parents_,
+        help="predicted margin after removing train examples (one target, or every target with --all-targets)",
+        description="Remove a target's --k top (largest positive), bottom (most negative) or random weights, "
+        "or an explicit --remove / --keep list, and print the predicted margin and change. With --all-targets "
+        "the same removal set is applied to every target of the fit.",
+    )
+    p.add_argument("--target", "-t", type=int, help="the target (required unless --all-targets with --remove/--keep)")
+    how = p.add_mutually_exclusive_group(required=True)
+    how.add_argument("--k", type=int, help="remove this many examples chosen by --mode")
+    how.add_argument("--remove", metavar="IDS", help="train ids to remove, like 3,17,40-49")
+    how.add_argument("--keep", metavar="IDS", help="train ids to keep (everything else is removed)")
+    p.add_argument("--mode", choices=MODES, default="top", help="with --k: top, bottom or random (default top)")
+    p.add_argument("--seed", type=int, default=0, help="with --mode random (default 0)")
+    p.add_argument("--all-targets", action="store_true", help="apply the removal set to every target of the fit")
+    p.set_defaults(func=cmd_counterfactual)
+
+    p = sub.add_parser(
+        "brittle", parents=parents_,
+        help="data support: how few top examples must go to flip each target's prediction",
+    )
+    p.add_argument("--target", "-t", type=int, help="only this target")
+    p.add_argument("--summary", action="store_true", help="how many targets flip within k removals, per threshold")
+    p.add_argument("--thresholds", metavar="KS", help="with --summary: thresholds like 10,40,250 "
+                   f"(default {','.join(map(str, A.DEFAULT_THRESHOLDS))})")
+    p.set_defaults(func=cmd_brittle)
+
+    p = sub.add_parser("similar", parents=parents_,
+                       help="a target's most helpful and harmful train examples, or with --nearest its nearest targets")
+    p.add_argument("--target", "-t", type=int, required=True)
+    p.add_argument("--k", type=int, default=10, help="rows per direction, or neighbours (default 10)")
+    p.add_argument("--nearest", action="store_true", help="nearest targets by cosine similarity of weight vectors")
+    p.set_defaults(func=cmd_similar)
+
+    p = sub.add_parser("leakage", parents=parents_,
+                       help="(target, train example) pairs whose weight stands far above the target's others")
+    p.add_argument("--top", type=int, default=100, help="at most this many candidates (default 100)")
+    p.add_argument("--min-z", type=float, default=6.0, help="robust z-score threshold (default 6)")
+    p.add_argument("--min-nnz", type=int, default=3, help="skip targets with fewer nonzero weights (default 3)")
+    p.set_defaults(func=cmd_leakage)
+
+    p = sub.add_parser("embed", parents=parents_,
+                       help="PCA and spectral clusters of the targets' weight vectors; stores them and prints a summary")
+    p.add_argument("--components", type=int, default=10, help="PCA components (default 10)")
+    p.add_argument("--clusters", type=int, default=8, help="spectral clusters (default 8)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--method", choices=["auto", "exact", "randomized"], default="auto")
+    p.add_argument("--ends", type=int, default=5, help="ids listed at either end of a component or cluster (default 5)")
+    p.add_argument("--per-target", action="store_true", help="print each target's cluster and scores instead")
+    p.set_defaults(func=cmd_embed)
+
+
+def _ids(spec: str, flag: str) -> list[int]:
+    try:
+        return parse_id_list(spec).tolist()
+    except ValueError as e:  # BadInputError is one too: a backwards range
+        raise BadInputError(f"{flag} takes train ids like 3,17,40-49, got {spec!r}") from e
+
+
+def _fit_id(db: Database, args: argparse.Namespace) -> int:
+    """The fit to analyse: --fit, else the latest of --experiment, else the latest of all."""
+    if args.experiment is None:
+        return A.resolve_fit(db, args.fit).fit_id
+    db.experiment(args.experiment)  # an unknown name fails with the known ones listed
+    if args.fit is not None:
+        info = A.resolve_fit(db, args.fit)
+        if info.experiment != args.experiment:
+            raise BadInputError(f"fit {info.fit_id} belongs to experiment {info.experiment!r}, not {args.experiment!r}")
+        return info.fit_id
+    row = db.con.execute("SELECT max(fit_id) FROM fits WHERE experiment = ?", [args.experiment]).fetchall()[0]
+    if row[0] is None:
+        raise DmdbError(f"experiment {args.experiment!r} has no fits yet; run `dmdb fit {args.experiment}` first")
+    return int(row[0])
+
+
+def _emit(df: pl.DataFrame, args: argparse.Namespace, title: str) -> None:
+    """emit(), with list columns joined as '3,17,42' where the format has no lists (csv, table)."""
+    if args.format in ("csv", "table"):
+        lists = [c for c, t in df.schema.items() if isinstance(t, pl.List)]
+        df = df.with_columns(pl.col(c).cast(pl.List(pl.Utf8)).list.join(",") for c in lists)
+    emit(df, args.format, args.output, title=title)
+
+
+def cmd_counterfactual(args: argparse.Namespace) -> int:
+    if args.mode != "top" and args.k is None:
+        raise BadInputError("--mode chooses what --k removes; it does not apply to --remove/--keep")
+    if args.target is None and not (args.all_targets and args.k is None):
+        raise BadInputError("give --target T (only --all-targets with --remove/--keep needs none)")
+    remove = _ids(args.remove, "--remove") if args.remove is not None else None
+    keep = _ids(args.keep, "--keep") if args.keep is not None else None
+    with store.open(args.db, read_only=True) as db:
+        fid = _fit_id(db, args)
+        if args.all_targets:
+            if args.k is not None:
+                remove = A.removal_set(db, args.target, args.k, mode=args.mode, fit=fid, seed=args.seed).tolist()
+            out = A.counterfactual_all(db, remove, keep=keep, fit=fid)
+            title = f"fit {fid}: every target without {_what(args)}"
+        else:
+            out = A.counterfactual(db, args.target, fit=fid, k=args.k, mode=args.mode, remove=remove, keep=keep,
+                                   seed=args.seed)
+            title = f"fit {fid}: target {args.target} without {_what(args)}"
+    _emit(out, args, title)
+    return 0
+
+
+def _what(args: argparse.Namespace) -> str:
+    if args.k is not None:
+        return f"its {args.mode} {args.k}" if args.mode != "random" else f"{args.k} random examples"
+    return f"train ids {args.remove}" if args.remove is not None else f"all but train ids {args.keep}"
+
+
+def cmd_brittle(args: argparse.Namespace) -> int:
+    if args.summary and args.target is not None:
+        raise BadInputError("--summary counts over all targets; drop --target or --summary")
+    if args.thresholds is not None and not args.summary:
+        raise BadInputError("--thresholds applies to --summary only")
+    with store.open(args.db, read_only=True) as db:
+        fid = _fit_id(db, args)
+        if args.summary:
+            th = A.DEFAULT_THRESHOLDS if args.thresholds is None else _ids(args.thresholds, "--thresholds")
+            out = A.brittleness_summary(db, fit=fid, thresholds=th)
+            title = f"fit {fid}: targets flipped by removing at most k_max top examples"
+        else:
+            if args.target is not None:
+                A.load_weights(db, fid).col(args.target)  # an unknown target fails with the fit's range
+            out = A.brittleness(db, fit=fid)
+            if args.target is not None:
+                out = out.filter(pl.col("target") == args.target)
+            title = f"fit {fid}: data support (examples to remove to flip)"
+    _emit(out, args, title)
+    return 0
+
+
+def cmd_similar(args: argparse.Namespace) -> int:
+    with store.open(args.db, read_only=True) as db:
+        fid = _fit_id(db, args)
+        if args.nearest:
+            out = A.nearest_targets(db, args.target, fit=fid, k=args.k)
+            title = f"fit {fid}: targets nearest to {args.target} (cosine of weight vectors)"
+        else:
+            out = A.top_weights(db, args.target, fit=fid, k=args.k)
+            title = f"fit {fid}: strongest weights of target {args.target}"
+    _emit(out, args, title)
+    return 0
+
+
+def cmd_leakage(args: argparse.Namespace) -> int:
+    with store.open(args.db, read_only=True) as db:
+        fid = _fit_id(db, args)
+        out = A.leakage(db, fit=fid, min_z=args.min_z, min_nnz=args.min_nnz, limit=args.top)
+    _emit(out, args, f"fit {fid}: leakage candidates (robust z >= {args.min_z:g})")
+    return 0
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    with store.open(args.db) as db:
+        fid = _fit_id(db, args)
+        summary = A.embed(db, fit=fid, n_components=args.components, n_clusters=args.clusters, seed=args.seed,
+                          method=args.method, n_ends=args.ends)
+        out = A.target_embeddings(db, fit=fid) if args.per_target else summary
+    _emit(out, args, f"fit {fid}: embeddings ({args.components} components, {args.clusters} clusters)")
+    return 0
