@@ -124,7 +124,7 @@ class Service:
             br = analyses.brittleness(self.db, fit=fit).select("target", "base_margin", "support")
             mean, acc = self._run_stats(info.experiment, ft["target"].to_numpy())
             frame = (
-                ft.with_columns(mean_margin=pl.Series(mean), accuracy=pl.Series(acc))
+                ft.with_columns(mean_margin=pl.Series(mean).fill_nan(None), accuracy=pl.Series(acc).fill_nan(None))
                 .join(br, on="target", how="left")
                 .select(
                     pl.lit(fit, pl.Int64).alias("fit_id"), "target", "label", "mean_margin", "accuracy",

@@ -1,0 +1,80 @@
+"""What every data screen shares: database calls in worker threads that post their results back."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable
+
+from textual.message import Message
+from textual.screen import Screen
+from textual.worker import get_current_worker
+
+from ..service import DmdbError, Service
+
+if TYPE_CHECKING:
+    from ..app import DmdbApp
+
+
+class Fetched(Message):
+    """The result (or error) of one database call, delivered on the UI thread."""
+
+    def __init__(self, key: str, value: Any = None, error: BaseException | None = None) -> None:
+        super().__init__()
+        self.key = key
+        self.value = value
+        self.error = error
+
+
+class DataScreen(Screen):
+    """A screen whose data comes from the Service.
+
+    `fetch("x", fn, ...)` runs fn in a thread worker (group "x", exclusive, so a newer request
+    replaces an older one and a superseded result is dropped); its result arrives as `show_x(value)`,
+    a failure as one readable line in `fail`.
+    """
+
+    _shown_fit: int | None = -1
+
+    def on_screen_resume(self) -> None:
+        """(Re)load when first shown and whenever the browsed fit changed meanwhile."""
+        if self._shown_fit != self.fit_id:
+            self._shown_fit = self.fit_id
+            self.reload()
+
+    def reload(self) -> None:
+        """Start the workers that fill this screen."""
+
+    @property
+    def dmdb_app(self) -> "DmdbApp":
+        return self.app  # type: ignore[return-value]
+
+    @property
+    def service(self) -> Service:
+        assert self.dmdb_app.service is not None, "screens are only shown once the database is open"
+        return self.dmdb_app.service
+
+    @property
+    def fit_id(self) -> int | None:
+        return self.dmdb_app.fit_id
+
+    def fetch(self, key: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        def call() -> None:
+            try:
+                value, error = fn(*args, **kwargs), None
+            except Exception as e:  # noqa: BLE001 - shown to the user as one line, never a traceback
+                value, error = None, e
+            if not get_current_worker().is_cancelled:
+                self.post_message(Fetched(key, value, error))
+
+        self.run_worker(call, thread=True, exclusive=True, group=key, name=key)
+
+    def on_fetched(self, message: Fetched) -> None:
+        message.stop()
+        if message.error is not None:
+            self.fail(message.key, message.error)
+        else:
+            getattr(self, f"show_{message.key}")(message.value)
+
+    def fail(self, key: str, error: BaseException) -> None:
+        """Say what went wrong in one line: dmdb errors verbatim, anything else with its type."""
+        text = str(error) if isinstance(error, DmdbError) else f"{type(error).__name__}: {error}"
+        self.notify(text, title=f"could not load {key}", severity="error", timeout=8)

@@ -1,0 +1,165 @@
+"""Target detail: the target, its strongest train examples, a counterfactual panel, its neighbours."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import polars as pl
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.widgets import Footer, Header, Input, Label, Static
+
+from ..service import Counterfactual, TargetInfo
+from ..widgets import ExampleView, FrameTable
+from .base import DataScreen
+
+MODES = ("top", "bottom", "random")
+N_EXAMPLES = 8
+
+
+def margin_word(m: float) -> str:
+    return "correct" if m >= 0 else "wrong"
+
+
+def describe_counterfactual(cf: Counterfactual) -> str:
+    """The panel's text; numbers printed with 4 decimals (tests compare them with the API's)."""
+    what = {"top": "most helpful", "bottom": "most harmful", "random": "random"}[cf.mode]
+    lines = [
+        f"remove the {cf.k} {what} train examples ({cf.n_removed} removed)",
+        f"base margin       {cf.base_margin:+.4f}  ({margin_word(cf.base_margin)})",
+        f"predicted margin  {cf.predicted_margin:+.4f}  ({margin_word(cf.predicted_margin)}),"
+        f" change {cf.predicted_change:+.4f}",
+        "[b $error]the prediction FLIPS[/]" if cf.flips else "[b $success]the prediction stays[/]",
+    ]
+    v = cf.verified
+    if v is None:
+        lines.append("[dim]not verified: no retraining runs recorded for this removal[/dim]")
+    else:
+        base = "" if v.baseline_margin is None else f" (full train set: {v.baseline_margin:+.4f})"
+        flipped = (v.mean_margin < 0) != ((v.baseline_margin if v.baseline_margin is not None else cf.base_margin) < 0)
+        lines.append(f"verified: {v.n_runs} retraining run(s), mean margin {v.mean_margin:+.4f}{base}"
+                     f" -> {'flipped' if flipped else 'did not flip'}")
+    return "\n".join(lines)
+
+
+class TargetDetailScreen(DataScreen):
+    BINDINGS = [
+        Binding("escape", "app.pop_screen", "Back"),
+        Binding("plus,equals_sign", "k(1)", "k+1"),
+        Binding("minus", "k(-1)", "k-1"),
+        Binding("m", "mode", "Mode"),
+        Binding("n", "nearest", "Nearest"),
+    ]
+
+    def __init__(self, target: int, fit: int) -> None:
+        super().__init__()
+        self.target = target
+        self.fit = fit
+        self.k = 10
+        self.mode = "top"
+        self.cf: Counterfactual | None = None
+        self.weights: pl.DataFrame = pl.DataFrame()
+        self.ready: set[str] = set()
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal(id="detail"):
+            with VerticalScroll(id="detail-left"):
+                with Horizontal(id="target-box"):
+                    yield Vertical(id="target-picture")
+                    yield Static("loading ...", id="facts")
+                yield Label(f"Most helpful: largest positive weights (top {N_EXAMPLES})", classes="section")
+                yield Vertical(id="positive", classes="gallery")
+                yield Label(f"Most harmful: most negative weights (top {N_EXAMPLES})", classes="section")
+                yield Vertical(id="negative", classes="gallery")
+            with Vertical(id="detail-right"):
+                yield Label("Counterfactual", classes="section")
+                with Horizontal(id="cf-controls"):
+                    yield Label("k ")
+                    yield Input(str(self.k), id="k", type="integer")
+                    yield Static(id="mode")
+                yield Static(id="cf")
+                yield Label("Nearest targets by datamodel similarity (Enter opens)", classes="section")
+                yield FrameTable(id="nearest")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.title = f"target {self.target}"
+        self.sub_title = f"fit {self.fit}"
+        self.fetch("info", self.load_info)
+        self.fetch("nearest", self.service.nearest, self.fit, self.target, 10)
+        self.update_counterfactual()
+
+    def reload(self) -> None:
+        """The detail stays on the fit it was opened with."""
+
+    def load_info(self) -> tuple[TargetInfo, pl.DataFrame, dict[int, Any]]:
+        info = self.service.target_info(self.fit, self.target)
+        top = self.service.top_weights(self.fit, self.target, N_EXAMPLES)
+        return info, top, self.service.train_images(self.fit, top["train_idx"].to_list())
+
+    def show_info(self, value: tuple[TargetInfo, pl.DataFrame, dict[int, np.ndarray | None]]) -> None:
+        info, top, images = value
+        self.weights = top
+        cap = f"target {info.target}" + ("" if info.label is None else f"  label {info.label}")
+        self.query_one("#target-picture").mount(ExampleView(info.image, cap, info.text))
+        rho = "n/a" if info.holdout_spearman is None else f"{info.holdout_spearman:.3f}"
+        support = "never (removing every helpful example is not enough)" if info.support is None else str(info.support)
+        self.query_one("#facts", Static).update(
+            f"[b]target {info.target}[/b] of {info.experiment}, fit {info.fit_id}\n"
+            f"label: {info.label}\n"
+            f"predicted margin (full train set): {info.base_margin:+.4f} ({margin_word(info.base_margin)})\n"
+            f"holdout Spearman: {rho}\nnonzero weights: {info.nnz}\n"
+            f"brittleness support: {support}"
+        )
+        for direction, box in (("positive", "#positive"), ("negative", "#negative")):
+            rows = top.filter(pl.col("direction") == direction).sort("rank")
+            views = [
+                ExampleView(images.get(r["train_idx"]),
+                            f"#{r['train_idx']} label {r['label']}\nw {r['weight']:+.4f}", classes="example")
+                for r in rows.iter_rows(named=True)
+            ]
+            container = self.query_one(box)
+            container.mount_all(views) if views else container.mount(Static("[dim](none)[/dim]"))
+        self.ready.add("info")
+
+    def show_nearest(self, frame: pl.DataFrame) -> None:
+        self.query_one("#nearest", FrameTable).show(frame)
+        self.ready.add("nearest")
+
+    def update_counterfactual(self) -> None:
+        self.query_one("#mode", Static).update(f"mode [b]{self.mode}[/b]  (m cycles)")
+        self.ready.discard("cf")
+        self.fetch("cf", self.service.counterfactual, self.fit, self.target, self.k, self.mode)
+
+    def show_cf(self, cf: Counterfactual) -> None:
+        self.cf = cf
+        self.query_one("#cf", Static).update(describe_counterfactual(cf))
+        self.ready.add("cf")
+
+    def set_k(self, k: int) -> None:
+        self.k = max(0, k)
+        k_input = self.query_one("#k", Input)
+        if k_input.value != str(self.k):
+            k_input.value = str(self.k)
+        self.update_counterfactual()
+
+    def action_k(self, step: int) -> None:
+        self.set_k(self.k + step)
+
+    def action_mode(self) -> None:
+        self.mode = MODES[(MODES.index(self.mode) + 1) % len(MODES)]
+        self.update_counterfactual()
+
+    def action_nearest(self) -> None:
+        self.query_one("#nearest", FrameTable).focus_table()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id == "k" and event.value.strip().isdigit():
+            self.set_k(int(event.value))
+            self.query_one("#nearest", FrameTable).focus_table()
+
+    def on_frame_table_row_chosen(self, event: FrameTable.RowChosen) -> None:
+        self.dmdb_app.open_target(int(event.row["neighbor"]), fit=self.fit)

@@ -1,0 +1,60 @@
+"""Leakage: (target, train example) pairs whose weight stands far above the target's others."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import polars as pl
+from textual.app import ComposeResult
+from textual.containers import Horizontal
+from textual.widgets import Footer, Header, Static
+
+from ..widgets import ExampleView, FrameTable
+from .base import DataScreen
+from .targets import NO_FIT
+
+
+class LeakageScreen(DataScreen):
+    """Ranked candidates (dmdb.analyses.leakage); the highlighted pair's pictures side by side."""
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static(id="status", classes="status")
+        with Horizontal(id="leakage"):
+            yield FrameTable(id="candidates")
+            yield Horizontal(id="pair")
+        yield Footer()
+
+    def reload(self) -> None:
+        if self.fit_id is None:
+            self.query_one("#status", Static).update(NO_FIT)
+            return
+        self.query_one("#status", Static).update("finding leakage candidates ...")
+        self.fetch("candidates", self.service.leakage, self.fit_id)
+
+    def show_candidates(self, frame: pl.DataFrame) -> None:
+        self.query_one("#candidates", FrameTable).show(frame)
+        self.query_one("#status", Static).update(
+            f"fit {self.fit_id}: {frame.height} candidate pair(s) with robust z >= 6, most extreme first. "
+            "pixel_dist 0 = identical pixels. Enter opens the target."
+        )
+        self.query_one("#candidates", FrameTable).focus_table()
+
+    def on_frame_table_row_focused(self, event: FrameTable.RowFocused) -> None:
+        t, i = int(event.row["target"]), int(event.row["train_idx"])
+        self.fetch("pair", self.load_pair, t, i)
+
+    def load_pair(self, target: int, train_idx: int) -> tuple[int, int, Any, Any]:
+        assert self.fit_id is not None
+        info = self.service.target_info(self.fit_id, target)
+        return target, train_idx, info.image, self.service.train_images(self.fit_id, [train_idx])[train_idx]
+
+    def show_pair(self, value: tuple[int, int, Any, Any]) -> None:
+        target, train_idx, timg, eimg = value
+        pair = self.query_one("#pair")
+        pair.remove_children()
+        pair.mount_all([ExampleView(timg, f"target {target}", classes="example"),
+                        ExampleView(eimg, f"train #{train_idx}", classes="example")])
+
+    def on_frame_table_row_chosen(self, event: FrameTable.RowChosen) -> None:
+        self.dmdb_app.open_target(int(event.row["target"]))

@@ -1,0 +1,49 @@
+"""Overview: experiments with run counts by role, and fits with estimator, LDS and time taken."""
+
+from __future__ import annotations
+
+import polars as pl
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widgets import Footer, Header, Label, Static
+
+from ..widgets import FrameTable
+from .base import DataScreen
+
+
+class OverviewScreen(DataScreen):
+    """First screen: what is in the database, and which fit the other screens browse."""
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Vertical(id="overview"):
+            yield Static(id="summary")
+            yield Label("Experiments (runs by role)", classes="section")
+            yield FrameTable(id="experiments", classes="short")
+            yield Label("Fits (Enter browses that fit)", classes="section")
+            yield FrameTable(id="fits")
+        yield Footer()
+
+    def reload(self) -> None:
+        self.fetch("overview", lambda: (self.service.experiments(), self.service.fits()))
+
+    def show_overview(self, value: tuple[pl.DataFrame, pl.DataFrame]) -> None:
+        exps, fits = value
+        self.query_one("#experiments", FrameTable).show(exps.drop("created_at"))
+        self.query_one("#fits", FrameTable).show(fits)
+        fit = self.fit_id
+        if fit is None:
+            text = (f"[b]{self.service.path}[/b]: {exps.height} experiment(s), [b $warning]no fit yet[/]. "
+                    f"Run `dmdb fit --db {self.service.path}` to fit datamodels; then reopen.")
+        else:
+            row = fits.filter(pl.col("fit_id") == fit).row(0, named=True)
+            lds = "n/a" if row["lds"] is None else f"{row['lds']:.3f}"
+            text = (f"[b]{self.service.path}[/b]: {exps.height} experiment(s), {fits.height} fit(s). "
+                    f"Browsing fit [b]{fit}[/b] ({row['estimator']} on {row['experiment']}, LDS {lds}, "
+                    f"{row['n_targets']} targets). Keys: 2 targets, 3 leakage, 4 embeddings, 5 SQL, ? help.")
+        self.query_one("#summary", Static).update(text)
+
+    def on_frame_table_row_chosen(self, event: FrameTable.RowChosen) -> None:
+        if event.table.id == "fits":
+            self.dmdb_app.browse_fit(int(event.row["fit_id"]))
+            self.reload()

@@ -1,0 +1,80 @@
+"""SQL console: a query line with history, results in the Arrow-backed table."""
+
+from __future__ import annotations
+
+import time
+
+import polars as pl
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.widgets import Footer, Header, Input, Static
+
+from ..widgets import FrameTable
+from .base import DataScreen
+
+
+class HistoryInput(Input):
+    """An Input whose up/down keys walk a shared list of earlier entries."""
+
+    BINDINGS = [Binding("up", "history(-1)", "Older", show=False), Binding("down", "history(1)", "Newer", show=False)]
+
+    def __init__(self, history: list[str], **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.history = history
+        self.pos = len(history)
+
+    def action_history(self, step: int) -> None:
+        if not self.history:
+            return
+        self.pos = max(0, min(len(self.history), self.pos + step))
+        self.value = self.history[self.pos] if self.pos < len(self.history) else ""
+        self.cursor_position = len(self.value)
+
+    def remember(self, text: str) -> None:
+        if text and (not self.history or self.history[-1] != text):
+            self.history.append(text)
+        self.pos = len(self.history)
+
+
+class SqlScreen(DataScreen):
+    BINDINGS = [Binding("slash", "focus_query", "Query", show=True)]
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield HistoryInput(self.dmdb_app.sql_history, id="query",
+                           placeholder="SQL (read-only), e.g. SELECT * FROM fit_overview   Enter runs, up/down: history")
+        yield Static("Tables: experiments, targets, train_examples, runs, fits, fit_targets, weights; "
+                     "macros: top_weights, counterfactual, brittleness, leakage_candidates ...",
+                     id="status", classes="status")
+        yield FrameTable(id="result")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#query").focus()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        query = event.value.strip()
+        if not query:
+            return
+        self.query_one(HistoryInput).remember(query)
+        self.query_one("#status", Static).update("running ...")
+        self.fetch("result", self.timed_sql, query)
+
+    def timed_sql(self, query: str) -> tuple[pl.DataFrame, float]:
+        t0 = time.perf_counter()
+        frame = self.service.sql(query)
+        return frame, time.perf_counter() - t0
+
+    def show_result(self, value: tuple[pl.DataFrame, float]) -> None:
+        frame, seconds = value
+        self.query_one("#result", FrameTable).show(frame)
+        self.query_one("#status", Static).update(
+            f"{frame.height} row(s) x {frame.width} column(s) in {seconds * 1000:.0f} ms"
+        )
+
+    def fail(self, key: str, error: BaseException) -> None:
+        self.query_one("#status", Static).update(Text(str(error), style="bold red"))
+
+    def action_focus_query(self) -> None:
+        self.query_one("#query").focus()

@@ -1,0 +1,96 @@
+"""Targets: every target of the fit in one sortable, filterable table."""
+
+from __future__ import annotations
+
+import polars as pl
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.widgets import Footer, Header, Input, Static
+
+from ..widgets import FrameTable
+from .base import DataScreen
+
+NO_FIT = "This database holds no fit yet: run `dmdb fit` on it, then reopen the TUI."
+
+
+def filter_frame(frame: pl.DataFrame, text: str) -> pl.DataFrame:
+    """A bare number picks that target; anything else is a polars SQL condition over the columns."""
+    text = text.strip()
+    if not text:
+        return frame
+    if text.isdigit():
+        return frame.filter(pl.col("target") == int(text))
+    return frame.filter(pl.sql_expr(text))
+
+
+class TargetsScreen(DataScreen):
+    BINDINGS = [
+        Binding("slash", "search", "Filter"),
+        Binding("s", "sort", "Sort by column"),
+        Binding("escape", "clear", "Clear filter", show=False),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.all = pl.DataFrame()
+        self.sort_by: tuple[str, bool] = ("target", False)
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Input(placeholder="filter: a target id, or e.g. label = 3 and support < 20   (Enter applies)", id="filter")
+        yield Static(id="status", classes="status")
+        yield FrameTable(id="targets")
+        yield Footer()
+
+    def reload(self) -> None:
+        if self.fit_id is None:
+            self.query_one("#status", Static).update(NO_FIT)
+            return
+        self.query_one("#status", Static).update(f"loading the targets of fit {self.fit_id} ...")
+        self.fetch("targets", self.service.targets, self.fit_id)
+
+    def show_targets(self, frame: pl.DataFrame) -> None:
+        self.all = frame.drop("fit_id")
+        self.refresh_table()
+        self.query_one(FrameTable).focus_table()
+
+    def refresh_table(self) -> None:
+        text = self.query_one("#filter", Input).value
+        try:
+            shown = filter_frame(self.all, text)
+        except Exception as e:  # noqa: BLE001 - a typo in the filter is reported, not raised
+            self.notify(f"bad filter {text!r}: {e}", severity="error")
+            return
+        col, desc = self.sort_by
+        shown = shown.sort(col, descending=desc, nulls_last=True)
+        self.query_one(FrameTable).show(shown)
+        arrow = "desc" if desc else "asc"
+        self.query_one("#status", Static).update(
+            f"fit {self.fit_id}: {shown.height} of {self.all.height} targets, sorted by {col} ({arrow}). "
+            "Enter opens a target; support = removals predicted to flip it (brittleness)."
+        )
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self.refresh_table()
+        self.query_one(FrameTable).focus_table()
+
+    def action_search(self) -> None:
+        self.query_one("#filter", Input).focus()
+
+    def action_clear(self) -> None:
+        self.query_one("#filter", Input).value = ""
+        self.refresh_table()
+
+    def action_sort(self, column: str | None = None) -> None:
+        column = column or self.query_one(FrameTable).cursor_column
+        if column is None:
+            return
+        col, desc = self.sort_by
+        self.sort_by = (column, not desc if column == col else column != "target")
+        self.refresh_table()
+
+    def on_frame_table_header_clicked(self, event: FrameTable.HeaderClicked) -> None:
+        self.action_sort(event.column)
+
+    def on_frame_table_row_chosen(self, event: FrameTable.RowChosen) -> None:
+        self.dmdb_app.open_target(int(event.row["target"]))
