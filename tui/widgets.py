@@ -71,6 +71,7 @@ class FrameTable(Container):
         super().__init__(id=id, classes=classes)
         self.frame: pl.DataFrame = pl.DataFrame()
         self.digits = digits
+        self._table: DataTable | None = None
 
     def show(self, frame: pl.DataFrame) -> AwaitMount:
         """Replace the table with `frame` (floats rounded for display only; `self.frame` keeps them)."""
@@ -79,11 +80,13 @@ class FrameTable(Container):
         table = DataTable(backend=ArrowBackend(shown.to_arrow()), cursor_type="row", show_row_labels=False,
                           zebra_stripes=True, null_rep="·", render_markup=False, max_column_content_width=40)
         self.remove_children()
+        self._table = table
         return self.mount(table)
 
     @property
     def table(self) -> DataTable | None:
-        return next(iter(self.query(DataTable)), None)
+        """The table showing the latest frame (the one `show` just mounted)."""
+        return self._table
 
     @property
     def cursor_row(self) -> int:
@@ -103,8 +106,8 @@ class FrameTable(Container):
         return self.frame.row(min(self.cursor_row, self.frame.height - 1), named=True)
 
     def focus_table(self) -> None:
-        if self.table is not None:
-            self.table.focus()
+        if self._table is not None:
+            self.call_after_refresh(self._table.focus)
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         event.stop()

@@ -39,8 +39,8 @@ def describe_counterfactual(cf: Counterfactual) -> str:
     else:
         base = "" if v.baseline_margin is None else f" (full train set: {v.baseline_margin:+.4f})"
         flipped = (v.mean_margin < 0) != ((v.baseline_margin if v.baseline_margin is not None else cf.base_margin) < 0)
-        lines.append(f"verified: {v.n_runs} retraining run(s), mean margin {v.mean_margin:+.4f}{base}"
-                     f" -> {'flipped' if flipped else 'did not flip'}")
+        lines += [f"verified by {v.n_runs} retraining run(s) without them:",
+                  f"  mean margin {v.mean_margin:+.4f}{base}", f"  -> {'flipped' if flipped else 'did not flip'}"]
     return "\n".join(lines)
 
 

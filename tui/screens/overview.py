@@ -33,14 +33,14 @@ class OverviewScreen(DataScreen):
         self.query_one("#fits", FrameTable).show(fits)
         fit = self.fit_id
         if fit is None:
-            text = (f"[b]{self.service.path}[/b]: {exps.height} experiment(s), [b $warning]no fit yet[/]. "
-                    f"Run `dmdb fit --db {self.service.path}` to fit datamodels; then reopen.")
+            text = (f"{exps.height} experiment(s), [b $warning]no fit yet[/]: run `dmdb fit` on this database "
+                    "to fit datamodels, then reopen. SQL (5) works meanwhile.")
         else:
             row = fits.filter(pl.col("fit_id") == fit).row(0, named=True)
             lds = "n/a" if row["lds"] is None else f"{row['lds']:.3f}"
-            text = (f"[b]{self.service.path}[/b]: {exps.height} experiment(s), {fits.height} fit(s). "
+            text = (f"{exps.height} experiment(s), {fits.height} fit(s). "
                     f"Browsing fit [b]{fit}[/b] ({row['estimator']} on {row['experiment']}, LDS {lds}, "
-                    f"{row['n_targets']} targets). Keys: 2 targets, 3 leakage, 4 embeddings, 5 SQL, ? help.")
+                    f"{row['n_targets']} targets).\nKeys: 2 targets, 3 leakage, 4 embeddings, 5 SQL, ? help, q quit.")
         self.query_one("#summary", Static).update(text)
 
     def on_frame_table_row_chosen(self, event: FrameTable.RowChosen) -> None:

@@ -1,0 +1,384 @@
+"""The app driven headless with Pilot: every screen shows the numbers dmdb's API gives."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+from typing import Awaitable, Callable
+
+import numpy as np
+import polars as pl
+import pytest
+
+import dmdb
+from dmdb import analyses
+from tui.app import DmdbApp
+from tui.screens import (
+    EmbeddingsScreen,
+    HelpScreen,
+    LeakageScreen,
+    MessageScreen,
+    OverviewScreen,
+    SqlScreen,
+    TargetDetailScreen,
+    TargetsScreen,
+)
+from tui.screens.detail import N_EXAMPLES
+from tui.service import Service
+from tui.widgets import FrameTable
+
+from conftest import LEAK, VERIFIED
+from helpers import screen_text, wait_for
+
+SIZE = (150, 50)
+
+
+def drive(path: Path | str, script: Callable[[DmdbApp, object], Awaitable[None]], opens: bool = True) -> None:
+    """Run the app headless on `path`; with opens, first wait for the overview (the database is open)."""
+    async def main() -> None:
+        app = DmdbApp(path)
+        async with app.run_test(size=SIZE) as pilot:
+            if opens:
+                await until_screen(pilot, OverviewScreen)
+            await script(app, pilot)
+
+    asyncio.run(main())
+
+
+async def until_screen(pilot, cls: type, **kw) -> None:
+    await wait_for(pilot, lambda: isinstance(pilot.app.screen, cls), what=cls.__name__, **kw)
+    await pilot.pause()  # one refresh, so the screen has been laid out and drawn
+
+
+async def until_table(pilot, selector: str) -> FrameTable:
+    await wait_for(pilot, lambda: pilot.app.screen.query(selector) and pilot.app.screen.query_one(selector, FrameTable).table
+                   is not None, what=f"table {selector}")
+    return pilot.app.screen.query_one(selector, FrameTable)
+
+
+async def open_detail(pilot, target: int) -> TargetDetailScreen:
+    pilot.app.open_target(target)
+    await until_screen(pilot, TargetDetailScreen)
+    screen = pilot.app.screen
+    await wait_for(pilot, lambda: screen.ready >= {"info", "cf", "nearest"}, what="detail loaded")
+    await pilot.pause()
+    return screen
+
+
+async def submit(pilot, selector: str, text: str) -> None:
+    """Type into an Input (set at once: Pilot has no key for every character) and press Enter."""
+    box = pilot.app.screen.query_one(selector)
+    box.focus()
+    box.value = text
+    await pilot.press("enter")
+
+
+def api(path: Path):
+    return dmdb.open(path, read_only=True)
+
+
+def test_overview_lists_experiments_runs_and_fits(study: Path) -> None:
+    async def script(app, pilot):
+        await until_screen(pilot, OverviewScreen)
+        exps = await until_table(pilot, "#experiments")
+        fits = await until_table(pilot, "#fits")
+        row = exps.frame.row(0, named=True)
+        assert (row["name"], row["fit_runs"], row["holdout_runs"], row["counterfactual_runs"]) == ("e", 40, 10, 5)
+        assert fits.frame["estimator"].to_list() == ["test"]
+        text = screen_text(app)
+        assert "Browsing fit 1 (test on e" in text and "counterfactual_runs" in text
+
+    drive(study, script)
+
+
+def test_targets_table_matches_api_sorts_filters_and_opens(study: Path) -> None:
+    with api(study) as db:
+        br = analyses.brittleness(db).sort("target")
+        margins = db.experiment("e").margins(role=["fit", "holdout"])
+
+    async def script(app, pilot):
+        await pilot.press("2")
+        await until_screen(pilot, TargetsScreen)
+        table = await until_table(pilot, "#targets")
+        frame = table.frame.sort("target")
+        assert frame.height == 30
+        assert frame["support"].to_list() == br["support"].to_list()
+        np.testing.assert_allclose(frame["mean_margin"].to_numpy(), margins.mean(axis=0), rtol=1e-6)
+        np.testing.assert_allclose(frame["accuracy"].to_numpy(), (margins > 0).mean(axis=0))
+        screen = app.screen
+        screen.action_sort("base_margin")
+        await pilot.pause()
+        shown = screen.query_one("#targets", FrameTable).frame
+        assert shown["base_margin"].to_list() == sorted(br["base_margin"].to_list(), reverse=True)
+        await pilot.press("slash")
+        assert app.focused.id == "filter"
+        await submit(pilot, "#filter", "label = 3")
+        await pilot.pause()
+        shown = screen.query_one("#targets", FrameTable).frame
+        assert shown.height == frame.filter(pl.col("label") == 3).height > 0
+        assert set(shown["label"].to_list()) == {3}
+        first = int(shown["target"][0])
+        await pilot.press("enter")
+        await until_screen(pilot, TargetDetailScreen)
+        assert app.screen.target == first
+
+    drive(study, script)
+
+
+def test_bad_filter_is_a_message_not_a_crash(study: Path) -> None:
+    async def script(app, pilot):
+        await pilot.press("2")
+        await until_table(pilot, "#targets")
+        await submit(pilot, "#filter", "nosuchcolumn > 1")
+        await pilot.pause()
+        assert app.screen.query_one("#targets", FrameTable).frame.height == 30
+        assert any("bad filter" in str(n.message) for n in app._notifications)
+
+    drive(study, script)
+
+
+def test_target_detail_shows_weights_counterfactual_and_neighbours(study: Path) -> None:
+    target = 7
+    with api(study) as db:
+        top = analyses.top_weights(db, target, k=N_EXAMPLES)
+        near = analyses.nearest_targets(db, target, k=10)
+        expected = {
+            (k, mode): analyses.counterfactual(db, target, k=k, mode=mode).row(0, named=True)
+            for k, mode in [(10, "top"), (11, "top"), (11, "bottom"), (11, "random"), (3, "random")]
+        }
+
+    async def script(app, pilot):
+        screen = await open_detail(pilot, target)
+        text = screen_text(app)
+        pos = top.filter(pl.col("direction") == "positive").sort("rank").row(0, named=True)
+        neg = top.filter(pl.col("direction") == "negative").sort("rank").row(0, named=True)
+        assert f"#{pos['train_idx']} label {pos['label']}" in text and f"w {pos['weight']:+.4f}" in text
+        assert f"#{neg['train_idx']} label {neg['label']}" in text and f"w {neg['weight']:+.4f}" in text
+        assert screen.weights.equals(top)
+        assert screen.query_one("#nearest", FrameTable).frame["neighbor"].to_list() == near["neighbor"].to_list()
+
+        async def check(k: int, mode: str) -> None:
+            await wait_for(pilot, lambda: "cf" in screen.ready and screen.cf.k == k and screen.cf.mode == mode,
+                           what=f"counterfactual k={k} {mode}")
+            want = expected[(k, mode)]
+            assert screen.cf.predicted_margin == want["predicted_margin"]
+            assert screen.cf.flips == want["flips"] and screen.cf.n_removed == want["n_removed"]
+            shown = screen_text(app)
+            assert f"predicted margin  {want['predicted_margin']:+.4f}" in shown
+            assert ("FLIPS" in shown) == want["flips"]
+
+        await check(10, "top")
+        await pilot.press("plus")
+        await check(11, "top")
+        await pilot.press("m")
+        await check(11, "bottom")
+        await pilot.press("m")
+        await check(11, "random")
+        await submit(pilot, "#k", "3")
+        await check(3, "random")
+        assert "not verified" in screen_text(app)
+
+    drive(study, script)
+
+
+def test_verified_outcome_is_the_mean_of_recorded_retraining_runs(study: Path) -> None:
+    target, k, mode = VERIFIED
+    with api(study) as db:
+        runs = db.sql("SELECT info->>'purpose' AS purpose, margins FROM runs WHERE role = 'counterfactual'")
+    cf = np.stack(runs.filter(pl.col("purpose") == "counterfactual")["margins"].to_list())[:, target].mean()
+    base = np.stack(runs.filter(pl.col("purpose") == "baseline")["margins"].to_list())[:, target].mean()
+
+    async def script(app, pilot):
+        screen = await open_detail(pilot, target)
+        v = screen.cf.verified
+        assert v is not None and v.n_runs == 3
+        assert v.mean_margin == pytest.approx(cf, rel=1e-6) and v.baseline_margin == pytest.approx(base, rel=1e-6)
+        text = screen_text(app)
+        assert "verified by 3 retraining run(s)" in text
+        assert f"mean margin {cf:+.4f} (full train set: {base:+.4f})" in text
+        await pilot.press("m")  # bottom: nothing recorded
+        await wait_for(pilot, lambda: "cf" in screen.ready and screen.cf.mode == "bottom", what="bottom")
+        assert screen.cf.verified is None
+
+    drive(study, script)
+
+
+def test_nearest_target_opens_its_own_detail(study: Path) -> None:
+    with api(study) as db:
+        first = int(analyses.nearest_targets(db, 2, k=1)["neighbor"][0])
+
+    async def script(app, pilot):
+        await open_detail(pilot, 2)
+        await pilot.press("n", "enter")
+        await wait_for(pilot, lambda: getattr(app.screen, "target", None) == first, what="neighbour detail")
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: getattr(app.screen, "target", None) == 2, what="back")
+
+    drive(study, script)
+
+
+def test_leakage_lists_the_planted_pair_first_and_opens_it(study: Path) -> None:
+    with api(study) as db:
+        want = analyses.leakage(db, limit=200)
+
+    async def script(app, pilot):
+        await pilot.press("3")
+        await until_screen(pilot, LeakageScreen)
+        table = await until_table(pilot, "#candidates")
+        assert table.frame.height == want.height
+        assert (table.frame["target"][0], table.frame["train_idx"][0]) == LEAK
+        assert table.frame["robust_z"].to_list() == want["robust_z"].to_list()
+        await wait_for(pilot, lambda: len(app.screen.query("#pair ExampleView")) == 2, what="pair pictures")
+        assert f"train #{LEAK[1]}" in screen_text(app)
+        await pilot.press("enter")
+        await until_screen(pilot, TargetDetailScreen)
+        assert app.screen.target == LEAK[0]
+
+    drive(study, script)
+
+
+def test_embeddings_scatter_and_jump(study: Path) -> None:
+    async def script(app, pilot):
+        await pilot.press("4")
+        await until_screen(pilot, EmbeddingsScreen)
+        table = await until_table(pilot, "#points")
+        pts = table.frame
+        assert pts.height == 30 and pts["pc0"].to_list() == sorted(pts["pc0"].to_list(), reverse=True)
+        with api(study) as db:  # the same PCA the analyses module computes
+            from dmdb.analyses.embeddings import normalised_rows, pca
+
+            scores = pca(normalised_rows(analyses.load_weights(db, cache=False)), 2, seed=0)[0]
+        by_target = pts.sort("target")
+        np.testing.assert_allclose(by_target["pc0"].to_numpy(), scores[:, 0], atol=1e-9)
+        text = screen_text(app)
+        assert "targets by datamodel embedding" in text and f"target {int(pts['target'][0])}" in text
+        await pilot.press("down", "enter")
+        await until_screen(pilot, TargetDetailScreen)
+        assert app.screen.target == int(pts["target"][1])
+
+    drive(study, script)
+
+
+def test_sql_console_runs_queries_keeps_history_and_reports_errors(study: Path) -> None:
+    async def script(app, pilot):
+        await pilot.press("5")
+        await until_screen(pilot, SqlScreen)
+        await pilot.pause()
+        await submit(pilot, "#query", "SELECT target, nnz FROM fit_targets ORDER BY nnz DESC, target LIMIT 3")
+        table = await until_table(pilot, "#result")
+        with api(study) as db:
+            want = db.sql("SELECT target, nnz FROM fit_targets ORDER BY nnz DESC, target LIMIT 3")
+        assert table.frame.equals(want)
+        assert "3 row(s) x 2 column(s)" in screen_text(app)
+        query = app.screen.query_one("#query")
+        await submit(pilot, "#query", "DELETE FROM weights")
+        await wait_for(pilot, lambda: "read-only" in screen_text(app).lower(), what="read-only error")
+        query.value = ""
+        await pilot.press("up")
+        assert query.value == "DELETE FROM weights"
+        await pilot.press("up")
+        assert query.value.startswith("SELECT target, nnz")
+        assert app.sql_history[-1] == "DELETE FROM weights"
+
+    drive(study, script)
+    with api(study) as db:
+        assert db.sql("SELECT count(*) AS n FROM weights")["n"][0] > 0
+
+
+def test_help_screen_and_command_palette(study: Path) -> None:
+    async def script(app, pilot):
+        await until_screen(pilot, OverviewScreen)
+        await pilot.press("question_mark")
+        await until_screen(pilot, HelpScreen)
+        assert "Target detail" in screen_text(app)
+        await pilot.press("escape")
+        await until_screen(pilot, OverviewScreen)
+        await pilot.press("ctrl+p")
+        await pilot.pause(0.2)
+        await pilot.press(*"12")
+        await wait_for(pilot, lambda: "Open target 12" in screen_text(app), what="palette hit")
+        await pilot.press("enter")
+        await until_screen(pilot, TargetDetailScreen)
+        assert app.screen.target == 12
+
+    drive(study, script)
+
+
+def test_q_quits(study: Path) -> None:
+    async def script(app, pilot):
+        await until_screen(pilot, OverviewScreen)
+        await pilot.press("q")
+        await pilot.pause()
+        assert app._exit or not app.is_running
+
+    drive(study, script)
+
+
+# -- databases the app cannot browse -------------------------------------------------------------
+
+
+def test_missing_database_is_a_message(tmp_path: Path) -> None:
+    async def script(app, pilot):
+        await until_screen(pilot, MessageScreen)
+        text = screen_text(app)
+        assert "Cannot open the database" in text and "no database at" in text and "Traceback" not in text
+        assert not app.screen.query("#retry")
+        await pilot.press("q")
+        await pilot.pause()
+        assert app._exit
+
+    drive(tmp_path / "nope.duckdb", script, opens=False)
+
+
+def test_no_fit_database_says_so_and_still_shows_runs(empty_study: Path) -> None:
+    async def script(app, pilot):
+        await until_screen(pilot, OverviewScreen)
+        await wait_for(pilot, lambda: "no fit yet" in screen_text(app), what="no-fit notice")
+        await pilot.press("2")
+        await until_screen(pilot, TargetsScreen)
+        await wait_for(pilot, lambda: "holds no fit yet" in screen_text(app), what="targets no-fit")
+        app.open_target(0)
+        await pilot.pause()
+        assert isinstance(app.screen, TargetsScreen)
+
+    drive(empty_study, script)
+
+
+def test_locked_database_offers_retry(tmp_path: Path, study: Path) -> None:
+    path = tmp_path / "locked.duckdb"
+    path.write_bytes(study.read_bytes())
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('held', flush=True); "
+         "time.sleep(120)", str(path)],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+
+        async def script(app, pilot):
+            await until_screen(pilot, MessageScreen)
+            text = screen_text(app)
+            assert "locked by a writer" in text and "Retry" in text and "Traceback" not in text
+            await pilot.press("r")
+            await until_screen(pilot, MessageScreen)  # still locked: the message again
+            holder.kill()
+            holder.wait()
+            await pilot.pause(0.3)
+            await pilot.press("r")
+            await until_screen(pilot, OverviewScreen)
+
+        drive(path, script, opens=False)
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_service_counterfactual_is_the_api_row(study: Path) -> None:
+    with Service.open(study) as svc, api(study) as db:
+        for target, k, mode in [(0, 5, "top"), (9, 20, "bottom"), (29, 7, "random")]:
+            got = svc.counterfactual(1, target, k, mode)
+            want = analyses.counterfactual(db, target, k=k, mode=mode).row(0, named=True)
+            assert (got.base_margin, got.predicted_margin, got.flips) == (
+                want["base_margin"], want["predicted_margin"], want["flips"])
