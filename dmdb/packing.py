@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 
 def pack_masks(masks: np.ndarray) -> np.ndarray:
@@ -86,15 +85,28 @@ def margins_to_arrow(margins: np.ndarray) -> pa.ListArray:
 
 
 def margins_from_arrow(column: pa.ChunkedArray | pa.Array, n_targets: int, order: np.ndarray | None = None) -> np.ndarray:
-    """A list<float> column (every list n_targets long) as a (runs, n_targets) float32 matrix (rows in `order`)."""
-    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
-    for c in chunks:
-        lengths = pc.list_value_length(c)
-        if len(c) and (pc.min(lengths).as_py() != n_targets or pc.max(lengths).as_py() != n_targets):
-            raise ValueError(f"every margins list must hold {n_targets} values")
-    parts = [c.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False) for c in chunks if len(c)]
+    """A list<float> or fixed_size_list<float, T> column (every list n_targets long) as a (runs, n_targets)
+    float32 matrix (rows in `order`); a single chunk without nulls is viewed, not copied."""
+    chunks = [c for c in (column.chunks if isinstance(column, pa.ChunkedArray) else [column]) if len(c)]
+    parts = [_list_values(c, n_targets) for c in chunks]
     if not parts:
         return np.empty((0, n_targets), dtype=np.float32)
     flat = parts[0] if len(parts) == 1 else np.concatenate(parts)
     matrix = flat.reshape(-1, n_targets)
     return matrix if order is None else matrix[order]
+
+
+def _list_values(chunk: pa.Array, n_targets: int) -> np.ndarray:
+    """The values of one chunk of lists as float32, after checking every list holds n_targets."""
+    if chunk.null_count:
+        raise ValueError("margins must not be null")
+    if pa.types.is_fixed_size_list(chunk.type):
+        if chunk.type.list_size != n_targets:
+            raise ValueError(f"every margins list must hold {n_targets} values, got {chunk.type.list_size}")
+    else:  # list or large_list: every list must span exactly n_targets values
+        offsets = np.frombuffer(chunk.buffers()[1], dtype=np.int64 if pa.types.is_large_list(chunk.type) else np.int32)
+        offsets = offsets[chunk.offset : chunk.offset + len(chunk) + 1]
+        if not np.all(np.diff(offsets) == n_targets):
+            raise ValueError(f"every margins list must hold {n_targets} values")
+    values = chunk.flatten()  # respects the chunk's offset; no copy
+    return values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False)

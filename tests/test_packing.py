@@ -1,0 +1,69 @@
+"""The fast paths of recording and reading back: Arrow layouts of margins, the id-range dedupe shortcut."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+import dmdb
+from conftest import random_runs, table_counts
+from dmdb.packing import margins_from_arrow, margins_to_arrow
+
+
+def test_margins_from_arrow_layouts() -> None:
+    y = np.arange(24, dtype=np.float32).reshape(6, 4)
+    lst = margins_to_arrow(y)
+    fsl = pa.FixedSizeListArray.from_arrays(pa.array(y.reshape(-1)), 4)
+    for col in (lst, fsl, pa.chunked_array([lst[:2], lst[2:]]), pa.chunked_array([fsl[:5], fsl[5:]])):
+        np.testing.assert_array_equal(margins_from_arrow(col, 4), y)
+    np.testing.assert_array_equal(margins_from_arrow(lst[3:5], 4), y[3:5])  # a slice: offsets start past 0
+    np.testing.assert_array_equal(margins_from_arrow(fsl[1:3], 4), y[1:3])
+    np.testing.assert_array_equal(margins_from_arrow(lst, 4, order=np.array([5, 0, 2])), y[[5, 0, 2]])
+    large = pa.LargeListArray.from_arrays(pa.array(np.arange(0, 28, 4, dtype=np.int64)), pa.array(y.reshape(-1)))
+    np.testing.assert_array_equal(margins_from_arrow(large, 4), y)
+    assert margins_from_arrow(pa.chunked_array([], pa.list_(pa.float32())), 4).shape == (0, 4)
+
+
+def test_margins_from_arrow_rejects_ragged_and_null() -> None:
+    ragged = pa.array([[1.0, 2.0], [3.0]], pa.list_(pa.float32()))
+    with pytest.raises(ValueError, match="must hold 2 values"):
+        margins_from_arrow(ragged, 2)
+    fsl = pa.FixedSizeListArray.from_arrays(pa.array(np.zeros(6, np.float32)), 3)
+    with pytest.raises(ValueError, match="must hold 2 values, got 3"):
+        margins_from_arrow(fsl, 2)
+    with pytest.raises(ValueError, match="must not be null"):
+        margins_from_arrow(pa.array([[1.0, 2.0], None], pa.list_(pa.float32())), 2)
+
+
+def test_ids_in_range_but_not_recorded_are_new(exp: dmdb.Experiment) -> None:
+    masks, margins = random_runs(6, 37, 5)
+    assert exp.record_batch([2, 4], masks[[2, 4]], margins[[2, 4]]) == 2
+    # 0..5 spans the recorded 2 and 4: those are identical and skipped, the rest written
+    assert exp.record_batch(np.arange(6), masks, margins) == 4
+    np.testing.assert_array_equal(exp.margins(), margins)
+    np.testing.assert_array_equal(exp.masks(), masks)
+    # the same ids in another experiment do not clash
+    other = exp.db.create_experiment("other", n_train=37, n_targets=5)
+    assert other.record_batch(np.arange(6), masks[::-1], margins[::-1]) == 6
+    np.testing.assert_array_equal(other.margins(), margins[::-1])
+
+
+def test_conflict_inside_range_rolls_back(exp: dmdb.Experiment) -> None:
+    masks, margins = random_runs(5, 37, 5)
+    exp.record_batch([1, 3], masks[[1, 3]], margins[[1, 3]])
+    before = table_counts(exp.db)
+    changed = margins.copy()
+    changed[3, 4] = -changed[3, 4] - 1
+    with pytest.raises(dmdb.DuplicateRunError, match="run 3 .*different margins"):
+        exp.record_batch([0, 1, 2, 3, 4], masks, changed)
+    assert table_counts(exp.db) == before
+
+
+def test_ragged_margins_in_the_table_are_a_clear_error(exp: dmdb.Experiment) -> None:
+    masks, margins = random_runs(3, 37, 5)
+    exp.record_batch(np.arange(3), masks, margins)
+    exp.db.con.execute("UPDATE runs SET margins = [1.0, 2.0] WHERE run_id = 1")
+    with pytest.raises(dmdb.DmdbError, match="margins list whose length is not n_targets = 5"):
+        exp.margins()
+    np.testing.assert_array_equal(exp.margins(runs=[0, 2]), margins[[0, 2]])
