@@ -76,12 +76,18 @@ def _contiguous_bytes(chunk: pa.Array, n_bytes: int) -> np.ndarray:
     return flat.reshape(len(chunk), n_bytes)
 
 
-def margins_to_arrow(margins: np.ndarray) -> pa.ListArray:
-    """A (runs, T) float32 matrix as an Arrow list<float> column sharing the matrix's memory."""
+def margins_to_arrow(margins: np.ndarray, fixed: bool = False) -> pa.ListArray | pa.FixedSizeListArray:
+    """A (runs, T) float32 matrix as an Arrow list<float> column sharing the matrix's memory.
+
+    `fixed`: a fixed_size_list<float, T> instead, which DuckDB imports about 1.4x faster (cast it
+    with ``::FLOAT[]`` for a list column); shard files keep the plain list.
+    """
     values = np.ascontiguousarray(margins, dtype=np.float32)
     runs, t = values.shape
-    offsets = pa.array(np.arange(0, (runs + 1) * t, t, dtype=np.int32))
-    return pa.ListArray.from_arrays(offsets, pa.array(values.reshape(-1)))
+    flat = pa.array(values.reshape(-1))
+    if fixed:
+        return pa.FixedSizeListArray.from_arrays(flat, t)
+    return pa.ListArray.from_arrays(pa.array(np.arange(0, (runs + 1) * t, t, dtype=np.int32)), flat)
 
 
 def margins_from_arrow(column: pa.ChunkedArray | pa.Array, n_targets: int, order: np.ndarray | None = None) -> np.ndarray:

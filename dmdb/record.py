@@ -108,12 +108,12 @@ def write_batch(
     try:
         fresh = _drop_identical_existing(exp, batch)
         if len(fresh):
-            con.register(name, batch_table(fresh))
+            con.register(name, batch_table(fresh, fixed_margins=True))
             try:
                 con.execute(
                     f"""
                     INSERT INTO runs (experiment, run_id, role, mask, n_kept, margins, seed, worker, duration_s, info)
-                    SELECT ?, run_id, role, mask::BLOB::BIT, n_kept, margins, seed, worker, duration_s, info::JSON
+                    SELECT ?, run_id, role, mask::BLOB::BIT, n_kept, margins::FLOAT[], seed, worker, duration_s, info::JSON
                     FROM {name}
                     """,
                     [exp.name],
@@ -129,8 +129,9 @@ def write_batch(
     return len(fresh)
 
 
-def batch_table(b: RunBatch) -> pa.Table:
-    """The batch as an Arrow table with packed masks: the shape of the runs table and of shard files."""
+def batch_table(b: RunBatch, fixed_margins: bool = False) -> pa.Table:
+    """The batch as an Arrow table with packed masks: the shape of the runs table and of shard files.
+    `fixed_margins`: margins as fixed_size_list (faster to insert; see margins_to_arrow)."""
     r = len(b)
     packed = pack_masks(b.masks)
 
@@ -143,7 +144,7 @@ def batch_table(b: RunBatch) -> pa.Table:
             "role": pa.array(b.roles.tolist(), pa.string()),
             "mask": packed_to_arrow(packed),
             "n_kept": pa.array(count_kept(packed), pa.int32()),
-            "margins": margins_to_arrow(b.margins),
+            "margins": margins_to_arrow(b.margins, fixed=fixed_margins),
             "seed": col(b.seeds, pa.int64()),
             "worker": pa.nulls(r, pa.string()) if b.workers is None else pa.array(b.workers.tolist(), pa.string()),
             "duration_s": col(b.durations, pa.float64()),

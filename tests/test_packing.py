@@ -14,7 +14,8 @@ from dmdb.packing import margins_from_arrow, margins_to_arrow
 def test_margins_from_arrow_layouts() -> None:
     y = np.arange(24, dtype=np.float32).reshape(6, 4)
     lst = margins_to_arrow(y)
-    fsl = pa.FixedSizeListArray.from_arrays(pa.array(y.reshape(-1)), 4)
+    fsl = margins_to_arrow(y, fixed=True)
+    assert fsl.type == pa.list_(pa.float32(), 4) and lst.type == pa.list_(pa.float32())
     for col in (lst, fsl, pa.chunked_array([lst[:2], lst[2:]]), pa.chunked_array([fsl[:5], fsl[5:]])):
         np.testing.assert_array_equal(margins_from_arrow(col, 4), y)
     np.testing.assert_array_equal(margins_from_arrow(lst[3:5], 4), y[3:5])  # a slice: offsets start past 0
