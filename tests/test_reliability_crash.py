@@ -1,0 +1,180 @@
+"""Crash injection: SIGKILL a shard worker, an ingester, a recorder and a fit at random moments.
+
+After every kill the database opens, holds only whole runs (or no part of a fit), missing() lists
+exactly what is absent, and resuming completes the plan with every run exactly once and the values
+the deterministic generator says. Default: ~10 kills per scenario; DMDB_STRESS=1: 50+.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import dmdb
+import reliability_procs as rp
+from dmdb.shards import ingest, write_shard
+
+N_TRAIN, N_TARGETS = 3000, 16
+
+
+def _new_db(path: Path, n_runs: int, seed: int = 1) -> dmdb.Plan:
+    with dmdb.open(path) as db:
+        exp = db.create_experiment("crash", N_TRAIN, N_TARGETS, alpha=0.5)
+        return exp.plan(n_runs, seed=seed)
+
+
+def _resume_and_check(db: dmdb.Database, plan: dmdb.Plan, shards: Path) -> tuple[int, int]:
+    """Finish the plan the way a restarted study does; returns (lost, duplicated) runs, both must be 0."""
+    exp = db.experiment(plan.experiment)
+    todo = exp.missing()
+    if todo:  # one shard for the rest, as a restarted worker would write
+        masks = plan.masks(todo)
+        margins = np.stack([rp.margins_of(r, m, N_TARGETS) for r, m in zip(todo, masks)])
+        write_shard(shards, plan.experiment, todo, masks, margins)
+    report = ingest(db, shards)
+    assert report.bad == []
+    rows, distinct = rp.run_counts(db, plan.experiment)
+    ids = rp.check_runs_whole(exp, plan)
+    lost = len(set(plan.run_ids) - set(ids.tolist()))
+    assert exp.missing() == []
+    return lost, rows - distinct
+
+
+def test_kill_shard_worker_at_random_moments(tmp_path: Path) -> None:
+    """No partial shard is ever ingested: a torn write stays under its temporary name."""
+    rng = random.Random(7)
+    ctx = rp.context()
+    n, kills_mid_write, lost, dup = rp.iterations(10, 60), 0, 0, 0
+    for it in range(n):
+        d = tmp_path / f"it{it}"
+        d.mkdir()
+        plan = _new_db(d / "db.duckdb", 200)
+        shards, acks = d / "shards", d / "acks"
+        shards.mkdir()
+        out = rp.run_and_kill(
+            ctx, rp.shard_worker, (str(shards), plan.to_dict(), list(plan.run_ids), N_TARGETS, str(acks), 10),
+            acks, rp.random_delay(rng, 0.4),
+        )
+        kills_mid_write += out.killed_alive
+        written = [int(x) for line in rp.read_acks(acks)[1:] for x in line.split()]
+        with dmdb.open(d / "db.duckdb") as db:
+            report = ingest(db, shards)
+            assert report.bad == [], report.bad  # a killed writer leaves no visible partial shard
+            exp = db.experiment("crash")
+            got = rp.check_runs_whole(exp, plan)
+            assert set(written) <= set(got.tolist())  # every shard the worker finished is in
+            assert exp.missing() == sorted(set(plan.run_ids) - set(got.tolist()))
+            l, du = _resume_and_check(db, plan, shards)
+        lost, dup = lost + l, dup + du
+        shutil.rmtree(d)
+    assert (lost, dup) == (0, 0)
+    assert kills_mid_write >= n // 2, "most kills should land while the worker is still writing"
+
+
+@pytest.fixture(scope="module")
+def shard_folder(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """15 shards of 20 runs of plan ('fit', seed 1) of a fresh 'crash' experiment: first run id 0."""
+    root = tmp_path_factory.mktemp("ingest_src")
+    plan = _new_db(root / "template.duckdb", 300)
+    masks = plan.masks()
+    margins = rp.expected_margins(plan, N_TARGETS)
+
+    for s in range(0, 300, 20):
+        write_shard(root / "shards", "crash", np.arange(s, s + 20), masks[s : s + 20], margins[s : s + 20])
+    return root / "shards", plan.to_dict()
+
+
+def test_kill_ingester_mid_ingest(tmp_path: Path, shard_folder: tuple[Path, dict]) -> None:
+    """The ingester holds one transaction per shard: a kill leaves whole shards only; a rerun completes."""
+    shards, plan_dict = shard_folder
+    rng = random.Random(11)
+    ctx = rp.context()
+    n, partial_states, lost, dup = rp.iterations(10, 60), 0, 0, 0
+    for it in range(n):
+        path = tmp_path / f"it{it}.duckdb"
+        plan = _new_db(path, 300)
+        assert plan.to_dict() == plan_dict
+        acks = tmp_path / f"acks{it}"
+        rp.run_and_kill(ctx, rp.ingester, (str(path), str(shards), str(acks)), acks, rp.random_delay(rng, 0.8))
+        with dmdb.open(path) as db:
+            exp = db.experiment("crash")
+            ids = rp.check_runs_whole(exp, plan)
+            marked = db.con.execute("SELECT coalesce(sum(n_runs), 0) FROM ingested_shards").fetchall()[0][0]
+            assert marked == len(ids), "runs and the shard markers are written in one transaction"
+            assert len(ids) % 20 == 0, "a shard's runs come in together or not at all"
+            partial_states += 0 < len(ids) < 300
+            report = ingest(db, shards)
+            assert report.bad == [] and report.runs_already_present == 0
+            assert report.files_already_ingested == len(ids) // 20
+            rows, distinct = rp.run_counts(db, "crash")
+            got = rp.check_runs_whole(exp, plan)
+            lost += 300 - len(got)
+            dup += rows - distinct
+        path.unlink()
+    assert (lost, dup) == (0, 0)
+    assert partial_states >= n // 3, "kills should often land mid-ingest"
+
+
+def test_kill_recorder_mid_record_batch(tmp_path: Path) -> None:
+    """record_batch is all-or-nothing, and every batch it acknowledged survives the kill."""
+    rng = random.Random(13)
+    ctx = rp.context()
+    n, partial_states, lost, dup, acked_total = rp.iterations(10, 60), 0, 0, 0, 0
+    for it in range(n):
+        path = tmp_path / f"it{it}.duckdb"
+        plan = _new_db(path, 200)
+        acks = tmp_path / f"acks{it}"
+        rp.run_and_kill(ctx, rp.recorder, (str(path), "crash", 10, str(acks)), acks, rp.random_delay(rng, 1.0))
+        acked = [tuple(map(int, line.split())) for line in rp.read_acks(acks)[1:]]
+        acked_total += len(acked)
+        with dmdb.open(path) as db:
+            exp = db.experiment("crash")
+            ids = set(rp.check_runs_whole(exp, plan).tolist())
+            for first, last in acked:
+                assert set(range(first, last + 1)) <= ids, f"acknowledged runs {first}..{last} were lost"
+            for s in range(0, 200, 10):  # all or nothing per record_batch call
+                assert len(ids & set(range(s, s + 10))) in (0, 10)
+            partial_states += 0 < len(ids) < 200
+            todo = exp.missing()
+            if todo:
+                masks = plan.masks(todo)
+                exp.record_batch(todo, masks, np.stack([rp.margins_of(r, m, N_TARGETS) for r, m in zip(todo, masks)]))
+            rows, distinct = rp.run_counts(db, "crash")
+            lost += 200 - len(rp.check_runs_whole(exp, plan))
+            dup += rows - distinct
+            assert exp.missing() == []
+        path.unlink()
+    assert (lost, dup) == (0, 0)
+    assert partial_states >= n // 3 and acked_total > 0
+
+
+def test_acknowledged_record_and_ingest_survive_kill_right_after_return(tmp_path: Path) -> None:
+    """Durability: kill -9 the moment record_batch / ingest has returned; everything it reported is there."""
+    ctx = rp.context()
+    for it in range(rp.iterations(3, 10)):
+        d = tmp_path / f"it{it}"
+        d.mkdir()
+        with dmdb.open(d / "db.duckdb") as db:
+            plan = db.create_experiment("crash", N_TRAIN, N_TARGETS, alpha=0.5).plan(60, seed=1)
+            other = db.create_experiment("sharded", N_TRAIN, N_TARGETS, alpha=0.5).plan(40, seed=2)
+        rp.shard_worker(str(d / "shards"), other.to_dict(), list(other.run_ids), N_TARGETS, str(d / "wacks"), 10)
+        acks = d / "acks"
+        p = ctx.Process(target=rp.recorder, args=(str(d / "db.duckdb"), "crash", 30, str(acks), str(d / "shards")))
+        p.start()
+        while not any(a.startswith("ingested") for a in rp.read_acks(acks)):
+            assert p.is_alive()
+            time.sleep(0.001)
+        p.kill()  # right after ingest returned
+        p.join()
+        assert rp.read_acks(acks)[-1] == "ingested 40"
+        with dmdb.open(d / "db.duckdb") as db:
+            for name, pl_ in (("crash", plan), ("sharded", other)):
+                exp = db.experiment(name)
+                assert exp.missing() == []
+                assert rp.run_counts(db, name) == (len(pl_), len(pl_))
+                rp.check_runs_whole(exp, pl_)
