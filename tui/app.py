@@ -10,7 +10,7 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.message import Message
-from textual.widgets import Footer, Header, Static
+from textual.widgets import Header, Static
 
 from .screens import (
     EmbeddingsScreen,
@@ -22,6 +22,7 @@ from .screens import (
     TargetDetailScreen,
     TargetsScreen,
 )
+from .widgets import KeyFooter
 from .service import DatabaseLockedError, DmdbError, NoFitError, Service
 
 SCREENS_BY_KEY = {
@@ -97,7 +98,7 @@ class DmdbApp(App[None]):
     def compose(self) -> ComposeResult:
         yield Header()
         yield Static(f"opening {self.path} (read-only) ...", id="opening")
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         self.sub_title = self.path

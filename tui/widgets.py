@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 from typing import Any
 
@@ -9,14 +10,18 @@ import numpy as np
 import polars as pl
 import polars.selectors as cs
 from PIL import Image as PILImage
+from rich.console import Console, Group
 from rich.text import Text
-from textual.app import ComposeResult
 from textual.containers import Container, Vertical
+from textual.geometry import Size
 from textual.message import Message
-from textual.widget import AwaitMount
-from textual.widgets import Static
+from textual.strip import Strip
+from textual.widget import AwaitMount, Widget
+from textual.screen import Screen
+from textual.widgets import Footer, Static
 from textual_fastdatatable import ArrowBackend, DataTable
-from textual_image.widget import HalfcellImage, Image as AutoImage  # importing queries the terminal: before the app starts
+from textual_image.renderable.halfcell import Image as HalfcellRenderable
+from textual_image.widget import Image as AutoImage  # importing queries the terminal: before the app starts
 from textual_plotext import PlotextPlot
 
 IMAGE_MODES = ("auto", "halfcell", "text")
@@ -125,6 +130,22 @@ class FrameTable(Container):
             self.post_message(self.HeaderClicked(self, self.frame.columns[event.column_index]))
 
 
+class KeyFooter(Footer):
+    """Textual's Footer, rebuilding its keys at most once per refresh: the stock one rebuilds on
+    every binding change, and a detail screen's mounts and focus moves make dozens of those."""
+
+    _pending = False
+
+    def bindings_changed(self, screen: Screen) -> None:
+        if not self._pending:
+            self._pending = True
+            self.call_after_refresh(self._rebuild, screen)
+
+    def _rebuild(self, screen: Screen) -> None:
+        self._pending = False
+        super().bindings_changed(screen)
+
+
 def round_column(col: pl.Series, digits: int) -> pl.Series:
     """Round a float column to `digits` significant digits of its largest value, so that every cell
     has the same decimals (the table sizes a numeric column from its extremes)."""
@@ -158,26 +179,52 @@ def shade_text(image: np.ndarray, width: int) -> Text:
     return Text("\n".join("".join(SHADES[i] for i in row) for row in idx))
 
 
-class ExampleView(Vertical):
-    """One example: its picture (terminal graphics, or characters), else its text, and a caption."""
+PICTURE_WIDTH = 16  # cells; a cell is about twice as tall as wide
 
-    def __init__(self, image: np.ndarray | None, caption: str, text: str | None = None,
-                 *, classes: str | None = None) -> None:
+
+class Card(Widget):
+    """A renderable drawn once into lines and then shown as they are: Textual measures and redraws
+    widgets often, and a picture of coloured half cells is costly to lay out each time."""
+
+    DEFAULT_CSS = "Card { width: auto; height: auto; }"
+
+    def __init__(self, renderable: Any, width: int, *, classes: str | None = None) -> None:
         super().__init__(classes=classes)
-        self.image = image
-        self.caption = caption
-        self.text = text
+        console = Console(width=width, file=io.StringIO(), color_system="truecolor", force_terminal=True)
+        lines = console.render_lines(renderable, console.options.update_width(width), pad=True)
+        self.strips = [Strip(line, width) for line in lines]
+        self.card_width = width
 
-    def compose(self) -> ComposeResult:
-        mode = image_mode()
-        if self.image is not None and mode != "text":
-            cls = AutoImage if mode == "auto" else HalfcellImage
-            yield cls(to_pil(self.image), classes="picture")
-        elif self.image is not None:
-            yield Static(shade_text(self.image, 16), classes="picture-text")
-        elif self.text:
-            yield Static(Text(self.text[:400]), classes="payload-text")
-        yield Static(Text(self.caption), classes="caption")
+    def get_content_width(self, container: Size, viewport: Size) -> int:
+        return self.card_width
+
+    def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
+        return len(self.strips)
+
+    def render_line(self, y: int) -> Strip:
+        return self.strips[y] if y < len(self.strips) else Strip.blank(self.card_width)
+
+
+def example_view(image: np.ndarray | None, caption: str, text: str | None = None,
+                 *, classes: str = "example") -> Widget:
+    """One example: its picture (terminal graphics, or characters), else its text, and a caption.
+
+    Sixel and kitty graphics need textual-image's widget; colour half cells and characters are plain
+    renderables, drawn once into a Card (a detail screen shows 17 examples).
+    """
+    mode = image_mode()
+    label = Text(caption, style="dim")
+    if image is not None and mode == "auto":
+        return Vertical(AutoImage(to_pil(image), classes="picture"), Static(label, classes="caption"),
+                        classes=f"{classes} graphics")
+    if image is not None:
+        pil = to_pil(image)
+        height = max(1, round(PICTURE_WIDTH * pil.height / pil.width / 2))
+        picture: Any = (HalfcellRenderable(pil, width=PICTURE_WIDTH, height=height) if mode == "halfcell"
+                        else shade_text(image, PICTURE_WIDTH))
+    else:
+        picture = Text((text or "(no picture)")[:200])
+    return Card(Group(picture, label), PICTURE_WIDTH + 2, classes=classes)
 
 
 class Scatter(PlotextPlot):

@@ -9,10 +9,10 @@ import polars as pl
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.widgets import Footer, Header, Input, Label, Static
+from textual.widgets import Header, Input, Label, Static
 
 from ..service import Counterfactual, TargetInfo
-from ..widgets import ExampleView, FrameTable
+from ..widgets import example_view, FrameTable, KeyFooter
 from .base import DataScreen
 
 MODES = ("top", "bottom", "random")
@@ -83,7 +83,7 @@ class TargetDetailScreen(DataScreen):
                 yield Static(id="cf")
                 yield Label("Nearest targets by datamodel similarity (Enter opens)", classes="section")
                 yield FrameTable(id="nearest")
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         self.title = f"target {self.target}"
@@ -104,7 +104,7 @@ class TargetDetailScreen(DataScreen):
         info, top, images = value
         self.weights = top
         cap = f"target {info.target}" + ("" if info.label is None else f"  label {info.label}")
-        self.query_one("#target-picture").mount(ExampleView(info.image, cap, info.text))
+        self.query_one("#target-picture").mount(example_view(info.image, cap, info.text))
         rho = "n/a" if info.holdout_spearman is None else f"{info.holdout_spearman:.3f}"
         support = "never (removing every helpful example is not enough)" if info.support is None else str(info.support)
         self.query_one("#facts", Static).update(
@@ -117,8 +117,8 @@ class TargetDetailScreen(DataScreen):
         for direction, box in (("positive", "#positive"), ("negative", "#negative")):
             rows = top.filter(pl.col("direction") == direction).sort("rank")
             views = [
-                ExampleView(images.get(r["train_idx"]),
-                            f"#{r['train_idx']} label {r['label']}\nw {r['weight']:+.4f}", classes="example")
+                example_view(images.get(r["train_idx"]),
+                             f"#{r['train_idx']} label {r['label']}\nw {r['weight']:+.4f}")
                 for r in rows.iter_rows(named=True)
             ]
             container = self.query_one(box)

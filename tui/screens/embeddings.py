@@ -5,9 +5,9 @@ from __future__ import annotations
 import polars as pl
 from textual.app import ComposeResult
 from textual.containers import Horizontal
-from textual.widgets import Footer, Header, Static
+from textual.widgets import Header, Static
 
-from ..widgets import FrameTable, Scatter
+from ..widgets import FrameTable, KeyFooter, Scatter
 from .base import DataScreen
 from .targets import NO_FIT
 
@@ -22,7 +22,7 @@ class EmbeddingsScreen(DataScreen):
         with Horizontal(id="embeddings"):
             yield Scatter(id="scatter")
             yield FrameTable(id="points")
-        yield Footer()
+        yield KeyFooter()
 
     def reload(self) -> None:
         if self.fit_id is None:

@@ -7,9 +7,9 @@ from typing import Any
 import polars as pl
 from textual.app import ComposeResult
 from textual.containers import Horizontal
-from textual.widgets import Footer, Header, Static
+from textual.widgets import Header, Static
 
-from ..widgets import ExampleView, FrameTable
+from ..widgets import example_view, FrameTable, KeyFooter
 from .base import DataScreen
 from .targets import NO_FIT
 
@@ -23,7 +23,7 @@ class LeakageScreen(DataScreen):
         with Horizontal(id="leakage"):
             yield FrameTable(id="candidates")
             yield Horizontal(id="pair")
-        yield Footer()
+        yield KeyFooter()
 
     def reload(self) -> None:
         if self.fit_id is None:
@@ -53,8 +53,8 @@ class LeakageScreen(DataScreen):
         target, train_idx, timg, eimg = value
         pair = self.query_one("#pair")
         pair.remove_children()
-        pair.mount_all([ExampleView(timg, f"target {target}", classes="example"),
-                        ExampleView(eimg, f"train #{train_idx}", classes="example")])
+        pair.mount_all([example_view(timg, f"target {target}"),
+                        example_view(eimg, f"train #{train_idx}")])
 
     def on_frame_table_row_chosen(self, event: FrameTable.RowChosen) -> None:
         self.dmdb_app.open_target(int(event.row["target"]))

@@ -5,9 +5,9 @@ from __future__ import annotations
 import polars as pl
 from textual.app import ComposeResult
 from textual.containers import Vertical
-from textual.widgets import Footer, Header, Label, Static
+from textual.widgets import Header, Label, Static
 
-from ..widgets import FrameTable
+from ..widgets import FrameTable, KeyFooter
 from .base import DataScreen
 
 
@@ -22,7 +22,7 @@ class OverviewScreen(DataScreen):
             yield FrameTable(id="experiments", classes="short")
             yield Label("Fits (Enter browses that fit)", classes="section")
             yield FrameTable(id="fits")
-        yield Footer()
+        yield KeyFooter()
 
     def reload(self) -> None:
         self.fetch("overview", lambda: (self.service.experiments(), self.service.fits()))

@@ -8,9 +8,9 @@ import polars as pl
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.widgets import Footer, Header, Input, Static
+from textual.widgets import Header, Input, Static
 
-from ..widgets import FrameTable
+from ..widgets import FrameTable, KeyFooter
 from .base import DataScreen
 
 
@@ -48,7 +48,7 @@ class SqlScreen(DataScreen):
                      "macros: top_weights, counterfactual, brittleness, leakage_candidates ...",
                      id="status", classes="status")
         yield FrameTable(id="result")
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         self.query_one("#query").focus()

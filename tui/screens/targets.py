@@ -5,9 +5,9 @@ from __future__ import annotations
 import polars as pl
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.widgets import Footer, Header, Input, Static
+from textual.widgets import Header, Input, Static
 
-from ..widgets import FrameTable
+from ..widgets import FrameTable, KeyFooter
 from .base import DataScreen
 
 NO_FIT = "This database holds no fit yet: run `dmdb fit` on it, then reopen the TUI."
@@ -40,7 +40,7 @@ class TargetsScreen(DataScreen):
         yield Input(placeholder="filter: a target id, or e.g. label = 3 and support < 20   (Enter applies)", id="filter")
         yield Static(id="status", classes="status")
         yield FrameTable(id="targets")
-        yield Footer()
+        yield KeyFooter()
 
     def reload(self) -> None:
         if self.fit_id is None:

@@ -1,0 +1,185 @@
+"""Latency of the TUI's main interactions, driven headless through Textual's Pilot.
+
+    .venv/bin/python bench/bench_tui.py [--targets 10000] [--train 50000] [--density 0.02] [--demo PATH]
+
+Two databases: a synthetic fit (default 10,000 targets x 50,000 train examples, ~2% dense, with
+labels and 8x8 images; built once and cached under /tmp because it takes a while) and a small one
+(200 train x 30 targets); --demo adds a database of yours (e.g. the one `dmdb demo` writes).
+For each, the median over several repeats (after one warm-up, so the fit is in the weight cache) of:
+  * open target detail: from the request until the target, its weights with pictures, the
+    counterfactual and the nearest targets are all on screen;
+  * change k: from the key press until the new counterfactual is on screen;
+  * SQL query: from Enter until the result table is on screen (a GROUP BY over all weight rows).
+Each is printed against its aim (change k: 100 ms; open detail and SQL: 500 ms), as a ratio, with
+the service call alone (no UI) beside it to show where the time goes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the analyses fixtures
+os.environ.setdefault("DMDB_TUI_IMAGES", "halfcell")
+
+import dmdb  # noqa: E402
+from analyses_fixtures import insert_fit, new_db, sparse_random_W  # noqa: E402
+from bench_analyses import build  # noqa: E402
+from tui.app import DmdbApp  # noqa: E402
+from tui.screens import OverviewScreen, SqlScreen, TargetDetailScreen  # noqa: E402
+from tui.service import Service  # noqa: E402
+from tui.widgets import FrameTable  # noqa: E402
+
+SQL = "SELECT target, count(*) AS n, sum(weight) AS total FROM weights GROUP BY target ORDER BY total DESC LIMIT 100"
+AIMS = {"open target detail": 0.5, "change k": 0.1, "SQL query": 0.5}
+
+
+def big_db(n_train: int, n_targets: int, density: float) -> Path:
+    """The synthetic study, cached: building 10M weight rows takes a while on a small machine."""
+    path = Path(tempfile.gettempdir()) / f"dmdb_bench_tui_{n_targets}x{n_train}_{density}.duckdb"
+    if path.exists():
+        return path
+    part = path.with_suffix(".partial")
+    part.unlink(missing_ok=True)
+    t0 = time.perf_counter()
+    with dmdb.open(part) as db:
+        build(db, n_train, n_targets, density)
+        exp = db.experiment("bench")
+        rng = np.random.default_rng(1)
+        exp.set_train_examples(labels=rng.integers(0, 10, n_train),
+                               images=rng.integers(0, 256, (n_train, 8, 8), dtype=np.uint8))
+        exp.set_targets(labels=rng.integers(0, 10, n_targets),
+                        images=rng.integers(0, 256, (n_targets, 8, 8), dtype=np.uint8))
+    part.rename(path)
+    print(f"built {path} in {time.perf_counter() - t0:.0f} s")
+    return path
+
+
+def small_db() -> Path:
+    tmp = Path(tempfile.mkdtemp())
+    rng = np.random.default_rng(0)
+    db, _ = new_db(tmp, "small.duckdb", n_train=200, n_targets=30, images=True, rng=rng)
+    insert_fit(db, "e", sparse_random_W(rng, 200, 30, 0.2), rng.normal(0, 0.1, 30))
+    db.close()
+    return tmp / "small.duckdb"
+
+
+async def until(pilot: Any, cond: Callable[[], bool], timeout: float = 120.0) -> None:
+    t0 = time.perf_counter()
+    while not cond():
+        if time.perf_counter() - t0 > timeout:
+            raise TimeoutError("the app did not answer in time")
+        await pilot.pause(0.002)
+
+
+async def measure_app(path: Path, targets: list[int], repeat: int) -> dict[str, list[float]]:
+    times: dict[str, list[float]] = {k: [] for k in AIMS}
+    app = DmdbApp(path)
+    async with app.run_test(size=(160, 50)) as pilot:
+        await until(pilot, lambda: isinstance(app.screen, OverviewScreen))
+        for n, target in enumerate(targets):
+            t0 = time.perf_counter()
+            app.open_target(target)
+            await until(pilot, lambda: isinstance(app.screen, TargetDetailScreen)
+                        and app.screen.ready >= {"info", "cf", "nearest"})
+            await pilot.pause()
+            if n:  # the first open loads the fit into the cache: not an interaction's latency
+                times["open target detail"].append(time.perf_counter() - t0)
+            screen = app.screen
+            for _ in range(repeat):
+                k = screen.k + 1
+                t0 = time.perf_counter()
+                await pilot.press("plus")
+                await until(pilot, lambda: "cf" in screen.ready and screen.cf is not None and screen.cf.k == k)
+                await pilot.pause()
+                times["change k"].append(time.perf_counter() - t0)
+            await pilot.press("escape")
+        await pilot.press("5")
+        await until(pilot, lambda: isinstance(app.screen, SqlScreen))
+        box = app.screen.query_one("#query")
+        result = app.screen.query_one("#result", FrameTable)
+        for n in range(repeat + 1):
+            box.focus()
+            box.value = SQL
+            before = result.table
+            t0 = time.perf_counter()
+            await pilot.press("enter")
+            await until(pilot, lambda: result.table is not None and result.table is not before)
+            await pilot.pause()
+            if n:
+                times["SQL query"].append(time.perf_counter() - t0)
+    return times
+
+
+def measure_service(path: Path, targets: list[int]) -> dict[str, float]:
+    with Service.open(path) as svc:
+        fit = svc.latest_fit()
+        svc.targets(fit)
+
+        def detail(t: int) -> None:
+            info = svc.target_info(fit, t)
+            top = svc.top_weights(fit, t, 8)
+            svc.train_images(fit, top["train_idx"].to_list())
+            svc.counterfactual(fit, t, 10, "top")
+            svc.nearest(fit, t, 10)
+            assert info.target == t
+
+        def med(fn: Callable[[], Any]) -> float:
+            ts = []
+            for _ in range(5):
+                t0 = time.perf_counter()
+                fn()
+                ts.append(time.perf_counter() - t0)
+            return statistics.median(ts)
+
+        return {
+            "open target detail": med(lambda: detail(targets[1])),
+            "change k": med(lambda: svc.counterfactual(fit, targets[1], 11, "top")),
+            "SQL query": med(lambda: svc.sql(SQL)),
+        }
+
+
+def report(name: str, path: Path, repeat: int) -> None:
+    with dmdb.open(path, read_only=True) as db:
+        n_targets = db.sql("SELECT count(*) AS n FROM fit_targets")["n"][0]
+        n_weights = db.sql("SELECT count(*) AS n FROM weights")["n"][0]
+    rng = np.random.default_rng(0)
+    targets = [int(t) for t in rng.choice(n_targets, size=min(n_targets, repeat + 1), replace=False)]
+    t0 = time.perf_counter()
+    app_times = asyncio.run(measure_app(path, targets, repeat))
+    wall = time.perf_counter() - t0
+    svc = measure_service(path, targets)
+    print(f"\n{name}: {n_targets:,} targets, {n_weights:,} weight rows ({wall:.0f} s for the app run)")
+    print(f"  {'interaction':<20s} {'median':>9s} {'aim':>7s} {'median/aim':>11s} {'service only':>13s}   n")
+    for key, aim in AIMS.items():
+        med = statistics.median(app_times[key])
+        verdict = "ok" if med <= aim else "OVER"
+        print(f"  {key:<20s} {med * 1000:7.0f} ms {aim * 1000:5.0f} ms {med / aim:10.2f}x {svc[key] * 1000:10.0f} ms"
+              f"   {len(app_times[key])}  {verdict}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--targets", type=int, default=10_000)
+    ap.add_argument("--train", type=int, default=50_000)
+    ap.add_argument("--density", type=float, default=0.02)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--demo", type=Path, help="also measure this database (e.g. one written by `dmdb demo`)")
+    args = ap.parse_args()
+    report("small synthetic fit", small_db(), args.repeat)
+    if args.demo:
+        report(f"database {args.demo}", args.demo, args.repeat)
+    report("large synthetic fit", big_db(args.train, args.targets, args.density), args.repeat)
+
+
+if __name__ == "__main__":
+    main()
