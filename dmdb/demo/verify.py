@@ -1,0 +1,120 @@
+"""Checking a fit's counterfactual predictions by retraining without the removed examples.
+
+For sampled targets and several k, the k train examples with the largest positive weights are
+removed from the full train set and models are retrained (several seeds); so are models on the
+full train set (the baseline). Every retrained model is recorded as a run with role
+'counterfactual' whose info says what was removed and why:
+  {"fit_id": f, "target": t, "k": k, "mode": "top", "purpose": "counterfactual"|"brittleness"|"baseline",
+   "removed": [train idx...]}
+The actual change of a target is the mean margin over the removal's seeds minus the mean margin
+over the baseline's seeds; the prediction is minus the sum of the removed weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import polars as pl
+
+from ..analyses import brittleness, counterfactual, removal_set
+from ..experiment import Experiment
+from ..regress import spearman_per_target
+from .data import DigitsData
+from .train import train_models
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class Removal:
+    target: int
+    k: int
+    purpose: str
+    removed: np.ndarray
+
+
+@dataclass
+class Verification:
+    """One row per (target, k): predicted and actual margins and changes."""
+
+    rows: pl.DataFrame
+    spearman: float | None  # predicted vs actual change over the counterfactual rows
+    brittle_tested: int
+    brittle_flipped: int  # removing the estimated support flipped the retrained prediction
+
+
+def _next_run_id(exp: Experiment) -> int:
+    return int(exp.db.sql(
+        """SELECT greatest((SELECT coalesce(max(first_run_id + n_runs), 0) FROM plans WHERE experiment = $1),
+                           (SELECT coalesce(max(run_id) + 1, 0) FROM runs WHERE experiment = $1)) AS n""",
+        [exp.name],
+    )["n"][0])
+
+
+def plan_removals(exp: Experiment, fit_id: int, targets: np.ndarray, ks: tuple[int, ...], n_brittle: int) -> list[Removal]:
+    """Top-k removals for the sampled targets, and each of the most brittle targets' estimated support."""
+    db = exp.db
+    out = [Removal(int(t), k, "counterfactual", removal_set(db, int(t), k, fit=fit_id)) for t in targets for k in ks]
+    br = brittleness(db, fit=fit_id).filter(pl.col("support").is_not_null() & (pl.col("support") > 0))
+    for row in br.sort("support").head(n_brittle).iter_rows(named=True):
+        t, k = int(row["target"]), int(row["support"])
+        out.append(Removal(t, k, "brittleness", removal_set(db, t, k, fit=fit_id)))
+    return [r for r in out if r.removed.size]
+
+
+def retrain(exp: Experiment, data: DigitsData, fit_id: int, removals: list[Removal], seeds: np.ndarray,
+            kind: str, threads: int | None, progress: Progress | None = None) -> None:
+    """Train the baseline and every removal with each seed, and record them as counterfactual runs."""
+    jobs = [Removal(-1, 0, "baseline", np.zeros(0, dtype=np.int64))] + removals
+    masks = np.ones((len(jobs) * seeds.size, data.n_train), dtype=bool)
+    infos: list[dict[str, object]] = []
+    for j, job in enumerate(jobs):
+        masks[j * seeds.size : (j + 1) * seeds.size, job.removed] = False
+        infos += [{"fit_id": fit_id, "target": None if job.target < 0 else job.target, "k": job.k, "mode": "top",
+                   "purpose": job.purpose, "removed": job.removed.tolist()}] * seeds.size
+    all_seeds = np.tile(seeds, len(jobs))
+    margins = np.empty((len(all_seeds), data.n_targets), dtype=np.float32)
+    step = 64
+    for a in range(0, len(all_seeds), step):
+        res = train_models(data, masks[a : a + step], all_seeds[a : a + step], kind=kind, threads=threads)
+        margins[a : a + step] = res.margins
+        if progress:
+            progress("verifying", min(a + step, len(all_seeds)), len(all_seeds))
+    first = _next_run_id(exp)
+    exp.record_batch(np.arange(first, first + len(all_seeds)), masks, margins, role="counterfactual",
+                     seeds=all_seeds, worker="demo-verify", infos=infos)
+
+
+def verification(exp: Experiment, fit_id: int) -> Verification:
+    """Predicted against actual outcomes of the counterfactual runs recorded for this fit."""
+    runs = exp.db.sql(
+        """SELECT (info->>'target')::INTEGER AS target, (info->>'k')::INTEGER AS k, info->>'purpose' AS purpose,
+                  margins
+           FROM runs WHERE experiment = ? AND role = 'counterfactual' AND (info->>'fit_id')::INTEGER = ?""",
+        [exp.name, fit_id],
+    )
+    base = runs.filter(pl.col("purpose") == "baseline")
+    if base.is_empty():
+        return Verification(pl.DataFrame(), None, 0, 0)
+    base_margin = np.stack(base["margins"].to_list()).mean(axis=0)
+    rows = []
+    groups = runs.filter(pl.col("purpose") != "baseline").group_by(["target", "k", "purpose"], maintain_order=True)
+    for (t, k, purpose), g in groups:
+        actual = float(np.stack(g["margins"].to_list())[:, t].mean())
+        cf = counterfactual(exp.db, int(t), fit=fit_id, k=int(k), mode="top").row(0, named=True)
+        rows.append({
+            "target": t, "k": k, "purpose": purpose, "seeds": g.height,
+            "predicted_base": cf["base_margin"], "predicted_margin": cf["predicted_margin"],
+            "predicted_change": cf["predicted_change"],
+            "actual_base": float(base_margin[t]), "actual_margin": actual, "actual_change": actual - float(base_margin[t]),
+        })
+    frame = pl.DataFrame(rows)
+    cfr = frame.filter(pl.col("purpose") == "counterfactual")
+    rho = None
+    if cfr.height >= 3:
+        r = spearman_per_target(cfr["predicted_change"].to_numpy(), cfr["actual_change"].to_numpy())[0]
+        rho = None if np.isnan(r) else float(r)
+    br = frame.filter(pl.col("purpose") == "brittleness")
+    return Verification(frame, rho, br.height, int((br["actual_margin"] < 0).sum()) if br.height else 0)

@@ -1,0 +1,73 @@
+"""The demo end to end (`dmdb demo --quick`), asserting on what it stores, and resuming a tiny one."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+import dmdb
+from dmdb.cli import main
+from dmdb.demo.pipeline import DemoConfig, run_demo
+
+
+@pytest.fixture(scope="module")
+def quick_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("demo") / "demo.duckdb"
+    assert main(["demo", "--quick", "--quiet", "--db", str(path), "--threads", "1"]) == 0
+    return path
+
+
+def test_quick_demo_stores_runs_fits_and_verification(quick_db: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with dmdb.open(quick_db, read_only=True) as db:
+        exp = db.experiment("digits-linear")
+        assert (exp.n_train, exp.n_targets) == (1000, 797)
+        counts = dict(db.sql("SELECT role, count(*) FROM runs GROUP BY role").iter_rows())
+        assert counts["fit"] == 300 and counts["holdout"] == 80 and counts["counterfactual"] > 0
+        assert exp.missing() == []
+        assert int(exp.masks("fit").sum(axis=1).min()) == 500  # alpha 0.5, fixed-size subsets
+        assert exp.targets()["has_image"].all() and exp.image("train", 0).shape == (8, 8)
+
+        fits = db.fits()
+        assert fits["estimator"].to_list() == ["lasso", "diff-means"]
+        lasso, dm = fits["lds"].to_list()
+        assert 0.6 < lasso < 0.95, lasso  # measured 0.76 with 300 fit runs
+        assert 0.2 < dm < lasso
+        curve = db.fit(1).curve()
+        assert curve.height == 2 and curve["lds"][0] < curve["lds"][1]
+
+        cf = db.sql("SELECT run_id, info FROM runs WHERE role = 'counterfactual' ORDER BY run_id")
+        infos = [json.loads(i) for i in cf["info"]]
+        assert {i["purpose"] for i in infos} >= {"baseline", "counterfactual"}
+        assert all(i["fit_id"] == 1 for i in infos)
+        masks = exp.masks("counterfactual")
+        for row, info in zip(masks, infos):
+            removed = np.array(info["removed"], dtype=int)
+            assert not row[removed].any() and row.sum() == 1000 - removed.size
+        # removal sets are the fit's top-k positive weights for that target
+        top = next(i for i in infos if i["purpose"] == "counterfactual")
+        w = db.fit(1).weights(top["target"]).sort("weight", descending=True).head(top["k"])
+        assert sorted(w["train_idx"].to_list()) == sorted(top["removed"])
+    out = capsys.readouterr().out
+    assert "LDS" in out and f"dmdb tui {quick_db}" in out and "Spearman" in out
+
+
+def test_demo_resumes_without_retraining(tmp_path: Path) -> None:
+    cfg = DemoConfig(fit_runs=40, holdout_runs=20, k=5, curve=(1.0,), cf_targets=2, cf_ks=(5,), cf_seeds=1,
+                     brittle_targets=1, threads=1)
+    first = run_demo(tmp_path / "d.duckdb", cfg)
+    assert first.trained == 60
+    again = run_demo(tmp_path / "d.duckdb", cfg)
+    assert again.trained == 0
+    with dmdb.open(tmp_path / "d.duckdb", read_only=True) as db:
+        runs = db.sql("SELECT role, count(*) AS n FROM runs GROUP BY role ORDER BY role")
+        assert dict(runs.iter_rows())["fit"] == 40
+        assert db.fits().height == 4
+        # each verification is tied to its own fit
+        per_fit = db.sql("SELECT (info->>'fit_id')::INT AS f, count(*) AS n FROM runs WHERE role = 'counterfactual' GROUP BY f")
+        assert sorted(per_fit["f"].to_list()) == [1, 3]
+    rows = again.verification.rows.filter(pl.col("purpose") == "counterfactual")
+    assert 1 <= rows.height <= 2 and rows["seeds"].to_list() == [1] * rows.height  # a target may have no positive weight
