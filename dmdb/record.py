@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Sequence
@@ -13,7 +12,7 @@ import pyarrow as pa
 
 from .errors import BadInputError, DuplicateRunError
 from .packing import count_kept, margins_from_arrow, margins_to_arrow, pack_masks, packed_to_arrow, unpack_masks
-from .validate import as_margins, as_masks, as_optional_column, as_role, as_run_ids
+from .validate import as_infos, as_margins, as_masks, as_optional_column, as_roles, as_run_ids
 
 if TYPE_CHECKING:
     from .experiment import Experiment
@@ -67,17 +66,8 @@ def make_batch(
     r = len(ids)
     m = as_masks(masks, r, exp.n_train)
     y = as_margins(margins, r, exp.n_targets)
-    if isinstance(role, str):
-        roles = np.full(r, as_role(role), dtype=object)
-    else:
-        roles = np.array([as_role(x) for x in role], dtype=object)
-        if roles.shape != (r,):
-            raise BadInputError(f"roles must have one value per run ({r}), got {roles.shape}")
-    info_json: list[str | None] | None = None
-    if infos is not None:
-        if len(infos) != r:
-            raise BadInputError(f"infos must have one entry per run ({r}), got {len(infos)}")
-        info_json = [None if i is None else json.dumps(i) for i in infos]
+    roles = as_roles(role, r)
+    info_json = None if infos is None else as_infos(infos, r)
     return RunBatch(
         ids,
         roles,
@@ -162,17 +152,16 @@ def _drop_identical_existing(exp: "Experiment", batch: RunBatch) -> RunBatch:
     if len(batch) == 0:
         return batch
     con = exp.db.con
-    in_range = con.sql(
-        "SELECT run_id FROM runs WHERE experiment = ? AND run_id BETWEEN ? AND ?",
-        params=[exp.name, int(batch.run_ids.min()), int(batch.run_ids.max())],
-    ).to_arrow_table()["run_id"].to_numpy()
+    span = [exp.name, int(batch.run_ids.min()), int(batch.run_ids.max())]
+    in_span = "experiment = ? AND run_id BETWEEN ? AND ?"
+    in_range = con.sql(f"SELECT run_id FROM runs WHERE {in_span}", params=span).to_arrow_table()["run_id"].to_numpy()
     clash = np.intersect1d(in_range, batch.run_ids)
     if clash.size == 0:
         return batch
     old = con.sql(
-        "SELECT run_id, role, mask, margins FROM runs "
-        "WHERE experiment = ? AND list_contains(?::BIGINT[], run_id) ORDER BY run_id",
-        params=[exp.name, clash.tolist()],
+        f"SELECT run_id, role, mask, margins FROM runs WHERE {in_span} "
+        "AND run_id IN (SELECT unnest(?::BIGINT[])) ORDER BY run_id",
+        params=[*span, clash.tolist()],
     ).to_arrow_table()
     old_ids = old["run_id"].to_numpy()
     old_masks = unpack_masks(old["mask"], exp.n_train, header=True)
