@@ -31,9 +31,10 @@ def register(sub: Any, parents: tuple[argparse.ArgumentParser, argparse.Argument
     p = sub.add_parser(
         "counterfactual", parents=parents_,
         help="predicted margin after removing train examples (one target, or every target with --all-targets)",
-        description="Remove a target's --k top (largest positive), bottom (most negative) or random weights, "
-        "or an explicit --remove / --keep list, and print the predicted margin and change. With --all-targets "
-        "the same removal set is applied to every target of the fit.",
+        description="Remove --k train examples (the target's largest positive weights with --mode top, its most "
+        "negative with bottom, or k drawn at random), or an explicit --remove / --keep list, and print the "
+        "predicted margin and change (full train set as the baseline). With --all-targets the same removal set "
+        "is applied to every target of the fit.",
     )
     p.add_argument("--target", "-t", type=int, help="the target (required unless --all-targets with --remove/--keep)")
     how = p.add_mutually_exclusive_group(required=True)
