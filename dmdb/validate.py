@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+import json
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -10,12 +11,22 @@ from .errors import BadInputError
 from .plan import ROLES
 
 
+def _array(values: Any, what: str) -> np.ndarray:
+    """np.asarray, with numpy's complaints about ragged or odd input turned into BadInputError."""
+    try:
+        return np.asarray(values)
+    except (ValueError, TypeError, OverflowError) as e:
+        raise BadInputError(f"{what} must be a rectangular array of numbers: {e}") from e
+
+
 def as_run_ids(run_ids: Any) -> np.ndarray:
-    ids = np.asarray(run_ids)
+    ids = _array(run_ids, "run ids")
     if ids.ndim != 1:
         raise BadInputError(f"run ids must be a 1-D sequence, got shape {ids.shape}")
     if ids.size and not np.issubdtype(ids.dtype, np.integer):
         raise BadInputError(f"run ids must be integers, got dtype {ids.dtype}")
+    if ids.size and ids.dtype == np.uint64 and ids.max() > np.iinfo(np.int64).max:
+        raise BadInputError(f"run ids must fit in int64, got {int(ids.max())}")
     ids = ids.astype(np.int64, copy=False)
     if ids.size and ids.min() < 0:
         raise BadInputError(f"run ids must be >= 0, got {int(ids.min())}")
@@ -26,7 +37,7 @@ def as_run_ids(run_ids: Any) -> np.ndarray:
 
 
 def as_masks(masks: Any, n_runs: int, n_train: int) -> np.ndarray:
-    m = np.asarray(masks)
+    m = _array(masks, "masks")
     if m.dtype != np.bool_:
         raise BadInputError(
             f"masks must have dtype bool (one True per train example in the subset), got {m.dtype}; "
@@ -38,7 +49,7 @@ def as_masks(masks: Any, n_runs: int, n_train: int) -> np.ndarray:
 
 
 def as_margins(margins: Any, n_runs: int, n_targets: int) -> np.ndarray:
-    y = np.asarray(margins)
+    y = _array(margins, "margins")
     if not (np.issubdtype(y.dtype, np.floating) or np.issubdtype(y.dtype, np.integer)):
         raise BadInputError(f"margins must be numbers, got dtype {y.dtype}")
     if y.shape != (n_runs, n_targets):
@@ -54,20 +65,44 @@ def as_margins(margins: Any, n_runs: int, n_targets: int) -> np.ndarray:
 
 
 def as_role(role: str) -> str:
-    if role not in ROLES:
+    if not isinstance(role, str) or role not in ROLES:
         raise BadInputError(f"role must be one of {', '.join(ROLES)}, got {role!r}")
     return role
+
+
+def as_roles(role: Any, n_runs: int) -> np.ndarray:
+    """One role for every run, or a sequence with one role per run."""
+    if isinstance(role, str):
+        return np.full(n_runs, as_role(role), dtype=object)
+    if not isinstance(role, (list, tuple, np.ndarray)):
+        raise BadInputError(f"role must be a string or one string per run, got {type(role).__name__}")
+    roles = np.array([as_role(x) for x in role], dtype=object)
+    if roles.shape != (n_runs,):
+        raise BadInputError(f"roles must have one value per run ({n_runs}), got {roles.shape}")
+    return roles
 
 
 def as_optional_column(values: Any, n_runs: int, name: str, dtype: type) -> np.ndarray | None:
     if values is None:
         return None
-    a = np.asarray(values)
+    a = _array(values, name)
     if a.ndim == 0:
         a = np.full(n_runs, a)
     if a.shape != (n_runs,):
         raise BadInputError(f"{name} must have one value per run ({n_runs}), got shape {a.shape}")
+    if dtype is np.int64 and a.size and not np.issubdtype(a.dtype, np.integer):
+        raise BadInputError(f"{name} must be integers, got dtype {a.dtype}")  # no silent truncation of 1.5
     try:
         return a.astype(dtype)
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, OverflowError) as e:
         raise BadInputError(f"{name} must be {dtype.__name__} values: {e}") from e
+
+
+def as_infos(infos: Sequence[dict[str, Any] | None], n_runs: int) -> list[str | None]:
+    """Per-run info dicts as JSON text; NaN/inf and non-JSON values are refused (the column is SQL JSON)."""
+    if len(infos) != n_runs:
+        raise BadInputError(f"infos must have one entry per run ({n_runs}), got {len(infos)}")
+    try:
+        return [None if i is None else json.dumps(i, allow_nan=False) for i in infos]
+    except (TypeError, ValueError) as e:
+        raise BadInputError(f"infos must be JSON-serialisable dicts without NaN or inf: {e}") from e
