@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import CorruptShardError, DmdbError, UnknownExperimentError
+from .errors import BadInputError, CorruptShardError, DmdbError, UnknownExperimentError
 from .packing import margins_from_arrow, unpack_masks
 from .plan import PlannedRun
 from .record import RunBatch, batch_table, make_batch, write_batch
@@ -60,7 +60,7 @@ def write_shard(
     final = directory / f"{experiment}-{int(batch.run_ids.min()) if len(batch) else 0}-{uuid.uuid4().hex[:12]}.parquet"
     tmp = directory / f".{final.name}.tmp"
     with open(tmp, "wb") as f:
-        pq.write_table(table, f)
+        pq.write_table(table, f, write_page_checksum=True)  # a flipped bit on disk is caught at ingest
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, final)
@@ -173,35 +173,50 @@ def _ingest_one(db: "Database", path: Path, name: str, experiments: dict[str, "E
 def read_shard(path: Path) -> tuple[pa.Table, dict[str, Any]]:
     """Read and check one shard file; CorruptShardError names what is wrong."""
     try:
-        table = pq.read_table(path)
+        table = pq.read_table(path, page_checksum_verification=True)
     except (OSError, pa.ArrowException) as e:
         raise CorruptShardError(f"unreadable shard (corrupt or partial Parquet file): {e}") from e
     raw = (table.schema.metadata or {}).get(_META)
     if raw is None:
         raise CorruptShardError("not a dmdb shard (no dmdb metadata in the Parquet file)")
-    meta = json.loads(raw)
-    if meta.get("version") != SHARD_VERSION:
-        raise CorruptShardError(f"shard format version {meta.get('version')!r}, expected {SHARD_VERSION}")
+    try:
+        meta = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise CorruptShardError(f"the shard's dmdb metadata is not JSON: {e}") from e
+    if not isinstance(meta, dict) or meta.get("version") != SHARD_VERSION:
+        version = meta.get("version") if isinstance(meta, dict) else None
+        raise CorruptShardError(f"shard format version {version!r}, expected {SHARD_VERSION}")
+    kinds = {"experiment": str, "n_train": int, "n_targets": int, "n_runs": int}
+    wrong = [k for k, kind in kinds.items() if not isinstance(meta.get(k), kind) or isinstance(meta.get(k), bool)]
+    if wrong:
+        raise CorruptShardError(f"the shard's dmdb metadata lacks or garbles {', '.join(wrong)}")
+    missing = [c for c in _COLUMNS if c not in table.column_names]
+    if missing:
+        raise CorruptShardError(f"shard lacks the column(s) {', '.join(missing)}")
     if table.num_rows != meta["n_runs"]:
         raise CorruptShardError(f"shard says {meta['n_runs']} runs but holds {table.num_rows}")
     return table, meta
 
 
+_COLUMNS = ("run_id", "role", "mask", "margins", "seed", "worker", "duration_s", "info")
+
+
 def _batch_from_table(exp: "Experiment", t: pa.Table) -> RunBatch:
+    """The shard's runs, validated like recorded ones; anything malformed is a CorruptShardError."""
     try:
         masks = unpack_masks(t["mask"], exp.n_train)
         margins = margins_from_arrow(t["margins"], exp.n_targets)
-    except (KeyError, ValueError) as e:
+        infos = [None if i is None else json.loads(i) for i in t["info"].to_pylist()]
+        columns = {
+            "run_ids": t["run_id"].to_numpy(zero_copy_only=False),
+            "role": t["role"].to_pylist(),
+            "seeds": t["seed"].to_numpy(zero_copy_only=False) if t["seed"].null_count == 0 else None,
+            "worker": t["worker"].to_pylist() if t["worker"].null_count == 0 else None,
+            "durations": t["duration_s"].to_numpy(zero_copy_only=False) if t["duration_s"].null_count == 0 else None,
+        }
+    except (KeyError, ValueError, TypeError, AttributeError, pa.ArrowException) as e:
         raise CorruptShardError(f"shard columns are malformed: {e}") from e
-    infos = t["info"].to_pylist()
-    return make_batch(
-        exp,
-        t["run_id"].to_numpy(),
-        masks,
-        margins,
-        t["role"].to_pylist(),
-        seeds=t["seed"].to_numpy(zero_copy_only=False) if t["seed"].null_count == 0 else None,
-        worker=t["worker"].to_pylist() if t["worker"].null_count == 0 else None,
-        durations=t["duration_s"].to_numpy(zero_copy_only=False) if t["duration_s"].null_count == 0 else None,
-        infos=[None if i is None else json.loads(i) for i in infos],
-    )
+    try:
+        return make_batch(exp, masks=masks, margins=margins, infos=infos, **columns)
+    except BadInputError as e:
+        raise CorruptShardError(f"shard holds invalid runs: {e}") from e
