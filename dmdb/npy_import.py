@@ -23,7 +23,7 @@ def _load(directory: Path, name: str) -> np.ndarray:
         raise DmdbError(f"{path} is missing: a reference store holds masks.npy, margins.npy and _completed.npy")
     try:
         return np.load(path, mmap_mode="r")
-    except (ValueError, OSError) as e:
+    except (ValueError, OSError, EOFError) as e:
         raise DmdbError(f"{path} is not a readable .npy file: {e}") from e
 
 
@@ -56,6 +56,10 @@ def import_npy(
         )
     if masks.dtype != np.bool_ or completed.dtype != np.bool_:
         raise BadInputError(f"masks and _completed must be bool arrays, got {masks.dtype} and {completed.dtype}")
+    if not (np.issubdtype(margins.dtype, np.floating) or np.issubdtype(margins.dtype, np.integer)):
+        raise BadInputError(f"margins must be a float array, got {margins.dtype}")
+    if masks.shape[1] == 0 or margins.shape[1] == 0:
+        raise BadInputError(f"masks and margins need at least one column, got {masks.shape} and {margins.shape}")
     done_rows = np.flatnonzero(np.asarray(completed))
     if len(done_rows) == 0:
         raise DmdbError(f"no completed rows in {directory / '_completed.npy'}: nothing to import")
