@@ -1,0 +1,133 @@
+"""The unit of distributed work: train one planned run with the user's function and write its shard.
+
+A training function is named ``module:function`` and called as ``fn(run, experiment_config)``:
+
+- ``run`` is a :class:`dmdb.PlannedRun`: ``run.indices`` are the train examples to train on,
+  ``run.mask`` the same as a bool vector, ``run.seed`` the seed for the model's own randomness,
+  ``run.run_id`` and ``run.role`` for logging.
+- ``experiment_config`` is the experiment's stored config dict (whatever the experiment was
+  created with): dataset paths, model and optimiser settings. The function gets a copy.
+- It returns the run's margins on every target, shape ``(n_targets,)``, finite numbers.
+
+Workers never open the database: everything they need travels in a :class:`Job` (the plan, the
+experiment's shape and config), which is small, picklable and serialisable as a plan file.
+Running a run twice is harmless: if a finished shard for it is already in the shard folder, the
+worker returns that shard instead of training again (so retries after a kill never duplicate).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from ..errors import BadInputError, CorruptShardError, DmdbError
+from ..plan import Plan, PlannedRun
+from ..shards import read_shard, write_run
+
+PLAN_FILE_VERSION = 1
+
+
+class TrainFn(Protocol):
+    def __call__(self, run: PlannedRun, experiment_config: dict[str, Any]) -> Any: ...
+
+
+def load_train_fn(spec: str) -> TrainFn:
+    """Resolve 'package.module:function' to the function, with an error that says what to fix."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise BadInputError(f"--train takes module:function (e.g. dmdb.demo.worker_fn:train_digits), got {spec!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise BadInputError(f"cannot import the training module {module_name!r}: {e} (is it on PYTHONPATH?)") from e
+    fn = module
+    for part in attr.split("."):
+        fn = getattr(fn, part, None)
+        if fn is None:
+            raise BadInputError(f"module {module_name!r} has no {attr!r}")
+    if not callable(fn):
+        raise BadInputError(f"{spec} is not callable")
+    return fn  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class Job:
+    """What a worker needs to train any run of a plan, without the database."""
+
+    plan: Plan
+    n_targets: int
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, exp: Any, plan: Plan) -> "Job":
+        return cls(plan=plan, n_targets=exp.n_targets, config=dict(exp.config))
+
+    def to_json(self) -> str:
+        return json.dumps({"dmdb_plan_file": PLAN_FILE_VERSION, "plan": self.plan.to_dict(),
+                           "n_targets": self.n_targets, "config": self.config}, indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Job":
+        try:
+            d = json.loads(text)
+            if d.get("dmdb_plan_file") != PLAN_FILE_VERSION:
+                raise BadInputError(f"plan file version {d.get('dmdb_plan_file')!r}, expected {PLAN_FILE_VERSION}")
+            return cls(plan=Plan.from_dict(d["plan"]), n_targets=int(d["n_targets"]), config=dict(d["config"]))
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise BadInputError(f"not a dmdb plan file (write one with `dmdb plan`): {e}") from e
+
+    def save(self, path: str | Path) -> None:
+        tmp = Path(f"{path}.tmp")
+        tmp.write_text(self.to_json())
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Job":
+        try:
+            return cls.from_json(Path(path).read_text())
+        except OSError as e:
+            raise BadInputError(f"cannot read the plan file {path}: {e}") from e
+
+
+def find_shard(directory: str | Path, experiment: str, run_id: int) -> Path | None:
+    """A finished, readable single-run shard of this run in `directory`, if a worker wrote one before."""
+    for path in sorted(Path(directory).glob(f"{experiment}-{run_id}-*.parquet")):
+        try:
+            table, meta = read_shard(path)
+        except CorruptShardError:
+            continue
+        if meta["experiment"] == experiment and table["run_id"].to_pylist() == [run_id]:
+            return path
+    return None
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def run_one(job: Job, run_id: int, train: str, shards: str | Path, worker: str | None = None) -> Path:
+    """Train planned run `run_id` with the function named `train` and write its shard; returns the shard's path."""
+    plan = job.plan
+    done = find_shard(shards, plan.experiment, run_id)
+    if done is not None:
+        return done
+    run = plan.run(run_id)
+    fn = load_train_fn(train)
+    t0 = time.perf_counter()
+    margins = np.asarray(fn(run, dict(job.config)))
+    seconds = time.perf_counter() - t0
+    if margins.shape != (job.n_targets,):
+        raise DmdbError(
+            f"{train} returned margins of shape {margins.shape} for run {run_id}; the experiment has "
+            f"{job.n_targets} targets, so it must return shape ({job.n_targets},)"
+        )
+    return write_run(shards, plan.experiment, run, margins, worker=worker or worker_name(), duration_s=seconds)
+
