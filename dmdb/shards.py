@@ -174,7 +174,8 @@ def read_shard(path: Path) -> tuple[pa.Table, dict[str, Any]]:
     """Read and check one shard file; CorruptShardError names what is wrong."""
     try:
         table = pq.read_table(path, page_checksum_verification=True)
-    except (OSError, pa.ArrowException) as e:
+        names = table.column_names  # a damaged footer can hold names that are not UTF-8
+    except (OSError, ValueError, pa.ArrowException) as e:
         raise CorruptShardError(f"unreadable shard (corrupt or partial Parquet file): {e}") from e
     raw = (table.schema.metadata or {}).get(_META)
     if raw is None:
@@ -190,7 +191,7 @@ def read_shard(path: Path) -> tuple[pa.Table, dict[str, Any]]:
     wrong = [k for k, kind in kinds.items() if not isinstance(meta.get(k), kind) or isinstance(meta.get(k), bool)]
     if wrong:
         raise CorruptShardError(f"the shard's dmdb metadata lacks or garbles {', '.join(wrong)}")
-    missing = [c for c in _COLUMNS if c not in table.column_names]
+    missing = [c for c in _COLUMNS if c not in names]
     if missing:
         raise CorruptShardError(f"shard lacks the column(s) {', '.join(missing)}")
     if table.num_rows != meta["n_runs"]:
