@@ -20,9 +20,8 @@ class LeakageScreen(DataScreen):
     def compose(self) -> ComposeResult:
         yield Header()
         yield Static(id="status", classes="status")
-        with Horizontal(id="leakage"):
-            yield FrameTable(id="candidates")
-            yield Horizontal(id="pair")
+        yield FrameTable(id="candidates")
+        yield Horizontal(id="pair")
         yield KeyFooter()
 
     def reload(self) -> None:

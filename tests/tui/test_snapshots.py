@@ -1,0 +1,55 @@
+"""Text snapshots of the main screens (tests/tui/snapshots/*.txt): layout regressions show as diffs.
+
+The database is opened by a relative path so the header reads the same on every machine;
+timestamps are masked. DMDB_UPDATE_SNAPSHOTS=1 rewrites the files after a deliberate change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from textual.screen import Screen
+
+from tui.app import DmdbApp
+from tui.screens import EmbeddingsScreen, LeakageScreen, OverviewScreen, TargetDetailScreen, TargetsScreen
+from tui.widgets import FrameTable
+
+from helpers import assert_snapshot, screen_text, wait_for
+
+
+def has_table(screen: Screen, selector: str) -> bool:
+    found = screen.query(selector)
+    return bool(found) and found.first(FrameTable).table is not None
+
+
+def test_main_screens(study: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(study.parent)
+
+    async def main() -> None:
+        app = DmdbApp(study.name)
+        async with app.run_test(size=(120, 40)) as pilot:
+            async def settle(cls: type, cond=lambda s: True) -> None:
+                await wait_for(pilot, lambda: isinstance(app.screen, cls) and app.screen.is_mounted and cond(app.screen),
+                               what=cls.__name__)
+                await pilot.pause(0.3)
+                await pilot.pause()
+
+            await settle(OverviewScreen, lambda s: has_table(s, "#fits"))
+            assert_snapshot("overview", screen_text(app), study)
+            await pilot.press("2")
+            await settle(TargetsScreen, lambda s: has_table(s, "#targets"))
+            assert_snapshot("targets", screen_text(app), study)
+            app.open_target(3)
+            await settle(TargetDetailScreen, lambda s: s.ready >= {"info", "cf", "nearest"})
+            assert_snapshot("target_detail", screen_text(app), study)
+            await pilot.press("escape", "3")
+            await settle(LeakageScreen, lambda s: len(s.query("#pair .example")) == 2)
+            assert_snapshot("leakage", screen_text(app), study)
+            await pilot.press("4")
+            await settle(EmbeddingsScreen, lambda s: has_table(s, "#points"))
+            assert_snapshot("embeddings", screen_text(app), study)
+
+    asyncio.run(main())
