@@ -48,6 +48,11 @@ class Database:
             rel = self.con.sql(query, params=params)
             return pl.DataFrame() if rel is None else pl.from_arrow(rel.to_arrow_table())  # type: ignore[return-value]
         except duckdb.Error as e:
+            if self.read_only and "read-only mode" in str(e):
+                raise ReadOnlyError(
+                    f"{self.path} is open read-only, so this statement cannot change it; open it with "
+                    f"read_only=False (`dmdb sql --write`) to modify data. DuckDB said: {e}"
+                ) from e
             raise DmdbError(f"SQL error: {e}") from e
 
     def require_writable(self) -> None:
