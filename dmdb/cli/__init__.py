@@ -8,13 +8,13 @@ import sys
 from typing import Callable, Sequence
 
 from ..errors import DmdbError
-from . import analyses_cmds, demo_cmds, fit_cmds, store_cmds, tui_cmds
+from . import analyses_cmds, demo_cmds, fit_cmds, scale_cmds, store_cmds, tui_cmds
 from .output import FORMATS
 
 DEFAULT_DB = "dmdb.duckdb"
 
 # Each module registers its verbs: register(subparsers, common_parents).
-MODULES: list[Callable[..., None]] = [store_cmds.register, fit_cmds.register, demo_cmds.register, analyses_cmds.register, tui_cmds.register]
+MODULES: list[Callable[..., None]] = [store_cmds.register, fit_cmds.register, demo_cmds.register, analyses_cmds.register, tui_cmds.register, scale_cmds.register]
 
 
 def common_parser() -> argparse.ArgumentParser:

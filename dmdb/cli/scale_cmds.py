@@ -1,0 +1,218 @@
+"""Verbs for studies beyond one process: plan, worker, collect, synth, export."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+from .. import store
+from ..errors import BadInputError, DmdbError
+from ..plan import ROLES
+from ..scale import ENGINES, EngineOptions, Job, SynthSpec, collect, create_synthetic, default_shards_dir, run_one
+from ..scale.export import export_runs, export_weights
+from .output import STDOUT
+from .progress import STDERR, progress_bar, stage_progress
+
+TRAIN_HELP = ("training function as module:function, called fn(run: dmdb.PlannedRun, experiment_config: dict) "
+              "and returning the run's margins, shape (n_targets,); e.g. dmdb.demo.worker_fn:train_digits")
+
+
+def register(sub: Any, parents: tuple[argparse.ArgumentParser, argparse.ArgumentParser]) -> None:
+    common, _ = parents
+    p = sub.add_parser("plan", parents=[common], help="plan seeded runs and write a plan file for workers")
+    p.add_argument("experiment")
+    p.add_argument("--runs", type=int, required=True, help="runs in the plan")
+    p.add_argument("--seed", type=int, default=0, help="plan seed (default 0)")
+    p.add_argument("--role", choices=ROLES, default="fit")
+    p.add_argument("--out", help="plan file to write (default: print the JSON)")
+    p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser(
+        "worker", parents=[common],
+        help="train planned run(s) and write their shards, for Slurm arrays and GNU parallel; exit 0 only on success",
+        description="Trains run I of a plan (I counts from 0 within the plan; default $SLURM_ARRAY_TASK_ID) "
+        "or runs A..B-1, and writes one shard per run. With --plan FILE it never opens the database. "
+        "A run whose shard exists already is not trained again. Load the shards with `dmdb ingest DIR`.",
+    )
+    p.add_argument("experiment")
+    p.add_argument("--train", required=True, help=TRAIN_HELP)
+    p.add_argument("--shards", required=True, help="folder to write shards to")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--index", type=int, help="plan index of the run to train (default: $SLURM_ARRAY_TASK_ID)")
+    which.add_argument("--range", help="plan indices A:B (A included, B not)")
+    p.add_argument("--plan", help="plan file from `dmdb plan` (then the database is not opened)")
+    p.add_argument("--plan-seed", type=int, help="seed of the plan (default 0, or the plan file's)")
+    p.add_argument("--role", choices=ROLES, help="role of the plan (default fit, or the plan file's)")
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser(
+        "collect", parents=[common],
+        help="train a plan's missing runs on local processes or Ray, ingesting their shards as they arrive",
+        description="Resumable: rerun the same command after an interruption and only missing runs are trained. "
+        "Runs whose worker died or raised are retried (--retries).",
+    )
+    p.add_argument("experiment")
+    p.add_argument("--train", required=True, help=TRAIN_HELP)
+    p.add_argument("--runs", type=int, required=True, help="runs in the plan")
+    p.add_argument("--seed", type=int, default=0, help="plan seed (default 0)")
+    p.add_argument("--role", choices=ROLES, default="fit")
+    p.add_argument("--engine", choices=ENGINES, default="local")
+    p.add_argument("--workers", type=int, help="local: worker processes (default: CPU count)")
+    p.add_argument("--retries", type=int, default=3, help="extra tries of a run whose worker died or raised (default 3)")
+    p.add_argument("--shards", help="shard folder (default: DB.shards next to the database; shared by all nodes for Ray)")
+    p.add_argument("--address", help="ray: address of a running cluster (default: start a local one)")
+    p.add_argument("--num-cpus", type=float, default=1.0, help="ray: CPUs per task (default 1)")
+    p.add_argument("--num-gpus", type=float, default=0.0, help="ray: GPUs per task (default 0)")
+    p.set_defaults(func=cmd_collect)
+
+    p = sub.add_parser("synth", parents=[common],
+                       help="create a synthetic experiment with a known sparse true datamodel (stored as fit scores:truth)")
+    p.add_argument("name")
+    p.add_argument("--runs", type=int, required=True, help="fit runs")
+    p.add_argument("--holdout", type=int, help="holdout runs (default: runs / 10)")
+    p.add_argument("--train", type=int, required=True, help="train examples N")
+    p.add_argument("--targets", type=int, required=True, help="targets T")
+    p.add_argument("--density", type=float, default=0.01, help="share of train examples with a true nonzero weight per target")
+    p.add_argument("--noise", type=float, default=0.5, help="noise std relative to the signal's (default 0.5)")
+    p.add_argument("--alpha", type=float, default=0.5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--chunk", type=int, help="runs per transaction (default: about 64 MB of masks)")
+    p.add_argument("--no-truth-fit", action="store_true", help="do not store the truth as a fit (it reads every run back)")
+    p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("export", parents=[common], help="export runs and/or a fit's weights to Parquet")
+    p.add_argument("experiment")
+    p.add_argument("--runs-out", help="Parquet file for the runs (shard format: packed mask bytes, margins list)")
+    p.add_argument("--role", choices=ROLES, help="only runs of this role")
+    p.add_argument("--fit", type=int, help="fit id for --weights-out / --fit-targets-out")
+    p.add_argument("--weights-out", help="Parquet file for the fit's nonzero weights (target, train_idx, weight)")
+    p.add_argument("--fit-targets-out", help="Parquet file for the fit's per-target bias, lambda and scores")
+    p.set_defaults(func=cmd_export)
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    with store.open(args.db) as db:
+        exp = db.experiment(args.experiment)
+        job = Job.of(exp, exp.plan(args.runs, seed=args.seed, role=args.role))
+    if args.out:
+        job.save(args.out)
+        p = job.plan
+        STDERR.print(f"plan of {p.n_runs} {p.role} runs (ids {p.first_run_id}..{p.run_ids[-1]}) written to {args.out}; "
+                     f"train them with `dmdb worker {p.experiment} --plan {args.out} --index I --train MOD:FN --shards DIR`")
+    else:
+        print(job.to_json())
+    return 0
+
+
+def _worker_job(args: argparse.Namespace) -> Job:
+    if args.plan:
+        job = Job.load(args.plan)
+        p = job.plan
+        for what, given, actual in (("experiment", args.experiment, p.experiment), ("role", args.role, p.role),
+                                    ("seed", args.plan_seed, p.seed)):
+            if given is not None and given != actual:
+                raise BadInputError(f"the plan file is for {what} {actual!r}, not {given!r}")
+        return job
+    role, seed = args.role or "fit", 0 if args.plan_seed is None else args.plan_seed
+    with store.open(args.db, read_only=True) as db:
+        exp = db.experiment(args.experiment)
+        plans = [p for p in exp.plans() if p.role == role and p.seed == seed]
+        if not plans:
+            raise BadInputError(f"experiment {exp.name!r} has no {role!r} plan with seed {seed}; make one with "
+                                f"`dmdb plan {exp.name} --runs N --seed {seed} --role {role} --out plan.json`")
+        return Job.of(exp, plans[0])
+
+
+def _indices(args: argparse.Namespace, n_runs: int) -> range:
+    if args.range:
+        try:
+            a, b = (int(x) for x in args.range.split(":"))
+        except ValueError as e:
+            raise BadInputError(f"--range takes A:B (two integers), got {args.range!r}") from e
+        idx = range(a, b)
+    else:
+        index = args.index
+        if index is None:
+            env = os.environ.get("SLURM_ARRAY_TASK_ID")
+            if env is None:
+                raise BadInputError("give --index I or --range A:B (or run inside a Slurm array job)")
+            index = int(env)
+        idx = range(index, index + 1)
+    if not idx or idx.start < 0 or idx.stop > n_runs:
+        raise BadInputError(f"plan indices must lie in 0..{n_runs - 1}, got {idx.start}..{idx.stop - 1}")
+    return idx
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    job = _worker_job(args)
+    failed = 0
+    for i in _indices(args, job.plan.n_runs):
+        run_id = job.plan.first_run_id + i
+        try:
+            path = run_one(job, run_id, args.train, args.shards)
+        except BadInputError:
+            raise  # a wrong --train or bad arguments: no other run can succeed either
+        except Exception as e:  # noqa: BLE001 - the user's training failed: report it, go on with the range
+            if args.debug:
+                raise
+            failed += 1
+            STDERR.print(f"dmdb worker: run {run_id} (index {i}) failed: {type(e).__name__}: {e}")
+            continue
+        if not args.quiet:
+            STDERR.print(f"run {run_id} (index {i}): {path}")
+    return 1 if failed else 0
+
+
+def cmd_collect(args: argparse.Namespace) -> int:
+    opts = EngineOptions(engine=args.engine, workers=args.workers, retries=args.retries, address=args.address,
+                         num_cpus=args.num_cpus, num_gpus=args.num_gpus)
+    shards = Path(args.shards) if args.shards else default_shards_dir(args.db)
+    with store.open(args.db) as db:
+        exp = db.experiment(args.experiment)
+        plan = exp.plan(args.runs, seed=args.seed, role=args.role)
+        with progress_bar(f"collecting {plan.role} runs", args.quiet) as bar:
+            rep = collect(exp, plan, args.train, opts, shards, progress=bar)
+    STDERR.print(f"{rep.planned} planned runs: {rep.already_recorded} were recorded before, {rep.trained} trained now "
+                 f"({rep.retried} after a retry), {len(rep.failed)} failed; shards in {shards}")
+    for run_id, why in sorted(rep.failed.items()):
+        STDERR.print(f"[red]run {run_id} failed[/red]: {why}")
+    for name, why in rep.bad_shards:
+        STDERR.print(f"[red]bad shard[/red] {name}: {why}")
+    if rep.missing:
+        STDERR.print(f"[red]{len(rep.missing)} runs still missing[/red]; rerun the same command to resume")
+    return 0 if rep.ok else 1
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    spec = SynthSpec(args.train, args.targets, density=args.density, noise=args.noise, seed=args.seed, alpha=args.alpha)
+    holdout = args.runs // 10 if args.holdout is None else args.holdout
+    with store.open(args.db) as db, stage_progress(args.quiet) as bar:
+        exp, truth = create_synthetic(db, args.name, spec, args.runs, holdout, args.chunk, not args.no_truth_fit, bar)
+        n = exp.n_runs()
+    lds = "" if truth is None or truth.lds is None else f"; the truth (fit {truth.fit_id}) has LDS {truth.lds:.4f}"
+    STDERR.print(f"synthetic experiment {args.name!r}: {n} runs x {spec.n_train} train x {spec.n_targets} targets, "
+                 f"{spec.k} true nonzero weights per target{lds}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    if not (args.runs_out or args.weights_out or args.fit_targets_out):
+        raise BadInputError("nothing to export: give --runs-out and/or --fit ID with --weights-out / --fit-targets-out")
+    if (args.weights_out or args.fit_targets_out) and args.fit is None:
+        raise BadInputError("--weights-out and --fit-targets-out need --fit ID (see `dmdb fits`)")
+    with store.open(args.db, read_only=True) as db:
+        exp = db.experiment(args.experiment)
+        if args.runs_out:
+            n = export_runs(exp, args.runs_out, role=args.role)
+            STDOUT.print(f"{n} runs of {exp.name!r} written to {args.runs_out}")
+        if args.fit is not None:
+            fit = db.fit(args.fit)
+            if fit.experiment != exp.name:
+                raise DmdbError(f"fit {fit.fit_id} belongs to experiment {fit.experiment!r}, not {exp.name!r}")
+            n = export_weights(fit, args.weights_out, args.fit_targets_out)
+            for what, path in (("weights", args.weights_out), ("per-target table", args.fit_targets_out)):
+                if path:
+                    STDOUT.print(f"fit {fit.fit_id} {what} written to {path}" + (f" ({n} nonzeros)" if what == "weights" else ""))
+    return 0
