@@ -53,6 +53,7 @@ def test_two_ingesters_at_once(tmp_path: Path) -> None:
             assert exp.missing() == []
             rp.check_runs_whole(exp, plan)
             assert ingest(db, d).runs_added == 0
+    print(f"[reliability] two ingesters: {outcomes}, no duplicates")
     assert sum(outcomes.values()) == rp.iterations(4, 20)
 
 

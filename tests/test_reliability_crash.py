@@ -72,6 +72,7 @@ def test_kill_shard_worker_at_random_moments(tmp_path: Path) -> None:
             l, du = _resume_and_check(db, plan, shards)
         lost, dup = lost + l, dup + du
         shutil.rmtree(d)
+    print(f"[reliability] shard worker: {n} kills, {kills_mid_write} mid-write, lost {lost}, duplicated {dup}")
     assert (lost, dup) == (0, 0)
     assert kills_mid_write >= n // 2, "most kills should land while the worker is still writing"
 
@@ -116,6 +117,7 @@ def test_kill_ingester_mid_ingest(tmp_path: Path, shard_folder: tuple[Path, dict
             lost += 300 - len(got)
             dup += rows - distinct
         path.unlink()
+    print(f"[reliability] ingester: {n} kills, {partial_states} left a partial ingest, lost {lost}, duplicated {dup}")
     assert (lost, dup) == (0, 0)
     assert partial_states >= n // 3, "kills should often land mid-ingest"
 
@@ -149,6 +151,7 @@ def test_kill_recorder_mid_record_batch(tmp_path: Path) -> None:
             dup += rows - distinct
             assert exp.missing() == []
         path.unlink()
+    print(f"[reliability] recorder: {n} kills, {partial_states} partial, {acked_total} acknowledged batches, lost {lost}, duplicated {dup}")
     assert (lost, dup) == (0, 0)
     assert partial_states >= n // 3 and acked_total > 0
 
@@ -178,3 +181,49 @@ def test_acknowledged_record_and_ingest_survive_kill_right_after_return(tmp_path
                 assert exp.missing() == []
                 assert rp.run_counts(db, name) == (len(pl_), len(pl_))
                 rp.check_runs_whole(exp, pl_)
+
+
+FIT_TABLES = ("fit_targets", "fit_runs", "weights", "fit_curve")
+
+
+def _check_fits_whole(db: dmdb.Database, n_train: int, n_targets: int, n_runs: int) -> int:
+    """No row of a fit without its fits row, and every stored fit complete; returns the number of fits."""
+    fits = [r[0] for r in db.con.execute("SELECT fit_id FROM fits").fetchall()]
+    for table in FIT_TABLES:
+        orphans = db.con.execute(f"SELECT count(*) FROM {table} WHERE fit_id NOT IN (SELECT fit_id FROM fits)").fetchall()
+        assert orphans[0][0] == 0, f"{table} holds rows of a fit that has no fits row"
+    for fit_id in fits:
+        counts = [db.con.execute(f"SELECT count(*) FROM {t} WHERE fit_id = ?", [fit_id]).fetchall()[0][0] for t in FIT_TABLES[:3]]
+        assert counts == [n_targets, n_runs, n_train * n_targets], f"fit {fit_id} is incomplete: {counts}"
+    return len(fits)
+
+
+def test_kill_fit_midway(tmp_path: Path) -> None:
+    """`dmdb fit` (difference in means: dense weights, so the final write takes a while) killed at
+    random moments leaves no partial fit; the killed fits never appear and a rerun completes."""
+    n_train, n_targets = 3000, 200
+    path = tmp_path / "fit.duckdb"
+    with dmdb.open(path) as db:
+        exp = db.create_experiment("f", n_train, n_targets, alpha=0.5)
+        rng = np.random.default_rng(0)
+        w = rng.standard_normal((n_train, n_targets)).astype(np.float32)
+        for role, n in (("fit", 300), ("holdout", 60)):
+            plan = exp.plan(n, seed=0, role=role)
+            m = plan.masks()
+            exp.record_batch(list(plan.run_ids), m, m @ w / 100, role=role)
+    ctx = rp.context()
+    argv = ["fit", "f", "--estimator", "diff-means", "--device", "cpu", "--db", str(path), "-q"]
+    rng_kill = random.Random(17)
+    committed = 0
+    for it in range(rp.iterations(4, 50)):
+        acks = tmp_path / f"acks{it}"
+        rp.run_and_kill(ctx, rp.cli, (argv, str(tmp_path / "err"), str(acks)), acks, rp.random_delay(rng_kill, 3.0))
+        with dmdb.open(path) as db:
+            committed = _check_fits_whole(db, n_train, n_targets, 360)
+    print(f"[reliability] fit: {rp.iterations(4, 50)} kills, {committed} fits committed before a kill, no partial fit")
+    p = ctx.Process(target=rp.cli, args=(argv, str(tmp_path / "err")))
+    p.start()
+    p.join(300)
+    assert p.exitcode == 0, (tmp_path / "err").read_text()
+    with dmdb.open(path) as db:
+        assert _check_fits_whole(db, n_train, n_targets, 360) == committed + 1

@@ -345,4 +345,5 @@ def test_single_byte_flips_never_ingest_wrong_data(fdb: dmdb.Database) -> None:
             np.testing.assert_array_equal(exp.masks(runs=range(base, base + 3)), masks)
             np.testing.assert_array_equal(exp.margins(runs=range(base, base + 3)), margins)
             outcomes["harmless"] += 1
+    print(f"[reliability] single-byte flips: {outcomes}, none ingested changed data")
     assert outcomes["reported"] > outcomes["harmless"]
