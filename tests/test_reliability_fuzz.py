@@ -31,6 +31,7 @@ FUZZ = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     derandomize=not rp.STRESS,
+    database=None,  # no example store in the checkout: failures print their reproducing example
 )
 _ids = itertools.count(1000, 100)
 
