@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 from pathlib import Path
 
@@ -15,13 +17,17 @@ from dmdb.demo.pipeline import DemoConfig, run_demo
 
 
 @pytest.fixture(scope="module")
-def quick_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def quick(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """The quick demo's database and the summary it printed."""
     path = tmp_path_factory.mktemp("demo") / "demo.duckdb"
-    assert main(["demo", "--quick", "--quiet", "--db", str(path), "--threads", "1"]) == 0
-    return path
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["demo", "--quick", "--quiet", "--db", str(path), "--threads", "1"]) == 0
+    return path, out.getvalue()
 
 
-def test_quick_demo_stores_runs_fits_and_verification(quick_db: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_quick_demo_stores_runs_fits_and_verification(quick: tuple[Path, str]) -> None:
+    quick_db, out = quick
     with dmdb.open(quick_db, read_only=True) as db:
         exp = db.experiment("digits-linear")
         assert (exp.n_train, exp.n_targets) == (1000, 797)
@@ -51,7 +57,6 @@ def test_quick_demo_stores_runs_fits_and_verification(quick_db: Path, capsys: py
         top = next(i for i in infos if i["purpose"] == "counterfactual")
         w = db.fit(1).weights(top["target"]).sort("weight", descending=True).head(top["k"])
         assert sorted(w["train_idx"].to_list()) == sorted(top["removed"])
-    out = capsys.readouterr().out
     assert "LDS" in out and f"dmdb tui {quick_db}" in out and "Spearman" in out
 
 
