@@ -93,12 +93,18 @@ def run_local(opts: EngineOptions, job: Job, run_ids: list[int], train: str, sha
 
     try:
         while queue or in_flight:
-            while queue and len(in_flight) < workers:
+            broken = False
+            while queue and len(in_flight) < workers and not broken:
+                try:
+                    future = pool.submit(run_one, job, queue[0], train, str(shards))
+                except BrokenProcessPool:  # a worker died since the last wait
+                    broken = True
+                    continue
                 run_id = queue.popleft()
                 attempts[run_id] += 1
-                in_flight[pool.submit(run_one, job, run_id, train, str(shards))] = run_id
+                in_flight[future] = run_id
             done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-            if any(isinstance(f.exception(), BrokenProcessPool) for f in done):
+            if broken or any(isinstance(f.exception(), BrokenProcessPool) for f in done):
                 done, _ = wait(in_flight)  # the broken pool fails every other run in flight at once
                 pool.shutdown(wait=True, cancel_futures=True)
                 pool = ProcessPoolExecutor(workers, mp_context=_context())

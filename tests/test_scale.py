@@ -1,0 +1,293 @@
+"""Scale-out: training functions, plan files, workers, collect on local processes and Ray, synth, export."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+import dmdb
+from dmdb.cli import main
+from dmdb.scale import (
+    EngineOptions, Job, SynthSpec, collect, create_synthetic, find_shard, load_train_fn, run_one, true_weights,
+)
+from dmdb.scale.export import export_runs, export_weights
+from dmdb.scale.synth import synth_margins
+from dmdb.shards import ingest
+
+TESTS = Path(__file__).resolve().parent
+SPEC = SynthSpec(n_train=50, n_targets=3, density=0.1, noise=0.2, seed=4)
+KILLER = "scale_fns:train_or_die"
+
+
+def expected(plan: dmdb.Plan, spec: SynthSpec = SPEC) -> np.ndarray:
+    """Brute force: bias + mask @ W + the run's own noise, from the dense true weights."""
+    runs = list(plan)
+    masks = np.stack([r.mask for r in runs])
+    _, _, bias = __import__("dmdb.scale.synth", fromlist=["true_model"]).true_model(spec)
+    noise = np.stack([np.random.default_rng([spec.seed, r.seed]).standard_normal(spec.n_targets) for r in runs])
+    return masks @ true_weights(spec) + bias + spec.noise * noise
+
+
+def make_exp(db: dmdb.Database, tmp_path: Path, **config: object) -> dmdb.Experiment:
+    return db.create_experiment("syn", SPEC.n_train, SPEC.n_targets, alpha=SPEC.alpha,
+                                config={**SPEC.config(), "marker_dir": str(tmp_path), **config})
+
+
+def assert_exactly_once(exp: dmdb.Experiment, plan: dmdb.Plan) -> None:
+    ids = exp.run_ids()
+    assert ids.tolist() == list(plan.run_ids)  # each planned run once, nothing else
+    np.testing.assert_allclose(exp.margins(), expected(plan), rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(exp.masks(), plan.masks())
+
+
+# -- the training-function interface and workers ----------------------------------------------
+
+
+def test_load_train_fn_names_the_problem() -> None:
+    assert load_train_fn("dmdb.scale.synth:train_synthetic").__name__ == "train_synthetic"
+    for spec, words in (("nocolon", "module:function"), ("no_such_mod:f", "cannot import"),
+                        ("dmdb.scale.synth:nope", "has no 'nope'"), ("dmdb.scale.synth:GATHER_ELEMENTS", "not callable")):
+        with pytest.raises(dmdb.BadInputError, match=words):
+            load_train_fn(spec)
+
+
+def test_plan_file_round_trip(db: dmdb.Database, tmp_path: Path) -> None:
+    exp = make_exp(db, tmp_path)
+    job = Job.of(exp, exp.plan(5, seed=2))
+    job.save(tmp_path / "plan.json")
+    back = Job.load(tmp_path / "plan.json")
+    assert back == job
+    np.testing.assert_array_equal(back.plan.masks(), job.plan.masks())
+    (tmp_path / "bad.json").write_text(json.dumps({"plan": {}}))
+    with pytest.raises(dmdb.BadInputError, match="not a dmdb plan file"):
+        Job.load(tmp_path / "bad.json")
+
+
+def test_run_one_writes_once_and_checks_shape(db: dmdb.Database, tmp_path: Path) -> None:
+    exp = make_exp(db, tmp_path)
+    plan = exp.plan(2)
+    job, shards = Job.of(exp, plan), tmp_path / "shards"
+    first = run_one(job, plan.first_run_id, "dmdb.scale.synth:train_synthetic", shards)
+    assert run_one(job, plan.first_run_id, "scale_fns:always_raise", shards) == first  # done: not trained again
+    assert find_shard(shards, "syn", plan.first_run_id) == first
+    with pytest.raises(dmdb.DmdbError, match=r"must return shape \(3,\)"):
+        run_one(job, plan.first_run_id + 1, "scale_fns:wrong_shape", shards)
+    assert find_shard(shards, "syn", plan.first_run_id + 1) is None
+
+
+def test_worker_cli_plan_file_range_and_slurm_index(db_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    with dmdb.open(db_path) as db:
+        make_exp(db, tmp_path)
+    base = ["--db", str(db_path), "-q"]
+    assert main(["plan", "syn", "--runs", "6", "--seed", "1", "--out", str(tmp_path / "p.json"), *base]) == 0
+    work = ["worker", "syn", "--plan", str(tmp_path / "p.json"), "--shards", str(tmp_path / "sh"), *base]
+    assert main([*work, "--train", "dmdb.scale.synth:train_synthetic", "--range", "0:4"]) == 0
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "4")
+    assert main([*work, "--train", "dmdb.scale.synth:train_synthetic"]) == 0
+    assert main([*work, "--train", "scale_fns:always_raise", "--index", "5"]) == 1
+    assert "run 5 (index 5) failed: RuntimeError: training of run 5 diverged" in capsys.readouterr().err
+    assert main([*work, "--train", "dmdb.scale.synth:train_synthetic", "--index", "6"]) == 1
+    assert main([*work, "--train", "dmdb.scale.synth:train_synthetic", "--index", "0", "--role", "holdout"]) == 1
+    # the database route: the plan read from the database, opened read-only
+    assert main(["worker", "syn", "--plan-seed", "1", "--index", "5", "--train", "dmdb.scale.synth:train_synthetic",
+                 "--shards", str(tmp_path / "sh"), *base]) == 0
+    assert main(["ingest", str(tmp_path / "sh"), *base]) == 0
+    with dmdb.open(db_path) as db:
+        exp = db.experiment("syn")
+        assert_exactly_once(exp, exp.plan(6, seed=1))
+
+
+# -- collect ----------------------------------------------------------------------------------
+
+
+def test_collect_local_retries_a_killed_worker(db: dmdb.Database, tmp_path: Path) -> None:
+    exp = make_exp(db, tmp_path, die_on=[1, 4])  # run ids 1 and 4 kill their worker process mid-run once
+    plan = exp.plan(8)
+    seen: list[tuple[int, int]] = []
+    rep = collect(exp, plan, KILLER, EngineOptions(workers=2), tmp_path / "sh", progress=lambda d, t: seen.append((d, t)))
+    assert rep.ok and rep.trained == 8 and rep.already_recorded == 0
+    assert rep.retried >= 2  # the killed runs, and any run that shared the broken pool
+    assert sorted(p.name for p in tmp_path.glob("died-*")) == ["died-1", "died-4"]
+    assert seen[-1] == (8, 8)
+    assert_exactly_once(exp, plan)
+    again = collect(exp, plan, KILLER, EngineOptions(workers=2), tmp_path / "sh")
+    assert (again.already_recorded, again.trained) == (8, 0)
+
+
+def test_collect_gives_up_after_retries(db: dmdb.Database, tmp_path: Path) -> None:
+    exp = make_exp(db, tmp_path)
+    plan = exp.plan(2)
+    rep = collect(exp, plan, "scale_fns:always_raise", EngineOptions(workers=1, retries=1), tmp_path / "sh")
+    assert not rep.ok and rep.trained == 0
+    assert sorted(rep.failed) == [0, 1] and "diverged" in rep.failed[0]
+    assert exp.n_runs() == 0
+
+
+def test_collect_cli_resumes_after_the_collector_is_killed(db_path: Path, tmp_path: Path) -> None:
+    with dmdb.open(db_path) as db:
+        make_exp(db, tmp_path, sleep=0.3)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
+    cmd = [sys.executable, "-m", "dmdb", "collect", "syn", "--train", KILLER, "--runs", "12", "--workers", "2",
+           "--shards", str(tmp_path / "sh"), "--db", str(db_path), "-q"]
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while len(list((tmp_path / "sh").glob("*.parquet"))) < 3 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGKILL)  # the collector and its workers, mid-collection
+    proc.wait()
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "12 planned runs" in done.stderr
+    with dmdb.open(db_path) as db:
+        exp = db.experiment("syn")
+        assert_exactly_once(exp, exp.plan(12))
+
+
+def test_collect_on_ray_retries_a_killed_task(db: dmdb.Database, tmp_path: Path) -> None:
+    ray = pytest.importorskip("ray")
+    exp = make_exp(db, tmp_path, die_on=[2])
+    plan = exp.plan(6)
+    ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": str(TESTS)}})
+    try:
+        rep = collect(exp, plan, KILLER, EngineOptions(engine="ray", retries=2), tmp_path / "sh")
+    finally:
+        ray.shutdown()
+    assert rep.ok and rep.trained == 6, rep
+    assert (tmp_path / "died-2").exists()
+    assert_exactly_once(exp, plan)
+
+
+# -- synthetic studies ------------------------------------------------------------------------
+
+
+def test_synth_margins_follow_the_true_model(db: dmdb.Database) -> None:
+    exp, truth = create_synthetic(db, "syn", SPEC, fit_runs=40, holdout_runs=10, chunk=7)
+    np.testing.assert_allclose(exp.margins("fit"), expected(exp.plan(40, seed=SPEC.seed)), rtol=1e-5, atol=1e-5)
+    assert truth is not None and truth.estimator == "scores:truth"
+    w = truth.weights()
+    W = true_weights(SPEC)
+    assert len(w) == SPEC.k * SPEC.n_targets == np.count_nonzero(W)
+    np.testing.assert_allclose(w["weight"].to_numpy(), W[w["train_idx"].to_numpy(), w["target"].to_numpy()], rtol=1e-6)
+    again, _ = create_synthetic(db, "syn", SPEC, fit_runs=40, holdout_runs=10, truth_fit=False)  # resumes: no-op
+    assert again.n_runs() == 50
+    with pytest.raises(dmdb.BadInputError, match="another synthetic spec"):
+        create_synthetic(db, "syn", SynthSpec(50, 3, seed=5), fit_runs=1)
+
+
+def test_lasso_recovers_the_synthetic_truth(db: dmdb.Database) -> None:
+    spec = SynthSpec(n_train=120, n_targets=4, density=0.05, noise=0.2, seed=1)
+    exp, truth = create_synthetic(db, "syn", spec, fit_runs=1500, holdout_runs=200)
+    fit = exp.fit("lasso")
+    W = true_weights(spec)
+    w = fit.weights()
+    est = np.zeros_like(W)
+    est[w["train_idx"].to_numpy(), w["target"].to_numpy()] = w["weight"].to_numpy()
+    assert np.corrcoef(est.ravel(), W.ravel())[0, 1] > 0.99
+    big = np.abs(W) > 0.3
+    assert (np.sign(est[big]) == np.sign(W[big])).all()
+    assert np.abs(est - W).max() < 0.1
+    assert truth is not None and fit.lds is not None and fit.lds > truth.lds - 0.02
+
+
+def test_synth_cli(db_path: Path) -> None:
+    assert main(["synth", "s", "--runs", "60", "--train", "30", "--targets", "2", "--density", "0.1",
+                 "--db", str(db_path), "-q"]) == 0
+    with dmdb.open(db_path, read_only=True) as db:
+        exp = db.experiment("s")
+        assert (exp.n_runs("fit"), exp.n_runs("holdout")) == (60, 6)
+        assert SynthSpec.from_config(exp.config) == SynthSpec(30, 2, density=0.1)
+        assert db.fits()["estimator"].to_list() == ["scores:truth"]
+
+
+# -- Parquet out, and shards queried in place ---------------------------------------------------
+
+
+def _unpack(col: pl.Series, n_train: int) -> np.ndarray:
+    packed = np.stack([np.frombuffer(b, dtype=np.uint8) for b in col.to_list()])
+    return np.unpackbits(packed, axis=1, count=n_train).astype(bool)
+
+
+def test_export_runs_and_weights(db: dmdb.Database, tmp_path: Path) -> None:
+    exp, truth = create_synthetic(db, "syn", SPEC, fit_runs=30, holdout_runs=5)
+    assert truth is not None
+    assert export_runs(exp, tmp_path / "runs.parquet") == 35
+    runs = pl.read_parquet(tmp_path / "runs.parquet")
+    assert runs["run_id"].to_list() == exp.run_ids().tolist()
+    np.testing.assert_array_equal(_unpack(runs["mask"], exp.n_train), exp.masks())
+    np.testing.assert_array_equal(np.stack(runs["margins"].to_numpy()), exp.margins())
+    assert runs["n_kept"].to_list() == exp.masks().sum(axis=1).tolist()
+    assert export_runs(exp, tmp_path / "holdout.parquet", role="holdout") == 5
+
+    assert export_weights(truth, tmp_path / "w.parquet", tmp_path / "t.parquet") == SPEC.k * SPEC.n_targets
+    assert pl.read_parquet(tmp_path / "w.parquet").equals(truth.weights())
+    targets = pl.read_parquet(tmp_path / "t.parquet")
+    np.testing.assert_array_equal(targets["bias"].to_numpy(), truth.targets()["bias"].to_numpy())
+
+    # an export is a shard: another database ingests it
+    with dmdb.open(tmp_path / "other.duckdb") as other:
+        copy = other.create_experiment("syn", SPEC.n_train, SPEC.n_targets, config=exp.config)
+        (tmp_path / "in").mkdir()
+        os.replace(tmp_path / "runs.parquet", tmp_path / "in" / "runs.parquet")
+        assert ingest(other, tmp_path / "in").runs_added == 35
+        np.testing.assert_array_equal(copy.masks(), exp.masks())
+
+
+def test_export_cli(db_path: Path, tmp_path: Path) -> None:
+    with dmdb.open(db_path) as db:
+        exp, truth = create_synthetic(db, "syn", SPEC, fit_runs=20, holdout_runs=4)
+        assert truth is not None
+        expected_w, fit_id = truth.weights(), truth.fit_id
+    base = ["--db", str(db_path), "-q"]
+    assert main(["export", "syn", "--runs-out", str(tmp_path / "r.parquet"), "--fit", str(fit_id),
+                 "--weights-out", str(tmp_path / "w.parquet"), *base]) == 0
+    assert pl.read_parquet(tmp_path / "r.parquet").height == 24
+    assert pl.read_parquet(tmp_path / "w.parquet").equals(expected_w)
+    assert main(["export", "syn", *base]) == 1
+    assert main(["export", "syn", "--weights-out", str(tmp_path / "x.parquet"), *base]) == 1
+
+
+def test_read_shards_macro_matches_the_ingested_runs(db: dmdb.Database, tmp_path: Path) -> None:
+    exp = make_exp(db, tmp_path)
+    plan = exp.plan(4)
+    job = Job.of(exp, plan)
+    for run_id in plan.run_ids:
+        run_one(job, run_id, "dmdb.scale.synth:train_synthetic", tmp_path / "sh")
+    glob = str(tmp_path / "sh" / "*.parquet")
+    direct = db.sql("SELECT experiment, run_id, bit_count(mask) AS kept, get_bit(mask, 7) AS bit7, margins "
+                    "FROM read_shards(?) ORDER BY run_id", [glob])
+    assert direct["experiment"].unique().to_list() == ["syn"]
+    masks = plan.masks()
+    assert direct["kept"].to_list() == masks.sum(axis=1).tolist()
+    assert direct["bit7"].to_list() == masks[:, 7].astype(int).tolist()
+    np.testing.assert_allclose(np.stack(direct["margins"].to_numpy()), expected(plan), rtol=1e-5, atol=1e-5)
+    ingest(db, tmp_path / "sh")
+    same = db.sql("SELECT count(*) AS n FROM runs r JOIN read_shards(?) s USING (experiment, run_id) "
+                  "WHERE r.mask = s.mask AND r.margins = s.margins", [glob])
+    assert same["n"][0] == 4
+
+
+# -- the digits training function ---------------------------------------------------------------
+
+
+def test_train_digits_matches_train_models(db: dmdb.Database) -> None:
+    from dmdb.demo.data import load_digits_split
+    from dmdb.demo.train import train_models
+    from dmdb.demo.worker_fn import digits_config, train_digits
+
+    data = load_digits_split(n_train=200, n_targets=30)
+    exp = db.create_experiment("digits", 200, 30, config=digits_config(n_targets=30))
+    run = exp.plan(1).run(0)
+    got = train_digits(run, exp.config)
+    want = train_models(data, run.mask[None, :], [run.seed], kind="linear", device="cpu").margins[0]
+    assert got.shape == (30,)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
