@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from polars.testing import assert_frame_equal
 from sklearn.decomposition import PCA
 from sklearn.metrics import adjusted_rand_score
 
