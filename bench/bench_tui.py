@@ -158,7 +158,9 @@ def report(name: str, path: Path, repeat: int) -> None:
     app_times = asyncio.run(measure_app(path, targets, repeat))
     wall = time.perf_counter() - t0
     svc = measure_service(path, targets)
-    print(f"\n{name}: {n_targets:,} targets, {n_weights:,} weight rows ({wall:.0f} s for the app run)")
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"\n{name}: {n_targets:,} targets, {n_weights:,} weight rows ({wall:.0f} s for the app run; "
+          f"load average {load} on {os.cpu_count()} CPUs: latencies grow with it)")
     print(f"  {'interaction':<20s} {'median':>9s} {'aim':>7s} {'median/aim':>11s} {'service only':>13s}   n")
     for key, aim in AIMS.items():
         med = statistics.median(app_times[key])
