@@ -11,9 +11,9 @@ import multiprocessing as mp
 from collections import Counter, deque
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 from ..errors import BadInputError
 from .task import Job, find_shard, run_one
@@ -41,7 +41,6 @@ class EngineOptions:
     address: str | None = None  # ray: cluster address (None: start a local one)
     num_cpus: float = 1.0  # ray: CPUs per task
     num_gpus: float = 0.0  # ray: GPUs per task
-    ray_init: dict[str, Any] = field(default_factory=dict)  # ray: extra ray.init arguments (tests: num_cpus)
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
@@ -139,9 +138,9 @@ def run_ray(opts: EngineOptions, job: Job, run_ids: list[int], train: str, shard
         import ray
     except ImportError as e:
         raise BadInputError("the ray engine needs Ray: pip install 'dmdb[ray]'") from e
-    started_here = not ray.is_initialized()
+    started_here = not ray.is_initialized()  # a caller may ray.init() itself, with its own options
     if started_here:
-        ray.init(address=opts.address, **opts.ray_init)
+        ray.init(address=opts.address)
     task = ray.remote(_ray_task).options(
         num_cpus=opts.num_cpus, num_gpus=opts.num_gpus, max_retries=opts.retries, retry_exceptions=True
     )

@@ -1,0 +1,153 @@
+"""Scale benchmark: stream a synthetic CIFAR-10-sized study into dmdb, fit a slice, project the full study.
+
+1. Ingest: R runs x N train x T targets from `dmdb synth`'s generator, `--chunk` runs per
+   transaction, against the baseline of writing the same generated chunks to .npy memmaps (the
+   reference store). Each side runs in its own process: time, peak RSS, file size.
+2. Fit: lasso on a slice (all N train examples, `--fit-runs` runs, `--fit-targets` targets) on
+   the CPU (or `--device cuda`), compared with the stored truth's LDS.
+3. Projection of the 300,000 runs x 50,000 x 10,000 study from the slice, stage by stage (see
+   `project`): the solver forms the Gram matrix X'X once (runs x N^2) and runs FISTA on it
+   (N^2 x targets per iteration), so the path's iteration count is the one assumption carried
+   over from the slice. At N = 50,000 the Gram matrix alone is 10 GB in float32.
+
+    python bench/bench_scale.py                                    # small: 2,000 x 50,000 x 1,000
+    python bench/bench_scale.py --runs 100000 --fit-runs 20000 --fit-train 50000 --fit-targets 100  # the issue's
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import dmdb
+from dmdb.scale import SynthSpec, create_synthetic
+from dmdb.scale.synth import synth_margins
+
+FULL = {"runs": 300_000, "n_train": 50_000, "targets": 10_000}
+
+
+def spec_of(a: argparse.Namespace) -> SynthSpec:
+    return SynthSpec(a.train, a.targets, density=a.density, noise=a.noise, seed=0)
+
+
+def ingest_npy(a: argparse.Namespace, out: Path) -> dict[str, float]:
+    """Baseline: the same plan's masks and synthetic margins, chunk by chunk, into .npy memmaps."""
+    spec = spec_of(a)
+    with dmdb.open(":memory:") as db:  # only to build the same plan (no runs are written)
+        plan = db.create_experiment("p", spec.n_train, spec.n_targets, config=spec.config()).plan(a.runs, seed=0)
+    t0 = time.perf_counter()
+    mm = np.lib.format.open_memmap(out / "masks.npy", mode="w+", dtype=bool, shape=(a.runs, spec.n_train))
+    ym = np.lib.format.open_memmap(out / "margins.npy", mode="w+", dtype=np.float32, shape=(a.runs, spec.n_targets))
+    for s in range(0, a.runs, a.chunk):
+        runs = [plan.run(r) for r in range(s, min(s + a.chunk, a.runs))]
+        masks = np.stack([r.mask for r in runs])
+        mm[s : s + len(runs)] = masks
+        ym[s : s + len(runs)] = synth_margins(spec, masks, [r.seed for r in runs])
+    mm.flush()
+    ym.flush()
+    del mm, ym
+    size = (out / "masks.npy").stat().st_size + (out / "margins.npy").stat().st_size
+    return {"seconds": time.perf_counter() - t0, "bytes": size}
+
+
+def ingest_dmdb(a: argparse.Namespace, out: Path) -> dict[str, float]:
+    t0 = time.perf_counter()
+    with dmdb.open(out / "scale.duckdb") as db:
+        create_synthetic(db, "scale", spec_of(a), a.runs, a.holdout, chunk=a.chunk, truth_fit=False)
+    return {"seconds": time.perf_counter() - t0, "bytes": (out / "scale.duckdb").stat().st_size}
+
+
+def fit_slice(a: argparse.Namespace, out: Path) -> dict[str, Any]:
+    """Lasso on a synthetic slice (its own experiment), with the time of each stage of the fit."""
+    spec = SynthSpec(a.fit_train, a.fit_targets, density=a.density * a.train / a.fit_train, noise=a.noise, seed=1)
+    ends: dict[str, float] = {}
+    with dmdb.open(out / "scale.duckdb") as db:
+        exp, truth = create_synthetic(db, "slice", spec, a.fit_runs, max(1, a.fit_runs // 10))
+        t0 = time.perf_counter()
+        fit = exp.fit("lasso", device=a.device, k=a.k, patience=a.patience,
+                      progress=lambda stage, done, total: ends.__setitem__(stage, time.perf_counter()))
+    stages, last = {}, t0
+    for stage, end in sorted(ends.items(), key=lambda kv: kv[1]):
+        stages[stage], last = end - last, end
+    return {"seconds": fit.seconds, "stages": stages, "lds": fit.lds, "truth_lds": truth.lds if truth else None,
+            "device": fit.device, "n_runs": fit.n_fit_runs + fit.n_val_runs}
+
+
+def project(fit: dict[str, Any], runs: int, n_train: int, targets: int) -> dict[str, float]:
+    """Seconds of each fit stage scaled to the full study by the stage's cost law.
+
+    reading runs: runs x N; statistics (the Gram matrix X'X): runs x N^2; lasso path (FISTA
+    iterations on the Gram matrix): N^2 x targets, at the slice's iteration count.
+    """
+    r, n, t = FULL["runs"] / runs, FULL["n_train"] / n_train, FULL["targets"] / targets
+    law = {"reading runs": r * n, "statistics": r * n * n, "lasso path": n * n * t}
+    return {stage: sec * law.get(stage, r * n * t) for stage, sec in fit["stages"].items()}
+
+
+def child(phase: str, a: argparse.Namespace, out: Path) -> dict[str, float]:
+    """Run one phase in a fresh process, so its peak RSS is its own."""
+    cmd = [sys.executable, __file__, "--phase", phase, "--dir", str(out), *sys.argv[1:]]
+    res = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--runs", type=int, default=2_000)
+    p.add_argument("--holdout", type=int, default=200)
+    p.add_argument("--train", type=int, default=50_000)
+    p.add_argument("--targets", type=int, default=1_000)
+    p.add_argument("--density", type=float, default=0.001)
+    p.add_argument("--noise", type=float, default=0.5)
+    p.add_argument("--chunk", type=int, default=500, help="runs per transaction / per .npy write")
+    p.add_argument("--fit-runs", type=int, default=2_000)
+    p.add_argument("--fit-train", type=int, default=2_000, help="train examples of the fit slice (the issue's: 50,000)")
+    p.add_argument("--fit-targets", type=int, default=10)
+    p.add_argument("--k", type=int, default=30, help="lambdas on the path")
+    p.add_argument("--patience", type=int, default=5)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--no-fit", action="store_true")
+    p.add_argument("--phase", help=argparse.SUPPRESS)
+    p.add_argument("--dir", help=argparse.SUPPRESS)
+    a = p.parse_args()
+    if a.phase:
+        fn = {"npy": ingest_npy, "dmdb": ingest_dmdb, "fit": fit_slice}[a.phase]
+        result = fn(a, Path(a.dir))
+        result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(json.dumps(result))
+        return
+
+    with tempfile.TemporaryDirectory(dir=".") as tmp:
+        out = Path(tmp)
+        npy = child("npy", a, out)
+        db = child("dmdb", a, out)
+        print(f"ingest {a.runs:,} runs x {a.train:,} train x {a.targets:,} targets ({a.chunk} runs per chunk)")
+        print(f"  .npy memmaps (baseline): {npy['seconds']:8.1f} s  peak RSS {npy['peak_rss_mib']:7.0f} MiB  "
+              f"{npy['bytes'] / 2**20:8.0f} MiB")
+        print(f"  dmdb synth:              {db['seconds']:8.1f} s  peak RSS {db['peak_rss_mib']:7.0f} MiB  "
+              f"{db['bytes'] / 2**20:8.0f} MiB")
+        print(f"  ratio dmdb / npy: time {db['seconds'] / npy['seconds']:.2f}x, size {db['bytes'] / npy['bytes']:.2f}x, "
+              f"{a.runs / db['seconds']:.0f} runs/s")
+        if a.no_fit:
+            return
+        fit = child("fit", a, out)
+        truth = "n/a" if fit["truth_lds"] is None else f"{fit['truth_lds']:.3f}"
+        print(f"fit slice: lasso, {fit['n_runs']:,} runs x {a.fit_train:,} train x {a.fit_targets} targets on "
+              f"{fit['device']}: {fit['seconds']:.1f} s, peak RSS {fit['peak_rss_mib']:.0f} MiB; "
+              f"LDS {fit['lds']:.3f} (truth {truth})")
+        full = project(fit, fit["n_runs"], a.fit_train, a.fit_targets)
+        for stage, sec in fit["stages"].items():
+            print(f"  {stage:<14} {sec:8.2f} s  -> full study {full[stage] / 3600:12,.1f} h")
+        print(f"projection, 300,000 x 50,000 x 10,000 on this {fit['device']}: {sum(full.values()) / 3600:,.0f} h")
+
+if __name__ == "__main__":
+    main()
