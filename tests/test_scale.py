@@ -20,7 +20,7 @@ from dmdb.scale import (
     EngineOptions, Job, SynthSpec, collect, create_synthetic, find_shard, load_train_fn, run_one, true_weights,
 )
 from dmdb.scale.export import export_runs, export_weights
-from dmdb.scale.synth import synth_margins
+from dmdb.scale.synth import true_model
 from dmdb.shards import ingest
 
 TESTS = Path(__file__).resolve().parent
@@ -32,7 +32,7 @@ def expected(plan: dmdb.Plan, spec: SynthSpec = SPEC) -> np.ndarray:
     """Brute force: bias + mask @ W + the run's own noise, from the dense true weights."""
     runs = list(plan)
     masks = np.stack([r.mask for r in runs])
-    _, _, bias = __import__("dmdb.scale.synth", fromlist=["true_model"]).true_model(spec)
+    _, _, bias = true_model(spec)
     noise = np.stack([np.random.default_rng([spec.seed, r.seed]).standard_normal(spec.n_targets) for r in runs])
     return masks @ true_weights(spec) + bias + spec.noise * noise
 
