@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -176,12 +177,26 @@ def _check_version(con: duckdb.DuckDBPyConnection, path: str, read_only: bool) -
 
 
 def _apply_schema(con: duckdb.DuckDBPyConnection) -> None:
+    """Run the sql/ files, unless this exact text was applied before (a writable open then costs
+    one small query instead of re-creating every view and macro)."""
+    texts = [f.read_text() for f in sql_files()]
+    digest = hashlib.sha256("\0".join(texts).encode()).hexdigest()
+    try:
+        applied = con.execute("SELECT value FROM dmdb_meta WHERE key = 'sql_sha256'").fetchall()
+    except duckdb.CatalogException:
+        applied = []
+    if applied and applied[0][0] == digest:
+        return
     con.execute("BEGIN TRANSACTION")
     try:
-        for f in sql_files():
-            con.execute(f.read_text())
+        for text in texts:
+            con.execute(text)
         con.execute(
             "INSERT INTO dmdb_meta VALUES ('schema_version', ?) ON CONFLICT (key) DO NOTHING", [str(SCHEMA_VERSION)]
+        )
+        con.execute(
+            "INSERT INTO dmdb_meta VALUES ('sql_sha256', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            [digest],
         )
         con.execute("COMMIT")
     except BaseException:
