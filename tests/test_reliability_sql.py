@@ -94,11 +94,16 @@ def study(tmp_path: Path) -> Path:
      "INSERT INTO dmdb_meta VALUES ('k', 'v')"],
 )
 def test_dmdb_sql_is_read_only_by_default(study: Path, statement: str, capsys: pytest.CaptureFixture[str]) -> None:
+    def state() -> tuple[list[str], int, int]:
+        with dmdb.open(study, read_only=True) as db:
+            tables = db.sql("SELECT count(*) AS n FROM information_schema.tables")["n"][0]
+            return db.experiments()["name"].to_list(), db.sql("SELECT count(*) AS n FROM dmdb_meta")["n"][0], tables
+
+    before = state()
     assert main(["sql", statement, "--db", str(study)]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "open read-only" in err and "--write" in err
-    with dmdb.open(study, read_only=True) as db:
-        assert db.experiments()["name"].to_list() == ["e"] and db.sql("SELECT count(*) AS n FROM dmdb_meta")["n"][0] == 1
+    assert state() == before and before[0] == ["e"]
 
 
 def test_dmdb_sql_write_flag_allows_writes(study: Path, capsys: pytest.CaptureFixture[str]) -> None:
