@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 
 import dmdb
-from conftest import random_runs
+from runs_util import random_runs
 from dmdb.cli import main
 from dmdb.shards import write_shard
 from test_npy_import import make_store

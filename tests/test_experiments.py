@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import dmdb
-from conftest import table_counts
+from runs_util import table_counts
 
 
 def test_create_get_list(db: dmdb.Database) -> None:

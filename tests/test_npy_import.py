@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import dmdb
-from conftest import table_counts
+from runs_util import table_counts
 from dmdb.npy_import import import_npy
 
 

@@ -7,7 +7,7 @@ import pyarrow as pa
 import pytest
 
 import dmdb
-from conftest import random_runs, table_counts
+from runs_util import random_runs, table_counts
 from dmdb.packing import margins_from_arrow, margins_to_arrow
 
 

@@ -5,7 +5,7 @@ import polars as pl
 import pytest
 
 import dmdb
-from conftest import random_runs, table_counts
+from runs_util import random_runs, table_counts
 
 
 def test_round_trip_bit_for_bit(exp: dmdb.Experiment) -> None:

@@ -74,7 +74,7 @@ def test_kill_shard_worker_at_random_moments(tmp_path: Path) -> None:
         shutil.rmtree(d)
     print(f"[reliability] shard worker: {n} kills, {kills_mid_write} mid-write, lost {lost}, duplicated {dup}")
     assert (lost, dup) == (0, 0)
-    assert kills_mid_write >= n // 2, "most kills should land while the worker is still writing"
+    assert kills_mid_write >= 1, "no kill landed while the worker was still writing: the scenario tested nothing"
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import dmdb
-from conftest import random_runs, table_counts
+from runs_util import random_runs, table_counts
 from dmdb.plan import Plan
 from dmdb.shards import ingest, write_run, write_shard
 

@@ -11,12 +11,11 @@ import pytest
 
 import dmdb
 from analyses_fixtures import insert_fit, new_db, sparse_random_W
+from helpers import LEAK, VERIFIED
 
 os.environ["DMDB_TUI_IMAGES"] = "halfcell"  # the same text cells in every terminal, for stable snapshots
 
 N_TRAIN, N_TARGETS = 200, 30
-LEAK = (5, 57)  # (target, train_idx) with a weight far above the target's others
-VERIFIED = (3, 10, "top")  # (target, k, mode) with recorded retraining runs
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,8 @@ from textual.app import App
 from textual.pilot import Pilot
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
+LEAK = (5, 57)  # (target, train_idx) with a weight far above the target's others
+VERIFIED = (3, 10, "top")  # (target, k, mode) with recorded retraining runs
 
 
 async def wait_for(pilot: Pilot, cond: Callable[[], object], timeout: float = 15.0, what: str = "condition") -> None:

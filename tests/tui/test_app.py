@@ -29,7 +29,7 @@ from tui.screens.detail import N_EXAMPLES
 from tui.service import Service
 from tui.widgets import FrameTable
 
-from conftest import LEAK, VERIFIED
+from helpers import LEAK, VERIFIED
 from helpers import screen_text, wait_for
 
 SIZE = (150, 50)
@@ -87,8 +87,8 @@ def test_overview_lists_experiments_runs_and_fits(study: Path) -> None:
         row = exps.frame.row(0, named=True)
         assert (row["name"], row["fit_runs"], row["holdout_runs"], row["counterfactual_runs"]) == ("e", 40, 10, 5)
         assert fits.frame["estimator"].to_list() == ["test"]
-        text = screen_text(app)
-        assert "Browsing fit 1 (test on e" in text and "counterfactual_runs" in text
+        await wait_for(pilot, lambda: "Browsing fit 1 (test on e" in screen_text(app)
+                       and "counterfactual_runs" in screen_text(app), what="the overview's text to be drawn")
 
     drive(study, script)
 
