@@ -38,24 +38,24 @@ def test_quick_demo_stores_runs_fits_and_verification(quick: tuple[Path, str]) -
         assert exp.targets()["has_image"].all() and exp.image("train", 0).shape == (8, 8)
 
         fits = db.fits()
-        assert fits["estimator"].to_list() == ["lasso", "diff-means"]
-        lasso, dm = fits["lds"].to_list()
+        assert fits["estimator"].to_list() == ["diff-means", "lasso"]  # the lasso is the latest fit
+        dm, lasso = fits["lds"].to_list()
         assert 0.6 < lasso < 0.95, lasso  # measured 0.76 with 300 fit runs
         assert 0.2 < dm < lasso
-        curve = db.fit(1).curve()
+        curve = db.fit().curve()
         assert curve.height == 2 and curve["lds"][0] < curve["lds"][1]
 
         cf = db.sql("SELECT run_id, info FROM runs WHERE role = 'counterfactual' ORDER BY run_id")
         infos = [json.loads(i) for i in cf["info"]]
         assert {i["purpose"] for i in infos} >= {"baseline", "counterfactual"}
-        assert all(i["fit_id"] == 1 for i in infos)
+        assert all(i["fit_id"] == 2 for i in infos)
         masks = exp.masks("counterfactual")
         for row, info in zip(masks, infos):
             removed = np.array(info["removed"], dtype=int)
             assert not row[removed].any() and row.sum() == 1000 - removed.size
         # removal sets are the fit's top-k positive weights for that target
         top = next(i for i in infos if i["purpose"] == "counterfactual")
-        w = db.fit(1).weights(top["target"]).sort("weight", descending=True).head(top["k"])
+        w = db.fit(2).weights(top["target"]).sort("weight", descending=True).head(top["k"])
         assert sorted(w["train_idx"].to_list()) == sorted(top["removed"])
     assert "LDS" in out and f"dmdb tui {quick_db}" in out and "Spearman" in out
 
@@ -73,6 +73,6 @@ def test_demo_resumes_without_retraining(tmp_path: Path) -> None:
         assert db.fits().height == 4
         # each verification is tied to its own fit
         per_fit = db.sql("SELECT (info->>'fit_id')::INT AS f, count(*) AS n FROM runs WHERE role = 'counterfactual' GROUP BY f")
-        assert sorted(per_fit["f"].to_list()) == [1, 3]
+        assert sorted(per_fit["f"].to_list()) == [2, 4]
     rows = again.verification.rows.filter(pl.col("purpose") == "counterfactual")
     assert 1 <= rows.height <= 2 and rows["seeds"].to_list() == [1] * rows.height  # a target may have no positive weight

@@ -83,8 +83,9 @@ def run_demo(db_path: str | Path, cfg: DemoConfig, progress: Progress | None = N
         trained = 0
         for n, seed, role in ((cfg.fit_runs, cfg.seed, "fit"), (cfg.holdout_runs, cfg.seed + 1, "holdout")):
             trained += collect(exp, exp.plan(n, seed=seed, role=role), data, cfg.model, cfg.threads, progress)
-        lasso = exp.fit("lasso", k=cfg.k, patience=cfg.patience, tol=cfg.tol, curve=cfg.curve, progress=progress)
+        # the lasso last: analyses, the CLI and the TUI default to the latest fit
         dm = exp.fit("diff-means", progress=progress)
+        lasso = exp.fit("lasso", k=cfg.k, patience=cfg.patience, tol=cfg.tol, curve=cfg.curve, progress=progress)
 
         rng = np.random.default_rng(cfg.seed)
         targets = np.sort(rng.choice(data.n_targets, size=min(cfg.cf_targets, data.n_targets), replace=False))
