@@ -37,7 +37,7 @@ def test_main_screens(study: Path, monkeypatch: pytest.MonkeyPatch) -> None:
                 await pilot.pause(0.3)
                 await pilot.pause()
 
-            await settle(OverviewScreen, lambda s: has_table(s, "#fits"))
+            await settle(OverviewScreen, lambda s: has_table(s, "#fits") and has_table(s, "#experiments"))
             assert_snapshot("overview", screen_text(app), study)
             await pilot.press("2")
             await settle(TargetsScreen, lambda s: has_table(s, "#targets"))
