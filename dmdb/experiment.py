@@ -81,12 +81,7 @@ class Experiment:
         self.db.require_writable()
         con.execute("BEGIN TRANSACTION")
         try:
-            first = con.execute(
-                """SELECT greatest(
-                       (SELECT coalesce(max(first_run_id + n_runs), 0) FROM plans WHERE experiment = $1),
-                       (SELECT coalesce(max(run_id) + 1, 0) FROM runs WHERE experiment = $1))""",
-                [self.name],
-            ).fetchall()[0][0]
+            first = self.next_run_id()
             con.execute(
                 "INSERT INTO plans (experiment, role, seed, first_run_id, n_runs) VALUES (?, ?, ?, ?, ?)",
                 [self.name, role, seed, first, n_runs],
@@ -96,6 +91,16 @@ class Experiment:
             con.execute("ROLLBACK")
             raise
         return self._plan(role, seed, int(first), n_runs)
+
+    def next_run_id(self) -> int:
+        """The first run id after every planned and recorded one: where a new plan, or runs recorded
+        outside any plan (e.g. retraining checks), can start without clashing."""
+        return int(self.db.con.execute(
+            """SELECT greatest(
+                   (SELECT coalesce(max(first_run_id + n_runs), 0) FROM plans WHERE experiment = $1),
+                   (SELECT coalesce(max(run_id) + 1, 0) FROM runs WHERE experiment = $1))""",
+            [self.name],
+        ).fetchall()[0][0])
 
     def _plan(self, role: str, seed: int, first: int, n_runs: int) -> Plan:
         return Plan(self.name, role, int(seed), int(first), int(n_runs), self.n_train, self.alpha, self.sampling)

@@ -35,41 +35,40 @@ def image_mode() -> str:
     return mode if mode in IMAGE_MODES else "auto"
 
 
+class _TableMessage(Message):
+    """A message from a FrameTable; `control` lets handlers filter with @on(..., selector)."""
+
+    def __init__(self, table: "FrameTable") -> None:
+        super().__init__()
+        self.table = table
+
+    @property
+    def control(self) -> "FrameTable":
+        return self.table
+
+
+class _RowMessage(_TableMessage):
+    def __init__(self, table: "FrameTable", row: dict[str, Any]) -> None:
+        super().__init__(table)
+        self.row = row
+
+
 class FrameTable(Container):
     """A polars frame shown through textual-fastdatatable's Arrow backend (fast for large tables).
 
     `show` swaps in a new table; Enter on a row posts `RowChosen` with that row as a dict.
     """
 
-    class RowChosen(Message):
-        def __init__(self, table: "FrameTable", row: dict[str, Any]) -> None:
-            super().__init__()
-            self.table = table
-            self.row = row
+    class RowChosen(_RowMessage):
+        """Enter on a row."""
 
-        @property
-        def control(self) -> "FrameTable":
-            return self.table
+    class RowFocused(_RowMessage):
+        """The cursor moved to a row."""
 
-    class RowFocused(Message):
-        def __init__(self, table: "FrameTable", row: dict[str, Any]) -> None:
-            super().__init__()
-            self.table = table
-            self.row = row
-
-        @property
-        def control(self) -> "FrameTable":
-            return self.table
-
-    class HeaderClicked(Message):
+    class HeaderClicked(_TableMessage):
         def __init__(self, table: "FrameTable", column: str) -> None:
-            super().__init__()
-            self.table = table
+            super().__init__(table)
             self.column = column
-
-        @property
-        def control(self) -> "FrameTable":
-            return self.table
 
     def __init__(self, *, id: str | None = None, classes: str | None = None, digits: int = 4) -> None:  # noqa: A002
         """digits: significant digits of each float column's largest value shown on screen."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -116,8 +117,9 @@ def summary(r: DemoResult, seconds: float) -> Group:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    cfg = (DemoConfig.quick() if args.quick else DemoConfig()).with_runs(args.runs)
-    cfg = DemoConfig(**{**cfg.__dict__, "model": args.model, "threads": args.threads})
+    cfg = replace(DemoConfig.quick() if args.quick else DemoConfig(), model=args.model, threads=args.threads)
+    if args.runs is not None:
+        cfg = replace(cfg, fit_runs=args.runs)
     t0 = time.perf_counter()
     with stage_progress(args.quiet) as bar:
         result = run_demo(args.db, cfg, progress=bar)

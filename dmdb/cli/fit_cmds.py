@@ -68,18 +68,15 @@ def register(sub: Any, parents: tuple[argparse.ArgumentParser, argparse.Argument
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
-    opts = FitOptions(
-        estimator=args.estimator, k=args.k, eps=args.eps, tol=args.tol, max_iter=args.max_iter,
-        patience=args.patience, refit=not args.no_refit, val_frac=args.val_frac, split_seed=args.split_seed,
-        dtype=args.dtype,
+    options = dict(
+        k=args.k, eps=args.eps, tol=args.tol, max_iter=args.max_iter, patience=args.patience,
+        refit=not args.no_refit, val_frac=args.val_frac, split_seed=args.split_seed, dtype=args.dtype,
     )
     with store.open(args.db) as db:
         exp = db.experiment(args.experiment)
         with stage_progress(args.quiet) as bar:
-            fit = exp.fit(
-                opts.estimator, where=args.where, targets=args.targets, device=args.device, curve=args.curve,
-                progress=bar, **{k: v for k, v in opts.config().items() if k != "estimator"},
-            )
+            fit = exp.fit(args.estimator, where=args.where, targets=args.targets, device=args.device,
+                          curve=args.curve, progress=bar, **options)
         lds = "n/a (no holdout runs)" if fit.lds is None else f"{fit.lds:.4f}"
         STDERR.print(
             f"fit {fit.fit_id}: {fit.estimator} on {fit.experiment!r}, {fit.n_fit_runs} fit + {fit.n_val_runs} val runs, "

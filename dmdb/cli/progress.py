@@ -19,36 +19,9 @@ from rich.progress import (
 STDERR = Console(stderr=True, soft_wrap=True)
 
 
-@contextmanager
-def progress_bar(description: str, quiet: bool = False) -> Iterator[Callable[[int, int], None]]:
-    """Yields callback(done, total) driving one bar on stderr; a no-op when quiet."""
-    if quiet:
-        yield lambda done, total: None
-        return
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=STDERR,
-        transient=False,
-    ) as bar:
-        task = bar.add_task(description, total=None)
-
-        def update(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
-
-        yield update
-
-
-@contextmanager
-def stage_progress(quiet: bool = False) -> Iterator[Callable[[str, int, int], None]]:
-    """Yields callback(stage, done, total): one bar per stage (statistics, lasso path, ...), on stderr."""
-    if quiet:
-        yield lambda stage, done, total: None
-        return
-    with Progress(
+def _bars() -> Progress:
+    """The one bar layout of the CLI, on stderr so results on stdout stay clean."""
+    return Progress(
         TextColumn("[bold]{task.description:<16}"),
         BarColumn(),
         MofNCompleteColumn(),
@@ -56,10 +29,27 @@ def stage_progress(quiet: bool = False) -> Iterator[Callable[[str, int, int], No
         TimeRemainingColumn(),
         console=STDERR,
         transient=False,
-    ) as bar:
+    )
+
+
+@contextmanager
+def progress_bar(description: str, quiet: bool = False) -> Iterator[Callable[[int, int], None]]:
+    """Yields callback(done, total) driving one bar; a no-op when quiet."""
+    with stage_progress(quiet) as update:
+        update(description, 0, None)  # the bar shows (without a total) before the first report
+        yield lambda done, total: update(description, done, total)
+
+
+@contextmanager
+def stage_progress(quiet: bool = False) -> Iterator[Callable[[str, int, int | None], None]]:
+    """Yields callback(stage, done, total): one bar per stage (statistics, lasso path, ...)."""
+    if quiet:
+        yield lambda stage, done, total: None
+        return
+    with _bars() as bar:
         tasks: dict[str, TaskID] = {}
 
-        def update(stage: str, done: int, total: int) -> None:
+        def update(stage: str, done: int, total: int | None) -> None:
             if stage not in tasks:
                 tasks[stage] = bar.add_task(stage, total=total)
             bar.update(tasks[stage], completed=done, total=total)

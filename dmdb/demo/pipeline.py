@@ -5,7 +5,7 @@ shows; the CLI renders it. Rerunning on the same database resumes: recorded runs
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -17,7 +17,7 @@ from ..analyses import brittleness
 from ..fit import Fit
 from .collect import collect, digits_experiment
 from .data import load_digits_split
-from .train import DEFAULTS
+from .worker_fn import digits_config
 from .verify import Verification, plan_removals, retrain, verification
 
 Progress = Callable[[str, int, int], None]
@@ -47,9 +47,6 @@ class DemoConfig:
         return cls(fit_runs=300, holdout_runs=80, k=20, curve=(0.5, 1.0), cf_targets=4, cf_ks=(10, 40),
                    cf_seeds=2, brittle_targets=3)
 
-    def with_runs(self, fit_runs: int | None) -> "DemoConfig":
-        return self if fit_runs is None else replace(self, fit_runs=fit_runs)
-
     @property
     def experiment(self) -> str:
         return f"digits-{self.model}"
@@ -74,12 +71,9 @@ class DemoResult:
 
 def run_demo(db_path: str | Path, cfg: DemoConfig, progress: Progress | None = None) -> DemoResult:
     data = load_digits_split(seed=cfg.seed)
-    train_cfg = DEFAULTS[cfg.model]
     with store.open(db_path) as db:
-        exp = digits_experiment(db, cfg.experiment, data, cfg.alpha, {
-            "dataset": "sklearn digits", "split_seed": cfg.seed, "model": cfg.model,
-            "train": train_cfg.__dict__,
-        })
+        exp = digits_experiment(db, cfg.experiment, data, cfg.alpha,
+                                digits_config(cfg.model, cfg.seed, threads=cfg.threads or 1))
         trained = 0
         for n, seed, role in ((cfg.fit_runs, cfg.seed, "fit"), (cfg.holdout_runs, cfg.seed + 1, "holdout")):
             trained += collect(exp, exp.plan(n, seed=seed, role=role), data, cfg.model, cfg.threads, progress)
@@ -89,16 +83,19 @@ def run_demo(db_path: str | Path, cfg: DemoConfig, progress: Progress | None = N
 
         rng = np.random.default_rng(cfg.seed)
         targets = np.sort(rng.choice(data.n_targets, size=min(cfg.cf_targets, data.n_targets), replace=False))
-        removals = plan_removals(exp, lasso.fit_id, targets, cfg.cf_ks, cfg.brittle_targets)
+        most_brittle = (
+            brittleness(db, fit=lasso.fit_id)
+            .filter(pl.col("support").is_not_null() & (pl.col("support") > 0))
+            .sort("support")
+        )
+        removals = plan_removals(exp, lasso.fit_id, targets, cfg.cf_ks, most_brittle.head(cfg.brittle_targets))
         seeds = np.arange(cfg.cf_seeds, dtype=np.int64) + 10_000
         retrain(exp, data, lasso.fit_id, removals, seeds, cfg.model, cfg.threads, progress)
         ver = verification(exp, lasso.fit_id)
 
         labels = exp.targets().select("idx", "label")
         br = (
-            brittleness(db, fit=lasso.fit_id)
-            .filter(pl.col("support").is_not_null() & (pl.col("support") > 0))
-            .sort("support").head(5)
+            most_brittle.head(5)
             .join(labels, left_on="target", right_on="idx", how="left")
             .select("target", "label", "support", "base_margin")
         )

@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 import polars as pl
 
-from ..analyses import brittleness, counterfactual, removal_set
+from ..analyses import counterfactual, removal_set
 from ..experiment import Experiment
 from ..regress import spearman_per_target
 from .data import DigitsData
@@ -45,20 +45,13 @@ class Verification:
     brittle_flipped: int  # removing the estimated support flipped the retrained prediction
 
 
-def _next_run_id(exp: Experiment) -> int:
-    return int(exp.db.sql(
-        """SELECT greatest((SELECT coalesce(max(first_run_id + n_runs), 0) FROM plans WHERE experiment = $1),
-                           (SELECT coalesce(max(run_id) + 1, 0) FROM runs WHERE experiment = $1)) AS n""",
-        [exp.name],
-    )["n"][0])
-
-
-def plan_removals(exp: Experiment, fit_id: int, targets: np.ndarray, ks: tuple[int, ...], n_brittle: int) -> list[Removal]:
-    """Top-k removals for the sampled targets, and each of the most brittle targets' estimated support."""
+def plan_removals(exp: Experiment, fit_id: int, targets: np.ndarray, ks: tuple[int, ...],
+                  brittle: pl.DataFrame) -> list[Removal]:
+    """Top-k removals for the sampled targets, and each brittle target's estimated support
+    (`brittle`: rows of dmdb.analyses.brittleness with a support, most brittle first)."""
     db = exp.db
     out = [Removal(int(t), k, "counterfactual", removal_set(db, int(t), k, fit=fit_id)) for t in targets for k in ks]
-    br = brittleness(db, fit=fit_id).filter(pl.col("support").is_not_null() & (pl.col("support") > 0))
-    for row in br.sort("support").head(n_brittle).iter_rows(named=True):
+    for row in brittle.iter_rows(named=True):
         t, k = int(row["target"]), int(row["support"])
         out.append(Removal(t, k, "brittleness", removal_set(db, t, k, fit=fit_id)))
     return [r for r in out if r.removed.size]
@@ -82,7 +75,7 @@ def retrain(exp: Experiment, data: DigitsData, fit_id: int, removals: list[Remov
         margins[a : a + step] = res.margins
         if progress:
             progress("verifying", min(a + step, len(all_seeds)), len(all_seeds))
-    first = _next_run_id(exp)
+    first = exp.next_run_id()
     exp.record_batch(np.arange(first, first + len(all_seeds)), masks, margins, role="counterfactual",
                      seeds=all_seeds, worker="demo-verify", infos=infos)
 

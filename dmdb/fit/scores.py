@@ -53,8 +53,8 @@ def import_scores(
     if not np.issubdtype(S.dtype, np.number) or not np.isfinite(S).all():
         raise BadInputError("score matrix must hold finite real numbers")
     t0 = time.perf_counter()
-    opts = FitOptions(estimator="diff-means")  # only for the fit/validation split
-    sel = select(exp, None, tgt, opts.val_frac, opts.split_seed)
+    split = FitOptions()  # the default fit/validation split, so every fit of the experiment shares it
+    sel = select(exp, None, tgt, split.val_frac, split.split_seed)
     data = read_data(exp, sel)
     W = np.asarray(S, dtype=np.float64)
     pred = data.X.astype(np.float64) @ W
