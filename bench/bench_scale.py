@@ -6,9 +6,10 @@
 2. Fit: lasso on a slice (all N train examples, `--fit-runs` runs, `--fit-targets` targets) on
    the CPU (or `--device cuda`), compared with the stored truth's LDS.
 3. Projection of the 300,000 runs x 50,000 x 10,000 study from the slice, stage by stage (see
-   `project`): the solver forms the Gram matrix X'X once (runs x N^2) and runs FISTA on it
-   (N^2 x targets per iteration), so the path's iteration count is the one assumption carried
-   over from the slice. At N = 50,000 the Gram matrix alone is 10 GB in float32.
+   `work` and `project`): each stage's time is scaled by the work of its components (the Gram
+   matrix X'X: runs x N^2; X'Y: runs x N x T; FISTA: N^2 x T per iteration; validation MSE:
+   val runs x N x T per lambda; ...), so the path's iteration count per target is the one
+   assumption carried over from the slice. At N = 50,000 the Gram matrix alone is 10 GB in float32.
 
     python bench/bench_scale.py                                    # small: 2,000 x 50,000 x 1,000
     python bench/bench_scale.py --runs 100000 --fit-runs 20000 --fit-train 50000 --fit-targets 100  # the issue's
@@ -67,30 +68,81 @@ def ingest_dmdb(a: argparse.Namespace, out: Path) -> dict[str, float]:
 
 
 def fit_slice(a: argparse.Namespace, out: Path) -> dict[str, Any]:
-    """Lasso on a synthetic slice (its own experiment), with the time of each stage of the fit."""
+    """Lasso on a synthetic slice (its own experiment), with the time of each stage of the fit.
+
+    A stage runs from the previous stage's last progress report to its own last one; the time
+    after the last report (holdout scoring, writing the fit) is the stage "scoring and writing".
+    """
     spec = SynthSpec(a.fit_train, a.fit_targets, density=a.density * a.train / a.fit_train, noise=a.noise, seed=1)
     ends: dict[str, float] = {}
+    done: dict[str, int] = {}
+
+    def progress(stage: str, n: int, total: int) -> None:
+        ends[stage] = time.perf_counter()
+        done[stage] = max(done.get(stage, 0), n)
+
+    holdout = max(1, a.fit_runs // 10)
     with dmdb.open(out / "scale.duckdb") as db:
-        exp, truth = create_synthetic(db, "slice", spec, a.fit_runs, max(1, a.fit_runs // 10))
+        exp, truth = create_synthetic(db, "slice", spec, a.fit_runs, holdout)
         t0 = time.perf_counter()
-        fit = exp.fit("lasso", device=a.device, k=a.k, patience=a.patience,
-                      progress=lambda stage, done, total: ends.__setitem__(stage, time.perf_counter()))
+        fit = exp.fit("lasso", device=a.device, k=a.k, patience=a.patience, progress=progress)
+        ends["scoring and writing"] = time.perf_counter()
     stages, last = {}, t0
     for stage, end in sorted(ends.items(), key=lambda kv: kv[1]):
         stages[stage], last = end - last, end
     return {"seconds": fit.seconds, "stages": stages, "lds": fit.lds, "truth_lds": truth.lds if truth else None,
-            "device": fit.device, "n_runs": fit.n_fit_runs + fit.n_val_runs}
+            "device": fit.device, "n_runs": fit.n_fit_runs + fit.n_val_runs, "n_val": fit.n_val_runs,
+            "n_holdout": fit.n_holdout_runs, "pairs": done.get("lasso path", a.fit_targets * a.k)}
 
 
-def project(fit: dict[str, Any], runs: int, n_train: int, targets: int) -> dict[str, float]:
-    """Seconds of each fit stage scaled to the full study by the stage's cost law.
+def work(runs: float, val: float, holdout: float, n: int, t: int, lambdas: float) -> dict[str, dict[str, float]]:
+    """Work of each fit stage by component: bytes decoded for reading runs, flops otherwise.
 
-    reading runs: runs x N; statistics (the Gram matrix X'X): runs x N^2; lasso path (FISTA
-    iterations on the Gram matrix): N^2 x targets, at the slice's iteration count.
+    runs: fit + validation runs (the statistics pass reads both), val: validation runs, lambdas:
+    lambdas solved per target before `patience` stopped its path. "FISTA" is the flops of one
+    iteration on all targets (2 N^2 T): its iteration count is the one quantity not known in
+    advance, assumed equal in the slice and the full study.
     """
-    r, n, t = FULL["runs"] / runs, FULL["n_train"] / n_train, FULL["targets"] / targets
-    law = {"reading runs": r * n, "statistics": r * n * n, "lasso path": n * n * t}
-    return {stage: sec * law.get(stage, r * n * t) for stage, sec in fit["stages"].items()}
+    g = 5 / 8 if n >= 1024 else 1.0  # gram_stats multiplies the upper triangle in 4 row panels from N = 1,024
+    # the step size: 61 products G @ V (N x 16) per solve_paths call, for the path and the refit
+    lipschitz = 2 * 2 * 61 * 16 * n * n if n > 1000 else 2 * 4 * n**3
+    return {
+        "reading runs": {"masks": (runs + holdout) * n, "margins": (runs + holdout) * 4 * t},
+        "statistics": {"Gram X'X": 2 * runs * g * n * n, "X'Y": 2 * runs * n * t},
+        "lasso path": {"Lipschitz": lipschitz, "validation MSE": 2 * val * n * t * lambdas, "FISTA": 2 * n * n * t},
+        "scoring and writing": {"holdout predictions": 2 * holdout * n * t},
+    }
+
+
+def project(fit: dict[str, Any], n_train: int, targets: int, full: dict[str, int] = FULL) -> dict[str, Any]:
+    """Seconds of each fit stage scaled to the full study by the work of its components (see `work`).
+
+    Stages whose components are all known work are scaled by the ratio of total work. The lasso
+    path mixes known work (Lipschitz estimate, validation MSE after each solution) with FISTA
+    iterations of unknown count: the known part is priced at the rate the slice's statistics stage
+    reached (the same kind of float32 GEMM), the rest of the measured time is FISTA, and that is
+    scaled by its per-iteration flops. The full study keeps the slice's validation and holdout
+    fractions and lambdas per target. Returns seconds per stage, the rate, and stages not projected.
+    """
+    runs, val, hold = fit["n_runs"], fit["n_val"], fit["n_holdout"]
+    per_run = full["runs"] / runs
+    lambdas = fit["pairs"] / targets
+    small = work(runs, val, hold, n_train, targets, lambdas)
+    big = work(full["runs"], val * per_run, hold * per_run, full["n_train"], full["targets"], lambdas)
+    stages = fit["stages"]
+    rate = sum(small["statistics"].values()) / stages["statistics"] if stages.get("statistics") else float("nan")
+    out: dict[str, float] = {}
+    unknown = []
+    for stage, sec in stages.items():
+        if stage not in small:
+            unknown.append(stage)
+        elif stage == "lasso path":
+            known = {c: w for c, w in small[stage].items() if c != "FISTA"}
+            fista = max(0.0, sec - sum(known.values()) / rate)
+            out[stage] = sum(big[stage][c] for c in known) / rate + fista * big[stage]["FISTA"] / small[stage]["FISTA"]
+        else:
+            out[stage] = sec * sum(big[stage].values()) / sum(small[stage].values())
+    return {"seconds": out, "flops_per_s": rate, "not_projected": unknown}
 
 
 def child(phase: str, a: argparse.Namespace, out: Path) -> dict[str, float]:
@@ -116,6 +168,7 @@ def main() -> None:
     p.add_argument("--patience", type=int, default=5)
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-fit", action="store_true")
+    p.add_argument("--tmpdir", default=".", help="where the database and .npy files go (removed afterwards)")
     p.add_argument("--phase", help=argparse.SUPPRESS)
     p.add_argument("--dir", help=argparse.SUPPRESS)
     a = p.parse_args()
@@ -126,7 +179,7 @@ def main() -> None:
         print(json.dumps(result))
         return
 
-    with tempfile.TemporaryDirectory(dir=".") as tmp:
+    with tempfile.TemporaryDirectory(dir=a.tmpdir, prefix="dmdb-scale-") as tmp:
         out = Path(tmp)
         npy = child("npy", a, out)
         db = child("dmdb", a, out)
@@ -144,10 +197,17 @@ def main() -> None:
         print(f"fit slice: lasso, {fit['n_runs']:,} runs x {a.fit_train:,} train x {a.fit_targets} targets on "
               f"{fit['device']}: {fit['seconds']:.1f} s, peak RSS {fit['peak_rss_mib']:.0f} MiB; "
               f"LDS {fit['lds']:.3f} (truth {truth})")
-        full = project(fit, fit["n_runs"], a.fit_train, a.fit_targets)
+        proj = project(fit, a.fit_train, a.fit_targets)
+        full = proj["seconds"]
+        print(f"  statistics ran at {proj['flops_per_s'] / 1e9:.1f} GFLOP/s; {fit['pairs'] / a.fit_targets:.1f} "
+              f"lambdas per target ({fit['n_runs']:,} fit+val runs, {fit['n_val']:,} val, {fit['n_holdout']:,} holdout)")
         for stage, sec in fit["stages"].items():
-            print(f"  {stage:<14} {sec:8.2f} s  -> full study {full[stage] / 3600:12,.1f} h")
+            to = f"{full[stage] / 3600:12,.1f} h" if stage in full else "  not projected (unknown stage)"
+            print(f"  {stage:<20} {sec:8.2f} s  -> full study {to}")
         print(f"projection, 300,000 x 50,000 x 10,000 on this {fit['device']}: {sum(full.values()) / 3600:,.0f} h")
+        if proj["not_projected"]:
+            print(f"  NOT included: {', '.join(proj['not_projected'])} (add its cost law to work())")
+
 
 if __name__ == "__main__":
     main()

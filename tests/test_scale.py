@@ -291,3 +291,43 @@ def test_train_digits_matches_train_models(db: dmdb.Database) -> None:
     want = train_models(data, run.mask[None, :], [run.seed], kind="linear", device="cpu").margins[0]
     assert got.shape == (30,)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+# -- the scale benchmark's projection (arithmetic only: no timing) ------------------------------
+
+
+def _bench_scale():  # type: ignore[no-untyped-def]
+    import importlib.util
+
+    path = TESTS.parent / "bench" / "bench_scale.py"
+    spec = importlib.util.spec_from_file_location("bench_scale", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_scale_projection_scales_each_component_by_its_own_law() -> None:
+    bs = _bench_scale()
+    slice_ = {"n_runs": 2000, "n_val": 200, "n_holdout": 200, "pairs": 10 * 20,
+              "stages": {"reading runs": 0.5, "statistics": 2.0, "lasso path": 10.0, "scoring and writing": 0.1}}
+    same = {"runs": 2000, "n_train": 2000, "targets": 10}
+    # projecting the slice onto itself gives back its measured times
+    p = bs.project(slice_, 2000, 10, same)
+    assert p["not_projected"] == []
+    for stage, sec in slice_["stages"].items():
+        assert p["seconds"][stage] == pytest.approx(sec)
+    # statistics: Gram (runs N^2) and X'Y (runs N T) each scale by their own law
+    w = bs.work(2000, 200, 200, 2000, 10, 20.0)
+    gram, xty = w["statistics"]["Gram X'X"], w["statistics"]["X'Y"]
+    more_targets = bs.project(slice_, 2000, 10, {"runs": 2000, "n_train": 2000, "targets": 1000})
+    assert more_targets["seconds"]["statistics"] == pytest.approx(2.0 * (gram + 100 * xty) / (gram + xty))
+    # lasso path: the Lipschitz estimate does not grow with targets, validation MSE and FISTA do
+    rate = p["flops_per_s"]
+    known = w["lasso path"]["Lipschitz"] + w["lasso path"]["validation MSE"]
+    fista = 10.0 - known / rate
+    expect = (w["lasso path"]["Lipschitz"] + 100 * w["lasso path"]["validation MSE"]) / rate + 100 * fista
+    assert more_targets["seconds"]["lasso path"] == pytest.approx(expect)
+    # a stage without a cost law is reported, not silently scaled
+    odd = bs.project({**slice_, "stages": {**slice_["stages"], "new stage": 1.0}}, 2000, 10, same)
+    assert odd["not_projected"] == ["new stage"] and "new stage" not in odd["seconds"]
