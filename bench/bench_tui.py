@@ -10,6 +10,10 @@ For each, the median over several repeats (after one warm-up, so the fit is in t
     counterfactual and the nearest targets are all on screen;
   * change k: from the key press until the new counterfactual is on screen;
   * SQL query: from Enter until the result table is on screen (a GROUP BY over all weight rows).
+"On screen" means: the first frame painted that shows it (checked on the composed frame's text).
+Keys are posted as a terminal's driver posts them, without Pilot.press's idle waits (two
+wait_for_idle calls, 40 ms or more, that a user never sees), and each frame is also encoded as the
+escape sequences a truecolor terminal would receive, which headless Textual skips.
 Each is printed against its aim (change k: 100 ms; open detail and SQL: 500 ms), as a ratio, with
 the service call alone (no UI) beside it to show where the time goes.
 """
@@ -18,6 +22,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
+import io
 import os
 import statistics
 import sys
@@ -27,6 +33,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+import polars as pl
+from rich.console import Console
+from textual import events
+from textual._compositor import CompositorUpdate
+from textual.widgets import Input
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the analyses fixtures
 os.environ.setdefault("DMDB_TUI_IMAGES", "halfcell")
@@ -73,50 +84,97 @@ def small_db() -> Path:
     return tmp / "small.duckdb"
 
 
-async def until(pilot: Any, cond: Callable[[], bool], timeout: float = 120.0) -> None:
-    t0 = time.perf_counter()
-    while not cond():
-        if time.perf_counter() - t0 > timeout:
-            raise TimeoutError("the app did not answer in time")
-        await pilot.pause(0.002)
+class PaintedApp(DmdbApp):
+    """The app, noting each frame it paints. Headless Textual composes every frame but writes none:
+    here each is also encoded as the escape sequences a truecolor terminal would receive, so that
+    cost counts too. `timed` stamps the first frame painted that passes its check."""
+
+    CSS_PATH = Path(inspect.getfile(DmdbApp)).with_name(str(DmdbApp.CSS_PATH))
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.terminal = Console(file=io.StringIO(), force_terminal=True, color_system="truecolor")
+        self.cond: Callable[[], bool] | None = None
+        self.stamp: float | None = None
+
+    def _display(self, screen: Any, renderable: Any) -> None:
+        super()._display(screen, renderable)
+        if isinstance(renderable, CompositorUpdate):
+            renderable.render_segments(self.terminal)
+            if self.cond is not None and self.stamp is None:
+                now = time.perf_counter()
+                if self.cond():
+                    self.stamp = now
+
+    async def timed(self, act: Callable[[], None], cond: Callable[[], bool], timeout: float = 120.0) -> float:
+        """Seconds from act() until a frame is painted that shows what cond() checks."""
+        self.cond, self.stamp = cond, None
+        t0 = time.perf_counter()
+        act()
+        while self.stamp is None:
+            if time.perf_counter() - t0 > timeout:
+                raise TimeoutError("the app did not answer in time")
+            await asyncio.sleep(0.005)
+        self.cond = None
+        return self.stamp - t0
+
+
+def shows(app: DmdbApp, *texts: str) -> bool:
+    """Whether the screen as composed now (what was just painted) contains every one of texts."""
+    console = Console(width=app.size.width, file=io.StringIO(), record=True)
+    console.print(app.screen._compositor.render_update(full=True))
+    screen = console.export_text()
+    return all(t in screen for t in texts)
+
+
+def detail_drawn(app: DmdbApp, target: int) -> bool:
+    """The detail of `target` is on screen: facts, first helpful example, counterfactual, neighbours."""
+    screen = app.screen
+    if not (isinstance(screen, TargetDetailScreen) and screen.target == target
+            and screen.ready >= {"info", "cf", "nearest"}):
+        return False
+    pos = screen.weights.filter(pl.col("direction") == "positive").sort("rank")
+    first = f"#{pos['train_idx'][0]} label" if pos.height else "(none)"
+    return shows(app, f"target {target} of ", first, f"remove the {screen.k} ", "neighbor_label")
+
+
+def counterfactual_drawn(app: DmdbApp, k: int) -> bool:
+    screen = app.screen
+    return (isinstance(screen, TargetDetailScreen) and "cf" in screen.ready and screen.cf is not None
+            and screen.cf.k == k and shows(app, f"remove the {k} "))
+
+
+def press(app: DmdbApp, key: str, char: str | None) -> Callable[[], None]:
+    """A key as a terminal's driver delivers it (Pilot.press adds idle waits a user never sees)."""
+    return lambda: app.post_message(events.Key(key, char))
 
 
 async def measure_app(path: Path, targets: list[int], repeat: int) -> dict[str, list[float]]:
     times: dict[str, list[float]] = {k: [] for k in AIMS}
-    app = DmdbApp(path)
+    app = PaintedApp(path)
     async with app.run_test(size=(160, 50)) as pilot:
-        await until(pilot, lambda: isinstance(app.screen, OverviewScreen))
+        await app.timed(lambda: None, lambda: isinstance(app.screen, OverviewScreen))
         for n, target in enumerate(targets):
-            t0 = time.perf_counter()
-            app.open_target(target)
-            await until(pilot, lambda: isinstance(app.screen, TargetDetailScreen)
-                        and app.screen.ready >= {"info", "cf", "nearest"})
-            await pilot.pause()
+            seconds = await app.timed(lambda: app.open_target(target), lambda: detail_drawn(app, target))
             if n:  # the first open loads the fit into the cache: not an interaction's latency
-                times["open target detail"].append(time.perf_counter() - t0)
-            screen = app.screen
+                times["open target detail"].append(seconds)
             for _ in range(repeat):
-                k = screen.k + 1
-                t0 = time.perf_counter()
-                await pilot.press("plus")
-                await until(pilot, lambda: "cf" in screen.ready and screen.cf is not None and screen.cf.k == k)
-                await pilot.pause()
-                times["change k"].append(time.perf_counter() - t0)
+                k = app.screen.k + 1
+                times["change k"].append(await app.timed(press(app, "plus", "+"),
+                                                         lambda: counterfactual_drawn(app, k)))
             await pilot.press("escape")
         await pilot.press("5")
-        await until(pilot, lambda: isinstance(app.screen, SqlScreen))
-        box = app.screen.query_one("#query")
+        await app.timed(lambda: None, lambda: isinstance(app.screen, SqlScreen))
+        box = app.screen.query_one("#query", Input)
         result = app.screen.query_one("#result", FrameTable)
         for n in range(repeat + 1):
             box.focus()
             box.value = SQL
             before = result.table
-            t0 = time.perf_counter()
-            await pilot.press("enter")
-            await until(pilot, lambda: result.table is not None and result.table is not before)
-            await pilot.pause()
+            seconds = await app.timed(press(app, "enter", "\r"), lambda: result.table is not None
+                                      and result.table is not before and shows(app, "row(s) x 3 column(s)"))
             if n:
-                times["SQL query"].append(time.perf_counter() - t0)
+                times["SQL query"].append(seconds)
     return times
 
 
