@@ -152,7 +152,19 @@ class DmdbApp(App[None]):
         if self.service is None or fit is None:
             self.notify("no fit to show targets of", severity="warning")
             return
-        self.push_screen(TargetDetailScreen(target, fit))
+        detail = self.detail_screen()
+        if self.screen is detail:
+            detail.show_target(target, fit, [*detail.trail, detail.target])
+        else:
+            detail.show_target(target, fit, [])
+            self.push_screen(detail)
+
+    def detail_screen(self) -> TargetDetailScreen:
+        """This mode's detail screen, composed on first use and kept (installed) to be refilled."""
+        name = f"detail-{self.current_mode}"
+        if not self.is_screen_installed(name):
+            self.install_screen(TargetDetailScreen(), name)
+        return self.get_screen(name, TargetDetailScreen)
 
     def browse_fit(self, fit_id: int) -> None:
         self.fit_id = fit_id

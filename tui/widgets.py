@@ -1,38 +1,19 @@
-"""Widgets shared by the screens: a frame-backed table, an example's picture, a scatter plot."""
+"""Widgets shared by the screens: a frame-backed table, the footer, a scatter plot (pictures: tui.pictures)."""
 
 from __future__ import annotations
 
-import io
-import os
 from typing import Any
 
 import numpy as np
 import polars as pl
 import polars.selectors as cs
-from PIL import Image as PILImage
-from rich.console import Console, Group
-from rich.text import Text
-from textual.containers import Container, Vertical
-from textual.geometry import Size
+from textual.containers import Container
 from textual.message import Message
-from textual.strip import Strip
-from textual.widget import AwaitMount, Widget
+from textual.widget import AwaitMount
 from textual.screen import Screen
-from textual.widgets import Footer, Static
+from textual.widgets import Footer
 from textual_fastdatatable import ArrowBackend, DataTable
-from textual_image.renderable.halfcell import Image as HalfcellRenderable
-from textual_image.widget import Image as AutoImage  # importing queries the terminal: before the app starts
 from textual_plotext import PlotextPlot
-
-IMAGE_MODES = ("auto", "halfcell", "text")
-SHADES = " .:-=+*#%@"
-
-
-def image_mode() -> str:
-    """How pictures are drawn: DMDB_TUI_IMAGES=auto (best the terminal supports: sixel, kitty,
-    colour half cells), halfcell (colour text cells, works everywhere) or text (plain characters)."""
-    mode = os.environ.get("DMDB_TUI_IMAGES", "auto")
-    return mode if mode in IMAGE_MODES else "auto"
 
 
 class _TableMessage(Message):
@@ -152,78 +133,6 @@ def round_column(col: pl.Series, digits: int) -> pl.Series:
     if top is None or not np.isfinite(top) or top == 0:
         return col
     return col.round(int(min(8, max(0, digits - 1 - np.floor(np.log10(top))))))
-
-
-def to_pil(image: np.ndarray) -> PILImage.Image:
-    """Any stored image (H,W), (H,W,C) or (C,H,W), integer or float, as an 8-bit PIL image."""
-    a = np.asarray(image)
-    if a.ndim == 3 and a.shape[0] in (1, 3, 4) and a.shape[-1] not in (1, 3, 4):
-        a = np.moveaxis(a, 0, -1)
-    if a.ndim == 3 and a.shape[-1] == 1:
-        a = a[..., 0]
-    if a.dtype != np.uint8:
-        a = a.astype(np.float64)
-        lo, hi = np.nanmin(a), np.nanmax(a)
-        a = np.zeros_like(a) if hi <= lo else (a - lo) / (hi - lo) * 255
-        a = np.nan_to_num(a).astype(np.uint8)
-    return PILImage.fromarray(a)
-
-
-def shade_text(image: np.ndarray, width: int) -> Text:
-    """The text fallback: a grayscale picture in characters of rising ink, `width` columns wide."""
-    g = np.asarray(to_pil(image).convert("L"), dtype=np.float64)
-    h = max(1, round(g.shape[0] * width / g.shape[1] / 2))  # a cell is about twice as tall as wide
-    small = np.asarray(PILImage.fromarray(g.astype(np.uint8)).resize((width, h)), dtype=np.float64)
-    idx = (small / 256 * len(SHADES)).astype(int).clip(0, len(SHADES) - 1)
-    return Text("\n".join("".join(SHADES[i] for i in row) for row in idx))
-
-
-PICTURE_WIDTH = 16  # cells; a cell is about twice as tall as wide
-
-
-class Card(Widget):
-    """A renderable drawn once into lines and then shown as they are: Textual measures and redraws
-    widgets often, and a picture of coloured half cells is costly to lay out each time."""
-
-    DEFAULT_CSS = "Card { width: auto; height: auto; }"
-
-    def __init__(self, renderable: Any, width: int, *, classes: str | None = None) -> None:
-        super().__init__(classes=classes)
-        console = Console(width=width, file=io.StringIO(), color_system="truecolor", force_terminal=True)
-        lines = console.render_lines(renderable, console.options.update_width(width), pad=True)
-        self.strips = [Strip(line, width) for line in lines]
-        self.card_width = width
-
-    def get_content_width(self, container: Size, viewport: Size) -> int:
-        return self.card_width
-
-    def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
-        return len(self.strips)
-
-    def render_line(self, y: int) -> Strip:
-        return self.strips[y] if y < len(self.strips) else Strip.blank(self.card_width)
-
-
-def example_view(image: np.ndarray | None, caption: str, text: str | None = None,
-                 *, classes: str = "example") -> Widget:
-    """One example: its picture (terminal graphics, or characters), else its text, and a caption.
-
-    Sixel and kitty graphics need textual-image's widget; colour half cells and characters are plain
-    renderables, drawn once into a Card (a detail screen shows 17 examples).
-    """
-    mode = image_mode()
-    label = Text(caption, style="dim")
-    if image is not None and mode == "auto":
-        return Vertical(AutoImage(to_pil(image), classes="picture"), Static(label, classes="caption"),
-                        classes=f"{classes} graphics")
-    if image is not None:
-        pil = to_pil(image)
-        height = max(1, round(PICTURE_WIDTH * pil.height / pil.width / 2))
-        picture: Any = (HalfcellRenderable(pil, width=PICTURE_WIDTH, height=height) if mode == "halfcell"
-                        else shade_text(image, PICTURE_WIDTH))
-    else:
-        picture = Text((text or "(no picture)")[:200])
-    return Card(Group(picture, label), PICTURE_WIDTH + 2, classes=classes)
 
 
 class Scatter(PlotextPlot):

@@ -222,7 +222,7 @@ def test_leakage_lists_the_planted_pair_first_and_opens_it(study: Path) -> None:
         assert table.frame.height == want.height
         assert (table.frame["target"][0], table.frame["train_idx"][0]) == LEAK
         assert table.frame["robust_z"].to_list() == want["robust_z"].to_list()
-        await wait_for(pilot, lambda: len(app.screen.query("#pair .example")) == 2, what="pair pictures")
+        await wait_for(pilot, lambda: app.screen.pair == LEAK, what="pair pictures")
         assert f"train #{LEAK[1]}" in screen_text(app)
         await pilot.press("enter")
         await until_screen(pilot, TargetDetailScreen)

@@ -12,11 +12,13 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Header, Input, Label, Static
 
 from ..service import Counterfactual, TargetInfo
-from ..widgets import example_view, FrameTable, KeyFooter
+from ..pictures import Example, ExampleView, Gallery
+from ..widgets import FrameTable, KeyFooter
 from .base import DataScreen
 
 MODES = ("top", "bottom", "random")
 N_EXAMPLES = 8
+K_DEFAULT = 10
 
 
 def margin_word(m: float) -> str:
@@ -45,19 +47,24 @@ def describe_counterfactual(cf: Counterfactual) -> str:
 
 
 class TargetDetailScreen(DataScreen):
+    """One target's detail. Composed once (the app keeps one per mode) and filled in place for each
+    target shown: composing and mounting its ~60 widgets anew took most of a second. Nearest targets
+    open in the same screen; Escape walks back through them, then leaves."""
+
     BINDINGS = [
-        Binding("escape", "app.pop_screen", "Back"),
+        Binding("escape", "back", "Back"),
         Binding("plus,equals_sign", "k(1)", "k+1"),
         Binding("minus", "k(-1)", "k-1"),
         Binding("m", "mode", "Mode"),
         Binding("n", "nearest", "Nearest"),
     ]
 
-    def __init__(self, target: int, fit: int) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self.target = target
-        self.fit = fit
-        self.k = 10
+        self.target = -1
+        self.fit = -1
+        self.trail: list[int] = []
+        self.k = K_DEFAULT
         self.mode = "top"
         self.cf: Counterfactual | None = None
         self.weights: pl.DataFrame = pl.DataFrame()
@@ -68,12 +75,12 @@ class TargetDetailScreen(DataScreen):
         with Horizontal(id="detail"):
             with VerticalScroll(id="detail-left"):
                 with Horizontal(id="target-box"):
-                    yield Vertical(id="target-picture")
+                    yield ExampleView(id="target-picture")
                     yield Static("loading ...", id="facts")
                 yield Label(f"Most helpful: largest positive weights (top {N_EXAMPLES})", classes="section")
-                yield Vertical(id="positive", classes="gallery")
+                yield Gallery(N_EXAMPLES, id="positive")
                 yield Label(f"Most harmful: most negative weights (top {N_EXAMPLES})", classes="section")
-                yield Vertical(id="negative", classes="gallery")
+                yield Gallery(N_EXAMPLES, id="negative")
             with Vertical(id="detail-right"):
                 yield Label("Counterfactual", classes="section")
                 with Horizontal(id="cf-controls"):
@@ -86,25 +93,44 @@ class TargetDetailScreen(DataScreen):
         yield KeyFooter()
 
     def on_mount(self) -> None:
-        self.title = f"target {self.target}"
-        self.sub_title = f"fit {self.fit}"
-        self.fetch("info", self.load_info)
-        self.fetch("nearest", self.service.nearest, self.fit, self.target, 10)
+        self.load()
+
+    def show_target(self, target: int, fit: int, trail: list[int]) -> None:
+        """Show `target` of `fit`, with k and mode reset; `trail`: the targets Escape goes back to."""
+        self.target, self.fit, self.trail = target, fit, trail
+        if self.is_mounted:  # else on_mount loads it
+            self.load()
+
+    def load(self) -> None:
+        target, fit = self.target, self.fit
+        self.k, self.mode, self.cf, self.weights = K_DEFAULT, "top", None, pl.DataFrame()
+        self.ready.clear()
+        self.title = f"target {target}"
+        self.sub_title = f"fit {fit}"
+        self.query_one("#facts", Static).update(f"loading target {target} ...")
+        self.query_one("#k", Input).value = str(self.k)
+        self.fetch("info", self.load_info, fit, target)
+        self.fetch("nearest", self.load_nearest, fit, target)
         self.update_counterfactual()
 
     def reload(self) -> None:
         """The detail stays on the fit it was opened with."""
 
-    def load_info(self) -> tuple[TargetInfo, pl.DataFrame, dict[int, Any]]:
-        info = self.service.target_info(self.fit, self.target)
-        top = self.service.top_weights(self.fit, self.target, N_EXAMPLES)
-        return info, top, self.service.train_images(self.fit, top["train_idx"].to_list())
+    def load_info(self, fit: int, target: int) -> tuple[TargetInfo, pl.DataFrame, dict[int, Any]]:
+        info = self.service.target_info(fit, target)
+        top = self.service.top_weights(fit, target, N_EXAMPLES)
+        return info, top, self.service.train_images(fit, top["train_idx"].to_list())
+
+    def load_nearest(self, fit: int, target: int) -> tuple[int, pl.DataFrame]:
+        return target, self.service.nearest(fit, target, 10)
 
     def show_info(self, value: tuple[TargetInfo, pl.DataFrame, dict[int, np.ndarray | None]]) -> None:
         info, top, images = value
+        if info.target != self.target:
+            return  # a target shown before this one
         self.weights = top
         cap = f"target {info.target}" + ("" if info.label is None else f"  label {info.label}")
-        self.query_one("#target-picture").mount(example_view(info.image, cap, info.text))
+        self.query_one("#target-picture", ExampleView).show(Example(info.image, cap, info.text))
         rho = "n/a" if info.holdout_spearman is None else f"{info.holdout_spearman:.3f}"
         support = "never (removing every helpful example is not enough)" if info.support is None else str(info.support)
         self.query_one("#facts", Static).update(
@@ -114,29 +140,30 @@ class TargetDetailScreen(DataScreen):
             f"holdout Spearman: {rho}\nnonzero weights: {info.nnz}\n"
             f"brittleness support: {support}"
         )
-        for direction, box in (("positive", "#positive"), ("negative", "#negative")):
+        for direction in ("positive", "negative"):
             rows = top.filter(pl.col("direction") == direction).sort("rank")
-            views = [
-                example_view(images.get(r["train_idx"]),
-                             f"#{r['train_idx']} label {r['label']}\nw {r['weight']:+.4f}")
+            self.query_one(f"#{direction}", Gallery).show([
+                Example(images.get(r["train_idx"]), f"#{r['train_idx']} label {r['label']}\nw {r['weight']:+.4f}")
                 for r in rows.iter_rows(named=True)
-            ]
-            container = self.query_one(box)
-            container.mount_all(views) if views else container.mount(Static("[dim](none)[/dim]"))
+            ])
         self.ready.add("info")
 
-    def show_nearest(self, frame: pl.DataFrame) -> None:
-        self.query_one("#nearest", FrameTable).show(frame)
-        self.ready.add("nearest")
+    def show_nearest(self, value: tuple[int, pl.DataFrame]) -> None:
+        target, frame = value
+        if target == self.target:
+            self.query_one("#nearest", FrameTable).show(frame)
+            self.ready.add("nearest")
 
     def update_counterfactual(self) -> None:
-        self.query_one("#mode", Static).update(f"mode [b]{self.mode}[/b]  (m cycles)")
+        self.query_one("#mode", Static).update(f"mode [b]{self.mode}[/b]  (m cycles)", layout=False)
         self.ready.discard("cf")
         self.fetch("cf", self.service.counterfactual, self.fit, self.target, self.k, self.mode)
 
     def show_cf(self, cf: Counterfactual) -> None:
+        if (cf.target, cf.k, cf.mode) != (self.target, self.k, self.mode):
+            return  # asked for before the latest change
         self.cf = cf
-        self.query_one("#cf", Static).update(describe_counterfactual(cf))
+        self.query_one("#cf", Static).update(describe_counterfactual(cf), layout=False)
         self.ready.add("cf")
 
     def set_k(self, k: int) -> None:
@@ -156,10 +183,16 @@ class TargetDetailScreen(DataScreen):
     def action_nearest(self) -> None:
         self.query_one("#nearest", FrameTable).focus_table()
 
+    def action_back(self) -> None:
+        if self.trail:
+            self.show_target(self.trail[-1], self.fit, self.trail[:-1])
+        else:
+            self.app.pop_screen()
+
     def on_input_submitted(self, event: Input.Submitted) -> None:
         if event.input.id == "k" and event.value.strip().isdigit():
             self.set_k(int(event.value))
             self.query_one("#nearest", FrameTable).focus_table()
 
     def on_frame_table_row_chosen(self, event: FrameTable.RowChosen) -> None:
-        self.dmdb_app.open_target(int(event.row["neighbor"]), fit=self.fit)
+        self.show_target(int(event.row["neighbor"]), self.fit, [*self.trail, self.target])

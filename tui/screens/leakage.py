@@ -9,7 +9,8 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.widgets import Header, Static
 
-from ..widgets import example_view, FrameTable, KeyFooter
+from ..pictures import Example, ExampleView
+from ..widgets import FrameTable, KeyFooter
 from .base import DataScreen
 from .targets import NO_FIT
 
@@ -17,11 +18,16 @@ from .targets import NO_FIT
 class LeakageScreen(DataScreen):
     """Ranked candidates (dmdb.analyses.leakage); the highlighted pair's pictures side by side."""
 
+    pair: tuple[int, int] | None = None
+    """The (target, train_idx) whose pictures are shown."""
+
     def compose(self) -> ComposeResult:
         yield Header()
         yield Static(id="status", classes="status")
         yield FrameTable(id="candidates")
-        yield Horizontal(id="pair")
+        with Horizontal(id="pair"):
+            yield ExampleView(id="pair-target")
+            yield ExampleView(id="pair-train")
         yield KeyFooter()
 
     def reload(self) -> None:
@@ -50,10 +56,9 @@ class LeakageScreen(DataScreen):
 
     def show_pair(self, value: tuple[int, int, Any, Any]) -> None:
         target, train_idx, timg, eimg = value
-        pair = self.query_one("#pair")
-        pair.remove_children()
-        pair.mount_all([example_view(timg, f"target {target}"),
-                        example_view(eimg, f"train #{train_idx}")])
+        self.query_one("#pair-target", ExampleView).show(Example(timg, f"target {target}"))
+        self.query_one("#pair-train", ExampleView).show(Example(eimg, f"train #{train_idx}"))
+        self.pair = target, train_idx
 
     def on_frame_table_row_chosen(self, event: FrameTable.RowChosen) -> None:
         self.dmdb_app.open_target(int(event.row["target"]))
