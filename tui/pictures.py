@@ -1,8 +1,9 @@
 """Examples drawn in the terminal: a picture (or the text payload) with a caption, updated in place.
 
-Screens compose their example views once and `show` a new example in them: mounting widgets is
-what made a detail screen slow (17 examples), and so was drawing a picture again on every visit,
-so each drawing is cached by the image's bytes.
+Screens compose their galleries once and `show` new examples in them: mounting a widget per
+example made a detail screen slow (17 examples), and so did drawing each picture again on every
+visit, so drawings are cached by the image's bytes. Pictures are drawn by textual-image: its
+renderables into lines, or its widget where sixel or kitty graphics need one.
 """
 
 from __future__ import annotations
@@ -21,15 +22,18 @@ from textual.containers import Vertical
 from textual.geometry import Size
 from textual.strip import Strip
 from textual.widget import Widget
-from textual.widgets import Static
+from textual_image.renderable import Image as AutoRenderable  # what the terminal supports, asked at import
 from textual_image.renderable.halfcell import Image as HalfcellRenderable
+from textual_image.renderable.sixel import Image as SixelRenderable
+from textual_image.renderable.tgp import Image as TGPRenderable
+from textual_image.renderable.unicode import Image as UnicodeRenderable
 from textual_image.widget import Image as AutoImage  # importing queries the terminal: before the app starts
 
 IMAGE_MODES = ("auto", "halfcell", "text")
 SHADES = " .:-=+*#%@"
 PICTURE_WIDTH = 16  # cells; a cell is about twice as tall as wide
-CARD_WIDTH = PICTURE_WIDTH + 2
-_CONSOLE = Console(width=CARD_WIDTH, file=io.StringIO(), color_system="truecolor", force_terminal=True)
+WIDE_CARD = PICTURE_WIDTH + 2  # for a caption such as "target 1234  label 5" beside no neighbour
+_CONSOLE = Console(file=io.StringIO(), color_system="truecolor", force_terminal=True)
 
 
 def image_mode() -> str:
@@ -63,113 +67,160 @@ def shade_text(image: np.ndarray, width: int) -> Text:
     return Text("\n".join("".join(SHADES[i] for i in row) for row in idx))
 
 
-def draw(renderable: Any) -> list[Strip]:
-    """A renderable as lines CARD_WIDTH cells wide."""
-    lines = _CONSOLE.render_lines(renderable, _CONSOLE.options.update_width(CARD_WIDTH), pad=True)
-    return [Strip(line, CARD_WIDTH) for line in lines]
+def draw(renderable: Any, width: int) -> list[Strip]:
+    """A renderable as lines `width` cells wide."""
+    lines = _CONSOLE.render_lines(renderable, _CONSOLE.options.update_width(width), pad=True)
+    return [Strip(line, width) for line in lines]
+
+
+def drawing() -> str:
+    """What pictures become: "graphics" (sixel or kitty: textual-image's widget, one per picture),
+    else lines of "halfcell", "unicode" (textual-image's renderables) or "text" (shade_text)."""
+    mode = image_mode()
+    if mode != "auto":
+        return mode
+    if AutoRenderable in (SixelRenderable, TGPRenderable):
+        return "graphics"
+    return "unicode" if AutoRenderable is UnicodeRenderable else "halfcell"
 
 
 @lru_cache(maxsize=1024)
-def _drawn_picture(data: bytes, shape: tuple[int, ...], dtype: str, mode: str) -> tuple[Strip, ...]:
+def _drawn_picture(data: bytes, shape: tuple[int, ...], dtype: str, how: str) -> tuple[Strip, ...]:
     image = np.frombuffer(data, dtype=np.dtype(dtype)).reshape(shape)
-    if mode == "text":
-        return tuple(draw(shade_text(image, PICTURE_WIDTH)))
+    if how == "text":
+        return tuple(draw(shade_text(image, PICTURE_WIDTH), PICTURE_WIDTH))
     pil = to_pil(image)
     height = max(1, round(PICTURE_WIDTH * pil.height / pil.width / 2))
-    return tuple(draw(HalfcellRenderable(pil, width=PICTURE_WIDTH, height=height)))
+    renderable = UnicodeRenderable if how == "unicode" else HalfcellRenderable
+    return tuple(draw(renderable(pil, width=PICTURE_WIDTH, height=height), PICTURE_WIDTH))
 
 
-def picture_lines(image: np.ndarray, mode: str) -> tuple[Strip, ...]:
-    """The picture in colour half cells (textual-image) or characters; drawn once per distinct image."""
+def picture_lines(image: np.ndarray, how: str) -> tuple[Strip, ...]:
+    """The picture drawn as lines (see `drawing`); once per distinct image, then from a cache."""
     a = np.ascontiguousarray(image)
-    return _drawn_picture(a.tobytes(), a.shape, a.dtype.str, mode)
-
-
-class Card(Widget):
-    """Lines drawn beforehand and shown as they are: Textual measures and redraws widgets often,
-    and a picture of coloured half cells is costly to lay out each time."""
-
-    DEFAULT_CSS = "Card { width: auto; height: auto; }"
-
-    def __init__(self, *, classes: str | None = None) -> None:
-        super().__init__(classes=classes)
-        self.strips: list[Strip] = []
-
-    def show(self, strips: list[Strip]) -> None:
-        """New lines; the layout is redone only when the height changed."""
-        resized = len(strips) != len(self.strips)
-        self.strips = strips
-        self.refresh(layout=resized)
-
-    def get_content_width(self, container: Size, viewport: Size) -> int:
-        return CARD_WIDTH
-
-    def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
-        return len(self.strips)
-
-    def render_line(self, y: int) -> Strip:
-        return self.strips[y] if y < len(self.strips) else Strip.blank(CARD_WIDTH)
+    return _drawn_picture(a.tobytes(), a.shape, a.dtype.str, how)
 
 
 class Example(NamedTuple):
-    """What an ExampleView shows: an image (or else a text payload) and a caption."""
+    """What is shown of one example: an image (or else a text payload) and a caption."""
 
     image: np.ndarray | None
     caption: str
     text: str | None = None
 
 
-class ExampleView(Vertical):
-    """One example: its picture (terminal graphics, or characters), else its text, and a caption.
+def example_lines(example: Example, how: str, width: int) -> list[Strip]:
+    """Picture (unless graphics draw it), else the text payload, then the caption; `width` cells."""
+    lines: list[Strip] = []
+    if example.image is None:
+        lines += draw(Text((example.text or "(no picture)")[:200]), width)
+    elif how != "graphics":
+        lines += [line.extend_cell_length(width) for line in picture_lines(example.image, how)]
+    return lines + draw(Text(example.caption, style="dim"), width)
 
-    Sixel and kitty graphics need textual-image's widget (composed only in that mode); colour half
-    cells, characters, text payloads and the caption are lines in a Card.
-    """
 
-    DEFAULT_CLASSES = "example"
+class Gallery(Widget):
+    """A view of examples; `show` swaps them in place."""
 
-    def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:  # noqa: A002
-        super().__init__(id=id, classes=classes)
-        self.mode = image_mode()
-        self.example: Example | None = None
+    examples: list[Example]
 
-    def compose(self) -> ComposeResult:
-        if self.mode == "auto":
-            self.add_class("graphics")
-            yield AutoImage(None, classes="picture")
-        yield Card()
+    def show(self, examples: Sequence[Example], empty: str = "") -> None:
+        """Show `examples`; with none, the words `empty`."""
+        raise NotImplementedError
 
-    def show(self, example: Example) -> None:
-        self.example = example
-        image = example.image
+
+class Cards(Gallery):
+    """Examples drawn as lines, up to `columns` side by side (as many as the width allows): one
+    widget for a whole gallery, since each widget costs on every layout and restyle (a detail
+    screen shows 17 examples), and lines drawn beforehand are cheap to paint."""
+
+    DEFAULT_CSS = "Cards { width: auto; height: auto; max-width: 100%; }"
+
+    def __init__(self, columns: int = 1, card_width: int = PICTURE_WIDTH, *, how: str | None = None,
+                 id: str | None = None) -> None:  # noqa: A002
+        super().__init__(id=id)
+        self.columns = columns
+        self.card_width = card_width
+        self.how = drawing() if how is None else how
+        self.examples: list[Example] = []
+        self.cards: list[list[Strip]] = []
+        self._laid_out: tuple[int, list[Strip]] = (0, [])
+
+    def show(self, examples: Sequence[Example], empty: str = "") -> None:
+        """The layout is redone only when the height changed."""
+        self.examples = list(examples)
+        height = len(self.lines(self.size.width))
+        w = self.card_width
+        self.cards = [example_lines(e, self.how, w) for e in examples] or [draw(Text(empty, style="dim"), w)] * bool(empty)
+        self._laid_out = (0, [])
+        self.refresh(layout=len(self.lines(self.size.width)) != height)
+
+    def fit(self, width: int) -> int:
+        """How many cards go side by side in `width` cells (a cell between neighbours)."""
+        return max(1, min(self.columns, len(self.cards), (width + 1) // (self.card_width + 1)))
+
+    def lines(self, width: int) -> list[Strip]:
+        """The cards laid out in rows for `width` cells (kept until the width or the cards change)."""
+        columns = self.fit(width)
+        if self._laid_out[0] == columns:
+            return self._laid_out[1]
+        cells = columns * (self.card_width + 1) - 1
         lines: list[Strip] = []
-        if self.mode == "auto":
-            picture = self.query_one(AutoImage)
-            picture.image = None if image is None else to_pil(image)
-            picture.display = image is not None
-        elif image is not None:
-            lines += picture_lines(image, self.mode)
-        if image is None:
-            lines += draw(Text((example.text or "(no picture)")[:200]))
-        self.query_one(Card).show(lines + draw(Text(example.caption, style="dim")))
+        for first in range(0, len(self.cards), columns):
+            row = self.cards[first:first + columns]
+            for y in range(max(map(len, row))):
+                parts = [card[y] if y < len(card) else Strip.blank(self.card_width) for card in row]
+                lines.append(Strip.join([part for p in parts for part in (p, Strip.blank(1))][:-1]).extend_cell_length(cells))
+        self._laid_out = (columns, lines)
+        return lines
+
+    def get_content_width(self, container: Size, viewport: Size) -> int:
+        return self.fit(container.width) * (self.card_width + 1) - 1
+
+    def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
+        return len(self.lines(width))
+
+    def render_line(self, y: int) -> Strip:
+        lines = self.lines(self.size.width)
+        return lines[y] if y < len(lines) else Strip.blank(self.size.width)
 
 
-class Gallery(Vertical):
-    """Up to `slots` examples in a grid of views composed once; `show` fills them in place."""
+class GraphicCards(Gallery):
+    """Cards for sixel or kitty graphics: these need textual-image's widget for each picture, so
+    slots of (picture widget, caption Cards) are composed once and filled in place."""
 
-    def __init__(self, slots: int, *, id: str | None = None) -> None:  # noqa: A002
-        super().__init__(id=id, classes="gallery")
+    DEFAULT_CSS = "GraphicCards { layout: grid; grid-gutter: 0 1; width: auto; height: auto; }"
+
+    def __init__(self, columns: int, slots: int, card_width: int, *, id: str | None = None) -> None:  # noqa: A002
+        super().__init__(id=id)
         self.slots = slots
+        self.card_width = card_width
+        self.styles.grid_size_columns = columns
+        self.examples: list[Example] = []
 
     def compose(self) -> ComposeResult:
         for _ in range(self.slots):
-            yield ExampleView()
-        yield Static("[dim](none)[/dim]", classes="empty")
+            with Vertical(classes="example graphics"):
+                yield AutoImage(None, classes="picture")
+                yield Cards(1, self.card_width, how="graphics")
+        yield Cards(1, self.card_width, how="graphics", id="empty")
 
-    def show(self, examples: Sequence[Example]) -> None:
-        examples = examples[: self.slots]
-        for i, view in enumerate(self.query(ExampleView)):
-            if i < len(examples):
-                view.show(examples[i])
-            view.display = i < len(examples)
-        self.query_one(".empty").display = not examples
+    def show(self, examples: Sequence[Example], empty: str = "") -> None:
+        self.examples = list(examples[: self.slots])
+        for i, slot in enumerate(self.query(".example")):
+            shown = self.examples[i:i + 1]
+            slot.display = bool(shown)
+            if shown:
+                picture = slot.query_one(AutoImage)
+                picture.image = None if shown[0].image is None else to_pil(shown[0].image)
+                picture.display = shown[0].image is not None
+                slot.query_one(Cards).show(shown)
+        self.query_one("#empty", Cards).show([], empty if not self.examples else "")
+
+
+def gallery(columns: int, slots: int, card_width: int = PICTURE_WIDTH, *, id: str | None = None) -> Gallery:  # noqa: A002
+    """A view of up to `slots` examples, `columns` to a row, each `card_width` cells wide (the
+    picture's width; more leaves room for a longer caption). One example: gallery(1, 1)."""
+    if drawing() == "graphics":
+        return GraphicCards(columns, slots, card_width, id=id)
+    return Cards(columns, card_width, id=id)

@@ -111,10 +111,12 @@ class FrameTable(Container):
 
 
 class KeyFooter(Footer):
-    """Textual's Footer, rebuilding its keys at most once per refresh: the stock one rebuilds on
-    every binding change, and a detail screen's mounts and focus moves make dozens of those."""
+    """Textual's Footer, rebuilding its keys at most once per refresh and only when they changed:
+    the stock one rebuilds (mounting a widget per key) on every binding change, and a detail
+    screen's focus moves and each return to a kept screen make dozens of those."""
 
     _pending = False
+    _drawn: list[tuple[object, ...]] | None = None
 
     def bindings_changed(self, screen: Screen) -> None:
         if not self._pending:
@@ -123,6 +125,11 @@ class KeyFooter(Footer):
 
     def _rebuild(self, screen: Screen) -> None:
         self._pending = False
+        keys = [(key, binding, enabled, tooltip) for key, (_, binding, enabled, tooltip) in screen.active_bindings.items()]
+        if keys == self._drawn:
+            return
+        if screen.app.app_focus and self.is_attached and screen is self.screen:  # when Footer recomposes
+            self._drawn = keys
         super().bindings_changed(screen)
 
 

@@ -21,8 +21,11 @@ from helpers import assert_snapshot, screen_text, wait_for
 
 
 def has_table(screen: Screen, selector: str) -> bool:
+    """The FrameTable shows a table that has been mounted and laid out (an auto-height table is
+    0 high until then)."""
     found = screen.query(selector)
-    return bool(found) and found.first(FrameTable).table is not None
+    table = found.first(FrameTable).table if found else None
+    return table is not None and table.is_mounted and table.size.height > 0
 
 
 def test_main_screens(study: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
@@ -12,12 +12,13 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Header, Input, Label, Static
 
 from ..service import Counterfactual, TargetInfo
-from ..pictures import Example, ExampleView, Gallery
+from ..pictures import Example, Gallery, gallery, WIDE_CARD
 from ..widgets import FrameTable, KeyFooter
 from .base import DataScreen
 
 MODES = ("top", "bottom", "random")
 N_EXAMPLES = 8
+GALLERY_COLUMNS = 4
 K_DEFAULT = 10
 
 
@@ -44,6 +45,17 @@ def describe_counterfactual(cf: Counterfactual) -> str:
         lines += [f"verified by {v.n_runs} retraining run(s) without them:",
                   f"  mean margin {v.mean_margin:+.4f}{base}", f"  -> {'flipped' if flipped else 'did not flip'}"]
     return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Detail:
+    """Everything the screen shows about one target, fetched together."""
+
+    info: TargetInfo
+    top: pl.DataFrame
+    images: dict[int, np.ndarray | None]
+    cf: Counterfactual
+    nearest: pl.DataFrame
 
 
 class TargetDetailScreen(DataScreen):
@@ -75,12 +87,12 @@ class TargetDetailScreen(DataScreen):
         with Horizontal(id="detail"):
             with VerticalScroll(id="detail-left"):
                 with Horizontal(id="target-box"):
-                    yield ExampleView(id="target-picture")
+                    yield gallery(1, 1, WIDE_CARD, id="target-picture")
                     yield Static("loading ...", id="facts")
                 yield Label(f"Most helpful: largest positive weights (top {N_EXAMPLES})", classes="section")
-                yield Gallery(N_EXAMPLES, id="positive")
+                yield gallery(GALLERY_COLUMNS, N_EXAMPLES, id="positive")
                 yield Label(f"Most harmful: most negative weights (top {N_EXAMPLES})", classes="section")
-                yield Gallery(N_EXAMPLES, id="negative")
+                yield gallery(GALLERY_COLUMNS, N_EXAMPLES, id="negative")
             with Vertical(id="detail-right"):
                 yield Label("Counterfactual", classes="section")
                 with Horizontal(id="cf-controls"):
@@ -102,35 +114,37 @@ class TargetDetailScreen(DataScreen):
             self.load()
 
     def load(self) -> None:
+        """Reset the panels and fetch everything in one worker: one repaint when it arrives (the
+        database calls take a lock in turn anyway, and each partial repaint of this screen costs)."""
         target, fit = self.target, self.fit
         self.k, self.mode, self.cf, self.weights = K_DEFAULT, "top", None, pl.DataFrame()
         self.ready.clear()
         self.title = f"target {target}"
         self.sub_title = f"fit {fit}"
         self.query_one("#facts", Static).update(f"loading target {target} ...")
+        for view in self.query(Gallery):
+            view.show([], "" if view.id == "target-picture" else "loading ...")
         self.query_one("#k", Input).value = str(self.k)
-        self.fetch("info", self.load_info, fit, target)
-        self.fetch("nearest", self.load_nearest, fit, target)
-        self.update_counterfactual()
+        self.show_mode()
+        self.fetch("detail", self.load_detail, fit, target, self.k, self.mode)
 
     def reload(self) -> None:
         """The detail stays on the fit it was opened with."""
 
-    def load_info(self, fit: int, target: int) -> tuple[TargetInfo, pl.DataFrame, dict[int, Any]]:
-        info = self.service.target_info(fit, target)
-        top = self.service.top_weights(fit, target, N_EXAMPLES)
-        return info, top, self.service.train_images(fit, top["train_idx"].to_list())
+    def load_detail(self, fit: int, target: int, k: int, mode: str) -> Detail:
+        svc = self.service
+        info = svc.target_info(fit, target)
+        top = svc.top_weights(fit, target, N_EXAMPLES)
+        return Detail(info, top, svc.train_images(fit, top["train_idx"].to_list()),
+                      svc.counterfactual(fit, target, k, mode), svc.nearest(fit, target, 10))
 
-    def load_nearest(self, fit: int, target: int) -> tuple[int, pl.DataFrame]:
-        return target, self.service.nearest(fit, target, 10)
-
-    def show_info(self, value: tuple[TargetInfo, pl.DataFrame, dict[int, np.ndarray | None]]) -> None:
-        info, top, images = value
+    def show_detail(self, detail: Detail) -> None:
+        info, top = detail.info, detail.top
         if info.target != self.target:
             return  # a target shown before this one
         self.weights = top
         cap = f"target {info.target}" + ("" if info.label is None else f"  label {info.label}")
-        self.query_one("#target-picture", ExampleView).show(Example(info.image, cap, info.text))
+        self.query_one("#target-picture", Gallery).show([Example(info.image, cap, info.text)])
         rho = "n/a" if info.holdout_spearman is None else f"{info.holdout_spearman:.3f}"
         support = "never (removing every helpful example is not enough)" if info.support is None else str(info.support)
         self.query_one("#facts", Static).update(
@@ -143,19 +157,19 @@ class TargetDetailScreen(DataScreen):
         for direction in ("positive", "negative"):
             rows = top.filter(pl.col("direction") == direction).sort("rank")
             self.query_one(f"#{direction}", Gallery).show([
-                Example(images.get(r["train_idx"]), f"#{r['train_idx']} label {r['label']}\nw {r['weight']:+.4f}")
+                Example(detail.images.get(r["train_idx"]), f"#{r['train_idx']} label {r['label']}\nw {r['weight']:+.4f}")
                 for r in rows.iter_rows(named=True)
-            ])
+            ], "(none)")
         self.ready.add("info")
+        self.query_one("#nearest", FrameTable).show(detail.nearest)
+        self.ready.add("nearest")
+        self.show_cf(detail.cf)
 
-    def show_nearest(self, value: tuple[int, pl.DataFrame]) -> None:
-        target, frame = value
-        if target == self.target:
-            self.query_one("#nearest", FrameTable).show(frame)
-            self.ready.add("nearest")
+    def show_mode(self) -> None:
+        self.query_one("#mode", Static).update(f"mode [b]{self.mode}[/b]  (m cycles)", layout=False)
 
     def update_counterfactual(self) -> None:
-        self.query_one("#mode", Static).update(f"mode [b]{self.mode}[/b]  (m cycles)", layout=False)
+        self.show_mode()
         self.ready.discard("cf")
         self.fetch("cf", self.service.counterfactual, self.fit, self.target, self.k, self.mode)
 

@@ -9,7 +9,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.widgets import Header, Static
 
-from ..pictures import Example, ExampleView
+from ..pictures import Example, Gallery, gallery, WIDE_CARD
 from ..widgets import FrameTable, KeyFooter
 from .base import DataScreen
 from .targets import NO_FIT
@@ -26,8 +26,8 @@ class LeakageScreen(DataScreen):
         yield Static(id="status", classes="status")
         yield FrameTable(id="candidates")
         with Horizontal(id="pair"):
-            yield ExampleView(id="pair-target")
-            yield ExampleView(id="pair-train")
+            yield gallery(1, 1, WIDE_CARD, id="pair-target")
+            yield gallery(1, 1, WIDE_CARD, id="pair-train")
         yield KeyFooter()
 
     def reload(self) -> None:
@@ -56,8 +56,8 @@ class LeakageScreen(DataScreen):
 
     def show_pair(self, value: tuple[int, int, Any, Any]) -> None:
         target, train_idx, timg, eimg = value
-        self.query_one("#pair-target", ExampleView).show(Example(timg, f"target {target}"))
-        self.query_one("#pair-train", ExampleView).show(Example(eimg, f"train #{train_idx}"))
+        self.query_one("#pair-target", Gallery).show([Example(timg, f"target {target}")])
+        self.query_one("#pair-train", Gallery).show([Example(eimg, f"train #{train_idx}")])
         self.pair = target, train_idx
 
     def on_frame_table_row_chosen(self, event: FrameTable.RowChosen) -> None:
