@@ -133,6 +133,9 @@ def detail_drawn(app: DmdbApp, target: int) -> bool:
     if not (isinstance(screen, TargetDetailScreen) and screen.target == target
             and screen.ready >= {"info", "cf", "nearest"}):
         return False
+    nearest = screen.query_one("#nearest", FrameTable)
+    if not (nearest.table is not None and len(nearest.children) == 1 and nearest.table.size.height > 0):
+        return False  # the new table is not mounted and laid out yet, or the old one still shows
     pos = screen.weights.filter(pl.col("direction") == "positive").sort("rank")
     first = f"#{pos['train_idx'][0]} label" if pos.height else "(none)"
     return shows(app, f"target {target} of ", first, f"remove the {screen.k} ", "neighbor_label")

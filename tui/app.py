@@ -156,8 +156,7 @@ class DmdbApp(App[None]):
         if self.screen is detail:
             detail.show_target(target, fit, [*detail.trail, detail.target])
         else:
-            detail.show_target(target, fit, [])
-            self.push_screen(detail)
+            detail.open(target, fit)
 
     def detail_screen(self) -> TargetDetailScreen:
         """This mode's detail screen, composed on first use and kept (installed) to be refilled."""

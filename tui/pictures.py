@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import io
 import os
+import threading
 from functools import lru_cache
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Iterable, NamedTuple, Sequence
 
 import numpy as np
 from PIL import Image as PILImage
@@ -33,7 +34,7 @@ IMAGE_MODES = ("auto", "halfcell", "text")
 SHADES = " .:-=+*#%@"
 PICTURE_WIDTH = 16  # cells; a cell is about twice as tall as wide
 WIDE_CARD = PICTURE_WIDTH + 2  # for a caption such as "target 1234  label 5" beside no neighbour
-_CONSOLE = Console(file=io.StringIO(), color_system="truecolor", force_terminal=True)
+_CONSOLES = threading.local()  # pictures are also drawn ahead in worker threads
 
 
 def image_mode() -> str:
@@ -69,7 +70,10 @@ def shade_text(image: np.ndarray, width: int) -> Text:
 
 def draw(renderable: Any, width: int) -> list[Strip]:
     """A renderable as lines `width` cells wide."""
-    lines = _CONSOLE.render_lines(renderable, _CONSOLE.options.update_width(width), pad=True)
+    console = getattr(_CONSOLES, "console", None)
+    if console is None:
+        console = _CONSOLES.console = Console(file=io.StringIO(), color_system="truecolor", force_terminal=True)
+    lines = console.render_lines(renderable, console.options.update_width(width), pad=True)
     return [Strip(line, width) for line in lines]
 
 
@@ -99,6 +103,16 @@ def picture_lines(image: np.ndarray, how: str) -> tuple[Strip, ...]:
     """The picture drawn as lines (see `drawing`); once per distinct image, then from a cache."""
     a = np.ascontiguousarray(image)
     return _drawn_picture(a.tobytes(), a.shape, a.dtype.str, how)
+
+
+def predraw(images: Iterable[np.ndarray | None]) -> None:
+    """Draw pictures ahead, e.g. in the worker thread that fetched them, so that showing them on the
+    UI thread finds them drawn (colour half cells cost about a millisecond a picture)."""
+    how = drawing()
+    if how != "graphics":
+        for image in images:
+            if image is not None:
+                picture_lines(image, how)
 
 
 class Example(NamedTuple):

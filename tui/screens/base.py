@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import TYPE_CHECKING, Any, Callable
 
 from textual.message import Message
@@ -28,8 +29,8 @@ class DataScreen(Screen):
     """A screen whose data comes from the Service.
 
     `fetch("x", fn, ...)` runs fn in a thread worker (group "x", exclusive, so a newer request
-    replaces an older one and a superseded result is dropped); its result arrives as `show_x(value)`,
-    a failure as one readable line in `fail`.
+    replaces an older one and a superseded result is dropped); its result arrives as `show_x(value)`
+    (awaited if it is a coroutine), a failure as one readable line in `fail`.
     """
 
     _shown_fit: int | None = -1
@@ -67,12 +68,14 @@ class DataScreen(Screen):
 
         self.run_worker(call, thread=True, exclusive=True, group=key, name=key)
 
-    def on_fetched(self, message: Fetched) -> None:
+    async def on_fetched(self, message: Fetched) -> None:
         message.stop()
         if message.error is not None:
             self.fail(message.key, message.error)
         else:
-            getattr(self, f"show_{message.key}")(message.value)
+            shown = getattr(self, f"show_{message.key}")(message.value)
+            if inspect.isawaitable(shown):  # e.g. until a new table is mounted
+                await shown
 
     def fail(self, key: str, error: BaseException) -> None:
         """Say what went wrong in one line: dmdb errors verbatim, anything else with its type."""

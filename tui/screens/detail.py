@@ -8,16 +8,18 @@ import numpy as np
 import polars as pl
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.timer import Timer
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Header, Input, Label, Static
 
 from ..service import Counterfactual, TargetInfo
-from ..pictures import Example, Gallery, gallery, WIDE_CARD
+from ..pictures import Example, Gallery, gallery, predraw, WIDE_CARD
 from ..widgets import FrameTable, KeyFooter
 from .base import DataScreen
 
 MODES = ("top", "bottom", "random")
 N_EXAMPLES = 8
+REVEAL_AFTER = 0.25  # seconds
 GALLERY_COLUMNS = 4
 K_DEFAULT = 10
 
@@ -81,6 +83,8 @@ class TargetDetailScreen(DataScreen):
         self.cf: Counterfactual | None = None
         self.weights: pl.DataFrame = pl.DataFrame()
         self.ready: set[str] = set()
+        self._reveal: Timer | None = None
+        self._reveal_mode = ""
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -106,6 +110,36 @@ class TargetDetailScreen(DataScreen):
 
     def on_mount(self) -> None:
         self.load()
+
+    def open(self, target: int, fit: int) -> None:
+        """Show `target` from another screen. Once composed, this screen appears when its data is
+        in (one paint, not a loading screen and then another), or after REVEAL_AFTER if slower."""
+        self.show_target(target, fit, [])
+        if not self.is_mounted:
+            self.app.push_screen(self)  # first use: composing takes a while anyway
+            return
+        if self._reveal is not None:
+            self._reveal.stop()
+        self._reveal = self.set_timer(REVEAL_AFTER, self.reveal)
+        self._reveal_mode = self.app.current_mode
+
+    def fail(self, key: str, error: BaseException) -> None:
+        """Say so; a screen waiting to appear stays away (the message says why)."""
+        super().fail(key, error)
+        if key == "detail":
+            self.query_one("#facts", Static).update(f"could not load target {self.target}")
+            if self._reveal is not None:
+                self._reveal.stop()
+                self._reveal = None
+
+    def reveal(self) -> None:
+        """Push this screen, if an `open` is waiting for it and the user stayed in that mode."""
+        if self._reveal is None:
+            return
+        self._reveal.stop()
+        self._reveal = None
+        if self.app.current_mode == self._reveal_mode and self not in self.app.screen_stack:
+            self.app.push_screen(self)
 
     def show_target(self, target: int, fit: int, trail: list[int]) -> None:
         """Show `target` of `fit`, with k and mode reset; `trail`: the targets Escape goes back to."""
@@ -135,10 +169,11 @@ class TargetDetailScreen(DataScreen):
         svc = self.service
         info = svc.target_info(fit, target)
         top = svc.top_weights(fit, target, N_EXAMPLES)
-        return Detail(info, top, svc.train_images(fit, top["train_idx"].to_list()),
-                      svc.counterfactual(fit, target, k, mode), svc.nearest(fit, target, 10))
+        images = svc.train_images(fit, top["train_idx"].to_list())
+        predraw([info.image, *images.values()])
+        return Detail(info, top, images, svc.counterfactual(fit, target, k, mode), svc.nearest(fit, target, 10))
 
-    def show_detail(self, detail: Detail) -> None:
+    async def show_detail(self, detail: Detail) -> None:
         info, top = detail.info, detail.top
         if info.target != self.target:
             return  # a target shown before this one
@@ -161,9 +196,10 @@ class TargetDetailScreen(DataScreen):
                 for r in rows.iter_rows(named=True)
             ], "(none)")
         self.ready.add("info")
-        self.query_one("#nearest", FrameTable).show(detail.nearest)
-        self.ready.add("nearest")
         self.show_cf(detail.cf)
+        await self.query_one("#nearest", FrameTable).show(detail.nearest)
+        self.ready.add("nearest")
+        self.reveal()
 
     def show_mode(self) -> None:
         self.query_one("#mode", Static).update(f"mode [b]{self.mode}[/b]  (m cycles)", layout=False)
