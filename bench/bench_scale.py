@@ -110,18 +110,25 @@ def work(runs: float, val: float, holdout: float, n: int, t: int, lambdas: float
         "reading runs": {"masks": (runs + holdout) * n, "margins": (runs + holdout) * 4 * t},
         "statistics": {"Gram X'X": 2 * runs * g * n * n, "X'Y": 2 * runs * n * t},
         "lasso path": {"Lipschitz": lipschitz, "validation MSE": 2 * val * n * t * lambdas, "FISTA": 2 * n * n * t},
-        "scoring and writing": {"holdout predictions": 2 * holdout * n * t},
+        "scoring and writing": {"holdout predictions": 2 * holdout * n * t, "writing": runs + holdout + t},
     }
+
+
+REST = {"lasso path": "FISTA", "scoring and writing": "writing"}
+"""Per stage, the component whose time is what is left after pricing the others at the GEMM rate:
+FISTA (iteration count unknown in advance) and writing the fit (rows: one per run used and,
+assuming the slice's nonzeros per target, a fixed number per target)."""
 
 
 def project(fit: dict[str, Any], n_train: int, targets: int, full: dict[str, int] = FULL) -> dict[str, Any]:
     """Seconds of each fit stage scaled to the full study by the work of its components (see `work`).
 
-    Stages whose components are all known work are scaled by the ratio of total work. The lasso
-    path mixes known work (Lipschitz estimate, validation MSE after each solution) with FISTA
-    iterations of unknown count: the known part is priced at the rate the slice's statistics stage
-    reached (the same kind of float32 GEMM), the rest of the measured time is FISTA, and that is
-    scaled by its per-iteration flops. The full study keeps the slice's validation and holdout
+    Stages whose components are all known work of one kind are scaled by the ratio of total work.
+    The lasso path mixes known flops (Lipschitz estimate, validation MSE after each solution) with
+    FISTA iterations of unknown count, and "scoring and writing" mixes holdout predictions with
+    database writes: the known flops are priced at the rate the slice's statistics stage reached
+    (the same kind of float32 GEMM), the rest of the measured time is the `REST` component, and
+    that is scaled by its own law. The full study keeps the slice's validation and holdout
     fractions and lambdas per target. Returns seconds per stage, the rate, and stages not projected.
     """
     runs, val, hold = fit["n_runs"], fit["n_val"], fit["n_holdout"]
@@ -136,10 +143,11 @@ def project(fit: dict[str, Any], n_train: int, targets: int, full: dict[str, int
     for stage, sec in stages.items():
         if stage not in small:
             unknown.append(stage)
-        elif stage == "lasso path":
-            known = {c: w for c, w in small[stage].items() if c != "FISTA"}
-            fista = max(0.0, sec - sum(known.values()) / rate)
-            out[stage] = sum(big[stage][c] for c in known) / rate + fista * big[stage]["FISTA"] / small[stage]["FISTA"]
+        elif stage in REST:
+            rest = REST[stage]
+            known = {c: w for c, w in small[stage].items() if c != rest}
+            left = max(0.0, sec - sum(known.values()) / rate)
+            out[stage] = sum(big[stage][c] for c in known) / rate + left * big[stage][rest] / small[stage][rest]
         else:
             out[stage] = sec * sum(big[stage].values()) / sum(small[stage].values())
     return {"seconds": out, "flops_per_s": rate, "not_projected": unknown}

@@ -328,6 +328,10 @@ def test_scale_projection_scales_each_component_by_its_own_law() -> None:
     fista = 10.0 - known / rate
     expect = (w["lasso path"]["Lipschitz"] + 100 * w["lasso path"]["validation MSE"]) / rate + 100 * fista
     assert more_targets["seconds"]["lasso path"] == pytest.approx(expect)
+    # scoring and writing: holdout predictions at the GEMM rate, the writes by rows written
+    hold = w["scoring and writing"]["holdout predictions"]
+    writes = (0.1 - hold / rate) * (2000 + 200 + 1000) / (2000 + 200 + 10)
+    assert more_targets["seconds"]["scoring and writing"] == pytest.approx(100 * hold / rate + writes)
     # a stage without a cost law is reported, not silently scaled
     odd = bs.project({**slice_, "stages": {**slice_["stages"], "new stage": 1.0}}, 2000, 10, same)
     assert odd["not_projected"] == ["new stage"] and "new stage" not in odd["seconds"]
