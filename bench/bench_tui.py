@@ -37,7 +37,7 @@ import polars as pl
 from rich.console import Console
 from textual import events
 from textual._compositor import CompositorUpdate
-from textual.widgets import Input
+from textual.widgets import Input, OptionList
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the analyses fixtures
 os.environ.setdefault("DMDB_TUI_IMAGES", "halfcell")
@@ -133,12 +133,11 @@ def detail_drawn(app: DmdbApp, target: int) -> bool:
     if not (isinstance(screen, TargetDetailScreen) and screen.target == target
             and screen.ready >= {"info", "cf", "nearest"}):
         return False
-    nearest = screen.query_one("#nearest", FrameTable)
-    if not (nearest.table is not None and len(nearest.children) == 1 and nearest.table.size.height > 0):
-        return False  # the new table is not mounted and laid out yet, or the old one still shows
     pos = screen.weights.filter(pl.col("direction") == "positive").sort("rank")
     first = f"#{pos['train_idx'][0]} label" if pos.height else "(none)"
-    return shows(app, f"target {target} of ", first, f"remove the {screen.k} ", "neighbor_label")
+    nearest = screen.query_one("#nearest OptionList", OptionList)
+    neighbour = str(nearest.get_option_at_index(0).prompt) if nearest.option_count else "neighbor_label"
+    return shows(app, f"target {target} of ", first, f"remove the {screen.k} ", neighbour)
 
 
 def counterfactual_drawn(app: DmdbApp, k: int) -> bool:

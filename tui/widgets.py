@@ -1,4 +1,5 @@
-"""Widgets shared by the screens: a frame-backed table, the footer, a scatter plot (pictures: tui.pictures)."""
+"""Widgets shared by the screens: a frame-backed table, a short list of rows, the footer, a scatter plot
+(pictures: tui.pictures)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,19 @@ from typing import Any
 import numpy as np
 import polars as pl
 import polars.selectors as cs
-from textual.containers import Container
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Container, Vertical
 from textual.message import Message
 from textual.widget import AwaitMount
 from textual.screen import Screen
-from textual.widgets import Footer
+from textual.widgets import Footer, OptionList, Static
 from textual_fastdatatable import ArrowBackend, DataTable
 from textual_plotext import PlotextPlot
+
+
+NULL = "·"  # how a missing value is shown
+SHORT_ROWS = 10  # rows a FrameTable of class "short" shows at most
 
 
 class _TableMessage(Message):
@@ -38,6 +45,7 @@ class FrameTable(Container):
     """A polars frame shown through textual-fastdatatable's Arrow backend (fast for large tables).
 
     `show` swaps in a new table; Enter on a row posts `RowChosen` with that row as a dict.
+    Class "short": as tall as its rows, at most SHORT_ROWS.
     """
 
     class RowChosen(_RowMessage):
@@ -61,9 +69,13 @@ class FrameTable(Container):
     def show(self, frame: pl.DataFrame) -> AwaitMount:
         """Replace the table with `frame` (floats rounded for display only; `self.frame` keeps them)."""
         self.frame = frame
-        shown = frame.with_columns(round_column(frame[c], self.digits) for c in frame.select(cs.float()).columns)
-        table = DataTable(backend=ArrowBackend(shown.to_arrow()), cursor_type="row", show_row_labels=False,
-                          zebra_stripes=True, null_rep="·", render_markup=False, max_column_content_width=40)
+        table = DataTable(backend=ArrowBackend(rounded(frame, self.digits).to_arrow()), cursor_type="row",
+                          show_row_labels=False, zebra_stripes=True, null_rep=NULL, render_markup=False,
+                          max_column_content_width=40)
+        if self.has_class("short"):
+            # As tall as its rows: set here, since an auto height follows the table's virtual size,
+            # computed once mounted, and that re-layout was seen to be lost (the table stayed 0 high).
+            table.styles.height = min(SHORT_ROWS, frame.height) + 1
         self.remove_children()
         self._table = table
         return self.mount(table)
@@ -110,6 +122,59 @@ class FrameTable(Container):
             self.post_message(self.HeaderClicked(self, self.frame.columns[event.column_index]))
 
 
+class RowList(Vertical):
+    """A short frame as aligned rows of text under a header line, with a cursor: refilled in place,
+    where a FrameTable mounts a new table widget for each frame, which costs a screen that changes
+    its list with every target. Enter on a row posts `RowChosen` with that row as a dict."""
+
+    DEFAULT_CSS = """
+    RowList { height: auto; }
+    RowList > .header { height: 1; padding: 0 1; text-style: bold; }
+    RowList > OptionList { height: auto; border: none; padding: 0 1; }
+    """
+
+    class RowChosen(Message):
+        """Enter on a row."""
+
+        def __init__(self, rows: "RowList", row: dict[str, Any]) -> None:
+            super().__init__()
+            self.rows = rows
+            self.row = row
+
+        @property
+        def control(self) -> "RowList":
+            return self.rows
+
+    def __init__(self, *, id: str | None = None, digits: int = 4) -> None:  # noqa: A002
+        super().__init__(id=id)
+        self.frame: pl.DataFrame = pl.DataFrame()
+        self.digits = digits
+
+    def compose(self) -> ComposeResult:
+        yield Static(classes="header")
+        yield OptionList()
+
+    def show(self, frame: pl.DataFrame) -> None:
+        """Show `frame` (floats rounded for display only; `self.frame` keeps them), cursor on row 0."""
+        self.frame = frame
+        shown = rounded(frame, self.digits)
+        cells = [[NULL if v is None else str(v) for v in shown[c].to_list()] for c in shown.columns]
+        widths = [max([len(name), *map(len, col)]) for name, col in zip(shown.columns, cells)]
+        self.query_one(".header", Static).update("  ".join(n.rjust(w) for n, w in zip(shown.columns, widths)),
+                                                 layout=False)
+        rows = self.query_one(OptionList)
+        rows.set_options(Text("  ".join(col[i].rjust(w) for col, w in zip(cells, widths)))
+                         for i in range(frame.height))
+        rows.highlighted = 0 if frame.height else None
+
+    def focus_list(self) -> None:
+        self.query_one(OptionList).focus()
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        event.stop()
+        self.post_message(self.RowChosen(self, self.frame.row(event.option_index, named=True)))
+
+
 class KeyFooter(Footer):
     """Textual's Footer, rebuilding its keys at most once per refresh and only when they changed:
     the stock one rebuilds (mounting a widget per key) on every binding change, and a detail
@@ -131,6 +196,11 @@ class KeyFooter(Footer):
         if screen.app.app_focus and self.is_attached and screen is self.screen:  # when Footer recomposes
             self._drawn = keys
         super().bindings_changed(screen)
+
+
+def rounded(frame: pl.DataFrame, digits: int) -> pl.DataFrame:
+    """`frame` with each float column rounded for display (see round_column)."""
+    return frame.with_columns(round_column(frame[c], digits) for c in frame.select(cs.float()).columns)
 
 
 def round_column(col: pl.Series, digits: int) -> pl.Series:

@@ -27,7 +27,7 @@ from tui.screens import (
 )
 from tui.screens.detail import N_EXAMPLES
 from tui.service import Service
-from tui.widgets import FrameTable
+from tui.widgets import FrameTable, RowList
 
 from helpers import LEAK, VERIFIED
 from helpers import screen_text, wait_for
@@ -149,7 +149,7 @@ def test_target_detail_shows_weights_counterfactual_and_neighbours(study: Path) 
         assert f"#{pos['train_idx']} label {pos['label']}" in text and f"w {pos['weight']:+.4f}" in text
         assert f"#{neg['train_idx']} label {neg['label']}" in text and f"w {neg['weight']:+.4f}" in text
         assert screen.weights.equals(top)
-        assert screen.query_one("#nearest", FrameTable).frame["neighbor"].to_list() == near["neighbor"].to_list()
+        assert screen.query_one("#nearest", RowList).frame["neighbor"].to_list() == near["neighbor"].to_list()
 
         async def check(k: int, mode: str) -> None:
             await wait_for(pilot, lambda: "cf" in screen.ready and screen.cf.k == k and screen.cf.mode == mode,

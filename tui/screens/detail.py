@@ -14,7 +14,7 @@ from textual.widgets import Header, Input, Label, Static
 
 from ..service import Counterfactual, TargetInfo
 from ..pictures import Example, Gallery, gallery, predraw, WIDE_CARD
-from ..widgets import FrameTable, KeyFooter
+from ..widgets import KeyFooter, RowList
 from .base import DataScreen
 
 MODES = ("top", "bottom", "random")
@@ -105,7 +105,7 @@ class TargetDetailScreen(DataScreen):
                     yield Static(id="mode")
                 yield Static(id="cf")
                 yield Label("Nearest targets by datamodel similarity (Enter opens)", classes="section")
-                yield FrameTable(id="nearest")
+                yield RowList(id="nearest")
         yield KeyFooter()
 
     def on_mount(self) -> None:
@@ -173,7 +173,7 @@ class TargetDetailScreen(DataScreen):
         predraw([info.image, *images.values()])
         return Detail(info, top, images, svc.counterfactual(fit, target, k, mode), svc.nearest(fit, target, 10))
 
-    async def show_detail(self, detail: Detail) -> None:
+    def show_detail(self, detail: Detail) -> None:
         info, top = detail.info, detail.top
         if info.target != self.target:
             return  # a target shown before this one
@@ -197,7 +197,7 @@ class TargetDetailScreen(DataScreen):
             ], "(none)")
         self.ready.add("info")
         self.show_cf(detail.cf)
-        await self.query_one("#nearest", FrameTable).show(detail.nearest)
+        self.query_one("#nearest", RowList).show(detail.nearest)
         self.ready.add("nearest")
         self.reveal()
 
@@ -231,7 +231,7 @@ class TargetDetailScreen(DataScreen):
         self.update_counterfactual()
 
     def action_nearest(self) -> None:
-        self.query_one("#nearest", FrameTable).focus_table()
+        self.query_one("#nearest", RowList).focus_list()
 
     def action_back(self) -> None:
         if self.trail:
@@ -242,7 +242,7 @@ class TargetDetailScreen(DataScreen):
     def on_input_submitted(self, event: Input.Submitted) -> None:
         if event.input.id == "k" and event.value.strip().isdigit():
             self.set_k(int(event.value))
-            self.query_one("#nearest", FrameTable).focus_table()
+            self.query_one("#nearest", RowList).focus_list()
 
-    def on_frame_table_row_chosen(self, event: FrameTable.RowChosen) -> None:
+    def on_row_list_row_chosen(self, event: RowList.RowChosen) -> None:
         self.show_target(int(event.row["neighbor"]), self.fit, [*self.trail, self.target])
