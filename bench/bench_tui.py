@@ -209,17 +209,19 @@ def measure_service(path: Path, targets: list[int]) -> dict[str, float]:
 
 
 def report(name: str, path: Path, repeat: int) -> None:
-    with dmdb.open(path, read_only=True) as db:
-        n_targets = db.sql("SELECT count(*) AS n FROM fit_targets")["n"][0]
-        n_weights = db.sql("SELECT count(*) AS n FROM weights")["n"][0]
+    with Service.open(path) as svc:  # the fit the app browses: the latest
+        fit = svc.latest_fit()
+        ids = svc.sql(f"SELECT target FROM fit_targets WHERE fit_id = {fit}")["target"].to_numpy()
+        n_weights = svc.sql(f"SELECT count(*) AS n FROM weights WHERE fit_id = {fit}")["n"][0]
+    n_targets = len(ids)
     rng = np.random.default_rng(0)
-    targets = [int(t) for t in rng.choice(n_targets, size=min(n_targets, repeat + 1), replace=False)]
+    targets = [int(t) for t in rng.choice(ids, size=min(n_targets, repeat + 1), replace=False)]
     t0 = time.perf_counter()
     app_times = asyncio.run(measure_app(path, targets, repeat))
     wall = time.perf_counter() - t0
     svc = measure_service(path, targets)
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    print(f"\n{name}: {n_targets:,} targets, {n_weights:,} weight rows ({wall:.0f} s for the app run; "
+    print(f"\n{name}: fit {fit}, {n_targets:,} targets, {n_weights:,} weight rows ({wall:.0f} s for the app run; "
           f"load average {load} on {os.cpu_count()} CPUs: latencies grow with it)")
     print(f"  {'interaction':<20s} {'median':>9s} {'aim':>7s} {'median/aim':>11s} {'service only':>13s}   n")
     for key, aim in AIMS.items():
