@@ -192,6 +192,12 @@ class Experiment:
         """(runs, n_targets) float32, rows in run id order (the same order as masks)."""
         return readback.margins(self, role, runs)
 
+    def masks_and_margins(
+        self, role: str | Sequence[str] | None = None, runs: RunSelection = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """masks() and margins() of the same runs, read in one pass over the table instead of two."""
+        return readback.masks_and_margins(self, role, runs)
+
     def run_ids(self, role: str | Sequence[str] | None = None, runs: RunSelection = None) -> np.ndarray:
         return readback.run_ids(self, role, runs)
 

@@ -28,26 +28,45 @@ def unpack_masks(
 
     `header`: values carry DuckDB's BIT header byte in front (a BIT column read as is, which is
     cheaper than casting it to BLOB in SQL). `order`: row i of the result is source row order[i].
-    Peak memory stays near the result itself: one chunk in order is unpacked in place, anything
-    else in slices of about 64 MB.
     """
     chunks = [c for c in (column.chunks if isinstance(column, pa.ChunkedArray) else [column]) if len(c)]
-    width = (n_train + 7) // 8 + int(header)
     total = sum(len(c) for c in chunks)
-    if order is None and len(chunks) == 1:
-        raw = _contiguous_bytes(chunks[0], width)[:, int(header) :]
-        return np.unpackbits(raw, axis=1, count=n_train).view(bool)
     out = np.empty((total, n_train), dtype=bool)
     dest = np.arange(total) if order is None else np.argsort(order)
-    step = max(1, (64 << 20) // max(1, n_train))
     row = 0
     for chunk in chunks:
-        raw = _contiguous_bytes(chunk, width)[:, int(header) :]
-        for s in range(0, len(chunk), step):
-            part = raw[s : s + step]
-            out[dest[row + s : row + s + len(part)]] = np.unpackbits(part, axis=1, count=n_train).view(bool)
+        unpack_into(out, as_rows(dest[row : row + len(chunk)]), packed_rows(chunk, n_train, header))
         row += len(chunk)
     return out
+
+
+def packed_rows(chunk: pa.Array, n_train: int, header: bool = False) -> np.ndarray:
+    """A chunk of packed masks viewed as a (len, ceil(n_train/8)) uint8 matrix, without DuckDB's BIT
+    header byte when `header`."""
+    return _contiguous_bytes(chunk, (n_train + 7) // 8 + int(header))[:, int(header) :]
+
+
+# Rows unpacked at a time: the temporary stays in the CPU cache on its way into the output.
+_UNPACK_BYTES = 1 << 20
+
+
+def unpack_into(out: np.ndarray, rows: slice | np.ndarray, packed: np.ndarray) -> None:
+    """out[rows] = the bits of `packed` (one row per run) for a (runs, n) bool `out`; `rows` as as_rows gives."""
+    n = out.shape[1]
+    step = max(1, _UNPACK_BYTES // max(1, n))
+    for s in range(0, len(packed), step):
+        bits = np.unpackbits(packed[s : s + step], axis=1, count=n).view(bool)
+        if isinstance(rows, slice):
+            out[rows.start + s : rows.start + s + len(bits)] = bits
+        else:
+            out[rows[s : s + step]] = bits
+
+
+def as_rows(dest: np.ndarray) -> slice | np.ndarray:
+    """Distinct row indices as a slice when they are consecutive and ascending (a copy, not a scatter)."""
+    if len(dest) and dest[-1] - dest[0] == len(dest) - 1 and (len(dest) < 2 or bool(np.all(dest[1:] > dest[:-1]))):
+        return slice(int(dest[0]), int(dest[-1]) + 1)
+    return dest
 
 
 def count_kept(packed: np.ndarray) -> np.ndarray:

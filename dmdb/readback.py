@@ -10,7 +10,7 @@ import polars as pl
 import pyarrow as pa
 
 from .errors import BadInputError, DmdbError
-from .packing import margins_from_arrow, unpack_masks
+from .packing import as_rows, margins_from_arrow, packed_rows, unpack_into
 from .validate import as_role
 
 if TYPE_CHECKING:
@@ -38,48 +38,109 @@ def where_clause(exp: "Experiment", role: str | Sequence[str] | None, runs: RunS
     return sql, params
 
 
-def read_runs(
-    exp: "Experiment", columns: str, role: str | Sequence[str] | None, runs: RunSelection
-) -> tuple[pa.Table, np.ndarray, np.ndarray | None]:
-    """run_id plus `columns` of the selected runs, and the order that sorts them by run id.
+ARRAY_COLUMNS = ("mask", "margins")
 
-    Sorting in numpy (a permutation of run ids) beats ORDER BY in SQL, which would move every
-    mask through the sort; the order is None when the rows already come sorted.
+# Rows per streamed block: about this many bytes of packed masks and margins in flight at a time.
+_BLOCK_BYTES = 32 << 20
+
+
+def read_arrays(
+    exp: "Experiment", columns: Sequence[str], role: str | Sequence[str] | None, runs: RunSelection
+) -> dict[str, np.ndarray]:
+    """run_id and the chosen ARRAY_COLUMNS ("mask": bool (runs, n_train); "margins": float32
+    (runs, n_targets)) of the selected runs, in run id order, from one pass over the table.
+
+    A first query lists the run ids, which sizes the outputs and gives each run its row; the rows
+    are then streamed in blocks of about _BLOCK_BYTES and unpacked straight into place, so the
+    packed copy in memory is one block, not the whole column. Sorting by run id this way beats
+    ORDER BY in SQL, which would move every mask through the sort.
     """
     where, params = where_clause(exp, role, runs)
-    t = exp.db.con.sql(f"SELECT run_id, {columns} FROM runs WHERE {where}", params=params).to_arrow_table()
-    ids = t["run_id"].to_numpy()
-    order = None if ids.size < 2 or bool(np.all(ids[1:] > ids[:-1])) else np.argsort(ids, kind="stable")
-    return t, ids if order is None else ids[order], order
-
-
-def masks(exp: "Experiment", role: str | Sequence[str] | None = None, runs: RunSelection = None) -> np.ndarray:
-    t, _, order = read_runs(exp, "mask", role, runs)
-    return unpack_masks(t["mask"], exp.n_train, order, header=True)
-
-
-def _margins(exp: "Experiment", role: str | Sequence[str] | None, runs: RunSelection) -> tuple[np.ndarray, np.ndarray]:
-    """(run ids, margins matrix) in run id order.
-
-    Margins are read as FLOAT[T]: DuckDB exports a fixed-size array to Arrow about 2x faster than a
-    list, and the cast fails on a run whose list has another length. T is the experiment's own integer.
-    """
+    ids = exp.db.con.sql(f"SELECT run_id FROM runs WHERE {where}", params=params).fetchnumpy()["run_id"]
+    ids = ids if ids.size < 2 or bool(np.all(ids[1:] > ids[:-1])) else np.sort(ids)
+    out: dict[str, np.ndarray] = {"run_id": ids}
+    if "mask" in columns:
+        out["mask"] = np.empty((ids.size, exp.n_train), dtype=bool)
+    if "margins" in columns:
+        out["margins"] = np.empty((ids.size, exp.n_targets), dtype=np.float32)
+    if ids.size == 0 or len(out) == 1:
+        return out
+    select = ["run_id"]
+    if "mask" in out:
+        select.append("mask")
+    if "margins" in out:
+        # FLOAT[T]: DuckDB exports a fixed-size array to Arrow about 2x faster than a list, and the
+        # cast fails on a run whose list has another length. T is the experiment's own integer.
+        select.append(f"margins::FLOAT[{int(exp.n_targets)}] AS margins")
+    row_bytes = (exp.n_train + 7) // 8 * ("mask" in out) + 4 * exp.n_targets * ("margins" in out)
+    cols = ", ".join(select)  # literals of this function
+    rel = exp.db.con.sql(f"SELECT {cols} FROM runs WHERE {where}", params=params)
     try:
-        t, ids, order = read_runs(exp, f"margins::FLOAT[{int(exp.n_targets)}] AS margins", role, runs)
+        filled = _fill(out, rel.to_arrow_reader(max(1, _BLOCK_BYTES // row_bytes)), exp)
     except duckdb.ConversionException as e:
         raise DmdbError(
             f"a run of experiment {exp.name!r} has a margins list whose length is not n_targets = {exp.n_targets} "
             f"({str(e).splitlines()[0]})"
         ) from e
-    return ids, margins_from_arrow(t["margins"], exp.n_targets, order)
+    if filled != ids.size:
+        raise _changed_while_reading(exp)
+    return out
+
+
+def _fill(out: dict[str, np.ndarray], reader: pa.RecordBatchReader, exp: "Experiment") -> int:
+    """Place every streamed row at its run id's row of the outputs; returns how many rows came.
+
+    A block that holds the whole result in order (the common small read) becomes the output
+    itself: unpacked in one go, margins viewed in Arrow's buffer, neither copied again.
+    """
+    ids = out["run_id"]
+    filled = 0
+    with reader:
+        for batch in reader:
+            batch_ids = batch.column("run_id").to_numpy()
+            dest = np.searchsorted(ids, batch_ids)
+            if np.any(dest >= ids.size) or not np.array_equal(ids[np.minimum(dest, ids.size - 1)], batch_ids):
+                raise _changed_while_reading(exp)
+            rows = as_rows(dest)
+            whole = isinstance(rows, slice) and rows == slice(0, ids.size)
+            if "mask" in out:
+                packed = packed_rows(batch.column("mask"), exp.n_train, header=True)
+                if whole:
+                    out["mask"] = np.unpackbits(packed, axis=1, count=exp.n_train).view(bool)
+                else:
+                    unpack_into(out["mask"], rows, packed)
+            if "margins" in out:
+                y = margins_from_arrow(batch.column("margins"), exp.n_targets)
+                if whole:
+                    out["margins"] = y
+                else:
+                    out["margins"][rows] = y
+            filled += len(batch_ids)
+    return filled
+
+
+def _changed_while_reading(exp: "Experiment") -> DmdbError:
+    """The id list and the streamed rows disagree: another cursor of this process wrote in between."""
+    return DmdbError(f"the runs of experiment {exp.name!r} changed while they were read; read them again")
+
+
+def masks(exp: "Experiment", role: str | Sequence[str] | None = None, runs: RunSelection = None) -> np.ndarray:
+    return read_arrays(exp, ["mask"], role, runs)["mask"]
 
 
 def margins(exp: "Experiment", role: str | Sequence[str] | None = None, runs: RunSelection = None) -> np.ndarray:
-    return _margins(exp, role, runs)[1]
+    return read_arrays(exp, ["margins"], role, runs)["margins"]
+
+
+def masks_and_margins(
+    exp: "Experiment", role: str | Sequence[str] | None = None, runs: RunSelection = None
+) -> tuple[np.ndarray, np.ndarray]:
+    got = read_arrays(exp, ARRAY_COLUMNS, role, runs)
+    return got["mask"], got["margins"]
 
 
 def run_ids(exp: "Experiment", role: str | Sequence[str] | None = None, runs: RunSelection = None) -> np.ndarray:
-    return read_runs(exp, "1 AS one", role, runs)[1]
+    return read_arrays(exp, [], role, runs)["run_id"]
 
 
 def runs_frame(exp: "Experiment", role: str | Sequence[str] | None = None, runs: RunSelection = None) -> pl.DataFrame:
@@ -92,12 +153,16 @@ def runs_frame(exp: "Experiment", role: str | Sequence[str] | None = None, runs:
 
 def masks_frame(exp: "Experiment", role: str | Sequence[str] | None = None, runs: RunSelection = None) -> pl.DataFrame:
     """run_id and the mask as a Boolean array column of width n_train (`.to_numpy()` gives the matrix)."""
-    t, ids, order = read_runs(exp, "mask", role, runs)
-    m = unpack_masks(t["mask"], exp.n_train, order, header=True)
-    return pl.DataFrame({"run_id": ids, "mask": m}, schema_overrides={"mask": pl.Array(pl.Boolean, exp.n_train)})
+    got = read_arrays(exp, ["mask"], role, runs)
+    return pl.DataFrame(
+        {"run_id": got["run_id"], "mask": got["mask"]}, schema_overrides={"mask": pl.Array(pl.Boolean, exp.n_train)}
+    )
 
 
 def margins_frame(exp: "Experiment", role: str | Sequence[str] | None = None, runs: RunSelection = None) -> pl.DataFrame:
     """run_id and margins as a Float32 array column of width n_targets."""
-    ids, y = _margins(exp, role, runs)
-    return pl.DataFrame({"run_id": ids, "margins": y}, schema_overrides={"margins": pl.Array(pl.Float32, exp.n_targets)})
+    got = read_arrays(exp, ["margins"], role, runs)
+    return pl.DataFrame(
+        {"run_id": got["run_id"], "margins": got["margins"]},
+        schema_overrides={"margins": pl.Array(pl.Float32, exp.n_targets)},
+    )

@@ -159,16 +159,16 @@ def _open_error(path: str, e: Exception) -> DmdbError:
 
 
 def _check_version(con: duckdb.DuckDBPyConnection, path: str, read_only: bool) -> None:
-    tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
-    if "dmdb_meta" not in tables:
-        if tables:
-            raise DmdbError(f"{path} is a DuckDB database but not a dmdb one (it has no dmdb_meta table)")
+    """One query on a dmdb file (the catalog is only listed to explain a file without dmdb_meta)."""
+    try:
+        row = con.execute("SELECT value FROM dmdb_meta WHERE key = 'schema_version'").fetchall()
+    except duckdb.CatalogException:
+        if con.execute("SELECT count(*) FROM information_schema.tables").fetchall()[0][0]:
+            raise DmdbError(f"{path} is a DuckDB database but not a dmdb one (it has no dmdb_meta table)") from None
         if read_only:
-            raise DmdbError(f"{path} is an empty database; initialise it with `dmdb init --db {path}`")
+            raise DmdbError(f"{path} is an empty database; initialise it with `dmdb init --db {path}`") from None
         return
-    row = con.execute("SELECT value FROM dmdb_meta WHERE key = 'schema_version'").fetchall()
-    row = row[0] if row else None
-    version = int(row[0]) if row else None
+    version = int(row[0][0]) if row else None
     if version != SCHEMA_VERSION:
         raise SchemaVersionError(
             f"{path} has dmdb schema version {version}, this dmdb knows version {SCHEMA_VERSION}; "

@@ -8,7 +8,8 @@ import pytest
 
 import dmdb
 from runs_util import random_runs, table_counts
-from dmdb.packing import margins_from_arrow, margins_to_arrow
+from dmdb import readback
+from dmdb.packing import margins_from_arrow, margins_to_arrow, pack_masks, packed_to_arrow, unpack_masks
 
 
 def test_margins_from_arrow_layouts() -> None:
@@ -68,3 +69,77 @@ def test_ragged_margins_in_the_table_are_a_clear_error(exp: dmdb.Experiment) -> 
     with pytest.raises(dmdb.DmdbError, match="margins list whose length is not n_targets = 5"):
         exp.margins()
     np.testing.assert_array_equal(exp.margins(runs=[0, 2]), margins[[0, 2]])
+
+
+def test_unpack_masks_in_any_order_and_chunking() -> None:
+    masks, _ = random_runs(23, 37, 1, seed=3)
+    col = packed_to_arrow(pack_masks(masks))
+    chunked = pa.chunked_array([col[:5], col[5:6], col[6:]])
+    order = np.random.default_rng(0).permutation(23)
+    for c in (col, chunked):
+        np.testing.assert_array_equal(unpack_masks(c, 37), masks)
+        np.testing.assert_array_equal(unpack_masks(c, 37, order=order), masks[order])
+    assert unpack_masks(pa.chunked_array([], pa.binary(5)), 37).shape == (0, 37)
+
+
+@pytest.mark.parametrize("block_bytes", [1, 7 * 24, 16 << 20])  # one row per block, a few rows, one block
+def test_streamed_read_back_puts_every_run_in_its_row(
+    exp: dmdb.Experiment, monkeypatch: pytest.MonkeyPatch, block_bytes: int
+) -> None:
+    """Runs recorded out of id order, in several batches, read in blocks of every size: bit for bit."""
+    monkeypatch.setattr(readback, "_BLOCK_BYTES", block_bytes)
+    masks, margins = random_runs(40, 37, 5, seed=2)
+    ids = np.random.default_rng(1).permutation(40) * 3 + 7  # not contiguous either
+    roles = np.where(ids % 2 == 0, "fit", "holdout")
+    for part in np.array_split(np.arange(40), 3):
+        exp.record_batch(ids[part], masks[part], margins[part], role=roles[part].tolist())
+    by_id = np.argsort(ids)
+    m, y = exp.masks_and_margins()
+    np.testing.assert_array_equal(m, masks[by_id])
+    np.testing.assert_array_equal(y, margins[by_id])
+    np.testing.assert_array_equal(exp.masks(), masks[by_id])
+    np.testing.assert_array_equal(exp.margins(), margins[by_id])
+    np.testing.assert_array_equal(exp.run_ids(), ids[by_id])
+    fit = by_id[roles[by_id] == "fit"]
+    m, y = exp.masks_and_margins(role="fit")
+    np.testing.assert_array_equal(m, masks[fit])
+    np.testing.assert_array_equal(y, margins[fit])
+    some = [int(ids[5]), int(ids[0]), int(ids[33])]
+    pick = [int(np.flatnonzero(ids == r)[0]) for r in sorted(some)]
+    np.testing.assert_array_equal(exp.masks(runs=some), masks[pick])
+    np.testing.assert_array_equal(exp.margins_frame(runs=some)["margins"].to_numpy(), margins[pick])
+    m, y = exp.masks_and_margins(runs=range(0, 7))  # selects nothing
+    assert m.shape == (0, 37) and y.shape == (0, 5) and m.dtype == bool and y.dtype == np.float32
+
+
+@pytest.mark.parametrize(
+    "write",
+    [
+        "DELETE FROM runs WHERE run_id = 1",
+        "INSERT INTO runs BY NAME SELECT * REPLACE (run_id + 10 AS run_id) FROM runs WHERE run_id = 1",
+    ],
+)
+def test_a_write_between_listing_and_streaming_is_detected(exp: dmdb.Experiment, write: str) -> None:
+    """read_arrays lists run ids, then streams rows: a run written in between must not go unnoticed."""
+    masks, margins = random_runs(3, 37, 5, seed=4)
+    exp.record_batch(np.arange(3), masks, margins)
+    con = exp.db.con
+
+    class WriteAfterFirstQuery:
+        def __init__(self) -> None:
+            self.queries = 0
+
+        def sql(self, *args: object, **kwargs: object) -> object:
+            self.queries += 1
+            if self.queries == 2:  # the id list is taken; a cursor of this process writes
+                con.cursor().execute(write)
+            return con.sql(*args, **kwargs)  # type: ignore[arg-type]
+
+    exp.db.con = WriteAfterFirstQuery()  # type: ignore[assignment]
+    try:
+        with pytest.raises(dmdb.DmdbError, match="changed while they were read"):
+            exp.masks()
+    finally:
+        exp.db.con = con
+    ids = exp.run_ids()  # read again: consistent with what is there now
+    np.testing.assert_array_equal(exp.masks(), masks[ids % 10])

@@ -48,6 +48,15 @@ def test_foreign_duckdb_file_refused(db_path: Path) -> None:
         dmdb.open(db_path)
 
 
+def test_empty_duckdb_file_needs_init_to_read(db_path: Path) -> None:
+    duckdb.connect(str(db_path)).close()
+    with pytest.raises(dmdb.DmdbError, match="empty database.*dmdb init"):
+        dmdb.open(db_path, read_only=True)
+    with dmdb.open(db_path) as db:  # a writable open initialises it
+        assert db.experiments().is_empty()
+    dmdb.open(db_path, read_only=True).close()
+
+
 def test_garbage_file_refused(tmp_path: Path) -> None:
     p = tmp_path / "junk.duckdb"
     p.write_bytes(b"this is not a database" * 1000)
