@@ -197,6 +197,32 @@ def test_verified_outcome_is_the_mean_of_recorded_retraining_runs(study: Path) -
     drive(study, script)
 
 
+def test_detail_screen_refilled_for_the_next_target_shows_only_its_numbers(study: Path) -> None:
+    with api(study) as db:
+        want = {t: (analyses.top_weights(db, t, k=N_EXAMPLES), analyses.counterfactual(db, t, k=10, mode="top"))
+                for t in (4, 9)}
+
+    async def script(app, pilot):
+        first = await open_detail(pilot, 4)
+        await pilot.press("plus", "m")  # k 11, bottom: a new target starts again at k 10, top
+        await pilot.press("escape")
+        await until_screen(pilot, OverviewScreen)
+        second = await open_detail(pilot, 9)
+        assert second is first  # the same screen, refilled
+        top, cf = want[9]
+        assert second.weights.equals(top) and (second.k, second.mode) == (10, "top")
+        await wait_for(pilot, lambda: "cf" in second.ready and second.cf.target == 9, what="target 9's counterfactual")
+        assert second.cf.predicted_margin == cf["predicted_margin"][0]
+        text = screen_text(app)
+        pos = top.filter(pl.col("direction") == "positive").sort("rank").row(0, named=True)
+        assert "target 9 of e" in text and f"#{pos['train_idx']} label {pos['label']}" in text
+        old = want[4][0].filter(pl.col("direction") == "positive").sort("rank").row(0, named=True)
+        if old["train_idx"] not in top["train_idx"].to_list():
+            assert f"#{old['train_idx']} label" not in text
+
+    drive(study, script)
+
+
 def test_nearest_target_opens_its_own_detail(study: Path) -> None:
     with api(study) as db:
         first = int(analyses.nearest_targets(db, 2, k=1)["neighbor"][0])
