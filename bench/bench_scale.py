@@ -92,7 +92,25 @@ def fit_slice(a: argparse.Namespace, out: Path) -> dict[str, Any]:
         stages[stage], last = end - last, end
     return {"seconds": fit.seconds, "stages": stages, "lds": fit.lds, "truth_lds": truth.lds if truth else None,
             "device": fit.device, "n_runs": fit.n_fit_runs + fit.n_val_runs, "n_val": fit.n_val_runs,
-            "n_holdout": fit.n_holdout_runs, "pairs": done.get("lasso path", a.fit_targets * a.k)}
+            "n_holdout": fit.n_holdout_runs, "pairs": done.get("lasso path", a.fit_targets * a.k),
+            "gemm_flops_per_s": gemm_rate(fit.device)}
+
+
+def gemm_rate(device: str) -> float:
+    """float32 GEMM flops/s on the fit's device, best of 3 products of 2,048-square matrices."""
+    import torch
+
+    A = torch.rand(2048, 2048, device=device)
+    best = float("inf")
+    for _ in range(4):
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        A @ A
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t0)
+    return 2 * 2048**3 / best
 
 
 def work(runs: float, val: float, holdout: float, n: int, t: int, lambdas: float) -> dict[str, dict[str, float]]:
@@ -103,13 +121,13 @@ def work(runs: float, val: float, holdout: float, n: int, t: int, lambdas: float
     iteration on all targets (2 N^2 T): its iteration count is the one quantity not known in
     advance, assumed equal in the slice and the full study.
     """
-    g = 5 / 8 if n >= 1024 else 1.0  # gram_stats multiplies the upper triangle in 4 row panels from N = 1,024
-    # the step size: 61 products G @ V (N x 16) per solve_paths call, for the path and the refit
-    lipschitz = 2 * 2 * 61 * 16 * n * n if n > 1000 else 2 * 4 * n**3
+    # step and momentum: 61 products G @ V (N x 16) for the top of G's spectrum and 61 for its
+    # bottom, per solve_paths call (path and refit); an eigendecomposition up to N = 1,000
+    curvature = 2 * 2 * 2 * 61 * 16 * n * n if n > 1000 else 2 * 4 * n**3
     return {
         "reading runs": {"masks": (runs + holdout) * n, "margins": (runs + holdout) * 4 * t},
-        "statistics": {"Gram X'X": 2 * runs * g * n * n, "X'Y": 2 * runs * n * t},
-        "lasso path": {"Lipschitz": lipschitz, "validation MSE": 2 * val * n * t * lambdas, "FISTA": 2 * n * n * t},
+        "statistics": {"Gram X'X": 2 * runs * n * n, "X'Y": 2 * runs * n * t},
+        "lasso path": {"curvature": curvature, "validation MSE": 2 * val * n * t * lambdas, "FISTA": 2 * n * n * t},
         "scoring and writing": {"holdout predictions": 2 * holdout * n * t, "writing": runs + holdout + t},
     }
 
@@ -124,10 +142,10 @@ def project(fit: dict[str, Any], n_train: int, targets: int, full: dict[str, int
     """Seconds of each fit stage scaled to the full study by the work of its components (see `work`).
 
     Stages whose components are all known work of one kind are scaled by the ratio of total work.
-    The lasso path mixes known flops (Lipschitz estimate, validation MSE after each solution) with
+    The lasso path mixes known flops (curvature estimate, validation MSE after each solution) with
     FISTA iterations of unknown count, and "scoring and writing" mixes holdout predictions with
-    database writes: the known flops are priced at the rate the slice's statistics stage reached
-    (the same kind of float32 GEMM), the rest of the measured time is the `REST` component, and
+    database writes: the known flops are priced at the float32 GEMM rate measured on the fit's
+    device (the statistics stage runs int8 products on the CPU, a different rate), the rest of the measured time is the `REST` component, and
     that is scaled by its own law. The full study keeps the slice's validation and holdout
     fractions and lambdas per target. Returns seconds per stage, the rate, and stages not projected.
     """
@@ -137,7 +155,7 @@ def project(fit: dict[str, Any], n_train: int, targets: int, full: dict[str, int
     small = work(runs, val, hold, n_train, targets, lambdas)
     big = work(full["runs"], val * per_run, hold * per_run, full["n_train"], full["targets"], lambdas)
     stages = fit["stages"]
-    rate = sum(small["statistics"].values()) / stages["statistics"] if stages.get("statistics") else float("nan")
+    rate = fit["gemm_flops_per_s"]
     out: dict[str, float] = {}
     unknown = []
     for stage, sec in stages.items():
@@ -207,7 +225,7 @@ def main() -> None:
               f"LDS {fit['lds']:.3f} (truth {truth})")
         proj = project(fit, a.fit_train, a.fit_targets)
         full = proj["seconds"]
-        print(f"  statistics ran at {proj['flops_per_s'] / 1e9:.1f} GFLOP/s; {fit['pairs'] / a.fit_targets:.1f} "
+        print(f"  float32 GEMM at {proj['flops_per_s'] / 1e9:.1f} GFLOP/s; {fit['pairs'] / a.fit_targets:.1f} "
               f"lambdas per target ({fit['n_runs']:,} fit+val runs, {fit['n_val']:,} val, {fit['n_holdout']:,} holdout)")
         for stage, sec in fit["stages"].items():
             to = f"{full[stage] / 3600:12,.1f} h" if stage in full else "  not projected (unknown stage)"

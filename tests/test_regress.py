@@ -236,3 +236,37 @@ def test_bad_input_raises_fit_error():
     if not torch.cuda.is_available():
         with pytest.raises(FitError, match="CUDA"):
             lasso_path(X, Y, device="cuda")
+
+
+@pytest.mark.parametrize("int8", [True, False])
+@pytest.mark.parametrize("n, N", [(7, 5), (513, 17), (300, 1030)])
+def test_mask_counts_are_exact(int8: bool, n: int, N: int) -> None:
+    """X'X from int8 products (the CPU path) and from float32 panels equals numpy's count."""
+    from dmdb.regress.stats import _Counts
+
+    X = np.random.default_rng(n).random((n, N)) < 0.4
+    counts = _Counts(N, torch.device("cpu"), torch.float32)
+    if not int8:
+        counts.int8 = False
+        counts.acc = counts.acc.to(torch.float32)
+    for a in range(0, n, 200):
+        counts.add(torch.from_numpy(X[a : a + 200]).float())
+    np.testing.assert_array_equal(counts.total().numpy(), X.astype(np.float64).T @ X)
+
+
+@pytest.mark.parametrize("n, N", [(3000, 400), (5000, 1200), (300, 400)])
+def test_curvature_brackets_the_spectrum(n: int, N: int) -> None:
+    """L is never below G's top eigenvalue, mu never above its bottom one (0 when singular)."""
+    from dmdb.regress._fista import curvature
+
+    X = (np.random.default_rng(N).random((n, N)) < 0.5).astype(np.float64)
+    Xc = X - X.mean(axis=0)
+    G = Xc.T @ Xc / n
+    ev = np.linalg.eigvalsh(G)
+    c = curvature(torch.from_numpy(G))
+    assert ev[-1] <= c.L <= 1.05 * ev[-1]
+    assert 0 <= c.mu <= ev[0] + 1e-12
+    if n > 2 * N:
+        assert c.mu >= 0.3 * ev[0]  # strongly convex: momentum is actually used
+    else:
+        assert c.mu == 0.0

@@ -309,7 +309,7 @@ def _bench_scale():  # type: ignore[no-untyped-def]
 
 def test_scale_projection_scales_each_component_by_its_own_law() -> None:
     bs = _bench_scale()
-    slice_ = {"n_runs": 2000, "n_val": 200, "n_holdout": 200, "pairs": 10 * 20,
+    slice_ = {"n_runs": 2000, "n_val": 200, "n_holdout": 200, "pairs": 10 * 20, "gemm_flops_per_s": 5e9,
               "stages": {"reading runs": 0.5, "statistics": 2.0, "lasso path": 10.0, "scoring and writing": 0.1}}
     same = {"runs": 2000, "n_train": 2000, "targets": 10}
     # projecting the slice onto itself gives back its measured times
@@ -322,11 +322,12 @@ def test_scale_projection_scales_each_component_by_its_own_law() -> None:
     gram, xty = w["statistics"]["Gram X'X"], w["statistics"]["X'Y"]
     more_targets = bs.project(slice_, 2000, 10, {"runs": 2000, "n_train": 2000, "targets": 1000})
     assert more_targets["seconds"]["statistics"] == pytest.approx(2.0 * (gram + 100 * xty) / (gram + xty))
-    # lasso path: the Lipschitz estimate does not grow with targets, validation MSE and FISTA do
+    # lasso path: the curvature estimate does not grow with targets, validation MSE and FISTA do
     rate = p["flops_per_s"]
-    known = w["lasso path"]["Lipschitz"] + w["lasso path"]["validation MSE"]
+    assert rate == 5e9
+    known = w["lasso path"]["curvature"] + w["lasso path"]["validation MSE"]
     fista = 10.0 - known / rate
-    expect = (w["lasso path"]["Lipschitz"] + 100 * w["lasso path"]["validation MSE"]) / rate + 100 * fista
+    expect = (w["lasso path"]["curvature"] + 100 * w["lasso path"]["validation MSE"]) / rate + 100 * fista
     assert more_targets["seconds"]["lasso path"] == pytest.approx(expect)
     # scoring and writing: holdout predictions at the GEMM rate, the writes by rows written
     hold = w["scoring and writing"]["holdout predictions"]

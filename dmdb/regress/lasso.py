@@ -19,7 +19,7 @@ import torch
 from dmdb.errors import FitError
 
 from ._common import centred_rows, prepare, r2_from, to_np
-from ._fista import chunk_size, lipschitz, solve_paths
+from ._fista import chunk_size, curvature, solve_paths
 from ._inputs import MIN_FIT_RUNS, ArrayLike, Progress, check_split, rows_index
 from .result import SolverResult
 from .stats import GramStats, gram_stats
@@ -109,7 +109,7 @@ def lasso_path(
 
     targets = (~const).nonzero().squeeze(1)
     ps = solve_paths(
-        G, c.T.contiguous(), yy, lams, targets, emit, L=lipschitz(G), tol=tol, max_iter=max_iter,
+        G, c.T.contiguous(), yy, lams, targets, emit, curv=curvature(G), tol=tol, max_iter=max_iter,
         chunk=target_chunk or chunk_size(N, T, p.dtype), progress=progress,
     )
     del G, c
@@ -191,7 +191,7 @@ def select_lasso(
 
     targets = (~const).nonzero().squeeze(1)
     chunk = target_chunk or chunk_size(N, T, p.dtype)
-    ps = solve_paths(G, c.T.contiguous(), yy, lams, targets, emit, L=lipschitz(G), tol=tol,
+    ps = solve_paths(G, c.T.contiguous(), yy, lams, targets, emit, curv=curvature(G), tol=tol,
                      max_iter=max_iter, chunk=chunk, progress=progress)
     del Xv, G, c
     # constant targets: the prediction is the fit-run constant at every lambda
@@ -213,8 +213,8 @@ def select_lasso(
         def emit_refit(tids: torch.Tensor, ks: torch.Tensor, W: torch.Tensor) -> None:
             W_final[tids] = W
 
-        ps2 = solve_paths(G, c.T.contiguous(), yy, lam_best[None, :], targets, emit_refit, L=lipschitz(G), tol=tol,
-                          max_iter=max_iter, W0=W_best, chunk=chunk, progress=progress)
+        ps2 = solve_paths(G, c.T.contiguous(), yy, lam_best[None, :], targets, emit_refit, curv=curvature(G),
+                          tol=tol, max_iter=max_iter, W0=W_best, chunk=chunk, progress=progress)
         n_iter, converged = n_iter + ps2.n_iter, converged & ps2.converged
         st_out = st_all
     else:
