@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from rich.console import Group
@@ -13,10 +13,12 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from ..demo.pipeline import DemoConfig, DemoResult, run_demo
-from ..demo.train import KINDS
+from ..demo.kinds import KINDS
 from .output import STDOUT
 from .progress import stage_progress
+
+if TYPE_CHECKING:
+    from ..demo.pipeline import DemoResult
 
 
 def register(sub: Any, parents: tuple[argparse.ArgumentParser, argparse.ArgumentParser]) -> None:
@@ -117,6 +119,8 @@ def summary(r: DemoResult, seconds: float) -> Group:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from ..demo.pipeline import DemoConfig, run_demo  # loads torch: only when the demo runs
+
     cfg = replace(DemoConfig.quick() if args.quick else DemoConfig(), model=args.model, threads=args.threads)
     if args.runs is not None:
         cfg = replace(cfg, fit_runs=args.runs)

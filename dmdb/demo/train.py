@@ -32,7 +32,7 @@ import torch
 
 from dmdb.errors import BadInputError
 
-KINDS = ("linear", "mlp")
+from .kinds import KINDS
 
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8

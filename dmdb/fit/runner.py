@@ -12,14 +12,13 @@ import numpy as np
 from ..errors import FitError
 from ..regress import SolverResult, predict, spearman_per_target
 from ..regress._inputs import Progress, resolve_device
-from .estimators import SOLVERS, FitOptions
+from .estimators import SOLVERS
+from .options import DEFAULT_CURVE, FitOptions
 from .selection import Selection, select
 from .write import CurvePoint, FitRecord, write_fit
 
 if TYPE_CHECKING:
     from ..experiment import Experiment
-
-DEFAULT_CURVE = (0.1, 0.25, 0.5, 1.0)
 
 
 @dataclass

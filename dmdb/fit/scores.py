@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 
 from ..errors import BadInputError
-from .estimators import FitOptions
+from .options import FitOptions
 from .runner import holdout_scores, read_data
 from .selection import select
 from .write import FitRecord, write_fit

@@ -1,0 +1,46 @@
+"""What shapes a fit besides its data: the estimator's name and options. Torch-free, so the
+CLI can build its parser without loading the solvers."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from ..errors import BadInputError
+
+ESTIMATORS = ("lasso", "diff-means", "ridge")
+
+
+@dataclass(frozen=True)
+class FitOptions:
+    """Everything that shapes a fit besides its data; stored as the fit's config.
+
+    k lambdas per target from lambda_max down to eps*lambda_max; tol is the duality-gap
+    tolerance relative to each target's variance; patience (lasso) stops a target's path once
+    validation MSE has not improved for that many lambdas (None: the whole path).
+    """
+
+    estimator: str = "lasso"
+    k: int = 100
+    eps: float = 1e-3
+    tol: float = 1e-4
+    max_iter: int = 1000
+    patience: int | None = None
+    refit: bool = True
+    val_frac: float = 0.1
+    split_seed: int = 0
+    dtype: str = "float32"
+    block_rows: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.estimator not in ESTIMATORS:
+            raise BadInputError(f"unknown estimator {self.estimator!r}: use one of {', '.join(ESTIMATORS)}")
+        if self.dtype not in ("float32", "float64"):
+            raise BadInputError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
+
+    def config(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+DEFAULT_CURVE = (0.1, 0.25, 0.5, 1.0)
+"""Fractions of the fit runs a learning curve refits on (`--curve` without a value)."""
