@@ -44,3 +44,11 @@ def test_installed_copy_finds_its_sql(wheel: Path, tmp_path: Path) -> None:
     run = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == "e"
+
+
+@pytest.mark.parametrize("module", ["dmdb", "dmdb.cli", "tui"])
+def test_light_imports_do_not_load_torch(module: str) -> None:
+    """Workers (`import dmdb`), the CLI's start (every `dmdb ...` command) and the TUI stay torch-free."""
+    code = f"import sys, {module}; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
