@@ -97,7 +97,7 @@ def fit_slice(a: argparse.Namespace, out: Path) -> dict[str, Any]:
 
 
 def gemm_rate(device: str) -> float:
-    """float32 GEMM flops/s on the fit's device, best of 3 products of 2,048-square matrices."""
+    """float32 GEMM flops/s on the fit's device: the best of 4 products of 2,048-square matrices (the first warms up)."""
     import torch
 
     A = torch.rand(2048, 2048, device=device)
