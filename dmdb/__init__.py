@@ -18,19 +18,12 @@ from .errors import (
     UnknownExperimentError,
 )
 from .experiment import Experiment
+from .lazy import lazy_attributes
 from .plan import Plan, PlannedRun
 from .store import SCHEMA_VERSION, Database, open
 
-_LAZY = {"Fit", "FitOptions"}
-
-
-def __getattr__(name: str) -> object:
-    """Fit and FitOptions load torch; import them on first use so `import dmdb` stays light for workers."""
-    if name in _LAZY:
-        from . import fit
-
-        return getattr(fit, name)
-    raise AttributeError(f"module 'dmdb' has no attribute {name!r}")
+# Fit loads torch: imported on first use, so `import dmdb` stays light for workers
+__getattr__ = lazy_attributes(__name__, {"Fit": "fit", "FitOptions": "fit"})
 
 
 __all__ = [

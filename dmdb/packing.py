@@ -21,21 +21,17 @@ def packed_to_arrow(packed: np.ndarray) -> pa.FixedSizeBinaryArray:
     )
 
 
-def unpack_masks(
-    column: pa.ChunkedArray | pa.Array, n_train: int, order: np.ndarray | None = None, header: bool = False
-) -> np.ndarray:
+def unpack_masks(column: pa.ChunkedArray | pa.Array, n_train: int, header: bool = False) -> np.ndarray:
     """Unpack a column of packed masks into a (runs, n_train) bool matrix.
 
     `header`: values carry DuckDB's BIT header byte in front (a BIT column read as is, which is
-    cheaper than casting it to BLOB in SQL). `order`: row i of the result is source row order[i].
+    cheaper than casting it to BLOB in SQL).
     """
     chunks = [c for c in (column.chunks if isinstance(column, pa.ChunkedArray) else [column]) if len(c)]
-    total = sum(len(c) for c in chunks)
-    out = np.empty((total, n_train), dtype=bool)
-    dest = np.arange(total) if order is None else np.argsort(order)
+    out = np.empty((sum(len(c) for c in chunks), n_train), dtype=bool)
     row = 0
     for chunk in chunks:
-        unpack_into(out, as_rows(dest[row : row + len(chunk)]), packed_rows(chunk, n_train, header))
+        unpack_into(out, slice(row, row + len(chunk)), packed_rows(chunk, n_train, header))
         row += len(chunk)
     return out
 
@@ -109,16 +105,15 @@ def margins_to_arrow(margins: np.ndarray, fixed: bool = False) -> pa.ListArray |
     return pa.ListArray.from_arrays(pa.array(np.arange(0, (runs + 1) * t, t, dtype=np.int32)), flat)
 
 
-def margins_from_arrow(column: pa.ChunkedArray | pa.Array, n_targets: int, order: np.ndarray | None = None) -> np.ndarray:
+def margins_from_arrow(column: pa.ChunkedArray | pa.Array, n_targets: int) -> np.ndarray:
     """A list<float> or fixed_size_list<float, T> column (every list n_targets long) as a (runs, n_targets)
-    float32 matrix (rows in `order`); a single chunk without nulls is viewed, not copied."""
+    float32 matrix; a single chunk without nulls is viewed, not copied."""
     chunks = [c for c in (column.chunks if isinstance(column, pa.ChunkedArray) else [column]) if len(c)]
     parts = [_list_values(c, n_targets) for c in chunks]
     if not parts:
         return np.empty((0, n_targets), dtype=np.float32)
     flat = parts[0] if len(parts) == 1 else np.concatenate(parts)
-    matrix = flat.reshape(-1, n_targets)
-    return matrix if order is None else matrix[order]
+    return flat.reshape(-1, n_targets)
 
 
 def _list_values(chunk: pa.Array, n_targets: int) -> np.ndarray:

@@ -245,10 +245,7 @@ def test_mask_counts_are_exact(int8: bool, n: int, N: int) -> None:
     from dmdb.regress.stats import _Counts
 
     X = np.random.default_rng(n).random((n, N)) < 0.4
-    counts = _Counts(N, torch.device("cpu"), torch.float32)
-    if not int8:
-        counts.int8 = False
-        counts.acc = counts.acc.to(torch.float32)
+    counts = _Counts(N, torch.device("cpu"), torch.float32, int8)
     for a in range(0, n, 200):
         counts.add(torch.from_numpy(X[a : a + 200]).float())
     np.testing.assert_array_equal(counts.total().numpy(), X.astype(np.float64).T @ X)

@@ -4,7 +4,7 @@ Names load on first use: the training code needs torch, the CLI's parser does no
 
 from __future__ import annotations
 
-from importlib import import_module
+from ..lazy import lazy_attributes
 
 _HOME = {
     "DEFAULTS": "train",
@@ -18,11 +18,6 @@ _HOME = {
     "train_models": "train",
 }
 
-
-def __getattr__(name: str) -> object:
-    if name in _HOME:
-        return getattr(import_module(f"{__name__}.{_HOME[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
+__getattr__ = lazy_attributes(__name__, _HOME)
 
 __all__ = sorted(_HOME)

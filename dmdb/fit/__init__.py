@@ -5,7 +5,7 @@ Names load on first use: the options and SQL selection are torch-free, the solve
 
 from __future__ import annotations
 
-from importlib import import_module
+from ..lazy import lazy_attributes
 
 _HOME = {
     "DEFAULT_CURVE": "options",
@@ -20,11 +20,6 @@ _HOME = {
     "select": "selection",
 }
 
-
-def __getattr__(name: str) -> object:
-    if name in _HOME:
-        return getattr(import_module(f"{__name__}.{_HOME[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
+__getattr__ = lazy_attributes(__name__, _HOME)
 
 __all__ = sorted(_HOME)

@@ -42,31 +42,29 @@ class Curvature:
     mu: float
 
 
-def _top_eigenvalue(M: torch.Tensor) -> float:
-    """Subspace iteration with Rayleigh-Ritz; the estimate approaches from below."""
+def _top_eigenvalue(apply: Callable[[torch.Tensor], torch.Tensor], like: torch.Tensor) -> float:
+    """Top eigenvalue of the symmetric operator `apply` (N x N, like `like`): subspace iteration
+    with Rayleigh-Ritz; the estimate approaches from below."""
     gen = torch.Generator(device="cpu").manual_seed(0)
-    V = torch.randn(M.shape[0], 16, generator=gen, dtype=torch.float64).to(M.device, M.dtype)
+    V = torch.randn(like.shape[0], 16, generator=gen, dtype=torch.float64).to(like.device, like.dtype)
     V, _ = torch.linalg.qr(V)
     for _ in range(60):
-        V, _ = torch.linalg.qr(M @ V)
-    H = (V.T @ (M @ V)).to(torch.float64)
+        V, _ = torch.linalg.qr(apply(V))
+    H = (V.T @ apply(V)).to(torch.float64)
     return float(torch.linalg.eigvalsh((H + H.T) / 2)[-1])
 
 
 def curvature(G: torch.Tensor) -> Curvature:
-    """Exact eigenvalues for small G; otherwise subspace iteration on G and on L*I - G.
-    The top of a random-mask spectrum is a dense cluster, so L is padded by 1%; mu is
-    halved, since too much momentum could stall the solver while too little only slows it."""
+    """Exact eigenvalues for small G; otherwise subspace iteration on G and on L*I - G (applied,
+    never formed). The top of a random-mask spectrum is a dense cluster, so L is padded by 1%;
+    mu is halved, since too much momentum could stall the solver while too little only slows it."""
     N = G.shape[0]
     if N <= 1000:
         ev = torch.linalg.eigvalsh(G.to(torch.float64))
         L, mu = float(ev[-1]) * (1 + 1e-9) + 1e-300, float(ev[0])
     else:
-        L = _top_eigenvalue(G) * 1.01
-        shifted = -G
-        shifted.diagonal().add_(L)
-        mu = L - _top_eigenvalue(shifted)
-        del shifted
+        L = _top_eigenvalue(lambda V: G @ V, G) * 1.01
+        mu = L - _top_eigenvalue(lambda V: L * V - G @ V, G)
     mu *= 0.5
     return Curvature(L=L, mu=mu if mu > 1e-3 * L else 0.0)
 

@@ -111,7 +111,8 @@ def gram_stats(
     y_sq = torch.zeros(T, dtype=torch.float64, device=device)
     y_min = torch.full((T,), float("inf"), dtype=torch.float64, device=device)
     y_max = torch.full((T,), float("-inf"), dtype=torch.float64, device=device)
-    counts = _Counts(N, device, dtype) if with_gram else None
+    int8 = device.type == "cpu" and hasattr(torch, "_int_mm")
+    counts = _Counts(N, device, dtype, int8) if with_gram else None
     n_blocks = (rows.size + block_rows - 1) // block_rows
     for b in range(n_blocks):
         idx = rows[b * block_rows : (b + 1) * block_rows]
@@ -143,15 +144,14 @@ def gram_stats(
 
 
 class _Counts:
-    """X'X of 0/1 blocks, exact. On the CPU as int8 x int8 -> int32 products (AMX/VNNI, ~7x
-    float32 there); elsewhere as float32 upper-triangle panels, flushed to float64 before
-    the counts could pass 2**24."""
+    """X'X of 0/1 blocks, exact: as int8 x int8 -> int32 products (`int8`, the CPU's choice:
+    AMX/VNNI, ~7x float32 there), else as float32 upper-triangle panels, flushed to float64
+    before the counts could pass 2**24."""
 
-    def __init__(self, N: int, device: torch.device, dtype: torch.dtype) -> None:
-        self.int8 = device.type == "cpu" and hasattr(torch, "_int_mm")
-        acc_dtype = torch.int32 if self.int8 else dtype
-        self.acc = torch.zeros(N, N, dtype=acc_dtype, device=device)
-        self.total64 = torch.zeros(N, N, dtype=torch.float64, device=device)
+    def __init__(self, N: int, device: torch.device, dtype: torch.dtype, int8: bool) -> None:
+        self.int8 = int8
+        self.acc = torch.zeros(N, N, dtype=torch.int32 if int8 else dtype, device=device)
+        self.flushed: torch.Tensor | None = None  # float64 sums of earlier float32 accumulators
         self.rows = 0
         self.panels = np.linspace(0, N, 5 if N >= 1024 else 2, dtype=np.int64)
 
@@ -162,17 +162,25 @@ class _Counts:
             self.acc += torch._int_mm(xi.T.contiguous(), xi)
             return
         if self.acc.dtype == torch.float32 and self.rows + n > _EXACT_F32_ROWS:
-            self.total64 += self.acc.to(torch.float64)
-            self.acc.zero_()
-            self.rows = 0
+            self._flush()
         # row panels of the upper triangle: ~5/8 of the GEMM flops of a full X'X
         for a, z in zip(self.panels[:-1], self.panels[1:]):
             self.acc[a:z, a:].addmm_(xb[:, a:z].T, xb[:, a:])
         self.rows += n
 
+    def _merged(self) -> torch.Tensor:
+        acc64 = self.acc.to(torch.float64)
+        return acc64 if self.flushed is None else self.flushed.add_(acc64)
+
+    def _flush(self) -> None:
+        self.flushed = self._merged()
+        self.acc.zero_()
+        self.rows = 0
+
     def total(self) -> torch.Tensor:
-        self.total64 += self.acc.to(torch.float64)
+        """The float64 N x N counts; the accumulator is released."""
+        total = self._merged()
         del self.acc
         if self.int8:
-            return self.total64
-        return torch.triu(self.total64) + torch.triu(self.total64, diagonal=1).T
+            return total
+        return torch.triu(total) + torch.triu(total, diagonal=1).T

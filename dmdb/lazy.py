@@ -1,0 +1,17 @@
+"""Package attributes that load their module on first use, so light imports stay torch-free."""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Callable
+
+
+def lazy_attributes(package: str, homes: dict[str, str]) -> Callable[[str], object]:
+    """A module `__getattr__` for `package`: name -> getattr(package.homes[name], name)."""
+
+    def __getattr__(name: str) -> object:
+        if name in homes:
+            return getattr(import_module(f"{package}.{homes[name]}"), name)
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+
+    return __getattr__
