@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 import dmdb
+from dmdb.regress.stats import panels
 from dmdb.scale import SynthSpec, create_synthetic
 from dmdb.scale.synth import synth_margins
 
@@ -121,13 +122,20 @@ def work(runs: float, val: float, holdout: float, n: int, t: int, lambdas: float
     iteration on all targets (2 N^2 T): its iteration count is the one quantity not known in
     advance, assumed equal in the slice and the full study.
     """
-    # step and momentum: 61 products G @ V (N x 16) for the top of G's spectrum and 61 for its
-    # bottom, per solve_paths call (path and refit); an eigendecomposition up to N = 1,000
-    curvature = 2 * 2 * 2 * 61 * 16 * n * n if n > 1000 else 2 * 4 * n**3
+    fit = runs - val
+    # X'X is summed over upper-triangle row panels of the N x N matrix (fit runs in the
+    # statistics pass; the refit adds the validation runs' products to G in place)
+    tri = sum((z - a) * (n - a) for a, z in panels(n))
+    # step and momentum: 61 products G @ V (N x 16) for the top of G's spectrum and, unless G
+    # is singular (no more runs than examples), 61 for its bottom, for the path's G and the
+    # refit's; an eigendecomposition up to N = 1,000
+    ends = (1 if fit <= n else 2) + (1 if runs <= n else 2)
+    curvature = ends * 2 * 61 * 16 * n * n if n > 1000 else 2 * 4 * n**3
     return {
         "reading runs": {"masks": (runs + holdout) * n, "margins": (runs + holdout) * 4 * t},
-        "statistics": {"Gram X'X": 2 * runs * n * n, "X'Y": 2 * runs * n * t},
-        "lasso path": {"curvature": curvature, "validation MSE": 2 * val * n * t * lambdas, "FISTA": 2 * n * n * t},
+        "statistics": {"Gram X'X": 2 * fit * tri, "X'Y": 2 * runs * n * t},
+        "lasso path": {"curvature": curvature, "validation Gram (refit)": 2 * val * tri,
+                       "validation MSE": 2 * val * n * t * lambdas, "FISTA": 2 * n * n * t},
         "scoring and writing": {"holdout predictions": 2 * holdout * n * t, "writing": runs + holdout + t},
     }
 

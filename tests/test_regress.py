@@ -240,15 +240,52 @@ def test_bad_input_raises_fit_error():
 
 @pytest.mark.parametrize("int8", [True, False])
 @pytest.mark.parametrize("n, N", [(7, 5), (513, 17), (300, 1030)])
-def test_mask_counts_are_exact(int8: bool, n: int, N: int) -> None:
-    """X'X from int8 products (the CPU path) and from float32 panels equals numpy's count."""
-    from dmdb.regress.stats import _Counts
+def test_mask_counts_are_exact(int8: bool, n: int, N: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """X'X from int8 products (the CPU path) and from float32 panels equals numpy's count, with
+    several row panels, and across a float64 flush of the float32 sums."""
+    from dmdb.regress import stats
 
+    monkeypatch.setattr(stats, "_PANEL_BYTES", 4 * N * 3)  # panels of 3 rows
+    monkeypatch.setattr(stats, "_EXACT_F32_ROWS", 250)  # float32 sums flush every ~250 rows
     X = np.random.default_rng(n).random((n, N)) < 0.4
-    counts = _Counts(N, torch.device("cpu"), torch.float32, int8)
+    counts = stats._Counts(N, torch.device("cpu"), torch.float32, int8)
     for a in range(0, n, 200):
         counts.add(torch.from_numpy(X[a : a + 200]).float())
     np.testing.assert_array_equal(counts.total().numpy(), X.astype(np.float64).T @ X)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_gram_centred_in_place_then_extended(dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch) -> None:
+    """take_gram gives numpy's centred Gram of the fit rows (written over the counts when the
+    widths match); extend_gram turns it into the Gram of fit + extra rows, panel by panel."""
+    from dmdb.regress import stats
+
+    monkeypatch.setattr(stats, "_PANEL_BYTES", 8 * 40 * 7)  # panels of 7 rows
+    rng = np.random.default_rng(3)
+    X = rng.random((500, 40)) < 0.3
+    Y = rng.normal(size=(500, 2))
+    fit, extra = np.arange(0, 350), np.arange(350, 500)
+    dev = torch.device("cpu")
+    st_fit = stats.gram_stats(X, Y, fit, device=dev, dtype=dtype, block_rows=64)
+    st_extra = stats.gram_stats(X, Y, extra, device=dev, dtype=dtype, with_gram=False, shift=st_fit.shift)
+    counts = st_fit.xtx
+    G = st_fit.take_gram(dtype)
+    assert st_fit.xtx is None and G.dtype == dtype
+    assert (G.data_ptr() == counts.data_ptr()) == (dtype == torch.float32)  # int32 counts, same width
+
+    def centred(rows: np.ndarray) -> np.ndarray:
+        Xc = X[rows] - X[rows].mean(axis=0)
+        return Xc.T @ Xc / rows.size
+
+    atol = 1e-6 if dtype == torch.float32 else 1e-13
+    np.testing.assert_allclose(G.numpy(), centred(fit), atol=atol)
+    st_all = stats.extend_gram(G, st_fit, st_extra, X, extra, block_rows=64)
+    np.testing.assert_allclose(G.numpy(), centred(np.arange(500)), atol=atol)
+    c, yy = st_all.cross(torch.float64)
+    Yc = Y - Y.mean(axis=0)
+    Xc = X - X.mean(axis=0)
+    np.testing.assert_allclose(c.numpy(), Xc.T @ Yc / 500, atol=atol)  # X'Y blocks in the solver dtype
+    np.testing.assert_allclose(yy.numpy(), (Yc**2).mean(axis=0), atol=1e-12)
 
 
 @pytest.mark.parametrize("n, N", [(3000, 400), (5000, 1200), (300, 400)])
@@ -267,3 +304,5 @@ def test_curvature_brackets_the_spectrum(n: int, N: int) -> None:
         assert c.mu >= 0.3 * ev[0]  # strongly convex: momentum is actually used
     else:
         assert c.mu == 0.0
+    told = curvature(torch.from_numpy(G), n)  # told the run count: singular when n <= N
+    assert told.L == c.L and told.mu == (0.0 if n <= N else c.mu)

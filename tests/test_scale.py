@@ -325,9 +325,10 @@ def test_scale_projection_scales_each_component_by_its_own_law() -> None:
     # lasso path: the curvature estimate does not grow with targets, validation MSE and FISTA do
     rate = p["flops_per_s"]
     assert rate == 5e9
-    known = w["lasso path"]["curvature"] + w["lasso path"]["validation MSE"]
+    lp = w["lasso path"]
+    known = lp["curvature"] + lp["validation Gram (refit)"] + lp["validation MSE"]
     fista = 10.0 - known / rate
-    expect = (w["lasso path"]["curvature"] + 100 * w["lasso path"]["validation MSE"]) / rate + 100 * fista
+    expect = (lp["curvature"] + lp["validation Gram (refit)"] + 100 * lp["validation MSE"]) / rate + 100 * fista
     assert more_targets["seconds"]["lasso path"] == pytest.approx(expect)
     # scoring and writing: holdout predictions at the GEMM rate, the writes by rows written
     hold = w["scoring and writing"]["holdout predictions"]

@@ -54,18 +54,20 @@ def _top_eigenvalue(apply: Callable[[torch.Tensor], torch.Tensor], like: torch.T
     return float(torch.linalg.eigvalsh((H + H.T) / 2)[-1])
 
 
-def curvature(G: torch.Tensor) -> Curvature:
+def curvature(G: torch.Tensor, n_runs: int | None = None) -> Curvature:
     """Exact eigenvalues for small G; otherwise subspace iteration on G and on L*I - G (applied,
     never formed). The top of a random-mask spectrum is a dense cluster, so L is padded by 1%;
-    mu is halved, since too much momentum could stall the solver while too little only slows it."""
+    mu is halved, since too much momentum could stall the solver while too little only slows it.
+    A centred Gram matrix of `n_runs` <= N runs has rank < N: mu is 0 without estimating it."""
     N = G.shape[0]
+    singular = n_runs is not None and n_runs <= N
     if N <= 1000:
         ev = torch.linalg.eigvalsh(G.to(torch.float64))
         L, mu = float(ev[-1]) * (1 + 1e-9) + 1e-300, float(ev[0])
     else:
         L = _top_eigenvalue(lambda V: G @ V, G) * 1.01
-        mu = L - _top_eigenvalue(lambda V: L * V - G @ V, G)
-    mu *= 0.5
+        mu = 0.0 if singular else L - _top_eigenvalue(lambda V: L * V - G @ V, G)
+    mu = 0.0 if singular else 0.5 * mu
     return Curvature(L=L, mu=mu if mu > 1e-3 * L else 0.0)
 
 

@@ -22,7 +22,7 @@ from ._common import centred_rows, prepare, r2_from, to_np
 from ._fista import chunk_size, curvature, solve_paths
 from ._inputs import MIN_FIT_RUNS, ArrayLike, Progress, check_split, rows_index
 from .result import SolverResult
-from .stats import GramStats, gram_stats
+from .stats import GramStats, extend_gram, gram_stats
 
 
 @dataclass
@@ -96,7 +96,8 @@ def lasso_path(
     if idx.size < MIN_FIT_RUNS:
         raise FitError(f"too few runs: {idx.size} (need at least {MIN_FIT_RUNS})")
     st = gram_stats(p.X, p.Y, idx, device=p.device, dtype=p.dtype, block_rows=block_rows, progress=progress)
-    G, c, yy = st.centred(p.dtype)
+    G = st.take_gram(p.dtype)
+    c, yy = st.cross(p.dtype)
     N, T = c.shape
     const = st.constant
     lams = lambda_grid(c, n_lambdas, eps) if lambdas is None else _given_lambdas(lambdas, T, p.device, p.dtype)
@@ -109,8 +110,8 @@ def lasso_path(
 
     targets = (~const).nonzero().squeeze(1)
     ps = solve_paths(
-        G, c.T.contiguous(), yy, lams, targets, emit, curv=curvature(G), tol=tol, max_iter=max_iter,
-        chunk=target_chunk or chunk_size(N, T, p.dtype), progress=progress,
+        G, c.T.contiguous(), yy, lams, targets, emit, curv=curvature(G, st.n), tol=tol,
+        max_iter=max_iter, chunk=target_chunk or chunk_size(N, T, p.dtype), progress=progress,
     )
     del G, c
     intercepts = st.y_mean[None, :] - (coefs.to(torch.float64) @ st.x_mean)
@@ -161,8 +162,9 @@ def select_lasso(
     shift = p.Y[np.concatenate([fit, val])].mean(axis=0)
     kw = dict(device=p.device, dtype=p.dtype, block_rows=block_rows, progress=progress, shift=shift)
     st_fit = gram_stats(p.X, p.Y, fit, **kw)
-    st_val = gram_stats(p.X, p.Y, val, with_gram=refit, **kw)
-    G, c, yy = st_fit.centred(p.dtype)
+    st_val = gram_stats(p.X, p.Y, val, with_gram=False, **kw)
+    G = st_fit.take_gram(p.dtype)
+    c, yy = st_fit.cross(p.dtype)
     N, T = c.shape
     const = st_fit.constant
     lams = lambda_grid(c, n_lambdas, eps) if lambdas is None else _given_lambdas(lambdas, T, p.device, p.dtype)
@@ -191,9 +193,9 @@ def select_lasso(
 
     targets = (~const).nonzero().squeeze(1)
     chunk = target_chunk or chunk_size(N, T, p.dtype)
-    ps = solve_paths(G, c.T.contiguous(), yy, lams, targets, emit, curv=curvature(G), tol=tol,
+    ps = solve_paths(G, c.T.contiguous(), yy, lams, targets, emit, curv=curvature(G, st_fit.n), tol=tol,
                      max_iter=max_iter, chunk=chunk, progress=progress)
-    del Xv, G, c
+    del Xv, c
     # constant targets: the prediction is the fit-run constant at every lambda
     if bool(const.any()):
         cmse = ((yv[:, const].to(torch.float64)) ** 2).mean(dim=0)
@@ -206,19 +208,20 @@ def select_lasso(
     n_iter, converged = ps.n_iter, ps.converged
 
     if refit:
-        st_all = st_fit + st_val
-        G, c, yy = st_all.centred(p.dtype)
+        st_all = extend_gram(G, st_fit, st_val, p.X, val, block_rows=block_rows)
+        c, yy = st_all.cross(p.dtype)
         W_final = torch.zeros(T, N, dtype=p.dtype, device=p.device)
 
         def emit_refit(tids: torch.Tensor, ks: torch.Tensor, W: torch.Tensor) -> None:
             W_final[tids] = W
 
-        ps2 = solve_paths(G, c.T.contiguous(), yy, lam_best[None, :], targets, emit_refit, curv=curvature(G),
-                          tol=tol, max_iter=max_iter, W0=W_best, chunk=chunk, progress=progress)
+        ps2 = solve_paths(G, c.T.contiguous(), yy, lam_best[None, :], targets, emit_refit,
+                          curv=curvature(G, st_all.n), tol=tol, max_iter=max_iter, W0=W_best, chunk=chunk, progress=progress)
         n_iter, converged = n_iter + ps2.n_iter, converged & ps2.converged
         st_out = st_all
     else:
         W_final, st_out = W_best, st_fit
+    del G
     bias = st_out.y_mean - W_final.to(torch.float64) @ st_out.x_mean
     return SolverResult(
         method="lasso",

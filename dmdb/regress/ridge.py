@@ -16,7 +16,7 @@ from dmdb.errors import FitError
 from ._common import centred_rows, prepare, r2_from, to_np
 from ._inputs import ArrayLike, Progress, check_split, rows_index
 from .result import SolverResult
-from .stats import gram_stats
+from .stats import extend_gram, gram_stats
 
 
 def select_ridge(
@@ -45,8 +45,9 @@ def select_ridge(
     shift = p.Y[np.concatenate([fit, val])].mean(axis=0)
     kw = dict(device=p.device, dtype=p.dtype, block_rows=block_rows, progress=progress, shift=shift)
     st_fit = gram_stats(p.X, p.Y, fit, **kw)
-    st_val = gram_stats(p.X, p.Y, val, with_gram=refit, **kw)
-    G, c, _ = st_fit.centred(p.dtype)
+    st_val = gram_stats(p.X, p.Y, val, with_gram=False, **kw)
+    G = st_fit.take_gram(p.dtype)
+    c, _ = st_fit.cross(p.dtype)
     N, T = c.shape
     if lambdas is None:
         scale = float(torch.diagonal(G).mean())
@@ -77,8 +78,8 @@ def select_ridge(
     val_r2 = r2_from(val_mse, st_val.y_var, st_val.constant)
 
     if refit:
-        st_out = st_fit + st_val
-        G, c, _ = st_out.centred(p.dtype)
+        st_out = extend_gram(G, st_fit, st_val, p.X, val, block_rows=block_rows)
+        c, _ = st_out.cross(p.dtype)
         c = torch.where(const[None, :], torch.zeros_like(c), c)
         evals, Q = torch.linalg.eigh(G)
         Qc = Q.T @ c

@@ -3,6 +3,10 @@
 The masks are the big input (up to 50,000 x 10,000); reading them once in row blocks and
 keeping only N x N and N x T sums is what lets every estimator run in memory. Sums over
 disjoint row sets add, so the statistics of fit+validation rows are a sum, not a second pass.
+
+The N x N matrix is held once: counts accumulate in one buffer (upper-triangle row panels,
+mirrored at the end), `take_gram` centres them in place, and `extend_gram` turns that G into
+the Gram matrix of more runs, again in place. At N = 50,000 that is 10 GB in float32.
 """
 
 from __future__ import annotations
@@ -19,6 +23,44 @@ from ._inputs import ArrayLike, Progress, mask_block
 _EXACT_F32_ROWS = 1 << 23
 """X'X of 0/1 rows is an integer count, exact in float32 below 2**24; flush to float64 before."""
 
+_PANEL_BYTES = 256 << 20
+"""Size of one row panel of an N x N matrix worked on at a time (products, centring)."""
+
+
+def panels(N: int, itemsize: int = 4) -> list[tuple[int, int]]:
+    """Row panels (a, z) of an N x N matrix, each about `_PANEL_BYTES` of `itemsize` entries."""
+    rows = max(1, _PANEL_BYTES // (itemsize * N))
+    return [(a, min(N, a + rows)) for a in range(0, N, rows)]
+
+
+def add_products(out: torch.Tensor, xb: torch.Tensor, *, int8: bool, alpha: float = 1.0) -> None:
+    """out += alpha * xb'xb on the upper triangle (row panel a:z, columns a:), ~half the flops of
+    a full product; `mirror_upper` completes it. `int8`: exact int8 x int8 -> int32 products
+    (the CPU's choice: AMX/VNNI runs them ~7x faster than float32), `xb` holding only 0/1."""
+    xi = xb.to(torch.int8) if int8 else xb
+    for a, z in panels(out.shape[0]):
+        if int8:
+            prod = torch._int_mm(xi[:, a:z].T.contiguous(), xi[:, a:])
+            if out.dtype == torch.int32 and alpha == 1.0:
+                out[a:z, a:] += prod
+            else:
+                out[a:z, a:].add_(prod, alpha=alpha)
+        else:
+            out[a:z, a:].addmm_(xi[:, a:z].T, xi[:, a:], alpha=alpha)
+
+
+def mirror_upper(M: torch.Tensor, tile: int = 1024) -> None:
+    """Fill the strict lower triangle of a square matrix from its upper triangle, in place, by
+    square tiles (a transposed copy of whole panels strides through memory, ~5x slower)."""
+    N = M.shape[0]
+    for i in range(0, N, tile):
+        for j in range(0, i + 1, tile):
+            if j == i:
+                d = M[i : i + tile, i : i + tile]
+                d.copy_(torch.triu(d) + torch.triu(d, diagonal=1).T)
+            else:
+                M[i : i + tile, j : j + tile] = M[j : j + tile, i : i + tile].T
+
 
 @dataclass
 class GramStats:
@@ -26,7 +68,7 @@ class GramStats:
 
     n: int
     col_sum: torch.Tensor  # (N,) float64: runs containing each example
-    xtx: torch.Tensor | None  # (N, N) float64: X'X, or None when not asked for
+    xtx: torch.Tensor | None  # (N, N) X'X counts (int32, float32 or float64), or None: not asked for / taken
     xty: torch.Tensor  # (N, T) float64: X'(Y - shift)
     y_sum: torch.Tensor  # (T,) float64: sum of (Y - shift)
     y_sq: torch.Tensor  # (T,) float64: sum of (Y - shift)**2
@@ -35,13 +77,13 @@ class GramStats:
     shift: torch.Tensor  # (T,) float64
 
     def __add__(self, other: "GramStats") -> "GramStats":
+        """Statistics of both run sets, without X'X (held once: see `extend_gram`)."""
         if not torch.equal(self.shift, other.shift):
             raise FitError("cannot add statistics computed with different margin shifts")
-        xtx = None if self.xtx is None or other.xtx is None else self.xtx + other.xtx
         return GramStats(
             n=self.n + other.n,
             col_sum=self.col_sum + other.col_sum,
-            xtx=xtx,
+            xtx=None,
             xty=self.xty + other.xty,
             y_sum=self.y_sum + other.y_sum,
             y_sq=self.y_sq + other.y_sq,
@@ -69,15 +111,43 @@ class GramStats:
         """Targets whose margins are all equal on these runs: nothing to regress on."""
         return self.y_max == self.y_min
 
-    def centred(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """G = Xc'Xc/n, c = Xc'yc/n and yc'yc/n, formed in float64 then cast once."""
+    def cross(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """c = Xc'yc/n (N, T) and yc'yc/n (T,), formed in float64 then cast once."""
+        c = self.xty / self.n - torch.outer(self.x_mean, self.y_sum / self.n)
+        return c.to(dtype), self.y_var.to(dtype)
+
+    def take_gram(self, dtype: torch.dtype) -> torch.Tensor:
+        """G = Xc'Xc/n, centred panel by panel in float64 and written over the counts when they
+        have the width of `dtype` (so the N x N memory is held once); the counts are released."""
         if self.xtx is None:
-            raise FitError("these statistics were computed without X'X (with_gram=False)")
+            raise FitError("these statistics hold no X'X (computed with with_gram=False, or already taken)")
+        counts, self.xtx = self.xtx, None
+        N = counts.shape[0]
+        if counts.element_size() == torch.empty((), dtype=dtype).element_size():
+            G = counts.view(dtype)
+        else:
+            G = torch.empty(N, N, dtype=dtype, device=counts.device)
         xm = self.x_mean
-        G = self.xtx / self.n - torch.outer(xm, xm)
-        ym = self.y_sum / self.n  # mean of shifted margins
-        c = self.xty / self.n - torch.outer(xm, ym)
-        return G.to(dtype), c.to(dtype), self.y_var.to(dtype)
+        for a, z in panels(N, 8):
+            blk = counts[a:z].to(torch.float64).div_(self.n)
+            G[a:z] = blk.addr_(xm[a:z], xm, alpha=-1)
+        return G
+
+
+def _new_sums(N: int, T: int, device: torch.device) -> dict[str, torch.Tensor]:
+    f64 = dict(dtype=torch.float64, device=device)
+    return dict(col_sum=torch.zeros(N, **f64), xty=torch.zeros(N, T, **f64), y_sum=torch.zeros(T, **f64),
+                y_sq=torch.zeros(T, **f64), y_min=torch.full((T,), float("inf"), **f64),
+                y_max=torch.full((T,), float("-inf"), **f64))
+
+
+def _use_int8(device: torch.device) -> bool:
+    return device.type == "cpu" and hasattr(torch, "_int_mm")
+
+
+def _default_block_rows(N: int) -> int:
+    """~256 MB of float mask block at a time, but at least 256 rows for efficient GEMMs."""
+    return max(256, min(8192, (256 << 20) // (4 * N)))
 
 
 def gram_stats(
@@ -96,91 +166,86 @@ def gram_stats(
     sums, X'Y. `Y` is the float64 (runs, T) margins array (already checked); X'Y blocks are
     summed into float64.
     """
-    n_runs, N = X.shape
-    T = Y.shape[1]
+    N, T = X.shape[1], Y.shape[1]
     if shift is None:
         shift_t = torch.as_tensor(Y[rows].mean(axis=0), dtype=torch.float64, device=device)
     else:
         shift_t = torch.as_tensor(shift, dtype=torch.float64, device=device)
-    if block_rows is None:
-        # ~256 MB of float mask block at a time, but at least 256 rows for efficient GEMMs
-        block_rows = max(256, min(8192, (256 << 20) // (4 * N)))
-    col_sum = torch.zeros(N, dtype=torch.float64, device=device)
-    xty = torch.zeros(N, T, dtype=torch.float64, device=device)
-    y_sum = torch.zeros(T, dtype=torch.float64, device=device)
-    y_sq = torch.zeros(T, dtype=torch.float64, device=device)
-    y_min = torch.full((T,), float("inf"), dtype=torch.float64, device=device)
-    y_max = torch.full((T,), float("-inf"), dtype=torch.float64, device=device)
-    int8 = device.type == "cpu" and hasattr(torch, "_int_mm")
-    counts = _Counts(N, device, dtype, int8) if with_gram else None
+    block_rows = block_rows or _default_block_rows(N)
+    s = _new_sums(N, T, device)
+    counts = _Counts(N, device, dtype, _use_int8(device)) if with_gram else None
     n_blocks = (rows.size + block_rows - 1) // block_rows
     for b in range(n_blocks):
         idx = rows[b * block_rows : (b + 1) * block_rows]
         xb = mask_block(X, idx, device, dtype)
         yb64 = torch.as_tensor(Y[idx], dtype=torch.float64, device=device) - shift_t
-        col_sum += xb.sum(dim=0, dtype=torch.float64)
-        xty += (xb.T @ yb64.to(dtype)).to(torch.float64)
-        y_sum += yb64.sum(dim=0)
-        y_sq += (yb64 * yb64).sum(dim=0)
+        s["col_sum"] += xb.sum(dim=0, dtype=torch.float64)
+        s["xty"] += (xb.T @ yb64.to(dtype)).to(torch.float64)
+        s["y_sum"] += yb64.sum(dim=0)
+        s["y_sq"] += (yb64 * yb64).sum(dim=0)
         yraw = yb64 + shift_t
-        y_min = torch.minimum(y_min, yraw.amin(dim=0))
-        y_max = torch.maximum(y_max, yraw.amax(dim=0))
+        s["y_min"] = torch.minimum(s["y_min"], yraw.amin(dim=0))
+        s["y_max"] = torch.maximum(s["y_max"], yraw.amax(dim=0))
         if counts is not None:
             counts.add(xb)
         if progress is not None:
             progress("statistics", b + 1, n_blocks)
-    xtx64 = counts.total() if counts is not None else None
-    return GramStats(
-        n=int(rows.size),
-        col_sum=col_sum,
-        xtx=xtx64,
-        xty=xty,
-        y_sum=y_sum,
-        y_sq=y_sq,
-        y_min=y_min,
-        y_max=y_max,
-        shift=shift_t,
-    )
+    return GramStats(n=int(rows.size), xtx=counts.total() if counts is not None else None, shift=shift_t, **s)
+
+
+def extend_gram(
+    G: torch.Tensor,
+    base: GramStats,
+    extra: GramStats,
+    X: ArrayLike,
+    rows: np.ndarray,
+    *,
+    block_rows: int | None = None,
+) -> GramStats:
+    """Turn G, the centred Gram matrix of `base`'s runs, into that of base's runs plus `rows`
+    (whose other statistics are `extra`, e.g. computed with with_gram=False), in place:
+    G <- (n_b (G + m_b m_b') + X_r'X_r) / n - m m'. One pass over the rows' masks with products
+    in row panels, no second N x N matrix. Returns the statistics of all runs (no X'X)."""
+    total = base + extra
+    if extra.n != rows.size:
+        raise FitError(f"extra statistics cover {extra.n} runs but {rows.size} rows were given")
+    N = G.shape[0]
+    fb = base.n / total.n
+    mb, m = base.x_mean, total.x_mean
+    for a, z in panels(N, 8):
+        blk = G[a:z].to(torch.float64).mul_(fb).addr_(mb[a:z], mb, alpha=fb)
+        G[a:z] = blk.addr_(m[a:z], m, alpha=-1)
+    block_rows = block_rows or _default_block_rows(N)
+    for s in range(0, rows.size, block_rows):
+        xb = mask_block(X, rows[s : s + block_rows], G.device, G.dtype)
+        add_products(G, xb, int8=_use_int8(G.device), alpha=1.0 / total.n)
+    mirror_upper(G)
+    return total
 
 
 class _Counts:
-    """X'X of 0/1 blocks, exact: as int8 x int8 -> int32 products (`int8`, the CPU's choice:
-    AMX/VNNI, ~7x float32 there), else as float32 upper-triangle panels, flushed to float64
-    before the counts could pass 2**24."""
+    """X'X of 0/1 blocks, exact: int8 products summed in int32 on the CPU, else float32 (or the
+    solver's float64) products, a float32 sum flushed to float64 before it could pass 2**24."""
 
     def __init__(self, N: int, device: torch.device, dtype: torch.dtype, int8: bool) -> None:
         self.int8 = int8
-        self.acc = torch.zeros(N, N, dtype=torch.int32 if int8 else dtype, device=device)
+        self.acc = torch.zeros(N, N, dtype=torch.int32 if self.int8 else dtype, device=device)
         self.flushed: torch.Tensor | None = None  # float64 sums of earlier float32 accumulators
         self.rows = 0
-        self.panels = np.linspace(0, N, 5 if N >= 1024 else 2, dtype=np.int64)
 
     def add(self, xb: torch.Tensor) -> None:
         n = xb.shape[0]
-        if self.int8:
-            xi = xb.to(torch.int8)
-            self.acc += torch._int_mm(xi.T.contiguous(), xi)
-            return
         if self.acc.dtype == torch.float32 and self.rows + n > _EXACT_F32_ROWS:
-            self._flush()
-        # row panels of the upper triangle: ~5/8 of the GEMM flops of a full X'X
-        for a, z in zip(self.panels[:-1], self.panels[1:]):
-            self.acc[a:z, a:].addmm_(xb[:, a:z].T, xb[:, a:])
+            self.flushed = self.acc.to(torch.float64) if self.flushed is None else self.flushed.add_(self.acc)
+            self.acc.zero_()
+            self.rows = 0
+        add_products(self.acc, xb, int8=self.int8)
         self.rows += n
 
-    def _merged(self) -> torch.Tensor:
-        acc64 = self.acc.to(torch.float64)
-        return acc64 if self.flushed is None else self.flushed.add_(acc64)
-
-    def _flush(self) -> None:
-        self.flushed = self._merged()
-        self.acc.zero_()
-        self.rows = 0
-
     def total(self) -> torch.Tensor:
-        """The float64 N x N counts; the accumulator is released."""
-        total = self._merged()
-        del self.acc
-        if self.int8:
-            return total
-        return torch.triu(total) + torch.triu(total, diagonal=1).T
+        """The symmetric N x N counts; the accumulator is handed over, not copied (float64 only
+        past 2**23 runs of float32 sums)."""
+        acc, self.acc = self.acc, None
+        out = acc if self.flushed is None else self.flushed.add_(acc)
+        mirror_upper(out)
+        return out
