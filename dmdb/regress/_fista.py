@@ -139,15 +139,16 @@ def solve_paths(
             q = torch.linalg.vecdot(grad, Z) + cz  # Z'GZ
             rr = yys - 2 * cz + q  # ||r||^2 / n
             ry = yys - cz  # r'y / n
-            dual = torch.linalg.vector_norm(grad, float("inf"), dim=1)
+            dual = grad.abs().amax(dim=1)  # ~10x faster on the CPU than vector_norm(inf)
             s = torch.where(dual > lam, lam / dual.clamp(min=torch.finfo(dt).tiny), 1)
-            gap = 0.5 * rr * (1 + s * s) + lam * torch.linalg.vector_norm(Z, 1, dim=1) - s * ry
+            gap = 0.5 * rr * (1 + s * s) + lam * Z.abs().sum(dim=1) - s * ry
             it += 1
             ok = gap <= tol_abs
             advance = (ok | (it >= max_iter)) & live
             thr = (lam * invL)[:, None]
             U = Z.sub(grad, alpha=invL)
-            Wn = U.sub_(torch.clamp(U, -thr, thr))  # soft threshold, in place
+            inner = torch.maximum(U, -thr)
+            Wn = U.sub_(torch.minimum(inner, thr, out=inner))  # soft threshold (clamp with tensor bounds: ~2x slower)
             # FISTA momentum with gradient-based adaptive restart (O'Donoghue & Candes):
             # restart a target when its step points uphill along the gradient mapping
             step = Wn - Wp
@@ -175,7 +176,7 @@ def solve_paths(
                 # would cross zero (it leaves the support there) or was already zero
                 r = torch.where(n_sol[a] > 0, ratio[ta, ka], 0)[:, None]
                 pred = W_a + r * (W_a - Wl[a])
-                pred = torch.where(pred * W_a > 0, pred, 0)
+                pred = pred.mul_(pred * W_a > 0)
                 Znew[a] = pred
                 Wn[a] = pred  # becomes Wp; beta is 0 at a fresh start anyway
                 Wl[a] = W_a
