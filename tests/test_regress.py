@@ -239,7 +239,7 @@ def test_bad_input_raises_fit_error():
 
 
 @pytest.mark.parametrize("int8", [True, False])
-@pytest.mark.parametrize("n, N", [(7, 5), (513, 17), (300, 1030)])
+@pytest.mark.parametrize("n, N", [(7, 5), (513, 17), (300, 1030), (50, 1)])
 def test_mask_counts_are_exact(int8: bool, n: int, N: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """X'X from int8 products (the CPU path) and from float32 panels equals numpy's count, with
     several row panels, and across a float64 flush of the float32 sums."""

@@ -40,7 +40,10 @@ def add_products(out: torch.Tensor, xb: torch.Tensor, *, int8: bool, alpha: floa
     xi = xb.to(torch.int8) if int8 else xb
     for a, z in panels(out.shape[0]):
         if int8:
-            prod = torch._int_mm(xi[:, a:z].T.contiguous(), xi[:, a:])
+            # a fresh row-major copy: for N = 1, `.T.contiguous()` keeps a stride of 1 on the
+            # size-1 dimension, and _int_mm then reads the wrong elements (zeros or garbage)
+            left = torch.empty(z - a, xi.shape[0], dtype=torch.int8, device=xi.device).copy_(xi[:, a:z].T)
+            prod = torch._int_mm(left, xi[:, a:])
             if out.dtype == torch.int32 and alpha == 1.0:
                 out[a:z, a:] += prod
             else:
