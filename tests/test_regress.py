@@ -254,13 +254,16 @@ def test_mask_counts_are_exact(int8: bool, n: int, N: int, monkeypatch: pytest.M
     np.testing.assert_array_equal(counts.total().numpy(), X.astype(np.float64).T @ X)
 
 
+@pytest.mark.parametrize("int8", [True, False])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_gram_centred_in_place_then_extended(dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_gram_centred_in_place_then_extended(dtype: torch.dtype, int8: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     """take_gram gives numpy's centred Gram of the fit rows (written over the counts when the
-    widths match); extend_gram turns it into the Gram of fit + extra rows, panel by panel."""
+    widths match); extend_gram turns it into the Gram of fit + extra rows, panel by panel.
+    int8=False runs the float products that CUDA uses, here on the CPU."""
     from dmdb.regress import stats
 
     monkeypatch.setattr(stats, "_PANEL_BYTES", 8 * 40 * 7)  # panels of 7 rows
+    monkeypatch.setattr(stats, "_use_int8", lambda device: int8)
     rng = np.random.default_rng(3)
     X = rng.random((500, 40)) < 0.3
     Y = rng.normal(size=(500, 2))
@@ -271,7 +274,8 @@ def test_gram_centred_in_place_then_extended(dtype: torch.dtype, monkeypatch: py
     counts = st_fit.xtx
     G = st_fit.take_gram(dtype)
     assert st_fit.xtx is None and G.dtype == dtype
-    assert (G.data_ptr() == counts.data_ptr()) == (dtype == torch.float32)  # int32 counts, same width
+    # counts are int32 (int8 products) or the solver's dtype: G reuses them when the widths match
+    assert (G.data_ptr() == counts.data_ptr()) == (dtype == torch.float32 or not int8)
 
     def centred(rows: np.ndarray) -> np.ndarray:
         Xc = X[rows] - X[rows].mean(axis=0)
