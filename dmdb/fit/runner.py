@@ -40,14 +40,12 @@ def read_data(exp: "Experiment", sel: Selection) -> FitData:
         raise FitError("holdout_pool and fit_pool share runs; an LDS needs runs that no fit saw")
     ids = np.sort(np.concatenate([sel.fit, sel.val]))
     cols = sel.targets
-    holdout = sel.holdout
-    return FitData(
-        ids=ids,
-        X=exp.masks(runs=ids),
-        Y=exp.margins(runs=ids)[:, cols],
-        X_holdout=exp.masks(runs=holdout) if holdout.size else np.zeros((0, exp.n_train), dtype=bool),
-        Y_holdout=exp.margins(runs=holdout)[:, cols] if holdout.size else np.zeros((0, cols.size), dtype=np.float32),
-    )
+    X, Y = exp.masks_and_margins(runs=ids)
+    if sel.holdout.size:
+        X_holdout, Y_holdout = exp.masks_and_margins(runs=sel.holdout)
+    else:
+        X_holdout, Y_holdout = np.zeros((0, exp.n_train), dtype=bool), np.zeros((0, exp.n_targets), dtype=np.float32)
+    return FitData(ids=ids, X=X, Y=Y[:, cols], X_holdout=X_holdout, Y_holdout=Y_holdout[:, cols])
 
 
 def holdout_scores(data: FitData, W: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray, float | None]:
