@@ -232,3 +232,18 @@ def test_cli_fit_and_fits(db: dmdb.Database, capsys: pytest.CaptureFixture[str])
     assert fits["lds"][0] == pytest.approx(float(out[2].split(",")[2]))
     assert main(["fit", "syn", "--db", path, "--device", "cuda", "--quiet"]) == 1
     assert "CUDA" in capsys.readouterr().err
+
+
+def test_cli_patience_default_and_whole_path(db: dmdb.Database) -> None:
+    """`dmdb fit` stops paths after 10 lambdas without validation gain unless told --patience 0;
+    on this data both choose the same lambda for every target."""
+    path = db.path
+    db.close()
+    assert main(["fit", "syn", "--db", path, "--k", "40", "--quiet"]) == 0
+    assert main(["fit", "syn", "--db", path, "--k", "40", "--patience", "0", "--quiet"]) == 0
+    with dmdb.open(path, read_only=True) as again:
+        ids = again.sql("SELECT fit_id FROM fits WHERE estimator = 'lasso' ORDER BY fit_id")["fit_id"].to_list()
+        early, whole = (again.fit(i) for i in ids[-2:])
+        assert early.config["patience"] == 10 and whole.config["patience"] is None
+        lam_early, lam_whole = early.targets()["lam"].to_numpy(), whole.targets()["lam"].to_numpy()
+    np.testing.assert_allclose(lam_early, lam_whole, rtol=1e-6)

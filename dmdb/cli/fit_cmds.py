@@ -37,7 +37,9 @@ def register(sub: Any, parents: tuple[argparse.ArgumentParser, argparse.Argument
     p.add_argument("--eps", type=float, default=_DEFAULTS.eps, help=f"smallest lambda / lambda_max (default {_DEFAULTS.eps})")
     p.add_argument("--tol", type=float, default=_DEFAULTS.tol, help=f"duality-gap tolerance (default {_DEFAULTS.tol})")
     p.add_argument("--max-iter", type=int, default=_DEFAULTS.max_iter)
-    p.add_argument("--patience", type=int, help="stop a target's path after this many lambdas without validation gain")
+    p.add_argument("--patience", type=int, default=_DEFAULTS.patience,
+                   help="stop a target's path after this many lambdas without validation gain "
+                   f"(default {_DEFAULTS.patience}; 0: solve the whole path)")
     p.add_argument("--no-refit", action="store_true", help="keep the fit-run solution instead of refitting on fit+val")
     p.add_argument("--val-frac", type=float, default=_DEFAULTS.val_frac, help=f"validation share of the fit pool (default {_DEFAULTS.val_frac})")
     p.add_argument("--split-seed", type=int, default=_DEFAULTS.split_seed)
@@ -69,7 +71,7 @@ def register(sub: Any, parents: tuple[argparse.ArgumentParser, argparse.Argument
 
 def cmd_fit(args: argparse.Namespace) -> int:
     options = dict(
-        k=args.k, eps=args.eps, tol=args.tol, max_iter=args.max_iter, patience=args.patience,
+        k=args.k, eps=args.eps, tol=args.tol, max_iter=args.max_iter, patience=args.patience or None,
         refit=not args.no_refit, val_frac=args.val_frac, split_seed=args.split_seed, dtype=args.dtype,
     )
     with store.open(args.db) as db:

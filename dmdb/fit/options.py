@@ -17,7 +17,10 @@ class FitOptions:
 
     k lambdas per target from lambda_max down to eps*lambda_max; tol is the duality-gap
     tolerance relative to each target's variance; patience (lasso) stops a target's path once
-    validation MSE has not improved for that many lambdas (None: the whole path).
+    validation MSE has not improved for that many lambdas (None: the whole path). The default,
+    10 of k = 100 lambdas (a factor of 2 in lambda past the best one), skips the small-lambda
+    end of the path, which no target chooses once its validation error rises and which is the
+    slowest to solve when there are fewer runs than train examples.
     """
 
     estimator: str = "lasso"
@@ -25,7 +28,7 @@ class FitOptions:
     eps: float = 1e-3
     tol: float = 1e-4
     max_iter: int = 1000
-    patience: int | None = None
+    patience: int | None = 10
     refit: bool = True
     val_frac: float = 0.1
     split_seed: int = 0
