@@ -12,7 +12,7 @@ from ._inputs import ArrayLike, check_dtype, check_masks, margins_to_numpy, mask
 
 @dataclass
 class Prepared:
-    """Checked inputs: the masks stay where they are; margins become a float64 array."""
+    """Checked inputs: the masks stay where they are; margins a float32 or float64 array."""
 
     X: ArrayLike
     Y: np.ndarray

@@ -20,7 +20,7 @@ from dmdb.errors import FitError
 
 from ._common import centred_rows, prepare, r2_from, to_np
 from ._fista import chunk_size, curvature, solve_paths
-from ._inputs import MIN_FIT_RUNS, ArrayLike, Progress, check_split, rows_index
+from ._inputs import MIN_FIT_RUNS, ArrayLike, Progress, check_split, row_mean, rows_index
 from .result import SolverResult
 from .stats import GramStats, extend_gram, gram_stats
 
@@ -159,7 +159,7 @@ def select_lasso(
     fit = rows_index(fit_rows, p.n_runs, "fit_rows")
     val = rows_index(val_rows, p.n_runs, "val_rows")
     check_split(fit, val)
-    shift = p.Y[np.concatenate([fit, val])].mean(axis=0)
+    shift = row_mean(p.Y, np.concatenate([fit, val]))
     kw = dict(device=p.device, dtype=p.dtype, block_rows=block_rows, progress=progress, shift=shift)
     st_fit = gram_stats(p.X, p.Y, fit, **kw)
     st_val = gram_stats(p.X, p.Y, val, with_gram=False, **kw)

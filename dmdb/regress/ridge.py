@@ -14,7 +14,7 @@ import torch
 from dmdb.errors import FitError
 
 from ._common import centred_rows, prepare, r2_from, to_np
-from ._inputs import ArrayLike, Progress, check_split, rows_index
+from ._inputs import ArrayLike, Progress, check_split, row_mean, rows_index
 from .result import SolverResult
 from .stats import extend_gram, gram_stats
 
@@ -42,7 +42,7 @@ def select_ridge(
     fit = rows_index(fit_rows, p.n_runs, "fit_rows")
     val = rows_index(val_rows, p.n_runs, "val_rows")
     check_split(fit, val)
-    shift = p.Y[np.concatenate([fit, val])].mean(axis=0)
+    shift = row_mean(p.Y, np.concatenate([fit, val]))
     kw = dict(device=p.device, dtype=p.dtype, block_rows=block_rows, progress=progress, shift=shift)
     st_fit = gram_stats(p.X, p.Y, fit, **kw)
     st_val = gram_stats(p.X, p.Y, val, with_gram=False, **kw)

@@ -18,7 +18,7 @@ import torch
 
 from dmdb.errors import FitError
 
-from ._inputs import ArrayLike, Progress, mask_block
+from ._inputs import ArrayLike, Progress, mask_block, row_mean
 
 _EXACT_F32_ROWS = 1 << 23
 """X'X of 0/1 rows is an integer count, exact in float32 below 2**24; flush to float64 before."""
@@ -166,12 +166,12 @@ def gram_stats(
     progress: Progress | None = None,
 ) -> GramStats:
     """One pass over row blocks of X: X'X (exact integer counts, see `_Counts`), column
-    sums, X'Y. `Y` is the float64 (runs, T) margins array (already checked); X'Y blocks are
-    summed into float64.
+    sums, X'Y. `Y` is the (runs, T) margins array (already checked), float32 or float64;
+    its blocks become float64 before they are summed.
     """
     N, T = X.shape[1], Y.shape[1]
     if shift is None:
-        shift_t = torch.as_tensor(Y[rows].mean(axis=0), dtype=torch.float64, device=device)
+        shift_t = torch.as_tensor(row_mean(Y, rows), dtype=torch.float64, device=device)
     else:
         shift_t = torch.as_tensor(shift, dtype=torch.float64, device=device)
     block_rows = block_rows or _default_block_rows(N)
