@@ -310,3 +310,24 @@ def test_curvature_brackets_the_spectrum(n: int, N: int) -> None:
         assert c.mu == 0.0
     told = curvature(torch.from_numpy(G), n)  # told the run count: singular when n <= N
     assert told.L == c.L and told.mu == (0.0 if n <= N else c.mu)
+
+
+def test_float32_margins_stay_float32_and_fit_like_float64() -> None:
+    """Margins given as float32 are not widened to a float64 copy, and every estimator fits them
+    as it fits the same values in float64 (sums run in float64 by blocks)."""
+    from dmdb.regress._common import prepare
+    from dmdb.regress._inputs import row_mean
+
+    rng = np.random.default_rng(5)
+    X = rng.random((400, 30)) < 0.5
+    Y32 = (X[:, :3] @ np.array([1.0, -2.0, 0.5]) + rng.normal(size=400) + 100.0).astype(np.float32)[:, None]
+    Y64 = Y32.astype(np.float64)
+    assert prepare(X, Y32, "cpu", torch.float64).Y.dtype == np.float32
+    rows = np.arange(3, 400, 7)
+    np.testing.assert_allclose(row_mean(Y32, rows, block_rows=5), Y64[rows].mean(axis=0), rtol=1e-12)
+    fit, val = np.arange(320), np.arange(320, 400)
+    for solve in (select_lasso, select_ridge):
+        a, b = solve(X, Y32, fit, val, **F64), solve(X, Y64, fit, val, **F64)
+        np.testing.assert_allclose(a.W, b.W, atol=1e-10)
+        np.testing.assert_allclose(a.bias, b.bias, atol=1e-9)
+    np.testing.assert_allclose(diff_means(X, Y32, **F64).W, diff_means(X, Y64, **F64).W, atol=1e-10)
