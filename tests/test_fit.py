@@ -247,3 +247,21 @@ def test_cli_patience_default_and_whole_path(db: dmdb.Database) -> None:
         assert early.config["patience"] == 10 and whole.config["patience"] is None
         lam_early, lam_whole = early.targets()["lam"].to_numpy(), whole.targets()["lam"].to_numpy()
     np.testing.assert_allclose(lam_early, lam_whole, rtol=1e-6)
+
+
+def test_unconverged_targets_are_recorded_and_reported(db: dmdb.Database, capsys: pytest.CaptureFixture[str]) -> None:
+    """A lasso path stopped by --max-iter before --tol is listed in the fit and warned about;
+    a converged fit lists nothing."""
+    path = db.path
+    db.close()
+    assert main(["fit", "syn", "--db", path, "--k", "20", "--max-iter", "1", "--tol", "1e-12", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert main(["fit", "syn", "--db", path, "--k", "20", "--quiet"]) == 0
+    assert "did not reach" not in capsys.readouterr().err
+    with dmdb.open(path, read_only=True) as again:
+        ids = again.sql("SELECT fit_id FROM fits WHERE estimator = 'lasso' ORDER BY fit_id")["fit_id"].to_list()
+        capped, normal = (again.fit(i) for i in ids[-2:])
+        # every target was capped but the constant one (7), which has nothing to solve
+        assert capped.not_converged == [t for t in range(T) if t != T - 1]
+        assert normal.not_converged == []
+    assert f"warning: {T - 1} target(s) did not reach --tol 1e-12 within --max-iter 1" in " ".join(err.split())

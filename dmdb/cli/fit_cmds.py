@@ -84,6 +84,13 @@ def cmd_fit(args: argparse.Namespace) -> int:
             f"fit {fit.fit_id}: {fit.estimator} on {fit.experiment!r}, {fit.n_fit_runs} fit + {fit.n_val_runs} val runs, "
             f"{fit.seconds:.1f} s on {fit.device}; LDS on {fit.n_holdout_runs} holdout runs: {lds}"
         )
+        if fit.not_converged:
+            bad = fit.not_converged
+            STDERR.print(
+                f"warning: {len(bad)} target(s) did not reach --tol {args.tol:g} within --max-iter {args.max_iter} "
+                f"iterations at some lambda (first: {', '.join(map(str, bad[:5]))}); their weights are the last "
+                "iterate. Raise --max-iter, or loosen --tol."
+            )
         if args.curve:
             emit(fit.curve(), args.format, args.output, title=f"learning curve of fit {fit.fit_id}")
         elif args.format != "table" or args.output:

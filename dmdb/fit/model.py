@@ -35,6 +35,12 @@ class Fit:
         self.device: str = row[5]
         self.seconds: float = row[6]
 
+    @property
+    def not_converged(self) -> list[int]:
+        """Targets whose lasso path hit `max_iter` GEMMs at some lambda before the duality-gap
+        tolerance (their weights are the last iterate); empty for the other estimators."""
+        return list(self.config.get("not_converged") or [])
+
     def __repr__(self) -> str:
         lds = "n/a" if self.lds is None else f"{self.lds:.3f}"
         return f"<dmdb.Fit {self.fit_id}: {self.estimator} on {self.experiment!r}, {self.n_fit_runs} fit runs, LDS {lds}>"

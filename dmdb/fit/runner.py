@@ -13,7 +13,7 @@ from ..errors import FitError
 from ..regress import SolverResult, predict, spearman_per_target
 from ..regress._inputs import Progress, resolve_device
 from .estimators import SOLVERS
-from .options import DEFAULT_CURVE, FitOptions
+from .options import FitOptions
 from .selection import Selection, select
 from .write import CurvePoint, FitRecord, write_fit
 
@@ -118,7 +118,10 @@ def run_fit(
         points.append(CurvePoint(int(sel.fit.size), 1.0, lds, _nanmean(result.val_r2), seconds))
         if progress:
             progress("learning curve", len(sizes), len(sizes))
-    config = options.config() | {"curve": list(curve) if curve else None}
+    # the solver's verdict, kept with the options (fits has no other JSON column): targets whose
+    # path stopped at max_iter GEMMs at some lambda before reaching the duality-gap tolerance
+    not_converged = [int(t) for t in sel.targets[~np.asarray(result.converged, dtype=bool)]]
+    config = options.config() | {"curve": list(curve) if curve else None, "not_converged": not_converged}
     rec = FitRecord(
         experiment=exp.name, estimator=options.estimator, config=config, selection=sel,
         W=result.W, bias=result.bias, lam=result.lam, val_mse=result.val_mse, val_r2=result.val_r2,
