@@ -22,8 +22,10 @@ from .lazy import lazy_attributes
 from .plan import Plan, PlannedRun
 from .store import SCHEMA_VERSION, Database, open
 
-# Fit loads torch: imported on first use, so `import dmdb` stays light for workers
-__getattr__ = lazy_attributes(__name__, {"Fit": "fit", "FitOptions": "fit"})
+# Fit and the subpackages below load torch: imported on first use (`dmdb.analyses.leakage(...)`
+# works after a bare `import dmdb`), so `import dmdb` stays light for workers
+_SUBPACKAGES = ("analyses", "demo", "fit", "regress", "scale")
+__getattr__ = lazy_attributes(__name__, {"Fit": "fit", "FitOptions": "fit"} | {m: m for m in _SUBPACKAGES})
 
 
 __all__ = [

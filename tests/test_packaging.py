@@ -52,3 +52,16 @@ def test_light_imports_do_not_load_torch(module: str) -> None:
     code = f"import sys, {module}; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_subpackages_load_on_first_use() -> None:
+    """After a bare `import dmdb`, dmdb.analyses (and the other subpackages) are reachable as
+    attributes, loaded on first use; before that torch stays unloaded."""
+    code = (
+        "import sys, dmdb; light = 'torch' not in sys.modules; "
+        "f = dmdb.analyses.removal_set; print(light, callable(f), dmdb.regress.select_lasso.__name__, "
+        "dmdb.scale.SynthSpec.__name__, dmdb.fit.FitOptions is dmdb.FitOptions)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["True", "True", "select_lasso", "SynthSpec", "True"]
+
