@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import polars as pl
@@ -102,9 +102,18 @@ class FrameTable(Container):
             return None
         return self.frame.row(min(self.cursor_row, self.frame.height - 1), named=True)
 
-    def focus_table(self) -> None:
-        if self._table is not None:
-            self.call_after_refresh(self._table.focus)
+    def focus_table(self, then: Callable[[], object] | None = None) -> None:
+        """Focus the current table once it is drawn; `then` runs after the focus has moved."""
+        table = self._table
+        if table is None:
+            return
+
+        def focus() -> None:
+            table.focus()  # moves focus through call_later: `then`, queued after it, runs later
+            if then is not None:
+                self.app.call_later(then)
+
+        self.call_after_refresh(focus)
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         event.stop()

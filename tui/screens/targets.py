@@ -51,10 +51,12 @@ class TargetsScreen(DataScreen):
 
     def show_targets(self, frame: pl.DataFrame) -> None:
         self.all = frame.drop("fit_id")
-        self.refresh_table()
-        self.query_one(FrameTable).focus_table()
+        self.refresh_table(focus=True)
 
-    def refresh_table(self) -> None:
+    def refresh_table(self, focus: bool = False) -> None:
+        """Show the filtered, sorted targets; with `focus`, the table takes the focus and the
+        caption (which tells the user Enter opens a target) appears only once it has, so an
+        Enter pressed on seeing it reaches the table, not the filter box."""
         text = self.query_one("#filter", Input).value
         try:
             shown = filter_frame(self.all, text)
@@ -65,14 +67,18 @@ class TargetsScreen(DataScreen):
         shown = shown.sort(col, descending=desc, nulls_last=True)
         self.query_one(FrameTable).show(shown)
         arrow = "desc" if desc else "asc"
-        self.query_one("#status", Static).update(
+        caption = (
             f"fit {self.fit_id}: {shown.height} of {self.all.height} targets, sorted by {col} ({arrow}). "
             "Enter opens a target; support = removals predicted to flip it (brittleness)."
         )
+        status = self.query_one("#status", Static)
+        if focus:
+            self.query_one(FrameTable).focus_table(then=lambda: status.update(caption))
+        else:
+            status.update(caption)
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
-        self.refresh_table()
-        self.query_one(FrameTable).focus_table()
+        self.refresh_table(focus=True)
 
     def action_search(self) -> None:
         self.query_one("#filter", Input).focus()
