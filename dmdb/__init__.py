@@ -8,6 +8,7 @@
 
 from .errors import (
     BadInputError,
+    ConvergenceWarning,
     CorruptShardError,
     DatabaseLockedError,
     DmdbError,
@@ -30,6 +31,7 @@ __getattr__ = lazy_attributes(__name__, {"Fit": "fit", "FitOptions": "fit"} | {m
 
 __all__ = [
     "BadInputError",
+    "ConvergenceWarning",
     "CorruptShardError",
     "Database",
     "DatabaseLockedError",

@@ -40,3 +40,8 @@ class ReadOnlyError(DmdbError):
 
 class FitError(DmdbError):
     """A fit cannot be computed from the runs given (too few runs, bad data, no device)."""
+
+
+class ConvergenceWarning(UserWarning):
+    """Some targets of a fit stopped at max_iter before the solver's tolerance (see Fit.not_converged)."""
+

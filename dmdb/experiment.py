@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import warnings
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 import polars as pl
 
 from . import examples, readback
-from .errors import BadInputError, DmdbError
+from .errors import BadInputError, ConvergenceWarning, DmdbError
 from .plan import SAMPLING, Plan, PlannedRun
 from .readback import RunSelection
 from .record import make_batch, write_batch
@@ -240,7 +241,16 @@ class Experiment:
         except TypeError as e:
             raise BadInputError(f"unknown fit option: {e}") from e
         fit_id = run_fit(self, opts, where=where, targets=targets, device=device, curve=curve, progress=progress)
-        return Fit(self.db, fit_id)
+        fit = Fit(self.db, fit_id)
+        if fit.not_converged:
+            bad = fit.not_converged
+            warnings.warn(
+                f"fit {fit_id}: {len(bad)} target(s) did not reach tol {opts.tol:g} within max_iter {opts.max_iter} "
+                f"iterations at some lambda (first: {', '.join(map(str, bad[:5]))}); their weights are the last "
+                "iterate (fit.not_converged lists them). Raise max_iter (CLI: --max-iter) or loosen tol (--tol).",
+                ConvergenceWarning, stacklevel=2,
+            )
+        return fit
 
     def import_scores(self, scores: Any, *, name: str = "scores", targets: Any = None, calibrate: bool = True) -> "Fit":
         """Store an external (n_train x targets) score matrix, e.g. from TRAK, as a fit scored on the same holdout runs."""

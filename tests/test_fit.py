@@ -264,4 +264,11 @@ def test_unconverged_targets_are_recorded_and_reported(db: dmdb.Database, capsys
         # every target was capped but the constant one (7), which has nothing to solve
         assert capped.not_converged == [t for t in range(T) if t != T - 1]
         assert normal.not_converged == []
-    assert f"warning: {T - 1} target(s) did not reach --tol 1e-12 within --max-iter 1" in " ".join(err.split())
+    assert f"warning: fit {ids[-2]}: {T - 1} target(s) did not reach tol 1e-12 within max_iter 1" in " ".join(err.split())
+
+
+def test_python_fit_warns_about_unconverged_targets(db: dmdb.Database) -> None:
+    exp = db.experiment("syn")
+    with pytest.warns(dmdb.ConvergenceWarning, match=rf"{T - 1} target\(s\) did not reach tol 1e-12"):
+        capped = exp.fit("lasso", k=10, max_iter=1, tol=1e-12)
+    assert len(capped.not_converged) == T - 1

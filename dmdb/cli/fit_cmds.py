@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import warnings
 from typing import Any
 
 import polars as pl
 
 from .. import store
 from ..fit import DEFAULT_CURVE, ESTIMATORS, FitOptions
-from ..errors import BadInputError
+from ..errors import BadInputError, ConvergenceWarning
 from .output import STDOUT, emit
 from .progress import STDERR, stage_progress
 
@@ -76,7 +77,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
     )
     with store.open(args.db) as db:
         exp = db.experiment(args.experiment)
-        with stage_progress(args.quiet) as bar:
+        with stage_progress(args.quiet) as bar, warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ConvergenceWarning)
             fit = exp.fit(args.estimator, where=args.where, targets=args.targets, device=args.device,
                           curve=args.curve, progress=bar, **options)
         lds = "n/a (no holdout runs)" if fit.lds is None else f"{fit.lds:.4f}"
@@ -84,13 +86,11 @@ def cmd_fit(args: argparse.Namespace) -> int:
             f"fit {fit.fit_id}: {fit.estimator} on {fit.experiment!r}, {fit.n_fit_runs} fit + {fit.n_val_runs} val runs, "
             f"{fit.seconds:.1f} s on {fit.device}; LDS on {fit.n_holdout_runs} holdout runs: {lds}"
         )
-        if fit.not_converged:
-            bad = fit.not_converged
-            STDERR.print(
-                f"warning: {len(bad)} target(s) did not reach --tol {args.tol:g} within --max-iter {args.max_iter} "
-                f"iterations at some lambda (first: {', '.join(map(str, bad[:5]))}); their weights are the last "
-                "iterate. Raise --max-iter, or loosen --tol."
-            )
+        for w in caught:  # after the summary line, and outside the progress display
+            if issubclass(w.category, ConvergenceWarning):
+                STDERR.print(f"warning: {w.message}", markup=False)
+            else:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         if args.curve:
             emit(fit.curve(), args.format, args.output, title=f"learning curve of fit {fit.fit_id}")
         elif args.format != "table" or args.output:
