@@ -216,7 +216,8 @@ def select_lasso(
             W_final[tids] = W
 
         ps2 = solve_paths(G, c.T.contiguous(), yy, lam_best[None, :], targets, emit_refit,
-                          curv=curvature(G, st_all.n), tol=tol, max_iter=max_iter, W0=W_best, chunk=chunk, progress=progress)
+                          curv=curvature(G, st_all.n), tol=tol, max_iter=max_iter, W0=W_best, chunk=chunk,
+                          progress=progress)
         n_iter, converged = n_iter + ps2.n_iter, converged & ps2.converged
         st_out = st_all
     else:

@@ -209,9 +209,9 @@ def extend_gram(
     (whose other statistics are `extra`, e.g. computed with with_gram=False), in place:
     G <- (n_b (G + m_b m_b') + X_r'X_r) / n - m m'. One pass over the rows' masks with products
     in row panels, no second N x N matrix. Returns the statistics of all runs (no X'X)."""
-    total = base + extra
     if extra.n != rows.size:
         raise FitError(f"extra statistics cover {extra.n} runs but {rows.size} rows were given")
+    total = base + extra
     N = G.shape[0]
     fb = base.n / total.n
     mb, m = base.x_mean, total.x_mean
