@@ -154,6 +154,20 @@ def test_where_and_targets_select_in_sql(db: dmdb.Database) -> None:
     assert row == ("early", "few_targets")
 
 
+def test_fit_reads_margins_of_the_selected_targets_without_copying_all(db: dmdb.Database) -> None:
+    from dmdb.fit.runner import _columns, read_data
+    from dmdb.fit.selection import select
+
+    exp = db.experiment("syn")
+    every = read_data(exp, select(exp, None, None, 0.2, 0))
+    _, Y = exp.masks_and_margins(runs=every.ids)
+    np.testing.assert_array_equal(every.Y, Y)
+    assert _columns(Y, np.arange(T)) is Y  # all targets in order: no copy
+    few = read_data(exp, select(exp, None, [5, 1], 0.2, 0))
+    np.testing.assert_array_equal(few.Y, Y[:, [1, 5]])
+    np.testing.assert_array_equal(few.Y_holdout, every.Y_holdout[:, [1, 5]])
+
+
 def test_learning_curve_grows_with_runs(db: dmdb.Database) -> None:
     fit = db.experiment("syn").fit("diff-means", curve=[0.05, 0.25, 1.0])
     curve = fit.curve()

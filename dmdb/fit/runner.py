@@ -45,7 +45,13 @@ def read_data(exp: "Experiment", sel: Selection) -> FitData:
         X_holdout, Y_holdout = exp.masks_and_margins(runs=sel.holdout)
     else:
         X_holdout, Y_holdout = np.zeros((0, exp.n_train), dtype=bool), np.zeros((0, exp.n_targets), dtype=np.float32)
-    return FitData(ids=ids, X=X, Y=Y[:, cols], X_holdout=X_holdout, Y_holdout=Y_holdout[:, cols])
+    return FitData(ids=ids, X=X, Y=_columns(Y, cols), X_holdout=X_holdout, Y_holdout=_columns(Y_holdout, cols))
+
+
+def _columns(Y: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """The chosen target columns; all of them in order is Y itself, not a copy (at 300,000 runs x
+    10,000 targets a copy would be another 12 GB)."""
+    return Y if np.array_equal(cols, np.arange(Y.shape[1])) else Y[:, cols]
 
 
 def holdout_scores(data: FitData, W: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray, float | None]:
