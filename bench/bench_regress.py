@@ -69,6 +69,8 @@ def main() -> None:
     ap.add_argument("--sklearn-targets", type=int, default=None,
                     help="time scikit-learn on this many targets and extrapolate (default: all)")
     ap.add_argument("--patience", type=int, default=None, help="early stop for the select_lasso runs (not for the path comparison)")
+    ap.add_argument("--gram", choices=["matrix", "masks"], default=None,
+                    help="how the solver holds G = Xc'Xc/n (default: masks when fit runs <= N/2, else matrix)")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
 
@@ -85,7 +87,7 @@ def main() -> None:
     if a.no_sklearn:
         t0 = time.perf_counter()
         res = select_lasso(X, Y, fit, val, n_lambdas=a.n_lambdas, eps=a.eps, tol=a.tol,
-                           device=a.device, patience=a.patience)
+                           device=a.device, patience=a.patience, gram=a.gram)
         dt = time.perf_counter() - t0
         pred = res.bias[None, :] + (X[test].astype(np.float32) @ res.W)
         peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
@@ -98,7 +100,7 @@ def main() -> None:
     Xv, Xt = X[val].astype(np.float64), X[test].astype(np.float64)
     # ours: one pass over the masks + the batched path for all targets
     t0 = time.perf_counter()
-    path = lasso_path(X, Y, rows=fit, n_lambdas=a.n_lambdas, eps=a.eps, tol=a.tol, device=a.device)
+    path = lasso_path(X, Y, rows=fit, n_lambdas=a.n_lambdas, eps=a.eps, tol=a.tol, device=a.device, gram=a.gram)
     t_ours = time.perf_counter() - t0
     r2_ours = np.array([select_and_score(path.coefs[:, :, t].astype(np.float64), path.intercepts[:, t],
                                          Xv, Y[val, t], Xt, Y[test, t]) for t in range(a.targets)])
@@ -107,7 +109,7 @@ def main() -> None:
 
     t0 = time.perf_counter()
     res = select_lasso(X, Y, fit, val, n_lambdas=a.n_lambdas, eps=a.eps, tol=a.tol, device=a.device,
-                       patience=a.patience)
+                       patience=a.patience, gram=a.gram)
     t_sel = time.perf_counter() - t0
     pred = res.bias[None, :] + (X[test].astype(np.float32) @ res.W)
     print(f"dmdb select_lasso (path + validation + refit, patience={a.patience}): {t_sel:.2f}s, "

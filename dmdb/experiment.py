@@ -14,7 +14,7 @@ from .errors import BadInputError, ConvergenceWarning, DmdbError
 from .plan import SAMPLING, Plan, PlannedRun
 from .readback import RunSelection
 from .record import make_batch, write_batch
-from .validate import as_role
+from .validate import as_int, as_real, as_role
 
 if TYPE_CHECKING:
     from .fit import Fit
@@ -64,8 +64,8 @@ class Experiment:
         """The plan of n_runs seeded runs for a role; calling it again with the same arguments
         returns the same plan (same run ids and masks), so a restarted script resumes cleanly."""
         as_role(role)
-        if n_runs <= 0:
-            raise BadInputError(f"n_runs must be positive, got {n_runs}")
+        n_runs = as_int(n_runs, "n_runs", 1)
+        seed = as_int(seed, "seed", 0)  # numpy's generators take no negative seed
         con = self.db.con
         row = con.execute(
             "SELECT first_run_id, n_runs FROM plans WHERE experiment = ? AND role = ? AND seed = ?",
@@ -231,7 +231,7 @@ class Experiment:
         estimator: 'lasso', 'diff-means' or 'ridge'. where / targets narrow the SQL views
         fit_pool / target_pool (an expression over runs columns, a query or a view name; targets
         also as ids '0-99,120'). curve: fractions of the fit runs for a learning curve.
-        options: k, eps, tol, max_iter, patience, refit, val_frac, split_seed, dtype, block_rows
+        options: k, eps, tol, max_iter, patience, refit, val_frac, split_seed, dtype, block_rows, gram
         (see dmdb.fit.FitOptions). device: 'cpu', 'cuda' or None (CUDA when present).
         """
         from .fit import Fit, FitOptions, run_fit
@@ -277,8 +277,8 @@ def create_experiment(
     db.require_writable()
     if not isinstance(name, str) or not name or len(name) > 200:
         raise BadInputError(f"experiment name must be a non-empty string, got {name!r}")
-    if int(n_train) <= 0 or int(n_targets) <= 0:
-        raise BadInputError(f"n_train and n_targets must be positive, got {n_train} and {n_targets}")
+    n_train, n_targets = as_int(n_train, "n_train", 1), as_int(n_targets, "n_targets", 1)
+    alpha = as_real(alpha, "alpha")
     if not 0 < alpha < 1:
         raise BadInputError(f"alpha (the fraction of train examples each run keeps) must be in (0, 1), got {alpha}")
     if sampling not in SAMPLING:

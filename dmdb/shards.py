@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,12 @@ if TYPE_CHECKING:
 
 SHARD_VERSION = "1"
 _META = b"dmdb"
+
+
+def _file_stem(experiment: str) -> str:
+    """The experiment's name made safe as a file name inside the shard directory ('cifar/v2' ->
+    'cifar_v2', '../up' -> '_up'); the shard's metadata keeps the real name."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", experiment).lstrip(".")[:80] or "experiment"
 
 
 def write_shard(
@@ -57,13 +64,18 @@ def write_shard(
     )
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    final = directory / f"{experiment}-{int(batch.run_ids.min()) if len(batch) else 0}-{uuid.uuid4().hex[:12]}.parquet"
+    first = int(batch.run_ids.min()) if len(batch) else 0
+    final = directory / f"{_file_stem(experiment)}-{first}-{uuid.uuid4().hex[:12]}.parquet"
     tmp = directory / f".{final.name}.tmp"
-    with open(tmp, "wb") as f:
-        pq.write_table(table, f, write_page_checksum=True)  # a flipped bit on disk is caught at ingest
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, final)
+    try:
+        with open(tmp, "wb") as f:
+            pq.write_table(table, f, write_page_checksum=True)  # a flipped bit on disk is caught at ingest
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     _fsync_dir(directory)
     return final
 

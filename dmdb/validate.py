@@ -64,6 +64,22 @@ def as_margins(margins: Any, n_runs: int, n_targets: int) -> np.ndarray:
     return y32
 
 
+def as_int(value: Any, what: str, low: int, high: int = 2**63 - 1) -> int:
+    """An integer in [low, high]; floats (even 2.0), bools and strings are refused, not rounded."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise BadInputError(f"{what} must be an integer, got {value!r}")
+    if not low <= int(value) <= high:
+        raise BadInputError(f"{what} must be in {low}..{high}, got {value}")
+    return int(value)
+
+
+def as_real(value: Any, what: str) -> float:
+    """A real number (int or float, not bool or string)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise BadInputError(f"{what} must be a number, got {value!r}")
+    return float(value)
+
+
 def as_role(role: str) -> str:
     if not isinstance(role, str) or role not in ROLES:
         raise BadInputError(f"role must be one of {', '.join(ROLES)}, got {role!r}")

@@ -191,6 +191,34 @@ def test_import_scores_scored_like_a_fit(db: dmdb.Database, study: tuple[Path, n
         exp.import_scores(np.zeros((N, 3)))
 
 
+
+def test_import_scores_columns_follow_the_given_targets(db: dmdb.Database, study: tuple[Path, np.ndarray]) -> None:
+    """Column j of the scores belongs to targets[j], in whatever order they are given; bad
+    scores are refused before anything is written; a weight that underflows float32 is no row."""
+    exp = db.experiment("syn")
+    W = study[1]
+    fit = exp.import_scores(W[:, [3, 1]], targets=[3, 1], calibrate=False)
+    np.testing.assert_allclose(dense(fit, T)[:, [1, 3]], W[:, [1, 3]], atol=1e-7)
+    assert fit.lds > 0.5
+    # a datamodel with no weight predicts one margin for every run: it ranks nothing and counts as 0
+    Xh, Yh = exp.masks("holdout").astype(np.float64), exp.margins("holdout")
+    flat = exp.import_scores(np.stack([W[:, 3], np.zeros(N)], axis=1), targets=[3, 1], calibrate=False)
+    rho3 = spearmanr(Xh @ W[:, 3], Yh[:, 3]).statistic
+    assert flat.targets()["holdout_spearman"].to_list() == [0.0, pytest.approx(rho3, abs=1e-6)]
+    assert flat.lds == pytest.approx(rho3 / 2, abs=1e-6)
+    bad = [(W[:, [1, 1]], [1, 1], "repeat"), (W[:, [1]] * 1e39, [1], "float32 range"),
+           (W[:, [1]] + 1j, [1], "real numbers"), (W[:, [1]], [1.5], "integer target ids")]
+    for S, tg, msg in bad:
+        with pytest.raises(dmdb.BadInputError, match=msg):
+            exp.import_scores(S, targets=tg)
+    assert len(db.fits()) == 2
+    tiny = np.zeros((N, 1))
+    tiny[0, 0], tiny[1, 0] = 1e-50, 1.0
+    fit = exp.import_scores(tiny, targets=[2], calibrate=False)
+    assert fit.weights()["train_idx"].to_list() == [1]
+    assert fit.targets()["nnz"].to_list() == [1]
+
+
 def test_bad_input_errors(db: dmdb.Database) -> None:
     exp = db.experiment("syn")
     with pytest.raises(dmdb.BadInputError, match="bogus"):
@@ -246,6 +274,23 @@ def test_cli_fit_and_fits(db: dmdb.Database, capsys: pytest.CaptureFixture[str])
     assert fits["lds"][0] == pytest.approx(float(out[2].split(",")[2]))
     assert main(["fit", "syn", "--db", path, "--device", "cuda", "--quiet"]) == 1
     assert "CUDA" in capsys.readouterr().err
+
+
+def test_cli_gram_forms_give_the_same_fit(db: dmdb.Database, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--gram masks` (G through the centred masks) and `--gram matrix` fit the same weights; the
+    choice is kept in the fit's config; an unknown form is one clear error."""
+    path = db.path
+    db.close()
+    for form in ("matrix", "masks"):
+        assert main(["fit", "syn", "--db", path, "--k", "30", "--dtype", "float64", "--tol", "1e-10",
+                     "--gram", form, "--quiet"]) == 0
+    with dmdb.open(path) as d:
+        a, b = d.fit(1), d.fit(2)
+        assert [a.config["gram"], b.config["gram"]] == ["matrix", "masks"]
+        np.testing.assert_allclose(dense(b, T), dense(a, T), atol=1e-6)
+        assert np.count_nonzero(dense(a, T)) > T
+        with pytest.raises(dmdb.DmdbError, match="gram must be"):
+            d.experiment("syn").fit("lasso", gram="dense")
 
 
 def test_cli_patience_default_and_whole_path(db: dmdb.Database) -> None:

@@ -41,6 +41,12 @@ def test_plan_is_idempotent_and_allocates_fresh_ids(exp: dmdb.Experiment) -> Non
         exp.plan(12, seed=0)
     assert Plan.from_dict(p.to_dict()) == p
     assert [q.role for q in exp.plans()] == ["fit", "holdout"]
+    # a plan that numpy could not sample from is refused before it is stored
+    for n, seed, msg in ((3, -1, "seed must be in 0"), (3, 2**64, "seed must be in 0"), (2.5, 1, "n_runs must be an integer"),
+                         (0, 1, "n_runs must be in 1")):
+        with pytest.raises(dmdb.BadInputError, match=msg):
+            exp.plan(n, seed=seed)
+    assert len(exp.plans()) == 2
 
 
 def test_missing_and_pending(exp: dmdb.Experiment) -> None:

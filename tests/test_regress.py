@@ -42,10 +42,11 @@ def _sk_path(X, y, alphas):
 # ---------------------------------------------------------------- lasso path vs scikit-learn
 
 
-def test_lasso_path_matches_sklearn_along_whole_path_including_constant_target():
+@pytest.mark.parametrize("gram", ["matrix", "masks"])
+def test_lasso_path_matches_sklearn_along_whole_path_including_constant_target(gram: str):
     X, Y, _ = _data(300, 40, 4, seed=1)
     Y[:, 2] = 1.25  # a constant target
-    path = lasso_path(X, Y, n_lambdas=25, eps=1e-3, tol=1e-14, max_iter=100_000, **F64)
+    path = lasso_path(X, Y, n_lambdas=25, eps=1e-3, tol=1e-14, max_iter=100_000, gram=gram, **F64)
     assert path.coefs.shape == (25, 40, 4) and path.lambdas.shape == (25, 4)
     assert path.converged.all()
     Xf = X.astype(np.float64)
@@ -113,11 +114,12 @@ def test_select_lasso_recovers_sparse_truth_and_reaches_noise_ceiling():
 # ---------------------------------------------------------------- model selection
 
 
-def test_selected_lambda_is_brute_force_argmin_of_validation_mse_with_sklearn_coefficients():
+@pytest.mark.parametrize("gram", ["matrix", "masks"])
+def test_selected_lambda_is_brute_force_argmin_of_validation_mse_with_sklearn_coefficients(gram: str):
     X, Y, _ = _data(500, 30, 3, seed=4, noise=1.5)
     Y[:, 1] = -0.5  # constant target
     fit, val = np.arange(0, 350), np.arange(350, 500)
-    res = select_lasso(X, Y, fit, val, n_lambdas=20, eps=1e-2, tol=1e-14, max_iter=100_000, **F64)
+    res = select_lasso(X, Y, fit, val, n_lambdas=20, eps=1e-2, tol=1e-14, max_iter=100_000, gram=gram, **F64)
     Xf = X.astype(np.float64)
     for t in (0, 2):
         lam = res.lambdas[:, t]
@@ -292,24 +294,69 @@ def test_gram_centred_in_place_then_extended(dtype: torch.dtype, int8: bool, mon
     np.testing.assert_allclose(yy.numpy(), (Yc**2).mean(axis=0), atol=1e-12)
 
 
-@pytest.mark.parametrize("n, N", [(3000, 400), (5000, 1200), (300, 400)])
+@pytest.mark.parametrize("n, N", [(3000, 400), (5000, 1200), (300, 400), (400, 1100)])
 def test_curvature_brackets_the_spectrum(n: int, N: int) -> None:
-    """L is never below G's top eigenvalue, mu never above its bottom one (0 when singular)."""
+    """L is never below G's top eigenvalue, mu never above its bottom one (0 when singular);
+    G held as a matrix or applied through the centred masks gives the same step."""
     from dmdb.regress._fista import curvature
+    from dmdb.regress.operators import CentredMasks, GramMatrix
 
     X = (np.random.default_rng(N).random((n, N)) < 0.5).astype(np.float64)
     Xc = X - X.mean(axis=0)
     G = Xc.T @ Xc / n
     ev = np.linalg.eigvalsh(G)
-    c = curvature(torch.from_numpy(G))
-    assert ev[-1] <= c.L <= 1.05 * ev[-1]
-    assert 0 <= c.mu <= ev[0] + 1e-12
-    if n > 2 * N:
-        assert c.mu >= 0.3 * ev[0]  # strongly convex: momentum is actually used
-    else:
-        assert c.mu == 0.0
-    told = curvature(torch.from_numpy(G), n)  # told the run count: singular when n <= N
-    assert told.L == c.L and told.mu == (0.0 if n <= N else c.mu)
+    masks = CentredMasks(X, np.arange(n), torch.from_numpy(X.mean(axis=0)), device=torch.device("cpu"),
+                         dtype=torch.float64, block_rows=128)
+    for op in (GramMatrix(torch.from_numpy(G), n), masks):
+        c = curvature(op)
+        assert ev[-1] <= c.L <= 1.05 * ev[-1]
+        assert 0 <= c.mu <= ev[0] + 1e-12
+        if n > 2 * N:
+            assert c.mu >= 0.3 * ev[0]  # strongly convex: momentum is actually used
+        else:
+            assert c.mu == 0.0
+
+
+def test_masks_form_holds_centred_rows_and_extends_like_the_matrix() -> None:
+    """CentredMasks applies exactly numpy's centred Gram of its rows, before and after `extend`
+    re-centres them and appends more rows (the refit); the automatic choice takes it for runs
+    <= N/2 and agrees with the matrix form and scikit-learn on such a problem."""
+    from dmdb.regress import stats
+    from dmdb.regress.operators import CentredMasks, choose_form
+
+    rng = np.random.default_rng(8)
+    X = rng.random((90, 200)) < 0.5
+    Y = rng.normal(size=(90, 2))
+    fit, extra = np.arange(60), np.arange(60, 90)
+    dev = torch.device("cpu")
+    st_fit = stats.gram_stats(X, Y, fit, device=dev, dtype=torch.float64, with_gram=False)
+    st_extra = stats.gram_stats(X, Y, extra, device=dev, dtype=torch.float64, with_gram=False, shift=st_fit.shift)
+    op = CentredMasks(X, fit, st_fit.x_mean, reserve=extra.size, device=dev, dtype=torch.float64, block_rows=16)
+    Z = torch.from_numpy(rng.normal(size=(3, 200)))
+    C = torch.from_numpy(rng.normal(size=(3, 200)))
+
+    def gram(rows: np.ndarray) -> np.ndarray:
+        Xc = X[rows] - X[rows].mean(axis=0)
+        return Xc.T @ Xc / rows.size
+
+    np.testing.assert_allclose(op.grad(C, Z).numpy(), Z.numpy() @ gram(fit) - C.numpy(), atol=1e-12)
+    op.extend(st_fit, st_extra, X, extra, block_rows=16)
+    np.testing.assert_allclose(op.grad(C, Z).numpy(), Z.numpy() @ gram(np.arange(90)) - C.numpy(), atol=1e-12)
+    with pytest.raises(FitError, match="room for 90 runs"):
+        op.extend(st_fit + st_extra, st_extra, X, extra, block_rows=16)
+    assert choose_form(100, 200) == "masks" and choose_form(101, 200) == "matrix"
+    with pytest.raises(FitError, match="gram form"):
+        choose_form(10, 20, "dense")
+    # runs < N: the automatic (masks) form and the matrix form both match scikit-learn
+    Xw, Yw, _ = _data(80, 200, 2, seed=9)
+    lams = np.array([0.3, 0.1, 0.03])
+    auto = lasso_path(Xw, Yw, lambdas=lams, tol=1e-14, max_iter=200_000, **F64)
+    held = lasso_path(Xw, Yw, lambdas=lams, tol=1e-14, max_iter=200_000, gram="matrix", **F64)
+    for t in range(2):
+        coefs, intercepts = _sk_path(Xw.astype(np.float64), Yw[:, t], lams)
+        np.testing.assert_allclose(auto.coefs[:, :, t], coefs, atol=1e-7)
+        np.testing.assert_allclose(held.coefs[:, :, t], coefs, atol=1e-7)
+        np.testing.assert_allclose(auto.intercepts[:, t], intercepts, atol=1e-7)
 
 
 def test_float32_margins_stay_float32_and_fit_like_float64() -> None:

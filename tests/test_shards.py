@@ -43,6 +43,19 @@ def test_many_worker_processes_then_one_ingest(exp: dmdb.Experiment, tmp_path: P
     assert sorted(set(exp.runs()["worker"])) == ["w0", "w1", "w2", "w3"]
 
 
+def test_shard_file_names_stay_inside_the_directory(db: dmdb.Database, tmp_path: Path) -> None:
+    """Experiment names are not paths: 'cifar/v2' and '../up' shards land in the directory and ingest."""
+    for name in ("cifar/v2", "../up"):
+        e = db.create_experiment(name, n_train=10, n_targets=2)
+        plan = e.plan(2)
+        path = write_run(tmp_path / "shards", name, plan.run(plan.first_run_id), np.zeros(2))
+        assert path.parent == tmp_path / "shards"
+    assert sorted(p.name.split("-")[0] for p in (tmp_path / "shards").iterdir()) == ["_up", "cifar_v2"]
+    report = ingest(db, tmp_path / "shards")
+    assert (report.files_ingested, report.runs_added, report.bad) == (2, 2, [])
+    assert db.experiment("cifar/v2").n_runs() == 1 and db.experiment("../up").n_runs() == 1
+
+
 def test_ingest_is_idempotent(exp: dmdb.Experiment, tmp_path: Path) -> None:
     masks, margins = random_runs(10, 37, 5)
     for i in range(0, 10, 5):

@@ -46,6 +46,9 @@ def register(sub: Any, parents: tuple[argparse.ArgumentParser, argparse.Argument
     p.add_argument("--split-seed", type=int, default=_DEFAULTS.split_seed)
     p.add_argument("--dtype", choices=["float32", "float64"], default=_DEFAULTS.dtype)
     p.add_argument("--device", help="cpu or cuda (default: cuda when present)")
+    p.add_argument("--gram", choices=["matrix", "masks"],
+                   help="lasso: hold G = Xc'Xc/n as an N x N matrix, or apply it through the centred masks "
+                   "(runs x N; default: masks when fit runs <= N/2)")
     p.add_argument("--where", help="narrow the fit runs: an expression over runs columns, a SELECT query or a view name")
     p.add_argument("--targets", help="targets: ids like 0-99,120, a SELECT query or a view returning `target`")
     p.add_argument(
@@ -74,6 +77,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     options = dict(
         k=args.k, eps=args.eps, tol=args.tol, max_iter=args.max_iter, patience=args.patience or None,
         refit=not args.no_refit, val_frac=args.val_frac, split_seed=args.split_seed, dtype=args.dtype,
+        gram=args.gram,
     )
     with store.open(args.db) as db:
         exp = db.experiment(args.experiment)

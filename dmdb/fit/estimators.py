@@ -23,7 +23,8 @@ def _lasso(X: np.ndarray, Y: np.ndarray, fit: np.ndarray, val: np.ndarray, o: Fi
            device: torch.device, progress: Progress | None) -> SolverResult:
     return select_lasso(
         X, Y, fit, val, n_lambdas=o.k, eps=o.eps, tol=o.tol, max_iter=o.max_iter, refit=o.refit,
-        patience=o.patience, device=device, dtype=_torch_dtype(o), block_rows=o.block_rows, progress=progress,
+        patience=o.patience, device=device, dtype=_torch_dtype(o), block_rows=o.block_rows, gram=o.gram,
+        progress=progress,
     )
 
 

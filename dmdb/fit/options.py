@@ -20,7 +20,9 @@ class FitOptions:
     validation MSE has not improved for that many lambdas (None: the whole path). The default,
     10 of k = 100 lambdas (a factor of 2 in lambda past the best one), skips the small-lambda
     end of the path, which no target chooses once its validation error rises and which is the
-    slowest to solve when there are fewer runs than train examples.
+    slowest to solve when there are fewer runs than train examples. gram (lasso): how the
+    solver holds G = Xc'Xc/n, 'matrix' (N x N) or 'masks' (the centred masks, runs x N); None
+    picks 'masks' when the fit runs are at most half the train examples (dmdb.regress.operators).
     """
 
     estimator: str = "lasso"
@@ -34,12 +36,15 @@ class FitOptions:
     split_seed: int = 0
     dtype: str = "float32"
     block_rows: int | None = None
+    gram: str | None = None
 
     def __post_init__(self) -> None:
         if self.estimator not in ESTIMATORS:
             raise BadInputError(f"unknown estimator {self.estimator!r}: use one of {', '.join(ESTIMATORS)}")
         if self.dtype not in ("float32", "float64"):
             raise BadInputError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
+        if self.gram not in (None, "matrix", "masks"):
+            raise BadInputError(f"gram must be 'matrix', 'masks' or None (automatic), got {self.gram!r}")
 
     def config(self) -> dict[str, Any]:
         return asdict(self)

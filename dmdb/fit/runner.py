@@ -57,12 +57,17 @@ def _columns(Y: np.ndarray, cols: np.ndarray) -> np.ndarray:
 def holdout_scores(data: FitData, W: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray, float | None]:
     """Per-target Spearman of predicted vs actual holdout margins, and their mean (the LDS).
 
-    Targets whose holdout margins or predictions are constant have no rank correlation (NaN,
-    stored as NULL) and are left out of the mean.
+    Targets whose holdout margins are constant have no rank correlation (NaN, stored as NULL)
+    and are left out of the mean. A datamodel that predicts one margin for every run (a lasso
+    target with no nonzero weight) ranks nothing: it counts as 0, so that an estimator cannot
+    raise its LDS by giving up on hard targets.
     """
     if data.X_holdout.shape[0] < 3:
         return np.full(W.shape[1], np.nan), None
-    rho = spearman_per_target(predict(data.X_holdout, W, bias), data.Y_holdout)
+    pred = predict(data.X_holdout, W, bias)
+    rho = spearman_per_target(pred, data.Y_holdout)
+    flat = (pred == pred[:1]).all(axis=0) & ~(data.Y_holdout == data.Y_holdout[:1]).all(axis=0)
+    rho[flat] = 0.0
     finite = np.isfinite(rho)
     return rho, float(rho[finite].mean()) if finite.any() else None
 

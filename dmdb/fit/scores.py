@@ -28,6 +28,16 @@ def load_scores(source: str | Path | np.ndarray) -> np.ndarray:
     return np.asarray(source)
 
 
+def _given_targets(targets: Sequence[int] | np.ndarray) -> np.ndarray:
+    """The target of each score column, in column order: integers, each once."""
+    tgt = np.asarray(targets)
+    if tgt.ndim != 1 or not np.issubdtype(tgt.dtype, np.integer):
+        raise BadInputError("targets must be a 1-D sequence of integer target ids, one per score column")
+    if np.unique(tgt).size != tgt.size:
+        raise BadInputError("targets repeat an id: give each score column's target once")
+    return tgt.astype(np.int64)
+
+
 def import_scores(
     exp: "Experiment",
     scores: str | Path | np.ndarray,
@@ -43,20 +53,25 @@ def import_scores(
     predictions (b + a * mask @ s); holdout Spearman (LDS) does not depend on this, but
     counterfactual predictions then come out in margin units. Without it, the bias alone is fitted.
     """
+    exp.db.require_writable()
     S = load_scores(scores)
-    tgt = np.arange(exp.n_targets) if targets is None else np.asarray(targets, dtype=np.int64)
+    tgt = np.arange(exp.n_targets) if targets is None else _given_targets(targets)
     if S.ndim != 2 or S.shape != (exp.n_train, tgt.size):
         raise BadInputError(
             f"score matrix has shape {S.shape}; experiment {exp.name!r} needs ({exp.n_train}, {tgt.size}) "
             "(train examples x targets)"
         )
-    if not np.issubdtype(S.dtype, np.number) or not np.isfinite(S).all():
-        raise BadInputError("score matrix must hold finite real numbers")
+    if not (np.issubdtype(S.dtype, np.integer) or np.issubdtype(S.dtype, np.floating)):
+        raise BadInputError(f"score matrix must hold real numbers, got dtype {S.dtype}")
+    if not np.isfinite(S).all() or (S.size and float(np.abs(S).max()) > float(np.finfo(np.float32).max)):
+        raise BadInputError("score matrix must hold finite numbers within float32 range (weights are stored as float32)")
     t0 = time.perf_counter()
     split = FitOptions()  # the default fit/validation split, so every fit of the experiment shares it
     sel = select(exp, None, tgt, split.val_frac, split.split_seed)
     data = read_data(exp, sel)
-    W = np.asarray(S, dtype=np.float64)
+    # column j of S is target tgt[j]; the fit's targets come sorted (and, without `targets`,
+    # narrowed by target_pool): take each one's own column
+    W = np.asarray(S, dtype=np.float64)[:, np.argsort(tgt)[np.searchsorted(np.sort(tgt), sel.targets)]]
     pred = data.X.astype(np.float64) @ W
     y = data.Y.astype(np.float64)
     if calibrate:
@@ -67,7 +82,7 @@ def import_scores(
         pred = pred * scale[None, :]
     bias = (y - pred).mean(axis=0)
     rho, lds = holdout_scores(data, W, bias)
-    nan = np.full(tgt.size, np.nan)
+    nan = np.full(sel.targets.size, np.nan)
     rec = FitRecord(
         experiment=exp.name, estimator=f"scores:{name}",
         config={"source": str(scores) if isinstance(scores, (str, Path)) else "array", "calibrate": calibrate},

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
+from ..errors import FitError
 from .selection import Selection
 
 if TYPE_CHECKING:
@@ -61,11 +62,21 @@ def _insert(db: "Database", table: str, data: pa.Table) -> None:
         db.con.unregister(name)
 
 
+def _stored_weights(W: np.ndarray) -> np.ndarray:
+    """The weights as stored (float32): nonzeros and counts are taken after the cast, so a value
+    that underflows is not kept as a 0.0 row, and one that overflows is refused."""
+    W32 = np.asarray(W, dtype=np.float32)
+    if not np.isfinite(W32).all():
+        raise FitError("weights are not finite in float32 (NaN, or a magnitude beyond 3.4e38); nothing was written")
+    return W32
+
+
 def write_fit(db: "Database", rec: FitRecord) -> int:
     """Store the fit; returns its fit_id."""
     db.require_writable()
     sel = rec.selection
     targets = sel.targets.astype(np.int32)
+    W = _stored_weights(rec.W)
     con = db.con
     con.execute("BEGIN TRANSACTION")
     try:
@@ -78,7 +89,7 @@ def write_fit(db: "Database", rec: FitRecord) -> int:
                  int(sel.fit.size), int(sel.val.size), int(sel.holdout.size), rec.device, rec.seconds, rec.lds],
             ).fetchall()[0][0]
         )
-        nnz = (rec.W != 0).sum(axis=0).astype(np.int32)
+        nnz = (W != 0).sum(axis=0).astype(np.int32)
         _insert(db, "fit_targets", pa.table({
             "fit_id": pa.array(np.full(targets.size, fit_id, dtype=np.int32)),
             "target": pa.array(targets),
@@ -96,12 +107,12 @@ def write_fit(db: "Database", rec: FitRecord) -> int:
             "run_id": pa.array(run_ids),
             "split": pa.array(splits.tolist(), type=pa.string()),
         }))
-        col, idx = np.nonzero(rec.W.T)  # target-major: rows of one target are contiguous
+        col, idx = np.nonzero(W.T)  # target-major: rows of one target are contiguous
         _insert(db, "weights", pa.table({
             "fit_id": pa.array(np.full(col.size, fit_id, dtype=np.int32)),
             "target": pa.array(targets[col]),
             "train_idx": pa.array(idx.astype(np.int32)),
-            "weight": pa.array(rec.W.T[col, idx].astype(np.float32)),
+            "weight": pa.array(W.T[col, idx]),
         }))
         for p in rec.curve:
             con.execute(

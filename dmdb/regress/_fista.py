@@ -1,7 +1,8 @@
 """Batched FISTA for many lasso problems that share one Gram matrix.
 
 Every target t solves min_w 0.5 w'Gw - c_t'w + lam_t |w|_1 (the centred (1/2n) lasso).
-Targets are rows of one (B, N) iterate, so each step is one GEMM Z @ G for all of them
+Targets are rows of one (B, N) iterate, so each step is one product Z G for all of them
+(a GEMM with G, or two through the centred masks: see operators.py)
 (rows, not columns, so that picking out a target's vector is a contiguous copy).
 Each row walks its own lambda path: when its duality gap is below tolerance it hands the
 solution to `emit` and moves to its next lambda at once, so no target waits for the
@@ -20,6 +21,7 @@ from typing import Callable
 import torch
 
 from ._inputs import Progress
+from .operators import GramOperator
 
 Emit = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], "torch.Tensor | None"]
 """emit(target ids (e,), lambda indices (e,), solutions (e, N)) -> optional bool (e,) 'stop now'."""
@@ -42,11 +44,12 @@ class Curvature:
     mu: float
 
 
-def _top_eigenvalue(apply: Callable[[torch.Tensor], torch.Tensor], like: torch.Tensor) -> float:
-    """Top eigenvalue of the symmetric operator `apply` (N x N, like `like`): subspace iteration
-    with Rayleigh-Ritz; the estimate approaches from below."""
+def _top_eigenvalue(apply: Callable[[torch.Tensor], torch.Tensor], N: int, device: torch.device,
+                    dtype: torch.dtype) -> float:
+    """Top eigenvalue of the symmetric N x N operator `apply`: subspace iteration with
+    Rayleigh-Ritz; the estimate approaches from below."""
     gen = torch.Generator(device="cpu").manual_seed(0)
-    V = torch.randn(like.shape[0], 16, generator=gen, dtype=torch.float64).to(like.device, like.dtype)
+    V = torch.randn(N, 16, generator=gen, dtype=torch.float64).to(device, dtype)
     V, _ = torch.linalg.qr(V)
     for _ in range(60):
         V, _ = torch.linalg.qr(apply(V))
@@ -54,19 +57,20 @@ def _top_eigenvalue(apply: Callable[[torch.Tensor], torch.Tensor], like: torch.T
     return float(torch.linalg.eigvalsh((H + H.T) / 2)[-1])
 
 
-def curvature(G: torch.Tensor, n_runs: int | None = None) -> Curvature:
-    """Exact eigenvalues for small G; otherwise subspace iteration on G and on L*I - G (applied,
-    never formed). The top of a random-mask spectrum is a dense cluster, so L is padded by 1%;
-    mu is halved, since too much momentum could stall the solver while too little only slows it.
-    A centred Gram matrix of `n_runs` <= N runs has rank < N: mu is 0 without estimating it."""
-    N = G.shape[0]
-    singular = n_runs is not None and n_runs <= N
-    if N <= 1000:
-        ev = torch.linalg.eigvalsh(G.to(torch.float64))
+def curvature(op: GramOperator) -> Curvature:
+    """Exact eigenvalues when G (or a matrix with its nonzero spectrum) is small; otherwise
+    subspace iteration on G and on L*I - G (applied, never formed). The top of a random-mask
+    spectrum is a dense cluster, so L is padded by 1%; mu is halved, since too much momentum
+    could stall the solver while too little only slows it. A centred Gram matrix of n <= N
+    runs has rank < N: mu is 0 without estimating it."""
+    singular = op.n_runs <= op.N
+    small = op.small_spectrum()
+    if small is not None:
+        ev = torch.linalg.eigvalsh(small.to(torch.float64))
         L, mu = float(ev[-1]) * (1 + 1e-9) + 1e-300, float(ev[0])
     else:
-        L = _top_eigenvalue(lambda V: G @ V, G) * 1.01
-        mu = 0.0 if singular else L - _top_eigenvalue(lambda V: L * V - G @ V, G)
+        L = _top_eigenvalue(op.apply, op.N, op.device, op.dtype) * 1.01
+        mu = 0.0 if singular else L - _top_eigenvalue(lambda V: L * V - op.apply(V), op.N, op.device, op.dtype)
     mu = 0.0 if singular else 0.5 * mu
     return Curvature(L=L, mu=mu if mu > 1e-3 * L else 0.0)
 
@@ -78,7 +82,7 @@ def chunk_size(N: int, T: int, dtype: torch.dtype, budget_bytes: int = 2 << 30) 
 
 
 def solve_paths(
-    G: torch.Tensor,
+    op: GramOperator,
     C: torch.Tensor,
     yy: torch.Tensor,
     lams: torch.Tensor,
@@ -133,7 +137,7 @@ def solve_paths(
         while B > 0:
             kc = k.clamp(max=k_total - 1)
             lam = lamsT[tid, kc]
-            grad = torch.addmm(Cs, Z, G, beta=-1)  # (B, N): Z G - C
+            grad = op.grad(Cs, Z)  # (B, N): Z G - C
             # duality gap at Z: any point is primal-feasible, so this certifies Z
             cz = torch.linalg.vecdot(Cs, Z)
             q = torch.linalg.vecdot(grad, Z) + cz  # Z'GZ

@@ -1,7 +1,8 @@
 """The lasso path for all targets at once, and lambda selection on validation runs.
 
 Objective per target, as scikit-learn's Lasso: (1/2n)||y - b - Xw||^2 + lambda ||w||_1 with an
-unpenalised intercept b. Everything runs on the centred Gram statistics from one pass over X;
+unpenalised intercept b. Everything runs on the centred Gram statistics from one pass over X
+(G = Xc'Xc/n held as a matrix, or applied through the centred masks when runs are few: operators.py);
 weights come back in raw 0/1 mask coordinates with b = mean(y) - mean(x) . w.
 
 A target whose margins are constant on the fit runs has nothing to explain: its weights are
@@ -18,11 +19,12 @@ import torch
 
 from dmdb.errors import FitError
 
-from ._common import centred_rows, prepare, r2_from, to_np
+from ._common import Prepared, centred_rows, prepare, r2_from, to_np
 from ._fista import chunk_size, curvature, solve_paths
 from ._inputs import MIN_FIT_RUNS, ArrayLike, Progress, check_split, row_mean, rows_index
+from .operators import CentredMasks, Form, GramMatrix, GramOperator, choose_form
 from .result import SolverResult
-from .stats import GramStats, extend_gram, gram_stats
+from .stats import GramStats, gram_stats
 
 
 @dataclass
@@ -61,6 +63,14 @@ def _given_lambdas(lambdas: ArrayLike, T: int, dev: torch.device, dtype: torch.d
     return lam.to(dtype).contiguous()
 
 
+def _operator(p: Prepared, st: GramStats, rows: np.ndarray, form: Form, reserve: int,
+              block_rows: int | None) -> GramOperator:
+    """G of the statistics' runs in the chosen form (`st` holds X'X exactly when form is 'matrix')."""
+    if form == "matrix":
+        return GramMatrix(st.take_gram(p.dtype), st.n)
+    return CentredMasks(p.X, rows, st.x_mean, reserve=reserve, device=p.device, dtype=p.dtype, block_rows=block_rows)
+
+
 def _check_solver_args(tol: float, max_iter: int) -> None:
     if not tol >= 0:
         raise FitError(f"tol must be non-negative, got {tol}")
@@ -82,21 +92,26 @@ def lasso_path(
     dtype: torch.dtype = torch.float32,
     block_rows: int | None = None,
     target_chunk: int | None = None,
+    gram: str | None = None,
     progress: Progress | None = None,
 ) -> LassoPath:
     """Whole lasso path for every target; keeps all k solutions, so meant for modest N*T*k.
 
     `lambdas` (k,) or (k, T) overrides the grid (use decreasing values: warm starts follow
     the order). `tol` bounds the duality gap relative to the target's variance, as
-    scikit-learn's `tol` does; `max_iter` caps the GEMM iterations per lambda.
+    scikit-learn's `tol` does; `max_iter` caps the GEMM iterations per lambda. `gram`: 'matrix'
+    (hold G = Xc'Xc/n), 'masks' (apply G through the centred masks) or None: 'masks' when the
+    runs are at most half the train examples (see operators.py).
     """
     p = prepare(X, Y, device, dtype)
     _check_solver_args(tol, max_iter)
     idx = rows_index(rows, p.n_runs, "rows")
     if idx.size < MIN_FIT_RUNS:
         raise FitError(f"too few runs: {idx.size} (need at least {MIN_FIT_RUNS})")
-    st = gram_stats(p.X, p.Y, idx, device=p.device, dtype=p.dtype, block_rows=block_rows, progress=progress)
-    G = st.take_gram(p.dtype)
+    form = choose_form(idx.size, p.n_train, gram)
+    st = gram_stats(p.X, p.Y, idx, device=p.device, dtype=p.dtype, block_rows=block_rows, progress=progress,
+                    with_gram=form == "matrix")
+    op = _operator(p, st, idx, form, 0, block_rows)
     c, yy = st.cross(p.dtype)
     N, T = c.shape
     const = st.constant
@@ -110,10 +125,10 @@ def lasso_path(
 
     targets = (~const).nonzero().squeeze(1)
     ps = solve_paths(
-        G, c.T.contiguous(), yy, lams, targets, emit, curv=curvature(G, st.n), tol=tol,
+        op, c.T.contiguous(), yy, lams, targets, emit, curv=curvature(op), tol=tol,
         max_iter=max_iter, chunk=target_chunk or chunk_size(N, T, p.dtype), progress=progress,
     )
-    del G, c
+    del op, c
     intercepts = st.y_mean[None, :] - (coefs.to(torch.float64) @ st.x_mean)
     return LassoPath(
         lambdas=to_np(lams),
@@ -142,6 +157,7 @@ def select_lasso(
     dtype: torch.dtype = torch.float32,
     block_rows: int | None = None,
     target_chunk: int | None = None,
+    gram: str | None = None,
     progress: Progress | None = None,
 ) -> SolverResult:
     """Path on the fit runs, per-target lambda by validation MSE, then refit on fit+validation.
@@ -150,7 +166,8 @@ def select_lasso(
     itself is never stored. `patience`, if set, stops a target's path once its validation
     MSE has not improved for that many lambdas (entries past it are NaN in `path_mse`);
     None solves the whole path. The refit keeps the chosen lambda and warm-starts from the
-    fit-run solution. Ties in validation MSE go to the larger lambda.
+    fit-run solution. Ties in validation MSE go to the larger lambda. `gram` as in `lasso_path`
+    (chosen by the number of fit runs).
     """
     p = prepare(X, Y, device, dtype)
     _check_solver_args(tol, max_iter)
@@ -161,9 +178,10 @@ def select_lasso(
     check_split(fit, val)
     shift = row_mean(p.Y, np.concatenate([fit, val]))
     kw = dict(device=p.device, dtype=p.dtype, block_rows=block_rows, progress=progress, shift=shift)
-    st_fit = gram_stats(p.X, p.Y, fit, **kw)
+    form = choose_form(fit.size, p.n_train, gram)
+    st_fit = gram_stats(p.X, p.Y, fit, with_gram=form == "matrix", **kw)
     st_val = gram_stats(p.X, p.Y, val, with_gram=False, **kw)
-    G = st_fit.take_gram(p.dtype)
+    op = _operator(p, st_fit, fit, form, val.size if refit else 0, block_rows)
     c, yy = st_fit.cross(p.dtype)
     N, T = c.shape
     const = st_fit.constant
@@ -193,7 +211,7 @@ def select_lasso(
 
     targets = (~const).nonzero().squeeze(1)
     chunk = target_chunk or chunk_size(N, T, p.dtype)
-    ps = solve_paths(G, c.T.contiguous(), yy, lams, targets, emit, curv=curvature(G, st_fit.n), tol=tol,
+    ps = solve_paths(op, c.T.contiguous(), yy, lams, targets, emit, curv=curvature(op), tol=tol,
                      max_iter=max_iter, chunk=chunk, progress=progress)
     del Xv, c
     # constant targets: the prediction is the fit-run constant at every lambda
@@ -208,21 +226,21 @@ def select_lasso(
     n_iter, converged = ps.n_iter, ps.converged
 
     if refit:
-        st_all = extend_gram(G, st_fit, st_val, p.X, val, block_rows=block_rows)
+        st_all = op.extend(st_fit, st_val, p.X, val, block_rows)
         c, yy = st_all.cross(p.dtype)
         W_final = torch.zeros(T, N, dtype=p.dtype, device=p.device)
 
         def emit_refit(tids: torch.Tensor, ks: torch.Tensor, W: torch.Tensor) -> None:
             W_final[tids] = W
 
-        ps2 = solve_paths(G, c.T.contiguous(), yy, lam_best[None, :], targets, emit_refit,
-                          curv=curvature(G, st_all.n), tol=tol, max_iter=max_iter, W0=W_best, chunk=chunk,
+        ps2 = solve_paths(op, c.T.contiguous(), yy, lam_best[None, :], targets, emit_refit,
+                          curv=curvature(op), tol=tol, max_iter=max_iter, W0=W_best, chunk=chunk,
                           progress=progress)
         n_iter, converged = n_iter + ps2.n_iter, converged & ps2.converged
         st_out = st_all
     else:
         W_final, st_out = W_best, st_fit
-    del G
+    del op
     bias = st_out.y_mean - W_final.to(torch.float64) @ st_out.x_mean
     return SolverResult(
         method="lasso",
