@@ -44,10 +44,14 @@ class Database:
 
     # -- queries ---------------------------------------------------------------------------
     def sql(self, query: str, params: Sequence[Any] | dict[str, Any] | None = None) -> pl.DataFrame:
-        """Run any SQL and return the result as a polars frame (empty frame for statements)."""
+        """Run any SQL and return the result as a polars frame (empty frame for statements).
+        BIT columns (a run's `mask`) come back as their bit strings ('0110...'), as the DuckDB
+        shell shows them; `exp.masks()` gives masks as a numpy matrix."""
         try:
             rel = self.con.sql(query, params=params)
-            return pl.DataFrame() if rel is None else pl.from_arrow(rel.to_arrow_table())  # type: ignore[return-value]
+            if rel is None:
+                return pl.DataFrame()
+            return pl.from_arrow(_bits_as_text(rel).to_arrow_table())  # type: ignore[return-value]
         except duckdb.Error as e:
             if self.read_only and "read-only mode" in str(e):
                 raise ReadOnlyError(
@@ -113,6 +117,19 @@ class Database:
         )
 
 
+def _bits_as_text(rel: duckdb.DuckDBPyRelation) -> duckdb.DuckDBPyRelation:
+    """BIT columns cast to VARCHAR (Arrow would carry DuckDB's internal bytes, padding byte first)."""
+    if not any(str(t) == "BIT" for t in rel.types) or len(set(rel.columns)) < len(rel.columns):
+        return rel
+
+    def quoted(c: str) -> str:
+        return '"' + c.replace('"', '""') + '"'
+
+    return rel.project(", ".join(
+        f"{quoted(c)}::VARCHAR AS {quoted(c)}" if str(t) == "BIT" else quoted(c) for c, t in zip(rel.columns, rel.types)
+    ))
+
+
 _LOCK_RE = re.compile(r"Conflicting lock is held in (.*?) \(PID (\d+)\)")
 
 
@@ -130,7 +147,7 @@ def open(path: str | Path, read_only: bool = False) -> Database:  # noqa: A001 -
     try:
         con = duckdb.connect(path, read_only=read_only)
     except duckdb.IOException as e:
-        raise _open_error(path, e) from e
+        raise _open_error(path, e, read_only) from e
     except duckdb.Error as e:
         raise DmdbError(f"cannot open {path}: {e}") from e
     try:
@@ -143,15 +160,19 @@ def open(path: str | Path, read_only: bool = False) -> Database:  # noqa: A001 -
     return Database(con, path, read_only)
 
 
-def _open_error(path: str, e: Exception) -> DmdbError:
+def _open_error(path: str, e: Exception, read_only: bool) -> DmdbError:
     msg = str(e)
     m = _LOCK_RE.search(msg)
     if m or "Could not set lock" in msg:
         who = f" ({m.group(1)}, PID {m.group(2)})" if m else ""
+        if read_only:  # readers share the file: only a writer keeps a reader out
+            held = "has it open for writing, and DuckDB allows no other process to open it meanwhile"
+        else:
+            held = ("has it open, for writing or read-only (the TUI, `dmdb sql`): while any process has "
+                    "the file open, DuckDB lets no other open it for writing")
         return DatabaseLockedError(
-            f"{path} is locked: another process{who} has it open for writing, and DuckDB allows no "
-            "other process to open it meanwhile. Wait for that process to finish, or have workers "
-            "write shards (`dmdb ingest`) instead of opening the database."
+            f"{path} is locked: another process{who} {held}. Wait for that process to finish, or have "
+            "workers write shards (`dmdb ingest`) instead of opening the database."
         )
     if "not a valid DuckDB database" in msg or "database file" in msg.lower():
         return DmdbError(f"{path} is not a DuckDB database file (or it is corrupt): {msg}")

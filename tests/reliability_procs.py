@@ -107,9 +107,9 @@ def recorder(db_path: str, experiment: str, chunk: int, ack_path: str, then_inge
         time.sleep(600)
 
 
-def hold_open(db_path: str, ack_path: str) -> None:
-    """A process that holds the database read-write until it is killed."""
-    with dmdb.open(db_path) as db:
+def hold_open(db_path: str, ack_path: str, read_only: bool = False) -> None:
+    """A process that holds the database (read-write unless told) until it is killed."""
+    with dmdb.open(db_path, read_only=read_only) as db:
         db.experiments()
         ack(ack_path, "ready")
         time.sleep(600)

@@ -52,6 +52,25 @@ def test_sql_formats(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert pl.read_parquet(pq)["j"].to_list() == [0, 2, 4]
 
 
+def test_sql_text_formats_hold_masks_lists_and_structs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A BIT mask comes out as its bit string (zero-padded to whole bytes), lists and arrays joined as '1,2' in csv and the
+    table, as lists in json; structs as JSON text in csv; a BLOB as hex."""
+    db = tmp_path / "x.duckdb"
+    with dmdb.open(db) as d:
+        d.create_experiment("e", 10, 2).record_batch([0], np.array([[1, 0, 1, 1, 0, 0, 0, 0, 1, 1]], bool),
+                                                      np.array([[0.5, -1.0]]), role="fit")
+    q = "SELECT run_id, mask, margins, [1, 2]::INT[2] AS arr, {'a': 1} AS st, '\\xAB'::BLOB AS b FROM runs"
+    code, out, err = run_cli(capsys, "sql", q, "--db", str(db), "-f", "csv")
+    assert code == 0, err
+    assert out.splitlines() == ["run_id,mask,margins,arr,st,b", '0,1011000011000000,"0.5,-1.0","1,2","{""a"":1}",ab']
+    code, out, err = run_cli(capsys, "sql", q, "--db", str(db), "-f", "json")
+    assert code == 0, err
+    assert json.loads(out) == [{"run_id": 0, "mask": "1011000011000000", "margins": [0.5, -1.0], "arr": [1, 2], "st": {"a": 1},
+                                "b": "ab"}]
+    code, out, err = run_cli(capsys, "sql", q, "--db", str(db))
+    assert code == 0 and "1011000011000000" in out and "0.5,-1.0" in out
+
+
 def test_sql_is_read_only_by_default(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     db = str(tmp_path / "x.duckdb")
     run_cli(capsys, "init", "--db", db)

@@ -68,8 +68,8 @@ def test_writer_holds_the_file_while_others_open_it(tmp_path: Path, capsys: pyte
     p.start()
     try:
         _wait_ready(acks, p)
-        for read_only in (True, False):
-            with pytest.raises(dmdb.DatabaseLockedError, match=rf"locked: another process .*PID {p.pid}.* open for writing"):
+        for read_only, held in ((True, "has it open for writing"), (False, "has it open, for writing or read-only")):
+            with pytest.raises(dmdb.DatabaseLockedError, match=rf"locked: another process .*PID {p.pid}.* {held}"):
                 dmdb.open(path, read_only=read_only)
         assert main(["sql", "SELECT count(*) FROM runs", "--db", str(path)]) == 1
         err = capsys.readouterr().err
@@ -84,6 +84,19 @@ def test_writer_holds_the_file_while_others_open_it(tmp_path: Path, capsys: pyte
     with dmdb.open(path, read_only=True) as db:  # the writer was killed: the file opens, data intact
         rp.check_runs_whole(db.experiment("c"), plan)
         assert rp.run_counts(db, "c") == (20, 20)
+    # a reader (the TUI, dmdb sql) keeps writers out, and the message says a reader may be the holder
+    acks2 = tmp_path / "acks2"
+    p = rp.context().Process(target=rp.hold_open, args=(str(path), str(acks2), True))
+    p.start()
+    try:
+        _wait_ready(acks2, p)
+        with pytest.raises(dmdb.DatabaseLockedError, match=rf"PID {p.pid}.* has it open, for writing or read-only"):
+            dmdb.open(path)
+        with dmdb.open(path, read_only=True) as db:  # readers share the file
+            assert rp.run_counts(db, "c") == (20, 20)
+    finally:
+        p.kill()
+        p.join()
 
 
 def test_many_workers_write_shards_at_once_then_one_ingest(tmp_path: Path) -> None:

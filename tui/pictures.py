@@ -28,7 +28,12 @@ from textual_image.renderable.halfcell import Image as HalfcellRenderable
 from textual_image.renderable.sixel import Image as SixelRenderable
 from textual_image.renderable.tgp import Image as TGPRenderable
 from textual_image.renderable.unicode import Image as UnicodeRenderable
-from textual_image.widget import Image as AutoImage  # importing queries the terminal: before the app starts
+
+try:  # importing the widget asks the terminal its cell size (before the app starts); a terminal
+    # that reports 0 x 0 cells (a bare pty) makes textual-image divide by zero: no graphics then
+    from textual_image.widget import Image as AutoImage
+except ZeroDivisionError:
+    AutoImage = None
 
 IMAGE_MODES = ("auto", "halfcell", "text")
 SHADES = " .:-=+*#%@"
@@ -83,7 +88,7 @@ def drawing() -> str:
     mode = image_mode()
     if mode != "auto":
         return mode
-    if AutoRenderable in (SixelRenderable, TGPRenderable):
+    if AutoImage is not None and AutoRenderable in (SixelRenderable, TGPRenderable):
         return "graphics"
     return "unicode" if AutoRenderable is UnicodeRenderable else "halfcell"
 

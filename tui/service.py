@@ -211,12 +211,17 @@ class Service:
         return Verified(n, mean, found[True][1] if True in found else None)
 
     # -- whole-fit views -------------------------------------------------------------------
-    def leakage(self, fit: int, min_z: float = 6.0, limit: int = 200) -> pl.DataFrame:
+    def leakage(self, fit: int, min_z: float = 6.0, limit: int = 200) -> tuple[pl.DataFrame, int]:
+        """The `limit` most extreme leakage candidates, and how many there are in all."""
         with self._lock:
-            return analyses.leakage(self.db, fit=fit, min_z=min_z, limit=limit).select(
+            frame = analyses.leakage(self.db, fit=fit, min_z=min_z, limit=limit).select(
                 "rank", "target", "train_idx", "weight", "robust_z", "ratio_to_next", "target_label",
                 "train_label", "pixel_dist",
             )
+            total = frame.height if frame.height < limit else int(self.db.con.execute(
+                "SELECT count(*) FROM leakage_candidates(fit := ?, min_z := ?)", [fit, float(min_z)]
+            ).fetchall()[0][0])
+            return frame, total
 
     def embedding(self, fit: int) -> tuple[pl.DataFrame, str]:
         """(target, cluster, pc0, pc1) and where they came from: the stored `dmdb embed` results

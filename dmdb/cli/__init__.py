@@ -62,7 +62,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"dmdb {args.verb}: interrupted", file=sys.stderr)
         return 130
-    except Exception as e:  # an unexpected failure: still one line unless --debug
+    except (SystemExit, GeneratorExit):
+        raise
+    except BaseException as e:  # an unexpected failure (a Rust panic in polars is a BaseException): one line unless --debug
         if args.debug:
             raise
         print(f"dmdb {args.verb}: unexpected error ({type(e).__name__}): {e} (rerun with --debug for the traceback)", file=sys.stderr)

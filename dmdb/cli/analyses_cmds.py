@@ -105,10 +105,6 @@ def _fit_id(db: Database, args: argparse.Namespace) -> int:
 
 
 def _emit(df: pl.DataFrame, args: argparse.Namespace, title: str) -> None:
-    """emit(), with list columns joined as '3,17,42' where the format has no lists (csv, table)."""
-    if args.format in ("csv", "table"):
-        lists = [c for c, t in df.schema.items() if isinstance(t, pl.List)]
-        df = df.with_columns(pl.col(c).cast(pl.List(pl.Utf8)).list.join(",") for c in lists)
     emit(df, args.format, args.output, title=title)
 
 

@@ -15,6 +15,8 @@ STDOUT = Console(soft_wrap=True)
 
 def emit(df: pl.DataFrame, fmt: str = "table", output: str | None = None, title: str | None = None, max_rows: int = 200) -> None:
     """Write a frame to stdout (or `output`) in the chosen format."""
+    if fmt != "parquet":
+        df = as_text_columns(df, fmt)
     if fmt == "parquet":
         if output is None:
             if sys.stdout.isatty():
@@ -40,6 +42,25 @@ def emit(df: pl.DataFrame, fmt: str = "table", output: str | None = None, title:
         Path(output).write_text(text)
     else:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
+
+
+def as_text_columns(df: pl.DataFrame, fmt: str) -> pl.DataFrame:
+    """Columns a text format cannot hold as they are: binary (a BLOB, or a BIT such as `mask`)
+    as hex; for csv and the table, lists and arrays of scalars joined as '3,17,42' (they paste
+    back into --remove) and other nested values as their text."""
+    out = []
+    for name, dtype in df.schema.items():
+        col = pl.col(name)
+        if dtype == pl.Binary:
+            out.append(col.bin.encode("hex"))
+        elif fmt != "json" and isinstance(dtype, (pl.List, pl.Array)) and not dtype.inner.is_nested():
+            as_list = col.arr.to_list() if isinstance(dtype, pl.Array) else col
+            inner = pl.Utf8 if dtype.inner != pl.Binary else pl.Binary
+            out.append(as_list.cast(pl.List(inner)).list.join(",") if inner == pl.Utf8
+                       else as_list.list.eval(pl.element().bin.encode("hex")).list.join(","))
+        elif fmt != "json" and dtype.is_nested():  # structs, lists of lists: as JSON text
+            out.append(pl.struct(col.alias("v")).struct.json_encode().str.slice(5).str.head(-1).alias(name))
+    return df.with_columns(out) if out else df
 
 
 def rich_table(df: pl.DataFrame, title: str | None = None, max_rows: int = 200) -> Table:

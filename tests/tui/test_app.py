@@ -11,6 +11,8 @@ from typing import Awaitable, Callable
 import numpy as np
 import polars as pl
 import pytest
+from textual.widgets import Input
+from textual_fastdatatable import DataTable
 
 import dmdb
 from dmdb import analyses
@@ -108,10 +110,19 @@ def test_targets_table_matches_api_sorts_filters_and_opens(study: Path) -> None:
         np.testing.assert_allclose(frame["mean_margin"].to_numpy(), margins.mean(axis=0), rtol=1e-6)
         np.testing.assert_allclose(frame["accuracy"].to_numpy(), (margins > 0).mean(axis=0))
         screen = app.screen
-        screen.action_sort("base_margin")
+        screen.action_sort("base_margin")  # a header click
         await pilot.pause()
         shown = screen.query_one("#targets", FrameTable).frame
         assert shown["base_margin"].to_list() == sorted(br["base_margin"].to_list(), reverse=True)
+        # keys: s sorts by the next column, r reverses; the table keeps the focus throughout
+        after = frame.columns[frame.columns.index("base_margin") + 1]
+        for key, desc in (("s", True), ("r", False), ("escape", False)):
+            await pilot.press(key)
+            await wait_for(pilot, lambda: isinstance(app.focused, DataTable), what=f"the table's focus after {key}")
+            shown = screen.query_one("#targets", FrameTable).frame
+            want = frame.sort(after, descending=desc, nulls_last=True)[after]
+            assert shown[after].to_list() == want.to_list(), key
+            assert screen.query_one("#filter", Input).value == ""
         await pilot.press("slash")
         assert app.focused.id == "filter"
         await submit(pilot, "#filter", "nosuchcolumn > 1")  # a typo: a message, the table unchanged
@@ -237,6 +248,18 @@ def test_nearest_target_opens_its_own_detail(study: Path) -> None:
     drive(study, script)
 
 
+def test_leakage_service_counts_every_candidate_beyond_the_shown_ones(study: Path) -> None:
+    with api(study) as db:
+        every = analyses.leakage(db, limit=None)
+    assert every.height > 2
+    service = Service.open(study)
+    try:
+        frame, total = service.leakage(int(every["fit_id"][0]), limit=2)
+    finally:
+        service.close()
+    assert frame.height == 2 and total == every.height
+
+
 def test_leakage_lists_the_planted_pair_first_and_opens_it(study: Path) -> None:
     with api(study) as db:
         want = analyses.leakage(db, limit=200)
@@ -312,6 +335,15 @@ def test_help_screen_command_palette_and_q_quits(study: Path) -> None:
         await until_screen(pilot, HelpScreen)
         assert "Target detail" in screen_text(app)
         await pilot.press("escape")
+        await until_screen(pilot, OverviewScreen)
+        # first, a target the fit does not have: a message, and no half-drawn detail screen
+        await pilot.press("ctrl+p")
+        await pilot.pause(0.2)
+        await pilot.press(*"99999")
+        await wait_for(pilot, lambda: "Open target 99999" in screen_text(app), what="palette hit")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: any("no target 99999" in str(n.message) for n in app._notifications),
+                       what="the error notice")
         await until_screen(pilot, OverviewScreen)
         await pilot.press("ctrl+p")
         await pilot.pause(0.2)

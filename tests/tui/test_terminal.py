@@ -61,3 +61,18 @@ def test_app_in_tmux(study: Path) -> None:
         assert not tmux.alive(), f"q did not quit; the terminal shows:\n{tmux.screen()}"
     finally:
         tmux("kill-server", check=False)
+
+
+@pytest.mark.skipif(shutil.which("script") is None, reason="util-linux `script` is not installed")
+def test_pictures_load_on_a_terminal_that_reports_no_size() -> None:
+    """A bare pty reports 0 x 0 cells; textual-image's widget then divides by zero on import.
+    The TUI's picture module still loads and draws without graphics."""
+    code = "import tui.pictures as p; print('drawing=' + p.drawing())"
+    repo = Path(__file__).resolve().parents[2]
+    out = subprocess.run(
+        ["script", "-qfc", f"{sys.executable} -c \"{code}\"", "/dev/null"],
+        capture_output=True, text=True, timeout=60, cwd=repo,
+        env={**os.environ, "TERM": "xterm-256color", "DMDB_TUI_IMAGES": "auto", "COLUMNS": "0", "LINES": "0"},
+    )
+    assert "drawing=" in out.stdout, out.stdout + out.stderr
+    assert "drawing=graphics" not in out.stdout

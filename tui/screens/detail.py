@@ -124,13 +124,16 @@ class TargetDetailScreen(DataScreen):
         self._reveal_mode = self.app.current_mode
 
     def fail(self, key: str, error: BaseException) -> None:
-        """Say so; a screen waiting to appear stays away (the message says why)."""
+        """Say so; a screen waiting to appear stays away (the message says why), one showing goes
+        back to the target before, or away when there is none (e.g. a mistyped target id)."""
         super().fail(key, error)
         if key == "detail":
             self.query_one("#facts", Static).update(f"could not load target {self.target}")
             if self._reveal is not None:
                 self._reveal.stop()
                 self._reveal = None
+            elif self.app.screen is self:
+                self.action_back()
 
     def reveal(self) -> None:
         """Push this screen, if an `open` is waiting for it and the user stayed in that mode."""

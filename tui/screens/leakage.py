@@ -37,10 +37,12 @@ class LeakageScreen(DataScreen):
         self.query_one("#status", Static).update("finding leakage candidates ...")
         self.fetch("candidates", self.service.leakage, self.fit_id)
 
-    def show_candidates(self, frame: pl.DataFrame) -> None:
+    def show_candidates(self, found: tuple[pl.DataFrame, int]) -> None:
+        frame, total = found
         self.query_one("#candidates", FrameTable).show(frame)
+        shown = f"{total:,}" if total == frame.height else f"{total:,} (the {frame.height:,} most extreme shown)"
         self.query_one("#status", Static).update(
-            f"fit {self.fit_id}: {frame.height} candidate pair(s) with robust z >= 6, most extreme first. "
+            f"fit {self.fit_id}: {shown} candidate pair(s) with robust z >= 6, most extreme first. "
             "pixel_dist 0 = identical pixels. Enter opens the target."
         )
         self.query_one("#candidates", FrameTable).focus_table()

@@ -26,7 +26,8 @@ def filter_frame(frame: pl.DataFrame, text: str) -> pl.DataFrame:
 class TargetsScreen(DataScreen):
     BINDINGS = [
         Binding("slash", "search", "Filter"),
-        Binding("s", "sort", "Sort by column"),
+        Binding("s", "sort", "Sort"),
+        Binding("r", "reverse", "Reverse"),
         Binding("escape", "clear", "Clear filter", show=False),
     ]
 
@@ -85,15 +86,25 @@ class TargetsScreen(DataScreen):
 
     def action_clear(self) -> None:
         self.query_one("#filter", Input).value = ""
-        self.refresh_table()
+        self.refresh_table(focus=True)  # the new table takes the focus, not the filter box
 
     def action_sort(self, column: str | None = None) -> None:
-        column = column or self.query_one(FrameTable).cursor_column
-        if column is None:
-            return
+        """Sort by `column` (a header click; again reverses), or without one (the `s` key: the
+        table's cursor moves by rows) by the next column after the current sort column."""
         col, desc = self.sort_by
+        if column is None:
+            columns = self.all.columns
+            if not columns:
+                return
+            column = columns[(columns.index(col) + 1) % len(columns)] if col in columns else columns[0]
+        # numbers read best largest first; the target id smallest first
         self.sort_by = (column, not desc if column == col else column != "target")
-        self.refresh_table()
+        self.refresh_table(focus=True)
+
+    def action_reverse(self) -> None:
+        col, desc = self.sort_by
+        self.sort_by = (col, not desc)
+        self.refresh_table(focus=True)
 
     def on_frame_table_header_clicked(self, event: FrameTable.HeaderClicked) -> None:
         self.action_sort(event.column)
