@@ -78,16 +78,28 @@ FROM clusters c GROUP BY ALL;
 CREATE OR REPLACE MACRO latest_fit() AS (SELECT max(f.fit_id) FROM fits f);
 
 CREATE OR REPLACE MACRO dmdb_fit_or_latest(fit) AS
-    coalesce(fit, latest_fit(), error('no fits in this database yet; run `dmdb fit` first'));
+    CASE WHEN fit IS NULL THEN coalesce(latest_fit(), error('no fits in this database yet; run `dmdb fit` first'))
+         WHEN EXISTS (SELECT 1 FROM fits f WHERE f.fit_id = fit) THEN fit
+         ELSE error('no fit ' || fit || ' in this database (`dmdb fits` lists them; fit := NULL is the latest); '
+                    || 'give arguments by name, e.g. counterfactual(target := 17, k := 10)') END;
+
+-- The target, checked against the fit's targets (`who` names the macro in the message).
+CREATE OR REPLACE MACRO dmdb_target_of(fid, target, who) AS
+    CASE WHEN target IS NULL THEN error(who || ': give a target, e.g. ' || who || '(target := 17)')
+         WHEN EXISTS (SELECT 1 FROM fit_targets t WHERE t.fit_id = fid AND t.target = target) THEN target
+         ELSE error(who || ': fit ' || fid || ' has no target ' || target) END;
+
+-- A count such as k, checked to be >= 0.
+CREATE OR REPLACE MACRO dmdb_count(k, what) AS
+    CASE WHEN k >= 0 THEN k ELSE error(what || ' must be >= 0, got ' || k) END;
 
 -- ---------------------------------------------------------------------------------------------
 -- Similar examples: a target's k largest positive and k most negative weights.
 
 CREATE OR REPLACE MACRO top_weights(fit := NULL, target := NULL, k := 10) AS TABLE
 WITH p AS (
-    SELECT dmdb_fit_or_latest(fit) AS fid,
-           coalesce(target, error('top_weights: give a target, e.g. top_weights(target := 17)')) AS tgt,
-           k AS kk
+    SELECT fid, dmdb_target_of(fid, target, 'top_weights') AS tgt, dmdb_count(k, 'top_weights: k') AS kk
+    FROM (SELECT dmdb_fit_or_latest(fit) AS fid)
 ),
 w AS (
     SELECT x.fit_id, x.target AS tgt, x.train_idx, x.weight::DOUBLE AS weight,
@@ -113,11 +125,10 @@ ORDER BY w.weight < 0, "rank";
 
 CREATE OR REPLACE MACRO counterfactual(fit := NULL, target := NULL, k := 10, mode := 'top') AS TABLE
 WITH p AS (
-    SELECT dmdb_fit_or_latest(fit) AS fid,
-           coalesce(target, error('counterfactual: give a target, e.g. counterfactual(target := 17, k := 10)')) AS tgt,
-           k AS kk,
+    SELECT fid, dmdb_target_of(fid, target, 'counterfactual') AS tgt, dmdb_count(k, 'counterfactual: k') AS kk,
            CASE WHEN mode IN ('top', 'bottom') THEN mode
                 ELSE error('counterfactual: mode must be ''top'' or ''bottom'' (random removal: use the Python API)') END AS md
+    FROM (SELECT dmdb_fit_or_latest(fit) AS fid)
 ),
 ft AS (
     SELECT x.fit_id, x.target AS tgt, x.bias FROM fit_targets x, p WHERE x.fit_id = p.fid AND x.target = p.tgt
@@ -148,8 +159,13 @@ FROM ft, p, agg, tot;
 -- Counterfactual of one removal set over every target of the fit.
 CREATE OR REPLACE MACRO counterfactual_all(fit := NULL, remove := NULL) AS TABLE
 WITH p AS (
-    SELECT dmdb_fit_or_latest(fit) AS fid,
-           coalesce(remove, error('counterfactual_all: give remove := [train indices]')) AS rm
+    SELECT q.fid,
+           CASE WHEN remove IS NULL THEN error('counterfactual_all: give remove := [train indices]')
+                WHEN list_min(remove) < 0 OR list_max(remove) >= e.n_train
+                THEN error('counterfactual_all: remove holds train indices outside 0..' || (e.n_train - 1))
+                ELSE remove END AS rm
+    FROM (SELECT dmdb_fit_or_latest(fit) AS fid) q
+    JOIN fits f ON f.fit_id = q.fid JOIN experiments e ON e.name = f.experiment
 ),
 tot AS (
     SELECT x.target AS tgt, sum(x.weight::DOUBLE) AS s
@@ -211,7 +227,10 @@ ORDER BY b.tgt;
 -- Distribution of support over targets predicted correct (base margin >= 0).
 CREATE OR REPLACE MACRO brittleness_summary(fit := NULL, thresholds := [10, 20, 40, 80, 160, 250, 500, 1000]) AS TABLE
 WITH br AS (SELECT * FROM brittleness(fit := fit)),
-th AS (SELECT DISTINCT unnest(thresholds)::BIGINT AS k_max),
+th AS (
+    SELECT DISTINCT CASE WHEN u.t >= 1 THEN u.t ELSE error('brittleness_summary: thresholds must be >= 1, got ' || u.t) END AS k_max
+    FROM (SELECT unnest(thresholds)::BIGINT AS t) u
+),
 tot AS (SELECT count(*) AS n_targets, count(*) FILTER (WHERE br.support IS DISTINCT FROM 0) AS n_correct FROM br),
 cnt AS (
     SELECT th.k_max, count(br.target) AS n_flipped
@@ -229,9 +248,8 @@ ORDER BY cnt.k_max;
 
 CREATE OR REPLACE MACRO nearest_targets(fit := NULL, target := NULL, k := 10) AS TABLE
 WITH p AS (
-    SELECT dmdb_fit_or_latest(fit) AS fid,
-           coalesce(target, error('nearest_targets: give a target, e.g. nearest_targets(target := 17)')) AS tgt,
-           k AS kk
+    SELECT fid, dmdb_target_of(fid, target, 'nearest_targets') AS tgt, dmdb_count(k, 'nearest_targets: k') AS kk
+    FROM (SELECT dmdb_fit_or_latest(fit) AS fid)
 ),
 q AS (SELECT x.train_idx, x.weight::DOUBLE AS weight FROM weights x, p WHERE x.fit_id = p.fid AND x.target = p.tgt),
 qn AS (SELECT sqrt(sum(q.weight * q.weight)) AS n FROM q),
@@ -307,7 +325,7 @@ ORDER BY "rank";
 -- Stored embeddings: the targets and train examples at either end of a PCA component.
 
 CREATE OR REPLACE MACRO component_ends(fit := NULL, component := 0, k := 10) AS TABLE
-WITH p AS (SELECT dmdb_fit_or_latest(fit) AS fid, component AS comp, k AS kk),
+WITH p AS (SELECT dmdb_fit_or_latest(fit) AS fid, component AS comp, dmdb_count(k, 'component_ends: k') AS kk),
 tg AS (
     SELECT 'target' AS kind, x.target AS idx, x.value,
            row_number() OVER (ORDER BY x.value DESC, x.target) AS r_hi,
@@ -330,7 +348,7 @@ ORDER BY 3 DESC, 4, 5;
 
 -- A cluster's member targets (most central first) and its most characteristic train examples.
 CREATE OR REPLACE MACRO cluster_ends(fit := NULL, cluster := 0, k := 10) AS TABLE
-WITH p AS (SELECT dmdb_fit_or_latest(fit) AS fid, cluster AS cl, k AS kk),
+WITH p AS (SELECT dmdb_fit_or_latest(fit) AS fid, cluster AS cl, dmdb_count(k, 'cluster_ends: k') AS kk),
 tg AS (
     SELECT 'target' AS kind, 'member' AS "end", x.target AS idx, x.centrality AS value,
            row_number() OVER (ORDER BY x.centrality DESC NULLS LAST, x.target) AS r

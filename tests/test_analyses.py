@@ -117,6 +117,21 @@ def test_counterfactual_rejects_bad_input(small):
         A.counterfactual(db, 0, k=3, fit=999)
     with pytest.raises(DmdbError, match="mode"):
         db.sql("SELECT * FROM counterfactual(target := 0, mode := 'random')")
+    # plain SQL fails as loudly as Python instead of returning no rows
+    for q, msg in (
+        (f"counterfactual(target := {T + 5}, k := 3)", f"fit {fid} has no target {T + 5}"),
+        ("counterfactual(fit := 999, target := 0)", "no fit 999"),
+        ("counterfactual(17, 5)", "no fit 17.*by name"),  # positional arguments bind to fit first
+        ("top_weights(fit := 999, target := 0)", "no fit 999"),
+        (f"nearest_targets(target := {T + 5})", "has no target"),
+        ("brittleness(999)", "no fit 999"),
+        ("brittleness_summary(fit := 999)", "no fit 999"),
+        ("brittleness_summary(thresholds := [0, 10])", "thresholds must be >= 1"),
+        ("counterfactual(target := 0, k := -3)", "k must be >= 0"),
+        (f"counterfactual_all(remove := [-1, {N}])", f"outside 0..{N - 1}"),
+    ):
+        with pytest.raises(DmdbError, match=msg):
+            db.sql(f"SELECT * FROM {q}")
 
 
 # -- brittleness ---------------------------------------------------------------------------------
