@@ -65,10 +65,10 @@ def summary(r: DemoResult, seconds: float) -> Group:
     parts.append(Panel(head, title="dmdb demo", border_style="cyan"))
 
     fits = Table(title="datamodels (LDS: Spearman of predicted vs actual margins on holdout runs, mean over targets)")
-    for c in ("fit", "estimator", "LDS", "fit runs", "seconds"):
+    for c in ("fit", "estimator", "LDS", "fit + val runs", "seconds"):
         fits.add_column(c, justify="right" if c != "estimator" else "left")
     for f in r.fits:
-        fits.add_row(str(f.fit_id), f.estimator, _fmt(f.lds), str(f.n_fit_runs + f.n_val_runs), f"{f.seconds:.1f}")
+        fits.add_row(str(f.fit_id), f.estimator, _fmt(f.lds), f"{f.n_fit_runs} + {f.n_val_runs}", f"{f.seconds:.1f}")
     parts.append(fits)
 
     if r.curve.height:
@@ -83,11 +83,11 @@ def summary(r: DemoResult, seconds: float) -> Group:
 
     if r.brittle.height:
         br = Table(title="most brittle test images: removing their k most helpful train images is predicted to flip them")
-        for c in ("image", "target", "label", "k", "predicted margin"):
+        for c in ("image", "target", "label", "k", "predicted margin", "after removing k"):
             br.add_column(c, justify="right" if c != "image" else "left")
         for row in r.brittle.iter_rows(named=True):
             br.add_row(ascii_image(r.images.get(row["target"])), str(row["target"]), str(row["label"]),
-                       str(row["support"]), f"{row['base_margin']:.2f}")
+                       str(row["support"]), f"{row['base_margin']:.2f}", f"{row['margin_after']:.2f}")
         parts.append(br)
 
     v = r.verification

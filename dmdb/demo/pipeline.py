@@ -64,7 +64,7 @@ class DemoResult:
     accuracy: float | None
     fits: list[Fit]
     curve: pl.DataFrame
-    brittle: pl.DataFrame  # the most brittle targets: target, label, support, base_margin
+    brittle: pl.DataFrame  # the most brittle targets: target, label, support, base_margin, margin_after
     verification: Verification
     images: dict[int, np.ndarray] = field(default_factory=dict)  # target -> 8x8 image, for the summary
 
@@ -97,7 +97,7 @@ def run_demo(db_path: str | Path, cfg: DemoConfig, progress: Progress | None = N
         br = (
             most_brittle.head(5)
             .join(labels, left_on="target", right_on="idx", how="left")
-            .select("target", "label", "support", "base_margin")
+            .select("target", "label", "support", "base_margin", "margin_after")
         )
         shown = set(br["target"].to_list()) | set(ver.rows["target"].to_list() if ver.rows.height else [])
         images = {int(t): exp.image("targets", int(t)) for t in shown}
