@@ -324,3 +324,16 @@ def test_fit_with_subset_of_targets(tmp_path):
     with pytest.raises(BadInputError, match="no target 3"):
         A.top_weights(db, 3, fit=fid)
     db.close()
+
+
+def test_id_columns_have_the_tables_types(small):
+    """Frames built in SQL and in numpy stack: fit_id, target and labels are Int32, as in the tables."""
+    db, _, _, fid = small
+    frames = [
+        A.top_weights(db, 1, k=3, fit=fid), A.counterfactual(db, 1, k=3, fit=fid),
+        A.counterfactual_all(db, [1, 2], fit=fid), A.brittleness(db, fit=fid), A.nearest_targets(db, 1, k=3, fit=fid),
+    ]
+    stacked = pl.concat([f.select("fit_id", "target") for f in frames])
+    assert stacked.schema == {"fit_id": pl.Int32, "target": pl.Int32}
+    near = frames[-1]
+    assert near.schema["neighbor"] == pl.Int32 and near.schema["neighbor_label"] == frames[0].schema["label"]

@@ -76,9 +76,21 @@ class FrameTable(Container):
             # As tall as its rows: set here, since an auto height follows the table's virtual size,
             # computed once mounted, and that re-layout was seen to be lost (the table stayed 0 high).
             table.styles.height = min(SHORT_ROWS, frame.height) + 1
+        old = self._table
+        if old is not None and old.has_focus:
+            # hold the focus here while the tables are swapped: removing the focused table would
+            # pass it on to the next widget (a filter box), which would then eat the next keys
+            self.can_focus = True
+            self.focus(scroll_visible=False)
+            self.call_after_refresh(self._hand_focus, table)
         self.remove_children()
         self._table = table
         return self.mount(table)
+
+    def _hand_focus(self, table: DataTable) -> None:
+        if self.has_focus and table is self._table:
+            table.focus()
+        self.can_focus = False
 
     @property
     def table(self) -> DataTable | None:

@@ -71,8 +71,8 @@ def brittleness(db: "Database", *, fit: int | None = None) -> pl.DataFrame:
     support, after, npos = support_of(fw)
     return pl.DataFrame(
         {
-            "fit_id": np.full(fw.n_targets, fw.fit_id, dtype=np.int64),
-            "target": fw.targets,
+            "fit_id": np.full(fw.n_targets, fw.fit_id, dtype=np.int32),
+            "target": fw.targets.astype(np.int32),
             "base_margin": fw.base_margin,
             "n_positive": npos.astype(np.int64),
             "support": pl.Series(support).fill_nan(None).cast(pl.Int64),

@@ -124,7 +124,7 @@ def counterfactual(
             "flips": [(base < 0) != (pred < 0)],
             "removed": [removed.astype(np.int64).tolist()],
         },
-        schema={"fit_id": pl.Int64, "target": pl.Int64, "mode": pl.Utf8, "n_removed": pl.Int64,
+        schema={"fit_id": pl.Int32, "target": pl.Int32, "mode": pl.Utf8, "n_removed": pl.Int64,
                 "base_margin": pl.Float64, "predicted_margin": pl.Float64, "predicted_change": pl.Float64,
                 "flips": pl.Boolean, "removed": pl.List(pl.Int64)},
     )
@@ -154,8 +154,8 @@ def counterfactual_all(
     pred = base + change
     return pl.DataFrame(
         {
-            "fit_id": np.full(fw.n_targets, fw.fit_id, dtype=np.int64),
-            "target": fw.targets,
+            "fit_id": np.full(fw.n_targets, fw.fit_id, dtype=np.int32),
+            "target": fw.targets.astype(np.int32),
             "base_margin": base,
             "predicted_margin": pred,
             "predicted_change": change,

@@ -268,7 +268,7 @@ def embedding_summary(db: "Database", *, fit: int | None = None, n_ends: int = 5
     lst = pl.List(pl.Int64)
     return pl.DataFrame(
         [{"fit_id": fid, **r} for r in rows],
-        schema={"fit_id": pl.Int64, "kind": pl.Utf8, "id": pl.Int64, "explained_variance_ratio": pl.Float64,
+        schema={"fit_id": pl.Int32, "kind": pl.Utf8, "id": pl.Int64, "explained_variance_ratio": pl.Float64,
                 "n_targets": pl.Int64, "targets_high": lst, "targets_low": lst, "train_high": lst, "train_low": lst},
         orient="row",
     ) if rows else pl.DataFrame()
@@ -291,4 +291,4 @@ def target_embeddings(db: "Database", *, fit: int | None = None) -> pl.DataFrame
     cl = db.sql("SELECT target, cluster, centrality FROM clusters WHERE fit_id = ?", [fid])
     out = cl.join(wide, on="target", how="full", coalesce=True).sort("target")
     pcs = sorted((c for c in out.columns if c.startswith("pc")), key=lambda c: int(c[2:]))
-    return out.select(pl.lit(fid, pl.Int64).alias("fit_id"), "target", "cluster", "centrality", *pcs)
+    return out.select(pl.lit(fid, pl.Int32).alias("fit_id"), "target", "cluster", "centrality", *pcs)

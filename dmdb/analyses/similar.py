@@ -58,15 +58,15 @@ def nearest_targets(db: "Database", target: int, *, fit: int | None = None, k: i
     nb = fw.targets[cand[order]]
     frame = pl.DataFrame(
         {
-            "fit_id": np.full(len(order), fw.fit_id, dtype=np.int64),
-            "target": np.full(len(order), int(target), dtype=np.int64),
+            "fit_id": np.full(len(order), fw.fit_id, dtype=np.int32),
+            "target": np.full(len(order), int(target), dtype=np.int32),
             "rank": np.arange(1, len(order) + 1, dtype=np.int64),
-            "neighbor": nb.astype(np.int64),
+            "neighbor": nb.astype(np.int32),
             "cosine": cos[order],
         }
     )
     labels = _labels(db, fw.info.experiment, "targets", nb)
-    return frame.with_columns(neighbor_label=pl.Series(labels, dtype=pl.Int64))
+    return frame.with_columns(neighbor_label=pl.Series(labels, dtype=pl.Int32))
 
 
 def _labels(db: "Database", experiment: str, table: str, idx: np.ndarray) -> list[int | None]:

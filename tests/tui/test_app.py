@@ -12,7 +12,6 @@ import numpy as np
 import polars as pl
 import pytest
 from textual.widgets import Input
-from textual_fastdatatable import DataTable
 
 import dmdb
 from dmdb import analyses
@@ -117,11 +116,11 @@ def test_targets_table_matches_api_sorts_filters_and_opens(study: Path) -> None:
         # keys: s sorts by the next column, r reverses; the table keeps the focus throughout
         after = frame.columns[frame.columns.index("base_margin") + 1]
         for key, desc in (("s", True), ("r", False), ("escape", False)):
+            want = frame.sort(after, descending=desc, nulls_last=True)[after].to_list()
             await pilot.press(key)
-            await wait_for(pilot, lambda: isinstance(app.focused, DataTable), what=f"the table's focus after {key}")
-            shown = screen.query_one("#targets", FrameTable).frame
-            want = frame.sort(after, descending=desc, nulls_last=True)[after]
-            assert shown[after].to_list() == want.to_list(), key
+            ft = screen.query_one("#targets", FrameTable)
+            await wait_for(pilot, lambda: ft.frame[after].to_list() == want and ft.table is not None
+                           and app.focused is ft.table, what=f"the sorted table, focused, after {key}")
             assert screen.query_one("#filter", Input).value == ""
         await pilot.press("slash")
         assert app.focused.id == "filter"
