@@ -172,6 +172,22 @@ def test_brittleness_matches_brute_force_and_sql(small):
             assert A.counterfactual(db, t, k=s - 1, fit=fid)["predicted_margin"][0] >= 0
 
 
+def test_brittleness_of_a_fit_without_positive_weights(tmp_path):
+    """No positive weight anywhere (e.g. every target constant): support is 0 where the base margin
+    is wrong, never otherwise; Python and SQL agree (Python raised IndexError)."""
+    db, _ = new_db(tmp_path, n_train=20, n_targets=3)
+    W = np.zeros((20, 3))
+    W[3, 1] = -0.5
+    fid = insert_fit(db, "e", W, np.array([1.0, 0.2, -2.0]))
+    br = A.brittleness(db, fit=fid)
+    assert br["support"].to_list() == [None, 0, 0]  # target 1: 0.2 - 0.5 < 0 already
+    sql = db.sql(f"SELECT support FROM brittleness(fit := {fid}) ORDER BY target")
+    assert sql["support"].to_list() == br["support"].to_list()
+    summary = A.brittleness_summary(db, fit=fid)
+    assert summary["n_correct"].to_list()[0] == 1 and summary["n_flipped"].sum() == 0
+    db.close()
+
+
 def test_brittleness_summary(small):
     db, W, bias, fid = small
     th = [1, 3, 10, 40]

@@ -152,6 +152,12 @@ def test_where_and_targets_select_in_sql(db: dmdb.Database) -> None:
     assert fit.targets()["target"].to_list() == [2, 5]
     row = db.sql("SELECT runs_where, targets_where FROM fits WHERE fit_id = ?", [fit.fit_id]).row(0)
     assert row == ("early", "few_targets")
+    # a query or view without the column is an error, not every run (or target)
+    for bad in ("SELECT 1", "SELECT target FROM target_pool", "target_pool"):
+        with pytest.raises(dmdb.BadInputError, match="must give a `run_id` column"):
+            exp.fit("diff-means", where=bad)
+    with pytest.raises(dmdb.BadInputError, match="must give a `target` column"):
+        exp.fit("diff-means", targets="SELECT 1 AS t")
 
 
 def test_fit_reads_margins_of_the_selected_targets_without_copying_all(db: dmdb.Database) -> None:

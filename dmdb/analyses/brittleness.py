@@ -50,7 +50,9 @@ def support_of(fw: FitWeights) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     v, c = v[order], c[order]
     cs = np.cumsum(v)
     starts = np.concatenate([[0], np.cumsum(n_positive)[:-1]])
-    before = np.where(starts > 0, cs[np.maximum(starts - 1, 0)], 0.0)
+    before = np.zeros(T)
+    later = starts > 0  # (indexing cs only there: with no positive weight at all, cs is empty)
+    before[later] = cs[starts[later] - 1]
     removed = cs - before[c]  # sum of the top-r positive weights, r = rank within target
     base = fw.base_margin
     still = base[c] - removed >= 0  # monotone within a target: True ... True False ... False

@@ -44,11 +44,13 @@ class Selection:
 
 def _relation(spec: str, column: str) -> str:
     """SQL for a set of `column` values: a query as given, or a view/table by name."""
+    # the column is qualified: a bare name would bind to an outer query's column when the
+    # user's relation lacks it (--where 'SELECT 1' would then select every run)
     if _QUERY.match(spec):
-        return f"SELECT {column} FROM ({spec}) AS user_query"
+        return f"SELECT user_query.{column} FROM ({spec}) AS user_query"
     if _IDENT.match(spec):
         quoted = ".".join('"' + part.replace('"', '""') + '"' for part in spec.split("."))
-        return f"SELECT {column} FROM {quoted}"
+        return f"SELECT user_query.{column} FROM {quoted} AS user_query"
     raise BadInputError(f"{spec!r} is neither a SELECT query nor a view or table name")
 
 
@@ -56,7 +58,11 @@ def _ids(exp: "Experiment", sql: str, params: Sequence[Any], what: str, spec: st
     try:
         rows = exp.db.con.execute(sql, list(params)).fetchall()
     except duckdb.Error as e:
-        raise BadInputError(f"{what} {spec!r} is not valid SQL here: {str(e).splitlines()[0]}") from e
+        first = str(e).splitlines()[0]
+        if "user_query" in first:
+            column = "target" if what == "--targets" else "run_id"
+            raise BadInputError(f"{what} {spec!r} must give a `{column}` column ({first})") from e
+        raise BadInputError(f"{what} {spec!r} is not valid SQL here: {first}") from e
     return np.unique(np.array([r[0] for r in rows if r[0] is not None], dtype=np.int64))
 
 
@@ -145,9 +151,10 @@ def select(
     n_val = int(round(val_frac * pool.size))
     if pool.size < 3 or n_val < 1 or pool.size - n_val < 2:
         raise FitError(
-            f"experiment {exp.name!r} has {pool.size} fit runs"
+            f"experiment {exp.name!r} has {pool.size} runs in its fit pool"
             + (f" matching {where!r}" if where else "")
-            + f"; a fit needs at least 2 fit runs and 1 validation run (val_frac={val_frac}). Record more runs"
+            + f", which split into {pool.size - n_val} fit and {n_val} validation runs (val_frac={val_frac}); "
+            "a fit needs at least 2 fit runs and 1 validation run. Record more runs"
         )
     perm = np.random.default_rng(split_seed).permutation(pool.size)
     shuffled = pool[perm]
