@@ -133,16 +133,17 @@ def _bits_as_text(rel: duckdb.DuckDBPyRelation) -> duckdb.DuckDBPyRelation:
 _LOCK_RE = re.compile(r"Conflicting lock is held in (.*?) \(PID (\d+)\)")
 
 
-def open(path: str | Path, read_only: bool = False) -> Database:  # noqa: A001 - mirrors duckdb.connect
+def open(path: str | Path, read_only: bool = False, create: bool = True) -> Database:  # noqa: A001 - mirrors duckdb.connect
     """Create or open a dmdb database file.
 
-    A writable open creates the file if needed, applies the schema and views from sql/ (never
-    dropping data) and records the schema version. A read-only open needs an existing dmdb file.
+    A writable open creates the file if needed (unless `create` is False: the CLI's verbs that
+    only add to a database, so a mistyped --db path is an error, not a new empty file), applies
+    the schema and views from sql/ (never dropping data) and records the schema version. A read-only open needs an existing dmdb file.
     While one process has the file open read-write, DuckDB lets no other process open it at all:
     that case raises DatabaseLockedError.
     """
     path = str(path)
-    if read_only and path != ":memory:" and not Path(path).exists():
+    if (read_only or not create) and path != ":memory:" and not Path(path).exists():
         raise DmdbError(f"no database at {path}; create one with `dmdb init --db {path}`")
     try:
         con = duckdb.connect(path, read_only=read_only)

@@ -101,3 +101,46 @@ def test_ingest_and_import_npy(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert code == 1 and "2 new runs" in err and "bad shard bad.parquet" in err
     code, out, _ = run_cli(capsys, "sql", "SELECT count(*) AS n FROM runs", "--db", db, "-f", "csv")
     assert out.splitlines()[1] == str(completed.sum() + 2)
+
+
+def test_create_then_plan_and_verbs_that_refuse_bad_input_before_writing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The command-line-only flow starts with `dmdb create`; verbs that add to a database refuse a
+    mistyped --db (no new empty file), bad numbers fail while parsing, and nothing is half-written."""
+    db = tmp_path / "x.duckdb"
+    code, out, _ = run_cli(capsys, "create", "cifar", "--n-train", "40", "--n-targets", "3", "--db", str(db))
+    assert code == 0 and "40 train examples" in out
+    code, _, err = run_cli(capsys, "create", "cifar", "--n-train", "41", "--n-targets", "3", "--db", str(db))
+    assert code == 1 and "already exists" in err
+    code, _, _ = run_cli(capsys, "plan", "cifar", "--runs", "5", "--db", str(db), "--out", str(tmp_path / "p.json"))
+    assert code == 0 and (tmp_path / "p.json").exists()
+    typo = tmp_path / "typo.duckdb"
+    for argv in (["fit", "cifar"], ["plan", "cifar", "--runs", "5"], ["ingest", str(tmp_path)],
+                 ["sql", "--write", "CREATE TABLE t (x INT)"], ["embed"]):
+        code, _, err = run_cli(capsys, *argv, "--db", str(typo))
+        assert code == 1 and "no database at" in err and not typo.exists(), argv
+    # several statements under --write: all or none
+    code, _, _ = run_cli(capsys, "sql", "--write", "CREATE TABLE t (x INT)", "--db", str(db))
+    code, _, err = run_cli(capsys, "sql", "--write", "INSERT INTO t VALUES (5); INSERT INTO nope VALUES (1)", "--db", str(db))
+    assert code == 1 and "nope" in err
+    code, out, _ = run_cli(capsys, "sql", "SELECT count(*) AS n FROM t", "--db", str(db), "-f", "csv")
+    assert out.splitlines() == ["n", "0"]
+    # a mistyped --train or a missing engine fails before the plan is stored
+    code, _, err = run_cli(capsys, "collect", "cifar", "--train", "nosuch_module:fn", "--runs", "7", "--seed", "9", "--db", str(db))
+    assert code == 1 and "nosuch_module" in err
+    with dmdb.open(db, read_only=True) as d:
+        assert [p.seed for p in d.experiment("cifar").plans()] == [0]
+    # numbers refused while parsing (usage error, exit 2), before any file is made
+    for argv in (["synth", "s", "--runs", "0", "--train", "10", "--targets", "2"], ["demo", "--runs", "2"],
+                 ["fit", "cifar", "--split-seed", "-1"], ["import-npy", str(tmp_path), "--name", "z", "--chunk-rows", "0"]):
+        with pytest.raises(SystemExit) as exc:
+            main([*argv, "--db", str(tmp_path / "fresh.duckdb")])
+        assert exc.value.code == 2 and "must be at least" in capsys.readouterr().err
+    assert not (tmp_path / "fresh.duckdb").exists()
+    # a file it cannot write, a Slurm index that is not one: one clear line, exit 1
+    code, _, err = run_cli(capsys, "info", "--db", str(db), "-f", "csv", "-o", str(tmp_path / "no" / "such" / "x.csv"))
+    assert code == 1 and err.startswith("dmdb info: error: No such file") and len(err.strip().splitlines()) == 1
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "abc")
+    code, _, err = run_cli(capsys, "worker", "cifar", "--train", "x:y", "--shards", str(tmp_path / "s"), "--db", str(db))
+    assert code == 1 and "SLURM_ARRAY_TASK_ID is 'abc'" in err

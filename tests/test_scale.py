@@ -178,10 +178,14 @@ def test_synth_margins_follow_the_true_model(db: dmdb.Database) -> None:
     W = true_weights(SPEC)
     assert len(w) == SPEC.k * SPEC.n_targets == np.count_nonzero(W)
     np.testing.assert_allclose(w["weight"].to_numpy(), W[w["train_idx"].to_numpy(), w["target"].to_numpy()], rtol=1e-6)
-    again, _ = create_synthetic(db, "syn", SPEC, fit_runs=40, holdout_runs=10, truth_fit=False)  # resumes: no-op
+    again, same = create_synthetic(db, "syn", SPEC, fit_runs=40, holdout_runs=10)  # resumes: no-op
     assert again.n_runs() == 50
+    assert same is not None and same.fit_id == truth.fit_id and len(db.fits()) == 1  # no second truth fit
     with pytest.raises(dmdb.BadInputError, match="another synthetic spec"):
-        create_synthetic(db, "syn", SynthSpec(50, 3, seed=5), fit_runs=1)
+        create_synthetic(db, "syn", SynthSpec(50, 3, seed=5), fit_runs=1, truth_fit=False)
+    with pytest.raises(dmdb.BadInputError, match="truth fit needs at least 6 fit runs"):
+        create_synthetic(db, "tiny", SPEC, fit_runs=3)
+    assert "tiny" not in db.experiments()["name"].to_list()
 
 
 def test_lasso_recovers_the_synthetic_truth(db: dmdb.Database) -> None:

@@ -161,6 +161,8 @@ def embed(
         raise BadInputError(f"n_components must be in 1..{min(T, N)} (targets, train examples), got {n_components}")
     if not 1 <= n_clusters <= T:
         raise BadInputError(f"n_clusters must be in 1..{T} (the fit's targets), got {n_clusters}")
+    if not 0 <= seed < 2**32:
+        raise BadInputError(f"seed must be in 0..2**32-1, got {seed}")
     t0 = time.perf_counter()
     X = normalised_rows(fw)
     scores, sv, loadings, ev, ratio, used = pca(X, n_components, method=method, seed=seed)

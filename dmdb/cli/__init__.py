@@ -59,6 +59,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"dmdb {args.verb}: error: {e}", file=sys.stderr)
         return 1
+    except OSError as e:  # a file the command was pointed at: missing folder, no permission, disk full
+        if args.debug:
+            raise
+        where = f": {e.filename}" if e.filename else ""
+        print(f"dmdb {args.verb}: error: {e.strerror or e}{where}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"dmdb {args.verb}: interrupted", file=sys.stderr)
         return 130

@@ -18,6 +18,7 @@ from ..analyses.counterfactual import MODES
 from ..errors import BadInputError, DmdbError
 from ..fit.selection import parse_id_list
 from ..store import Database
+from .argtypes import at_least
 from .output import emit
 
 
@@ -42,7 +43,7 @@ def register(sub: Any, parents: tuple[argparse.ArgumentParser, argparse.Argument
     how.add_argument("--remove", metavar="IDS", help="train ids to remove, like 3,17,40-49")
     how.add_argument("--keep", metavar="IDS", help="train ids to keep (everything else is removed)")
     p.add_argument("--mode", choices=MODES, default="top", help="with --k: top, bottom or random (default top)")
-    p.add_argument("--seed", type=int, default=0, help="with --mode random (default 0)")
+    p.add_argument("--seed", type=at_least(0), default=0, help="with --mode random (default 0)")
     p.add_argument("--all-targets", action="store_true", help="apply the removal set to every target of the fit")
     p.set_defaults(func=cmd_counterfactual)
 
@@ -74,9 +75,9 @@ def register(sub: Any, parents: tuple[argparse.ArgumentParser, argparse.Argument
                        help="PCA and spectral clusters of the targets' weight vectors; stores them and prints a summary")
     p.add_argument("--components", type=int, default=10, help="PCA components (default 10)")
     p.add_argument("--clusters", type=int, default=8, help="spectral clusters (default 8)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=at_least(0), default=0)
     p.add_argument("--method", choices=["auto", "exact", "randomized"], default="auto")
-    p.add_argument("--ends", type=int, default=5, help="ids listed at either end of a component or cluster (default 5)")
+    p.add_argument("--ends", type=at_least(1), default=5, help="ids listed at either end of a component or cluster (default 5)")
     p.add_argument("--per-target", action="store_true", help="print each target's cluster and scores instead")
     p.set_defaults(func=cmd_embed)
 
@@ -180,7 +181,7 @@ def cmd_leakage(args: argparse.Namespace) -> int:
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
-    with store.open(args.db) as db:
+    with store.open(args.db, create=False) as db:
         fid = _fit_id(db, args)
         summary = A.embed(db, fit=fid, n_components=args.components, n_clusters=args.clusters, seed=args.seed,
                           method=args.method, n_ends=args.ends)

@@ -14,6 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..demo.kinds import KINDS
+from .argtypes import at_least
 from .output import STDOUT
 from .progress import stage_progress
 
@@ -27,10 +28,10 @@ def register(sub: Any, parents: tuple[argparse.ArgumentParser, argparse.Argument
         "demo", parents=[common],
         help="train thousands of small models on scikit-learn's digits, fit datamodels, verify them, summarise",
     )
-    p.add_argument("--runs", type=int, help="fit runs to train (default 1000; 300 with --quick)")
+    p.add_argument("--runs", type=at_least(10), help="fit runs to train (default 1000; 300 with --quick)")
     p.add_argument("--quick", action="store_true", help="a smaller study that finishes in about a minute")
     p.add_argument("--model", choices=KINDS, default="linear", help="linear softmax (default) or a 1-hidden-layer MLP")
-    p.add_argument("--threads", type=int, help="torch threads for training (default: torch's choice)")
+    p.add_argument("--threads", type=at_least(1), help="torch threads for training (default: torch's choice)")
     p.set_defaults(func=cmd_demo)
 
 

@@ -11,6 +11,7 @@ import polars as pl
 from .. import store
 from ..fit import DEFAULT_CURVE, ESTIMATORS, FitOptions
 from ..errors import BadInputError, ConvergenceWarning
+from .argtypes import at_least
 from .output import STDOUT, emit
 from .progress import STDERR, stage_progress
 
@@ -43,7 +44,7 @@ def register(sub: Any, parents: tuple[argparse.ArgumentParser, argparse.Argument
                    f"(default {_DEFAULTS.patience}; 0: solve the whole path)")
     p.add_argument("--no-refit", action="store_true", help="keep the fit-run solution instead of refitting on fit+val")
     p.add_argument("--val-frac", type=float, default=_DEFAULTS.val_frac, help=f"validation share of the fit pool (default {_DEFAULTS.val_frac})")
-    p.add_argument("--split-seed", type=int, default=_DEFAULTS.split_seed)
+    p.add_argument("--split-seed", type=at_least(0), default=_DEFAULTS.split_seed)
     p.add_argument("--dtype", choices=["float32", "float64"], default=_DEFAULTS.dtype)
     p.add_argument("--device", help="cpu or cuda (default: cuda when present)")
     p.add_argument("--gram", choices=["matrix", "masks"],
@@ -79,7 +80,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
         refit=not args.no_refit, val_frac=args.val_frac, split_seed=args.split_seed, dtype=args.dtype,
         gram=args.gram,
     )
-    with store.open(args.db) as db:
+    with store.open(args.db, create=False) as db:
         exp = db.experiment(args.experiment)
         with stage_progress(args.quiet) as bar, warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ConvergenceWarning)
@@ -125,7 +126,7 @@ def cmd_fits(args: argparse.Namespace) -> int:
 
 
 def cmd_import_scores(args: argparse.Namespace) -> int:
-    with store.open(args.db) as db:
+    with store.open(args.db, create=False) as db:
         fit = db.experiment(args.experiment).import_scores(args.path, name=args.name, calibrate=not args.no_calibrate)
         lds = "n/a" if fit.lds is None else f"{fit.lds:.4f}"
     STDERR.print(f"fit {fit.fit_id}: {fit.estimator} on {fit.experiment!r}; LDS {lds}")

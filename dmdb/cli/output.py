@@ -9,6 +9,8 @@ import polars as pl
 from rich.console import Console
 from rich.table import Table
 
+from ..errors import DmdbError
+
 FORMATS = ("table", "csv", "json", "parquet")
 STDOUT = Console(soft_wrap=True)
 
@@ -20,7 +22,7 @@ def emit(df: pl.DataFrame, fmt: str = "table", output: str | None = None, title:
     if fmt == "parquet":
         if output is None:
             if sys.stdout.isatty():
-                raise SystemExit("error: --format parquet writes binary; give --output FILE.parquet")
+                raise DmdbError("--format parquet writes binary; give --output FILE.parquet")
             df.write_parquet(sys.stdout.buffer)
         else:
             df.write_parquet(output)

@@ -11,7 +11,10 @@ from .. import store
 from ..errors import BadInputError, DmdbError
 from ..plan import ROLES
 from ..scale import ENGINES, EngineOptions, Job, SynthSpec, collect, create_synthetic, default_shards_dir, run_one
+from ..scale.engines import check_engine
 from ..scale.export import export_runs, export_weights
+from ..scale.task import load_train_fn
+from .argtypes import at_least
 from .output import STDOUT
 from .progress import STDERR, progress_bar, stage_progress
 
@@ -23,8 +26,8 @@ def register(sub: Any, parents: tuple[argparse.ArgumentParser, argparse.Argument
     common, _ = parents
     p = sub.add_parser("plan", parents=[common], help="plan seeded runs and write a plan file for workers")
     p.add_argument("experiment")
-    p.add_argument("--runs", type=int, required=True, help="runs in the plan")
-    p.add_argument("--seed", type=int, default=0, help="plan seed (default 0)")
+    p.add_argument("--runs", type=at_least(1), required=True, help="runs in the plan")
+    p.add_argument("--seed", type=at_least(0), default=0, help="plan seed (default 0)")
     p.add_argument("--role", choices=ROLES, default="fit")
     p.add_argument("--out", help="plan file to write (default: print the JSON)")
     p.set_defaults(func=cmd_plan)
@@ -40,7 +43,7 @@ def register(sub: Any, parents: tuple[argparse.ArgumentParser, argparse.Argument
     p.add_argument("--train", required=True, help=TRAIN_HELP)
     p.add_argument("--shards", required=True, help="folder to write shards to")
     which = p.add_mutually_exclusive_group()
-    which.add_argument("--index", type=int, help="plan index of the run to train (default: $SLURM_ARRAY_TASK_ID)")
+    which.add_argument("--index", type=at_least(0), help="plan index of the run to train (default: $SLURM_ARRAY_TASK_ID)")
     which.add_argument("--range", help="plan indices A:B (A included, B not)")
     p.add_argument("--plan", help="plan file from `dmdb plan` (then the database is not opened)")
     p.add_argument("--plan-seed", type=int, help="seed of the plan (default 0, or the plan file's)")
@@ -55,12 +58,12 @@ def register(sub: Any, parents: tuple[argparse.ArgumentParser, argparse.Argument
     )
     p.add_argument("experiment")
     p.add_argument("--train", required=True, help=TRAIN_HELP)
-    p.add_argument("--runs", type=int, required=True, help="runs in the plan")
-    p.add_argument("--seed", type=int, default=0, help="plan seed (default 0)")
+    p.add_argument("--runs", type=at_least(1), required=True, help="runs in the plan")
+    p.add_argument("--seed", type=at_least(0), default=0, help="plan seed (default 0)")
     p.add_argument("--role", choices=ROLES, default="fit")
     p.add_argument("--engine", choices=ENGINES, default="local")
-    p.add_argument("--workers", type=int, help="local: worker processes (default: CPU count)")
-    p.add_argument("--retries", type=int, default=3, help="extra tries of a run whose worker died or raised (default 3)")
+    p.add_argument("--workers", type=at_least(1), help="local: worker processes (default: CPU count)")
+    p.add_argument("--retries", type=at_least(0), default=3, help="extra tries of a run whose worker died or raised (default 3)")
     p.add_argument("--shards", help="shard folder (default: DB.shards next to the database; shared by all nodes for Ray)")
     p.add_argument("--address", help="ray: address of a running cluster (default: start a local one)")
     p.add_argument("--num-cpus", type=float, default=1.0, help="ray: CPUs per task (default 1)")
@@ -70,15 +73,15 @@ def register(sub: Any, parents: tuple[argparse.ArgumentParser, argparse.Argument
     p = sub.add_parser("synth", parents=[common],
                        help="create a synthetic experiment with a known sparse true datamodel (stored as fit scores:truth)")
     p.add_argument("name")
-    p.add_argument("--runs", type=int, required=True, help="fit runs")
-    p.add_argument("--holdout", type=int, help="holdout runs (default: runs / 10)")
-    p.add_argument("--train", type=int, required=True, help="train examples N")
-    p.add_argument("--targets", type=int, required=True, help="targets T")
+    p.add_argument("--runs", type=at_least(1), required=True, help="fit runs")
+    p.add_argument("--holdout", type=at_least(0), help="holdout runs (default: runs / 10)")
+    p.add_argument("--train", type=at_least(1), required=True, help="train examples N")
+    p.add_argument("--targets", type=at_least(1), required=True, help="targets T")
     p.add_argument("--density", type=float, default=0.01, help="share of train examples with a true nonzero weight per target")
     p.add_argument("--noise", type=float, default=0.5, help="noise std relative to the signal's (default 0.5)")
     p.add_argument("--alpha", type=float, default=0.5)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--chunk", type=int, help="runs per transaction (default: about 64 MB of masks)")
+    p.add_argument("--seed", type=at_least(0), default=0)
+    p.add_argument("--chunk", type=at_least(1), help="runs per transaction (default: about 64 MB of masks)")
     p.add_argument("--no-truth-fit", action="store_true", help="do not store the truth as a fit (it reads every run back)")
     p.set_defaults(func=cmd_synth)
 
@@ -93,7 +96,7 @@ def register(sub: Any, parents: tuple[argparse.ArgumentParser, argparse.Argument
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    with store.open(args.db) as db:
+    with store.open(args.db, create=False) as db:
         exp = db.experiment(args.experiment)
         job = Job.of(exp, exp.plan(args.runs, seed=args.seed, role=args.role))
     if args.out:
@@ -138,7 +141,10 @@ def _indices(args: argparse.Namespace, n_runs: int) -> range:
             env = os.environ.get("SLURM_ARRAY_TASK_ID")
             if env is None:
                 raise BadInputError("give --index I or --range A:B (or run inside a Slurm array job)")
-            index = int(env)
+            try:
+                index = int(env)
+            except ValueError:
+                raise BadInputError(f"SLURM_ARRAY_TASK_ID is {env!r}, not a plan index; give --index I") from None
         idx = range(index, index + 1)
     if not idx or idx.start < 0 or idx.stop > n_runs:
         raise BadInputError(f"plan indices must lie in 0..{n_runs - 1}, got {idx.start}..{idx.stop - 1}")
@@ -169,7 +175,9 @@ def cmd_collect(args: argparse.Namespace) -> int:
     opts = EngineOptions(engine=args.engine, workers=args.workers, retries=args.retries, address=args.address,
                          num_cpus=args.num_cpus, num_gpus=args.num_gpus)
     shards = Path(args.shards) if args.shards else default_shards_dir(args.db)
-    with store.open(args.db) as db:
+    check_engine(opts)  # a missing Ray or a mistyped --train fails before the plan is stored
+    load_train_fn(args.train)
+    with store.open(args.db, create=False) as db:
         exp = db.experiment(args.experiment)
         plan = exp.plan(args.runs, seed=args.seed, role=args.role)
         with progress_bar(f"collecting {plan.role} runs", args.quiet) as bar:

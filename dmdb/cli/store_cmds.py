@@ -1,16 +1,19 @@
-"""Verbs about the database and its runs: init, info, sql, ingest, import-npy."""
+"""Verbs about the database and its runs: init, create, info, sql, ingest, import-npy."""
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 from typing import Any
 
 import polars as pl
 
 from .. import store
 from ..npy_import import import_npy
+from ..plan import SAMPLING
 from ..shards import ingest
+from .argtypes import at_least
 from .output import STDOUT, emit
 from .progress import STDERR, progress_bar
 
@@ -19,6 +22,17 @@ def register(sub: Any, parents: tuple[argparse.ArgumentParser, argparse.Argument
     common, fmt = parents
     p = sub.add_parser("init", parents=[common], help="create a database (or check an existing one)")
     p.set_defaults(func=cmd_init)
+
+    p = sub.add_parser("create", parents=[common],
+                       help="create an experiment (and the database, if new): its train examples, targets and sampling")
+    p.add_argument("experiment")
+    p.add_argument("--n-train", type=at_least(1), required=True, help="train examples N (mask length)")
+    p.add_argument("--n-targets", type=at_least(1), required=True, help="targets T (margins per run)")
+    p.add_argument("--alpha", type=float, default=0.5, help="fraction of train examples each run keeps (default 0.5)")
+    p.add_argument("--sampling", choices=SAMPLING, default="fixed",
+                   help="fixed: subsets of exactly round(alpha N) examples (the paper); bernoulli: each kept with prob. alpha")
+    p.add_argument("--exist-ok", action="store_true", help="succeed if it exists with the same shape")
+    p.set_defaults(func=cmd_create)
 
     p = sub.add_parser("info", parents=[common, fmt], help="experiments, run counts by role, fits, file size")
     p.set_defaults(func=cmd_info)
@@ -37,7 +51,7 @@ def register(sub: Any, parents: tuple[argparse.ArgumentParser, argparse.Argument
     p.add_argument("--name", required=True, help="experiment to create or extend")
     p.add_argument("--role", default="fit", choices=["fit", "holdout"], help="role of the imported runs (default: fit)")
     p.add_argument("--alpha", type=float, help="subset fraction (default: estimated from the masks)")
-    p.add_argument("--chunk-rows", type=int, help="rows read per chunk (default: about 256 MB of masks)")
+    p.add_argument("--chunk-rows", type=at_least(1), help="rows read per chunk (default: about 256 MB of masks)")
     p.set_defaults(func=cmd_import_npy)
 
 
@@ -45,6 +59,15 @@ def cmd_init(args: argparse.Namespace) -> int:
     with store.open(args.db) as db:
         n = db.sql("SELECT count(*) AS n FROM experiments")["n"][0]
         STDOUT.print(f"[green]ok[/green] {db.path} (schema version {store.SCHEMA_VERSION}, {n} experiments)")
+    return 0
+
+
+def cmd_create(args: argparse.Namespace) -> int:
+    with store.open(args.db) as db:
+        exp = db.create_experiment(args.experiment, args.n_train, args.n_targets, alpha=args.alpha,
+                                   sampling=args.sampling, exist_ok=args.exist_ok)
+    STDOUT.print(f"[green]ok[/green] experiment {exp.name!r} in {args.db}: {exp.n_train} train examples, "
+                 f"{exp.n_targets} targets, alpha {exp.alpha}, {exp.sampling} sampling")
     return 0
 
 
@@ -66,14 +89,31 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+# statements that manage transactions or the database file themselves: not wrapped in one
+_OWN_TRANSACTION = re.compile(
+    r"(^|;)\s*(BEGIN|START|COMMIT|END|ROLLBACK|ABORT|VACUUM|CHECKPOINT|ATTACH|DETACH|EXPORT|IMPORT)\b",
+    re.IGNORECASE,
+)
+
+
 def cmd_sql(args: argparse.Namespace) -> int:
-    with store.open(args.db, read_only=not args.write) as db:
-        emit(db.sql(args.query), args.format, args.output)
+    with store.open(args.db, read_only=not args.write, create=False) as db:
+        if not args.write or _OWN_TRANSACTION.search(args.query):
+            frame = db.sql(args.query)
+        else:  # several statements: all of them or none
+            db.con.execute("BEGIN TRANSACTION")
+            try:
+                frame = db.sql(args.query)
+            except BaseException:
+                db.con.execute("ROLLBACK")
+                raise
+            db.con.execute("COMMIT")
+    emit(frame, args.format, args.output)
     return 0
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    with store.open(args.db) as db, progress_bar("ingesting shards", args.quiet) as bar:
+    with store.open(args.db, create=False) as db, progress_bar("ingesting shards", args.quiet) as bar:
         report = ingest(db, args.directory, progress=bar)
     STDERR.print(
         f"ingested {report.files_ingested} shard files: {report.runs_added} new runs, "

@@ -43,6 +43,8 @@ class FitOptions:
             raise BadInputError(f"unknown estimator {self.estimator!r}: use one of {', '.join(ESTIMATORS)}")
         if self.dtype not in ("float32", "float64"):
             raise BadInputError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
+        if not isinstance(self.split_seed, int) or self.split_seed < 0:
+            raise BadInputError(f"split_seed must be a non-negative integer, got {self.split_seed!r}")
         if self.gram not in (None, "matrix", "masks"):
             raise BadInputError(f"gram must be 'matrix', 'masks' or None (automatic), got {self.gram!r}")
 

@@ -134,6 +134,14 @@ def target_ids(exp: "Experiment", targets: str | Sequence[int] | np.ndarray | No
     return chosen
 
 
+def min_fit_pool(val_frac: float) -> int:
+    """The fewest fit-pool runs that split into 2 fit runs and 1 validation run at val_frac."""
+    n = 3
+    while int(round(val_frac * n)) < 1 or n - int(round(val_frac * n)) < 2:
+        n += 1
+    return n
+
+
 def select(
     exp: "Experiment",
     where: str | None,

@@ -13,7 +13,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from ..errors import BadInputError
 from .task import Job, find_shard, run_one
@@ -128,16 +128,27 @@ def run_local(opts: EngineOptions, job: Job, run_ids: list[int], train: str, sha
 # -- Ray -------------------------------------------------------------------------------------
 
 
+def _ray() -> Any:
+    try:
+        import ray
+    except ImportError as e:
+        raise BadInputError("the ray engine needs Ray: pip install 'dmdb[ray]'") from e
+    return ray
+
+
+def check_engine(opts: EngineOptions) -> None:
+    """Fail now, before anything is planned or written, if the engine cannot run here."""
+    if opts.engine == "ray":
+        _ray()
+
+
 def run_ray(opts: EngineOptions, job: Job, run_ids: list[int], train: str, shards: Path) -> Iterator[Outcome]:
     """One Ray task per run with the requested CPUs/GPUs; Ray retries killed tasks and raised errors.
 
     The shard folder must be visible to every node (a shared filesystem), as the tasks write
     their shards there and this process ingests them.
     """
-    try:
-        import ray
-    except ImportError as e:
-        raise BadInputError("the ray engine needs Ray: pip install 'dmdb[ray]'") from e
+    ray = _ray()
     started_here = not ray.is_initialized()  # a caller may ray.init() itself, with its own options
     if started_here:
         ray.init(address=opts.address)

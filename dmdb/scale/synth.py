@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable
 import numpy as np
 
 from ..errors import BadInputError
+from ..fit.options import FitOptions
+from ..fit.selection import min_fit_pool
 from ..plan import PlannedRun
 
 if TYPE_CHECKING:
@@ -113,6 +115,10 @@ def create_synthetic(
     `exp.fit(...)` results can be compared with it in SQL; that reads every run back, so leave it
     off for studies that do not fit in memory.
     """
+    need = min_fit_pool(FitOptions().val_frac)
+    if truth_fit and fit_runs < need:
+        raise BadInputError(f"the truth fit needs at least {need} fit runs (the default validation split takes "
+                            f"{FitOptions().val_frac:.0%}), got {fit_runs}; record more or skip it (--no-truth-fit)")
     exp = db.create_experiment(name, spec.n_train, spec.n_targets, alpha=spec.alpha, config=spec.config(),
                                exist_ok=True)
     if SynthSpec.from_config(exp.config) != spec:
@@ -122,8 +128,13 @@ def create_synthetic(
         if n > 0:
             record_plan(exp, exp.plan(n, seed=spec.seed, role=role), spec, chunk, progress)
     truth = None
-    if truth_fit:
-        truth = exp.import_scores(true_weights(spec), name="truth", calibrate=False)
+    if truth_fit:  # a rerun that added no runs finds the truth fit it stored before
+        row = db.con.execute("SELECT max(fit_id) FROM fits WHERE experiment = ? AND estimator = 'scores:truth'",
+                             [name]).fetchall()[0][0]
+        truth = db.fit(int(row)) if row is not None else None
+        if truth is None or (truth.n_fit_runs + truth.n_val_runs, truth.n_holdout_runs) != (
+                exp.n_runs("fit"), exp.n_runs("holdout")):
+            truth = exp.import_scores(true_weights(spec), name="truth", calibrate=False)
     return exp, truth
 
 
