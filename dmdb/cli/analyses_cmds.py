@@ -82,11 +82,11 @@ def register(sub: Any, parents: tuple[argparse.ArgumentParser, argparse.Argument
     p.set_defaults(func=cmd_embed)
 
 
-def _ids(spec: str, flag: str) -> list[int]:
+def _ids(spec: str, flag: str, what: str = "train ids") -> list[int]:
     try:
         return parse_id_list(spec).tolist()
     except ValueError as e:  # BadInputError is one too: a backwards range
-        raise BadInputError(f"{flag} takes train ids like 3,17,40-49, got {spec!r}") from e
+        raise BadInputError(f"{flag} takes {what} like 3,17,40-49, got {spec!r}") from e
 
 
 def _fit_id(db: Database, args: argparse.Namespace) -> int:
@@ -145,7 +145,7 @@ def cmd_brittle(args: argparse.Namespace) -> int:
     with store.open(args.db, read_only=True) as db:
         fid = _fit_id(db, args)
         if args.summary:
-            th = A.DEFAULT_THRESHOLDS if args.thresholds is None else _ids(args.thresholds, "--thresholds")
+            th = A.DEFAULT_THRESHOLDS if args.thresholds is None else _ids(args.thresholds, "--thresholds", "removal counts")
             out = A.brittleness_summary(db, fit=fid, thresholds=th)
             title = f"fit {fid}: targets flipped by removing at most k_max top examples"
         else:
