@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 
 from ..errors import BadInputError
+from ..regress import predict
 from .options import FitOptions
 from .runner import holdout_scores, read_data
 from .selection import select
@@ -72,7 +73,7 @@ def import_scores(
     # column j of S is target tgt[j]; the fit's targets come sorted (and, without `targets`,
     # narrowed by target_pool): take each one's own column
     W = np.asarray(S, dtype=np.float64)[:, np.argsort(tgt)[np.searchsorted(np.sort(tgt), sel.targets)]]
-    pred = data.X.astype(np.float64) @ W
+    pred = predict(data.X, W, np.zeros(W.shape[1]))  # by row blocks: a float64 copy of all masks would be 8 N bytes a run
     y = data.Y.astype(np.float64)
     if calibrate:
         pc = pred - pred.mean(axis=0)
