@@ -6,7 +6,6 @@ import numpy as np
 import polars as pl
 import pytest
 
-import dmdb
 from dmdb import analyses as A
 from dmdb.errors import BadInputError, DmdbError
 

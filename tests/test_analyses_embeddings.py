@@ -8,7 +8,6 @@ from sklearn.cluster import SpectralClustering
 from sklearn.decomposition import PCA
 from sklearn.metrics import adjusted_rand_score
 
-import dmdb
 from dmdb import analyses as A
 from dmdb.analyses.embeddings import normalised_rows, pca, spectral_clusters
 from dmdb.errors import BadInputError, DmdbError
