@@ -24,7 +24,7 @@ Browse a datamodels database read-only. Every screen's keys are in the footer;
 | `?` | this help; `q` quits (outside text fields) |
 
 **Targets**: `/` filter (a target id, or a condition such as `label = 3 and support < 20`),
-`s` sort by the cursor's column (again: reverse), click a header to sort.
+`s` sort by the next column, `r` reverse; click a header to sort by it (again: reverse).
 
 **Target detail**: the target, its most helpful and most harmful train examples with their weights,
 the counterfactual panel (`+`/`-` change k, type k and Enter, `m` cycles top / bottom / random), and
