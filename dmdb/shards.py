@@ -33,7 +33,7 @@ SHARD_VERSION = "1"
 _META = b"dmdb"
 
 
-def _file_stem(experiment: str) -> str:
+def file_stem(experiment: str) -> str:
     """The experiment's name made safe as a file name inside the shard directory ('cifar/v2' ->
     'cifar_v2', '../up' -> '_up'); the shard's metadata keeps the real name."""
     return re.sub(r"[^A-Za-z0-9_.-]", "_", experiment).lstrip(".")[:80] or "experiment"
@@ -65,7 +65,7 @@ def write_shard(
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     first = int(batch.run_ids.min()) if len(batch) else 0
-    final = directory / f"{_file_stem(experiment)}-{first}-{uuid.uuid4().hex[:12]}.parquet"
+    final = directory / f"{file_stem(experiment)}-{first}-{uuid.uuid4().hex[:12]}.parquet"
     tmp = directory / f".{final.name}.tmp"
     try:
         with open(tmp, "wb") as f:

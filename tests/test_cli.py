@@ -132,10 +132,11 @@ def test_create_then_plan_and_verbs_that_refuse_bad_input_before_writing(
         assert [p.seed for p in d.experiment("cifar").plans()] == [0]
     # numbers refused while parsing (usage error, exit 2), before any file is made
     for argv in (["synth", "s", "--runs", "0", "--train", "10", "--targets", "2"], ["demo", "--runs", "2"],
+                 ["create", "e", "--n-train", "3", "--n-targets", "1", "--alpha", "1.5"],
                  ["fit", "cifar", "--split-seed", "-1"], ["import-npy", str(tmp_path), "--name", "z", "--chunk-rows", "0"]):
         with pytest.raises(SystemExit) as exc:
             main([*argv, "--db", str(tmp_path / "fresh.duckdb")])
-        assert exc.value.code == 2 and "must be at least" in capsys.readouterr().err
+        assert exc.value.code == 2 and "must be" in capsys.readouterr().err
     assert not (tmp_path / "fresh.duckdb").exists()
     # a file it cannot write, a Slurm index that is not one: one clear line, exit 1
     code, _, err = run_cli(capsys, "info", "--db", str(db), "-f", "csv", "-o", str(tmp_path / "no" / "such" / "x.csv"))
@@ -143,3 +144,27 @@ def test_create_then_plan_and_verbs_that_refuse_bad_input_before_writing(
     monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "abc")
     code, _, err = run_cli(capsys, "worker", "cifar", "--train", "x:y", "--shards", str(tmp_path / "s"), "--db", str(db))
     assert code == 1 and "SLURM_ARRAY_TASK_ID is 'abc'" in err
+
+
+def test_sql_text_formats_keep_nulls_commas_and_nested_binary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = str(tmp_path / "x.duckdb")
+    run_cli(capsys, "init", "--db", db)
+    q = "SELECT [1, NULL, 3] AS ln, ['a,b', 'c'] AS ls, ['ab'::BLOB, NULL] AS lb"
+    code, out, err = run_cli(capsys, "sql", q, "--db", db, "-f", "csv")
+    assert code == 0, err
+    assert out.splitlines()[1] == '"1,null,3","[""a,b"",""c""]","[""6162"", null]"'
+    code, out, err = run_cli(capsys, "sql", q, "--db", db, "-f", "json")
+    assert code == 0 and json.loads(out) == [{"ln": [1, None, 3], "ls": ["a,b", "c"], "lb": '["6162", null]'}]
+
+
+def test_sql_write_wraps_only_what_a_transaction_can_hold(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Plain statements run all-or-nothing; a script with CHECKPOINT or its own BEGIN/COMMIT (after a
+    comment, too) runs as written."""
+    db = str(tmp_path / "x.duckdb")
+    run_cli(capsys, "init", "--db", db)
+    for q in ("CREATE TABLE z (a INT); FORCE CHECKPOINT", "/* c */ BEGIN; INSERT INTO z VALUES (7); COMMIT",
+              "INSERT INTO z VALUES (8); -- x\nCHECKPOINT"):
+        code, _, err = run_cli(capsys, "sql", "--write", q, "--db", db)
+        assert code == 0, (q, err)
+    code, out, _ = run_cli(capsys, "sql", "SELECT list(a ORDER BY a) AS a FROM z", "--db", db, "-f", "csv")
+    assert out.splitlines() == ["a", '"7,8"']

@@ -344,6 +344,8 @@ def test_masks_form_holds_centred_rows_and_extends_like_the_matrix() -> None:
     np.testing.assert_allclose(op.grad(C, Z).numpy(), Z.numpy() @ gram(np.arange(90)) - C.numpy(), atol=1e-12)
     with pytest.raises(FitError, match="room for 90 runs"):
         op.extend(st_fit + st_extra, st_extra, X, extra, block_rows=16)
+    # ...and the refused extend left the held rows as they were
+    np.testing.assert_allclose(op.grad(C, Z).numpy(), Z.numpy() @ gram(np.arange(90)) - C.numpy(), atol=1e-12)
     assert choose_form(100, 200) == "masks" and choose_form(101, 200) == "matrix"
     with pytest.raises(FitError, match="gram form"):
         choose_form(10, 20, "dense")

@@ -84,6 +84,18 @@ def test_run_one_writes_once_and_checks_shape(db: dmdb.Database, tmp_path: Path)
     assert find_shard(shards, "syn", plan.first_run_id + 1) is None
 
 
+
+def test_find_shard_with_a_name_that_is_not_a_file_name(db: dmdb.Database, tmp_path: Path) -> None:
+    """Shards of 'cifar10 (resnet)/v2' are written under a safe file stem; a worker still finds its own."""
+    from dmdb.shards import write_run
+
+    exp = db.create_experiment("cifar10 (resnet)/v2", n_train=10, n_targets=2)
+    plan = exp.plan(1)
+    path = write_run(tmp_path, exp.name, plan.run(plan.first_run_id), np.zeros(2))
+    assert find_shard(tmp_path, exp.name, plan.first_run_id) == path
+    assert find_shard(tmp_path, "cifar10 _resnet__v2", plan.first_run_id) is None  # same stem, other experiment
+
+
 def test_worker_cli_plan_file_range_and_slurm_index(db_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     with dmdb.open(db_path) as db:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -47,22 +48,41 @@ def emit(df: pl.DataFrame, fmt: str = "table", output: str | None = None, title:
 
 
 def as_text_columns(df: pl.DataFrame, fmt: str) -> pl.DataFrame:
-    """Columns a text format cannot hold as they are: binary (a BLOB, or a BIT such as `mask`)
-    as hex; for csv and the table, lists and arrays of scalars joined as '3,17,42' (they paste
-    back into --remove) and other nested values as their text."""
+    """Columns a text format cannot hold as they are: binary (a BLOB; `db.sql` already gives BIT
+    columns as bit strings) as hex, also inside lists and structs (then the value is JSON text);
+    for csv and the table, lists and arrays of numbers joined as '3,17,42' (they paste back into
+    --remove; a null is 'null') and other nested values as JSON text."""
     out = []
     for name, dtype in df.schema.items():
         col = pl.col(name)
         if dtype == pl.Binary:
             out.append(col.bin.encode("hex"))
-        elif fmt != "json" and isinstance(dtype, (pl.List, pl.Array)) and not dtype.inner.is_nested():
+        elif dtype.is_nested() and _holds_binary(dtype):
+            out.append(col.map_elements(_json_text, return_dtype=pl.Utf8, skip_nulls=True))
+        elif fmt == "json":
+            continue
+        elif isinstance(dtype, (pl.List, pl.Array)) and (dtype.inner.is_numeric() or dtype.inner == pl.Boolean):
             as_list = col.arr.to_list() if isinstance(dtype, pl.Array) else col
-            inner = pl.Utf8 if dtype.inner != pl.Binary else pl.Binary
-            out.append(as_list.cast(pl.List(inner)).list.join(",") if inner == pl.Utf8
-                       else as_list.list.eval(pl.element().bin.encode("hex")).list.join(","))
-        elif fmt != "json" and dtype.is_nested():  # structs, lists of lists: as JSON text
+            out.append(as_list.list.eval(pl.element().cast(pl.Utf8).fill_null("null")).list.join(","))
+        elif dtype.is_nested():
             out.append(pl.struct(col.alias("v")).struct.json_encode().str.slice(5).str.head(-1).alias(name))
     return df.with_columns(out) if out else df
+
+
+def _holds_binary(dtype: pl.DataType) -> bool:
+    if dtype == pl.Binary:
+        return True
+    if isinstance(dtype, (pl.List, pl.Array)):
+        return _holds_binary(dtype.inner)
+    if isinstance(dtype, pl.Struct):
+        return any(_holds_binary(f.dtype) for f in dtype.fields)
+    return False
+
+
+def _json_text(value: object) -> str:
+    if isinstance(value, pl.Series):  # a list cell arrives as a Series
+        value = value.to_list()
+    return json.dumps(value, default=lambda v: v.hex() if isinstance(v, bytes) else str(v))
 
 
 def rich_table(df: pl.DataFrame, title: str | None = None, max_rows: int = 200) -> Table:

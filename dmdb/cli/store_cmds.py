@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
+
+import duckdb
 from typing import Any
 
 import polars as pl
 
 from .. import store
+from ..errors import DmdbError
 from ..npy_import import import_npy
 from ..plan import SAMPLING
 from ..shards import ingest
-from .argtypes import at_least
+from .argtypes import at_least, open_fraction
 from .output import STDOUT, emit
 from .progress import STDERR, progress_bar
 
@@ -28,7 +30,7 @@ def register(sub: Any, parents: tuple[argparse.ArgumentParser, argparse.Argument
     p.add_argument("experiment")
     p.add_argument("--n-train", type=at_least(1), required=True, help="train examples N (mask length)")
     p.add_argument("--n-targets", type=at_least(1), required=True, help="targets T (margins per run)")
-    p.add_argument("--alpha", type=float, default=0.5, help="fraction of train examples each run keeps (default 0.5)")
+    p.add_argument("--alpha", type=open_fraction, default=0.5, help="fraction of train examples each run keeps (default 0.5)")
     p.add_argument("--sampling", choices=SAMPLING, default="fixed",
                    help="fixed: subsets of exactly round(alpha N) examples (the paper); bernoulli: each kept with prob. alpha")
     p.add_argument("--exist-ok", action="store_true", help="succeed if it exists with the same shape")
@@ -89,16 +91,22 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-# statements that manage transactions or the database file themselves: not wrapped in one
-_OWN_TRANSACTION = re.compile(
-    r"(^|;)\s*(BEGIN|START|COMMIT|END|ROLLBACK|ABORT|VACUUM|CHECKPOINT|ATTACH|DETACH|EXPORT|IMPORT)\b",
-    re.IGNORECASE,
-)
+# statements that run inside one transaction; a script with any other kind (BEGIN/COMMIT of its
+# own, CHECKPOINT, VACUUM, ATTACH, EXPORT, PRAGMA, SET, ...) runs as written, statement by statement
+_WRAPPABLE = {"SELECT", "INSERT", "UPDATE", "DELETE", "CREATE", "DROP", "ALTER", "COPY", "EXPLAIN", "ANALYZE"}
+
+
+def _statements(db: store.Database, query: str) -> list:
+    try:
+        return db.con.extract_statements(query)
+    except duckdb.Error as e:
+        raise DmdbError(f"SQL error: {e}") from e
 
 
 def cmd_sql(args: argparse.Namespace) -> int:
     with store.open(args.db, read_only=not args.write, create=False) as db:
-        if not args.write or _OWN_TRANSACTION.search(args.query):
+        kinds = {str(s.type).rpartition(".")[2] for s in _statements(db, args.query)}
+        if not args.write or not kinds <= _WRAPPABLE:
             frame = db.sql(args.query)
         else:  # several statements: all of them or none
             db.con.execute("BEGIN TRANSACTION")

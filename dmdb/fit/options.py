@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from ..errors import BadInputError
+from ..validate import as_int
 
 ESTIMATORS = ("lasso", "diff-means", "ridge")
 
@@ -43,8 +44,7 @@ class FitOptions:
             raise BadInputError(f"unknown estimator {self.estimator!r}: use one of {', '.join(ESTIMATORS)}")
         if self.dtype not in ("float32", "float64"):
             raise BadInputError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
-        if not isinstance(self.split_seed, int) or self.split_seed < 0:
-            raise BadInputError(f"split_seed must be a non-negative integer, got {self.split_seed!r}")
+        as_int(self.split_seed, "split_seed", 0)
         if self.gram not in (None, "matrix", "masks"):
             raise BadInputError(f"gram must be 'matrix', 'masks' or None (automatic), got {self.gram!r}")
 

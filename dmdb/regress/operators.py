@@ -87,9 +87,12 @@ class CentredMasks:
     def Xc(self) -> torch.Tensor:
         return self._buf[: self.n_runs]
 
+    def _check_room(self, more: int) -> None:
+        if self.n_runs + more > self._buf.shape[0]:
+            raise FitError(f"room for {self._buf.shape[0]} runs, asked to hold {self.n_runs + more}")
+
     def _fill(self, X: ArrayLike, rows: np.ndarray) -> None:
-        if self.n_runs + rows.size > self._buf.shape[0]:
-            raise FitError(f"room for {self._buf.shape[0]} runs, asked to hold {self.n_runs + rows.size}")
+        self._check_room(rows.size)
         m = self._mean.to(self._buf.dtype)
         for s in range(0, rows.size, self._block_rows):
             idx = rows[s : s + self._block_rows]
@@ -118,6 +121,7 @@ class CentredMasks:
         statistics are `extra`); returns the statistics of all runs."""
         if extra.n != rows.size:
             raise FitError(f"extra statistics cover {extra.n} runs but {rows.size} rows were given")
+        self._check_room(rows.size)  # before the held rows change
         total = base + extra
         shift = (total.x_mean - self._mean).to(self._buf.dtype)
         for s in range(0, self.n_runs, self._block_rows):

@@ -30,7 +30,7 @@ import numpy as np
 
 from ..errors import BadInputError, CorruptShardError, DmdbError
 from ..plan import Plan, PlannedRun
-from ..shards import read_shard, write_run
+from ..shards import file_stem, read_shard, write_run
 
 PLAN_FILE_VERSION = 1
 
@@ -99,7 +99,7 @@ class Job:
 
 def find_shard(directory: str | Path, experiment: str, run_id: int) -> Path | None:
     """A finished, readable single-run shard of this run in `directory`, if a worker wrote one before."""
-    for path in sorted(Path(directory).glob(f"{experiment}-{run_id}-*.parquet")):
+    for path in sorted(Path(directory).glob(f"{file_stem(experiment)}-{run_id}-*.parquet")):
         try:
             table, meta = read_shard(path)
         except CorruptShardError:
