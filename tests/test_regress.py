@@ -179,13 +179,17 @@ def test_diff_means_matches_brute_force_loop():
     assert np.isnan(res.lam).all()
 
 
-def test_ridge_matches_sklearn_ridge_with_alpha_n_lambda():
-    X, Y, _ = _data(300, 20, 3, seed=7)
+@pytest.mark.parametrize("n, N, gram", [(300, 20, "matrix"), (300, 20, "masks"), (300, 500, None), (300, 500, "matrix")])
+def test_ridge_matches_sklearn_ridge_with_alpha_n_lambda(n: int, N: int, gram: str | None):
+    """Both forms (G's eigendecomposition; the kernel form, the default with fit runs <= N/2)."""
+    X, Y, _ = _data(n, N, 3, seed=7)
+    Y[:, 1] = 0.5  # a constant target
     fit, val = np.arange(200), np.arange(200, 300)
     grid = [1e-3, 1e-2, 0.1, 1.0]
-    res = select_ridge(X, Y, fit, val, lambdas=grid, **F64)
+    res = select_ridge(X, Y, fit, val, lambdas=grid, gram=gram, **F64)
+    assert not res.W[:, 1].any() and res.bias[1] == pytest.approx(0.5)
     Xf = X.astype(np.float64)
-    for t in range(3):
+    for t in (0, 2):
         mses = []
         for lam in grid:  # scikit-learn minimises ||y - Xw||^2 + alpha ||w||^2: alpha = n * lambda
             sk = Ridge(alpha=200 * lam).fit(Xf[fit], Y[fit, t])
@@ -196,6 +200,10 @@ def test_ridge_matches_sklearn_ridge_with_alpha_n_lambda():
         sk = Ridge(alpha=300 * grid[j]).fit(Xf, Y[:, t])
         np.testing.assert_allclose(res.W[:, t], sk.coef_, atol=1e-9)
         assert res.bias[t] == pytest.approx(sk.intercept_, abs=1e-9)
+    # the default grid scales with the mean diagonal of G either way
+    auto = select_ridge(X, Y, fit, val, gram=gram, **F64)
+    Xc = Xf[fit] - Xf[fit].mean(axis=0)
+    assert auto.lambdas[6, 0] == pytest.approx((Xc**2).mean(), rel=1e-12)
 
 
 # ---------------------------------------------------------------- metrics

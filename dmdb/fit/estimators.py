@@ -31,7 +31,8 @@ def _lasso(X: np.ndarray, Y: np.ndarray, fit: np.ndarray, val: np.ndarray, o: Fi
 def _ridge(X: np.ndarray, Y: np.ndarray, fit: np.ndarray, val: np.ndarray, o: FitOptions,
            device: torch.device, progress: Progress | None) -> SolverResult:
     return select_ridge(
-        X, Y, fit, val, refit=o.refit, device=device, dtype=_torch_dtype(o), block_rows=o.block_rows, progress=progress
+        X, Y, fit, val, refit=o.refit, device=device, dtype=_torch_dtype(o), block_rows=o.block_rows, gram=o.gram,
+        progress=progress,
     )
 
 

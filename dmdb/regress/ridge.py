@@ -2,7 +2,10 @@
 
 Objective per target: (1/2n)||y - b - Xw||^2 + (lambda/2)||w||^2, i.e. w solves
 (G + lambda I) w = c on the centred Gram statistics (scikit-learn's Ridge alpha = n*lambda).
-One eigendecomposition of G gives every lambda of the grid for the cost of a GEMM each.
+One eigendecomposition gives every lambda of the grid for the cost of a GEMM each: of G (N x N)
+when there are more fit runs than N/2, else of K = Xc Xc'/n (n x n, the kernel form
+w = Xc'(K + lambda I)^-1 yc / n), the same weights from a much smaller matrix. Either way
+W(lambda) = Q (Qc / (e + lambda)) for a basis Q, its eigenvalues e and coefficients Qc.
 A target with constant fit margins gets zero weights and that constant as bias.
 """
 
@@ -13,10 +16,25 @@ import torch
 
 from dmdb.errors import FitError
 
-from ._common import centred_rows, prepare, r2_from, to_np
+from ._common import Prepared, centred_rows, prepare, r2_from, to_np
 from ._inputs import ArrayLike, Progress, check_split, row_mean, rows_index
+from .operators import CentredMasks, GramMatrix, GramOperator, choose_form
 from .result import SolverResult
-from .stats import extend_gram, gram_stats
+from .stats import GramStats, gram_stats
+
+
+def _basis(op: GramOperator, c: torch.Tensor, p: Prepared, rows: np.ndarray, st: GramStats,
+           const: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(e, Q, Qc) with W(lambda) = Q (Qc / (e + lambda)[:, None]) the ridge weights of every target.
+    `rows`: the runs the operator holds, in its order (for the kernel form's centred margins)."""
+    if isinstance(op, GramMatrix):
+        e, Q = torch.linalg.eigh(op.G)
+        return e, Q, Q.T @ torch.where(const[None, :], torch.zeros_like(c), c)
+    Xc = op.Xc
+    e, U = torch.linalg.eigh((Xc @ Xc.T) / op.n_runs)
+    yc = (torch.as_tensor(p.Y[rows], dtype=torch.float64, device=p.device) - st.y_mean).to(p.dtype)
+    yc = torch.where(const[None, :], torch.zeros_like(yc), yc)
+    return e, Xc.T @ U, (U.T @ yc) / op.n_runs
 
 
 def select_ridge(
@@ -30,6 +48,7 @@ def select_ridge(
     device: str | torch.device | None = None,
     dtype: torch.dtype = torch.float32,
     block_rows: int | None = None,
+    gram: str | None = None,
     progress: Progress | None = None,
 ) -> SolverResult:
     """Ridge on the fit runs over a lambda grid, best lambda per target by validation MSE,
@@ -37,6 +56,7 @@ def select_ridge(
 
     The default grid is 13 values, log-spaced from 1e-3 to 1e3 times the mean diagonal of
     G (about alpha(1-alpha) for random masks), so it scales with the masks, not with n.
+    `gram`: 'matrix', 'masks' (the kernel form) or None: 'masks' when fit runs <= N/2.
     """
     p = prepare(X, Y, device, dtype)
     fit = rows_index(fit_rows, p.n_runs, "fit_rows")
@@ -44,13 +64,17 @@ def select_ridge(
     check_split(fit, val)
     shift = row_mean(p.Y, np.concatenate([fit, val]))
     kw = dict(device=p.device, dtype=p.dtype, block_rows=block_rows, progress=progress, shift=shift)
-    st_fit = gram_stats(p.X, p.Y, fit, **kw)
+    form = choose_form(fit.size, p.n_train, gram)
+    st_fit = gram_stats(p.X, p.Y, fit, with_gram=form == "matrix", **kw)
     st_val = gram_stats(p.X, p.Y, val, with_gram=False, **kw)
-    G = st_fit.take_gram(p.dtype)
+    op: GramOperator = (GramMatrix(st_fit.take_gram(p.dtype), st_fit.n) if form == "matrix" else
+                        CentredMasks(p.X, fit, st_fit.x_mean, reserve=val.size if refit else 0, device=p.device,
+                                     dtype=p.dtype, block_rows=block_rows))
     c, _ = st_fit.cross(p.dtype)
     N, T = c.shape
     if lambdas is None:
-        scale = float(torch.diagonal(G).mean())
+        m = st_fit.x_mean
+        scale = float((m * (1 - m)).mean())  # the mean diagonal of G: 0/1 columns have variance m(1 - m)
         grid = torch.logspace(-3, 3, 13, dtype=torch.float64) * max(scale, 1e-12)
     else:
         grid = torch.as_tensor(np.asarray(lambdas, dtype=np.float64).reshape(-1))
@@ -58,10 +82,7 @@ def select_ridge(
             raise FitError("ridge lambdas must be a non-empty list of positive numbers")
     grid = grid.to(p.device, p.dtype)
     const = st_fit.constant
-    c = torch.where(const[None, :], torch.zeros_like(c), c)
-
-    evals, Q = torch.linalg.eigh(G)
-    Qc = Q.T @ c  # (N, T)
+    evals, Q, Qc = _basis(op, c, p, fit, st_fit, const)
     Xv, yv = centred_rows(p, val, st_fit.x_mean, st_fit.y_mean)
     XvQ = Xv @ Q
     del Xv
@@ -78,11 +99,9 @@ def select_ridge(
     val_r2 = r2_from(val_mse, st_val.y_var, st_val.constant)
 
     if refit:
-        st_out = extend_gram(G, st_fit, st_val, p.X, val, block_rows=block_rows)
+        st_out = op.extend(st_fit, st_val, p.X, val, block_rows)
         c, _ = st_out.cross(p.dtype)
-        c = torch.where(const[None, :], torch.zeros_like(c), c)
-        evals, Q = torch.linalg.eigh(G)
-        Qc = Q.T @ c
+        evals, Q, Qc = _basis(op, c, p, np.concatenate([fit, val]), st_out, const)
     else:
         st_out = st_fit
     W = Q @ (Qc / (evals[:, None] + lam[None, :]))
