@@ -48,7 +48,7 @@ def register(sub: Any, parents: tuple[argparse.ArgumentParser, argparse.Argument
     p.add_argument("--dtype", choices=["float32", "float64"], default=_DEFAULTS.dtype)
     p.add_argument("--device", help="cpu or cuda (default: cuda when present)")
     p.add_argument("--gram", choices=["matrix", "masks"],
-                   help="lasso: hold G = Xc'Xc/n as an N x N matrix, or apply it through the centred masks "
+                   help="lasso and ridge: hold G = Xc'Xc/n as an N x N matrix, or work through the centred masks "
                    "(runs x N; default: masks when fit runs <= N/2)")
     p.add_argument("--where", help="narrow the fit runs: an expression over runs columns, a SELECT query or a view name")
     p.add_argument("--targets", help="targets: ids like 0-99,120, a SELECT query or a view returning `target`")

@@ -21,7 +21,7 @@ class FitOptions:
     validation MSE has not improved for that many lambdas (None: the whole path). The default,
     10 of k = 100 lambdas (a factor of 2 in lambda past the best one), skips the small-lambda
     end of the path, which no target chooses once its validation error rises and which is the
-    slowest to solve when there are fewer runs than train examples. gram (lasso): how the
+    slowest to solve when there are fewer runs than train examples. gram (lasso, ridge): how the
     solver holds G = Xc'Xc/n, 'matrix' (N x N) or 'masks' (the centred masks, runs x N); None
     picks 'masks' when the fit runs are at most half the train examples (dmdb.regress.operators).
     """
