@@ -278,6 +278,10 @@ def test_cli_fit_and_fits(db: dmdb.Database, capsys: pytest.CaptureFixture[str])
     fits = pl.read_json(capsys.readouterr().out.encode())
     assert fits["estimator"].to_list() == ["diff-means"]
     assert fits["lds"][0] == pytest.approx(float(out[2].split(",")[2]))
+    assert main(["fits", "syn", "--curve", "1", "--db", path, "-f", "csv"]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[1:] == out[1:]
+    assert main(["fits", "nosuch", "--curve", "1", "--db", path]) == 1
+    assert "unknown experiment 'nosuch'" in capsys.readouterr().err
     assert main(["fit", "syn", "--db", path, "--device", "cuda", "--quiet"]) == 1
     assert "CUDA" in capsys.readouterr().err
 

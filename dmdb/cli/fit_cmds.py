@@ -105,15 +105,19 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
 def cmd_fits(args: argparse.Namespace) -> int:
     with store.open(args.db, read_only=True) as db:
+        if args.experiment:
+            db.experiment(args.experiment)  # unknown names fail clearly
         if args.curve is not None:
-            out = db.fit(args.curve).curve()
+            fit = db.fit(args.curve)
+            if args.experiment and fit.experiment != args.experiment:
+                raise BadInputError(f"fit {args.curve} belongs to experiment {fit.experiment!r}, not {args.experiment!r}")
+            out = fit.curve()
             if out.is_empty():
                 raise BadInputError(f"fit {args.curve} has no learning curve; fit with --curve to make one")
             emit(out, args.format, args.output, title=f"learning curve of fit {args.curve}")
             return 0
         out = db.fits()
         if args.experiment:
-            db.experiment(args.experiment)  # unknown names fail clearly
             out = out.filter(pl.col("experiment") == args.experiment)
     if args.format == "table":
         out = out.select("fit_id", "experiment", "estimator", "lds", "n_fit_runs", "n_val_runs", "n_holdout_runs",
