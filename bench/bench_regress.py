@@ -7,6 +7,7 @@ validation runs and are scored by R^2 on held-out test runs.
 
     .venv/bin/python bench/bench_regress.py                       # 10,000 x 2,000 x 200 comparison
     .venv/bin/python bench/bench_regress.py --runs 50000 --n-train 10000 --targets 1000 --no-sklearn
+    .venv/bin/python bench/bench_regress.py --runs 2500 --n-train 10000 --targets 50 --no-sklearn --ridge [--gram matrix]
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dmdb.regress import lasso_path, select_lasso  # noqa: E402
+from dmdb.regress import lasso_path, select_lasso, select_ridge  # noqa: E402
 
 
 def synth(runs: int, n_train: int, targets: int, k_true: int, ceiling: float, seed: int):
@@ -69,6 +70,7 @@ def main() -> None:
     ap.add_argument("--sklearn-targets", type=int, default=None,
                     help="time scikit-learn on this many targets and extrapolate (default: all)")
     ap.add_argument("--patience", type=int, default=None, help="early stop for the select_lasso runs (not for the path comparison)")
+    ap.add_argument("--ridge", action="store_true", help="with --no-sklearn: time select_ridge instead of select_lasso")
     ap.add_argument("--gram", choices=["matrix", "masks"], default=None,
                     help="how the solver holds G = Xc'Xc/n (default: masks when fit runs <= N/2, else matrix)")
     ap.add_argument("--seed", type=int, default=0)
@@ -86,12 +88,15 @@ def main() -> None:
 
     if a.no_sklearn:
         t0 = time.perf_counter()
-        res = select_lasso(X, Y, fit, val, n_lambdas=a.n_lambdas, eps=a.eps, tol=a.tol,
-                           device=a.device, patience=a.patience, gram=a.gram)
+        if a.ridge:
+            res = select_ridge(X, Y, fit, val, device=a.device, gram=a.gram)
+        else:
+            res = select_lasso(X, Y, fit, val, n_lambdas=a.n_lambdas, eps=a.eps, tol=a.tol,
+                               device=a.device, patience=a.patience, gram=a.gram)
         dt = time.perf_counter() - t0
         pred = res.bias[None, :] + (X[test].astype(np.float32) @ res.W)
         peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-        print(f"select_lasso (path on fit, choose on val, refit): {dt:.1f}s, peak RSS {peak_gib:.2f} GiB, "
+        print(f"select_{res.method} (fit, choose on val, refit): {dt:.1f}s, peak RSS {peak_gib:.2f} GiB, "
               f"mean test R^2 {r2(Y[test], pred).mean():.4f} (ceiling {a.ceiling}), "
               f"mean nnz {res.nnz.mean():.1f}, all converged {bool(res.converged.all())}, "
               f"GEMM iterations/target {res.n_iter.mean():.0f}")

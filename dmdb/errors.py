@@ -44,4 +44,3 @@ class FitError(DmdbError):
 
 class ConvergenceWarning(UserWarning):
     """Some targets of a fit stopped at max_iter before the solver's tolerance (see Fit.not_converged)."""
-

@@ -10,6 +10,7 @@ import polars as pl
 import pyarrow as pa
 
 from .errors import BadInputError
+from .transaction import transaction
 
 if TYPE_CHECKING:
     from .experiment import Experiment
@@ -38,19 +39,15 @@ def set_examples(
     cols["image"], cols["image_shape"], cols["image_dtype"] = blobs, shapes, dtypes
     name = f"_dmdb_examples_{uuid.uuid4().hex}"
     con = exp.db.con
-    con.execute("BEGIN TRANSACTION")
     try:
-        con.register(name, pa.table(cols))
-        con.execute(f"DELETE FROM {table} WHERE experiment = ?", [exp.name])
-        con.execute(
-            f"""INSERT INTO {table} (experiment, idx, label, source_id, text, image, image_shape, image_dtype)
-                SELECT ?, idx, label, source_id, text, image, image_shape, image_dtype FROM {name}""",
-            [exp.name],
-        )
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
+        with transaction(con):
+            con.register(name, pa.table(cols))
+            con.execute(f"DELETE FROM {table} WHERE experiment = ?", [exp.name])
+            con.execute(
+                f"""INSERT INTO {table} (experiment, idx, label, source_id, text, image, image_shape, image_dtype)
+                    SELECT ?, idx, label, source_id, text, image, image_shape, image_dtype FROM {name}""",
+                [exp.name],
+            )
     finally:
         con.unregister(name)
 

@@ -14,6 +14,7 @@ from .errors import BadInputError, ConvergenceWarning, DmdbError
 from .plan import SAMPLING, Plan, PlannedRun
 from .readback import RunSelection
 from .record import make_batch, write_batch
+from .transaction import transaction
 from .validate import as_int, as_real, as_role
 
 if TYPE_CHECKING:
@@ -80,17 +81,12 @@ class Experiment:
                 )
             return self._plan(role, seed, row[0], n_runs)
         self.db.require_writable()
-        con.execute("BEGIN TRANSACTION")
-        try:
+        with transaction(con):
             first = self.next_run_id()
             con.execute(
                 "INSERT INTO plans (experiment, role, seed, first_run_id, n_runs) VALUES (?, ?, ?, ?, ?)",
                 [self.name, role, seed, first, n_runs],
             )
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
         return self._plan(role, seed, int(first), n_runs)
 
     def next_run_id(self) -> int:

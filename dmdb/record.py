@@ -12,6 +12,7 @@ import pyarrow as pa
 
 from .errors import BadInputError, DuplicateRunError
 from .packing import count_kept, margins_from_arrow, margins_to_arrow, pack_masks, packed_to_arrow, unpack_masks
+from .transaction import transaction
 from .validate import as_infos, as_margins, as_masks, as_optional_column, as_roles, as_run_ids
 
 if TYPE_CHECKING:
@@ -94,8 +95,7 @@ def write_batch(
     _check_against_plans(exp, batch)
     con = exp.db.con
     name = f"_dmdb_batch_{uuid.uuid4().hex}"
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(con):
         fresh = _drop_identical_existing(exp, batch)
         if len(fresh):
             con.register(name, batch_table(fresh, fixed_margins=True))
@@ -112,10 +112,6 @@ def write_batch(
                 con.unregister(name)
         if also is not None:
             also(con)
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
     return len(fresh)
 
 

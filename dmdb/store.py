@@ -12,6 +12,7 @@ import polars as pl
 
 from .errors import DatabaseLockedError, DmdbError, ReadOnlyError, SchemaVersionError, UnknownExperimentError
 from .sqlfiles import sql_files
+from .transaction import transaction
 
 if TYPE_CHECKING:
     from .experiment import Experiment
@@ -138,7 +139,8 @@ def open(path: str | Path, read_only: bool = False, create: bool = True) -> Data
 
     A writable open creates the file if needed (unless `create` is False: the CLI's verbs that
     only add to a database, so a mistyped --db path is an error, not a new empty file), applies
-    the schema and views from sql/ (never dropping data) and records the schema version. A read-only open needs an existing dmdb file.
+    the schema and views from sql/ (never dropping data) and records the schema version. A
+    read-only open needs an existing dmdb file.
     While one process has the file open read-write, DuckDB lets no other process open it at all:
     that case raises DatabaseLockedError.
     """
@@ -209,8 +211,7 @@ def _apply_schema(con: duckdb.DuckDBPyConnection) -> None:
         applied = []
     if applied and applied[0][0] == digest:
         return
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(con):
         for text in texts:
             con.execute(text)
         con.execute(
@@ -220,9 +221,5 @@ def _apply_schema(con: duckdb.DuckDBPyConnection) -> None:
             "INSERT INTO dmdb_meta VALUES ('sql_sha256', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
             [digest],
         )
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
 
 

@@ -32,6 +32,7 @@ import pyarrow as pa
 import scipy.sparse as sp
 
 from ..errors import BadInputError, DmdbError
+from ..transaction import transaction
 from .weights import FitWeights, load_weights, resolve_fit
 
 if TYPE_CHECKING:
@@ -216,22 +217,18 @@ def embed(
 def _store(db: "Database", fit_id: int, tables: dict[str, pa.Table], run_row: list[object]) -> None:
     con = db.con
     names = {t: f"_dmdb_{t}_{uuid.uuid4().hex}" for t in tables}
-    con.execute("BEGIN TRANSACTION")
     try:
-        con.execute("DELETE FROM embedding_runs WHERE fit_id = ?", [fit_id])
-        for t, tbl in tables.items():  # table names come from the fixed dict above, never user text
-            con.execute(f"DELETE FROM {t} WHERE fit_id = ?", [fit_id])
-            con.register(names[t], tbl)
-            cols = ", ".join(tbl.column_names)
-            con.execute(f"INSERT INTO {t} ({cols}) SELECT {cols} FROM {names[t]}")
-        con.execute(
-            "INSERT INTO embedding_runs (fit_id, n_components, n_clusters, seed, method, seconds) VALUES (?, ?, ?, ?, ?, ?)",
-            run_row,
-        )
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
+        with transaction(con):
+            con.execute("DELETE FROM embedding_runs WHERE fit_id = ?", [fit_id])
+            for t, tbl in tables.items():  # table names come from the fixed dict above, never user text
+                con.execute(f"DELETE FROM {t} WHERE fit_id = ?", [fit_id])
+                con.register(names[t], tbl)
+                cols = ", ".join(tbl.column_names)
+                con.execute(f"INSERT INTO {t} ({cols}) SELECT {cols} FROM {names[t]}")
+            con.execute(
+                "INSERT INTO embedding_runs (fit_id, n_components, n_clusters, seed, method, seconds) VALUES (?, ?, ?, ?, ?, ?)",
+                run_row,
+            )
     finally:
         for n in names.values():
             con.unregister(n)

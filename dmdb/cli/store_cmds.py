@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
-
-import duckdb
 from typing import Any
 
+import duckdb
 import polars as pl
 
 from .. import store
@@ -15,6 +14,7 @@ from ..errors import DmdbError
 from ..npy_import import import_npy
 from ..plan import SAMPLING
 from ..shards import ingest
+from ..transaction import transaction
 from .argtypes import at_least, open_fraction
 from .output import STDOUT, emit
 from .progress import STDERR, progress_bar
@@ -109,13 +109,8 @@ def cmd_sql(args: argparse.Namespace) -> int:
         if not args.write or not kinds <= _WRAPPABLE:
             frame = db.sql(args.query)
         else:  # several statements: all of them or none
-            db.con.execute("BEGIN TRANSACTION")
-            try:
+            with transaction(db.con):
                 frame = db.sql(args.query)
-            except BaseException:
-                db.con.execute("ROLLBACK")
-                raise
-            db.con.execute("COMMIT")
     emit(frame, args.format, args.output)
     return 0
 

@@ -134,10 +134,19 @@ def target_ids(exp: "Experiment", targets: str | Sequence[int] | np.ndarray | No
     return chosen
 
 
+def _n_val(pool: int, val_frac: float) -> int:
+    return int(round(val_frac * pool))
+
+
+def _splits(pool: int, val_frac: float) -> bool:
+    """Whether a fit pool of this size gives at least 2 fit runs and 1 validation run."""
+    return _n_val(pool, val_frac) >= 1 and pool - _n_val(pool, val_frac) >= 2
+
+
 def min_fit_pool(val_frac: float) -> int:
     """The fewest fit-pool runs that split into 2 fit runs and 1 validation run at val_frac."""
     n = 3
-    while int(round(val_frac * n)) < 1 or n - int(round(val_frac * n)) < 2:
+    while not _splits(n, val_frac):
         n += 1
     return n
 
@@ -156,8 +165,8 @@ def select(
     if not 0 < val_frac < 1:
         raise BadInputError(f"val_frac must be in (0, 1), got {val_frac}")
     pool = fit_pool_ids(exp, where)
-    n_val = int(round(val_frac * pool.size))
-    if pool.size < 3 or n_val < 1 or pool.size - n_val < 2:
+    n_val = _n_val(pool.size, val_frac)
+    if not _splits(pool.size, val_frac):
         raise FitError(
             f"experiment {exp.name!r} has {pool.size} runs in its fit pool"
             + (f" matching {where!r}" if where else "")

@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..errors import FitError
+from ..transaction import transaction
 from .selection import Selection
 
 if TYPE_CHECKING:
@@ -78,8 +79,7 @@ def write_fit(db: "Database", rec: FitRecord) -> int:
     targets = sel.targets.astype(np.int32)
     W = _stored_weights(rec.W)
     con = db.con
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(con):
         fit_id = int(
             con.execute(
                 """INSERT INTO fits (experiment, estimator, config, runs_where, targets_where, n_fit_runs,
@@ -119,8 +119,4 @@ def write_fit(db: "Database", rec: FitRecord) -> int:
                 "INSERT INTO fit_curve (fit_id, n_fit_runs, fraction, lds, mean_val_r2, seconds) VALUES (?, ?, ?, ?, ?, ?)",
                 [fit_id, p.n_fit_runs, p.fraction, p.lds, p.mean_val_r2, p.seconds],
             )
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
     return fit_id

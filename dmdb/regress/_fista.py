@@ -67,11 +67,11 @@ def curvature(op: GramOperator) -> Curvature:
     small = op.small_spectrum()
     if small is not None:
         ev = torch.linalg.eigvalsh(small.to(torch.float64))
-        L, mu = float(ev[-1]) * (1 + 1e-9) + 1e-300, float(ev[0])
+        L, bottom = float(ev[-1]) * (1 + 1e-9) + 1e-300, float(ev[0])
     else:
         L = _top_eigenvalue(op.apply, op.N, op.device, op.dtype) * 1.01
-        mu = 0.0 if singular else L - _top_eigenvalue(lambda V: L * V - op.apply(V), op.N, op.device, op.dtype)
-    mu = 0.0 if singular else 0.5 * mu
+        bottom = 0.0 if singular else L - _top_eigenvalue(lambda V: L * V - op.apply(V), op.N, op.device, op.dtype)
+    mu = 0.0 if singular else 0.5 * bottom
     return Curvature(L=L, mu=mu if mu > 1e-3 * L else 0.0)
 
 

@@ -19,10 +19,10 @@ import torch
 
 from dmdb.errors import FitError
 
-from ._common import Prepared, centred_rows, prepare, r2_from, to_np
+from ._common import centred_rows, prepare, r2_from, to_np
 from ._fista import chunk_size, curvature, solve_paths
 from ._inputs import MIN_FIT_RUNS, ArrayLike, Progress, check_split, row_mean, rows_index
-from .operators import CentredMasks, Form, GramMatrix, GramOperator, choose_form
+from .operators import choose_form, gram_operator
 from .result import SolverResult
 from .stats import GramStats, gram_stats
 
@@ -61,14 +61,6 @@ def _given_lambdas(lambdas: ArrayLike, T: int, dev: torch.device, dtype: torch.d
     if not torch.isfinite(lam).all() or (lam < 0).any():
         raise FitError("lambdas must be finite and non-negative")
     return lam.to(dtype).contiguous()
-
-
-def _operator(p: Prepared, st: GramStats, rows: np.ndarray, form: Form, reserve: int,
-              block_rows: int | None) -> GramOperator:
-    """G of the statistics' runs in the chosen form (`st` holds X'X exactly when form is 'matrix')."""
-    if form == "matrix":
-        return GramMatrix(st.take_gram(p.dtype), st.n)
-    return CentredMasks(p.X, rows, st.x_mean, reserve=reserve, device=p.device, dtype=p.dtype, block_rows=block_rows)
 
 
 def _check_solver_args(tol: float, max_iter: int) -> None:
@@ -111,7 +103,7 @@ def lasso_path(
     form = choose_form(idx.size, p.n_train, gram)
     st = gram_stats(p.X, p.Y, idx, device=p.device, dtype=p.dtype, block_rows=block_rows, progress=progress,
                     with_gram=form == "matrix")
-    op = _operator(p, st, idx, form, 0, block_rows)
+    op = gram_operator(form, st, p.X, idx, reserve=0, device=p.device, dtype=p.dtype, block_rows=block_rows)
     c, yy = st.cross(p.dtype)
     N, T = c.shape
     const = st.constant
@@ -181,7 +173,8 @@ def select_lasso(
     form = choose_form(fit.size, p.n_train, gram)
     st_fit = gram_stats(p.X, p.Y, fit, with_gram=form == "matrix", **kw)
     st_val = gram_stats(p.X, p.Y, val, with_gram=False, **kw)
-    op = _operator(p, st_fit, fit, form, val.size if refit else 0, block_rows)
+    op = gram_operator(form, st_fit, p.X, fit, reserve=val.size if refit else 0, device=p.device, dtype=p.dtype,
+                       block_rows=block_rows)
     c, yy = st_fit.cross(p.dtype)
     N, T = c.shape
     const = st_fit.constant

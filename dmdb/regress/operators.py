@@ -132,3 +132,12 @@ class CentredMasks:
 
 
 GramOperator = GramMatrix | CentredMasks
+
+
+def gram_operator(form: Form, st: GramStats, X: ArrayLike, rows: np.ndarray, *, reserve: int,
+                  device: torch.device, dtype: torch.dtype, block_rows: int | None) -> GramOperator:
+    """G of the statistics' runs `rows` in the chosen form (`st` holds X'X exactly when form is
+    'matrix'); `reserve`: room for the validation rows a refit will add to the masks form."""
+    if form == "matrix":
+        return GramMatrix(st.take_gram(dtype), st.n)
+    return CentredMasks(X, rows, st.x_mean, reserve=reserve, device=device, dtype=dtype, block_rows=block_rows)

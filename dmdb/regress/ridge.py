@@ -18,7 +18,7 @@ from dmdb.errors import FitError
 
 from ._common import Prepared, centred_rows, prepare, r2_from, to_np
 from ._inputs import ArrayLike, Progress, check_split, row_mean, rows_index
-from .operators import CentredMasks, GramMatrix, GramOperator, choose_form
+from .operators import GramMatrix, GramOperator, choose_form, gram_operator
 from .result import SolverResult
 from .stats import GramStats, gram_stats
 
@@ -67,9 +67,8 @@ def select_ridge(
     form = choose_form(fit.size, p.n_train, gram)
     st_fit = gram_stats(p.X, p.Y, fit, with_gram=form == "matrix", **kw)
     st_val = gram_stats(p.X, p.Y, val, with_gram=False, **kw)
-    op: GramOperator = (GramMatrix(st_fit.take_gram(p.dtype), st_fit.n) if form == "matrix" else
-                        CentredMasks(p.X, fit, st_fit.x_mean, reserve=val.size if refit else 0, device=p.device,
-                                     dtype=p.dtype, block_rows=block_rows))
+    op = gram_operator(form, st_fit, p.X, fit, reserve=val.size if refit else 0, device=p.device, dtype=p.dtype,
+                       block_rows=block_rows)
     c, _ = st_fit.cross(p.dtype)
     N, T = c.shape
     if lambdas is None:

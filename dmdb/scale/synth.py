@@ -115,10 +115,11 @@ def create_synthetic(
     `exp.fit(...)` results can be compared with it in SQL; that reads every run back, so leave it
     off for studies that do not fit in memory.
     """
-    need = min_fit_pool(FitOptions().val_frac)
+    val_frac = FitOptions().val_frac  # the split import_scores uses
+    need = min_fit_pool(val_frac)
     if truth_fit and fit_runs < need:
         raise BadInputError(f"the truth fit needs at least {need} fit runs (the default validation split takes "
-                            f"{FitOptions().val_frac:.0%}), got {fit_runs}; record more or skip it (--no-truth-fit)")
+                            f"{val_frac:.0%}), got {fit_runs}; record more or skip it (--no-truth-fit)")
     exp = db.create_experiment(name, spec.n_train, spec.n_targets, alpha=spec.alpha, config=spec.config(),
                                exist_ok=True)
     if SynthSpec.from_config(exp.config) != spec:

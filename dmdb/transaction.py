@@ -1,0 +1,21 @@
+"""All or nothing: one helper for every write that must not be left half done."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import duckdb
+
+
+@contextmanager
+def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """BEGIN; the block; COMMIT. Any exception in the block or the commit (KeyboardInterrupt
+    too) rolls back and is raised again."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
