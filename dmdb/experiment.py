@@ -11,6 +11,7 @@ import polars as pl
 
 from . import examples, readback
 from .errors import BadInputError, ConvergenceWarning, DmdbError
+from .packing import PackedMasks
 from .plan import SAMPLING, Plan, PlannedRun
 from .readback import RunSelection
 from .record import make_batch, write_batch
@@ -190,10 +191,12 @@ class Experiment:
         return readback.margins(self, role, runs)
 
     def masks_and_margins(
-        self, role: str | Sequence[str] | None = None, runs: RunSelection = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """masks() and margins() of the same runs, read in one pass over the table instead of two."""
-        return readback.masks_and_margins(self, role, runs)
+        self, role: str | Sequence[str] | None = None, runs: RunSelection = None, packed: bool = False
+    ) -> tuple[np.ndarray | PackedMasks, np.ndarray]:
+        """masks() and margins() of the same runs, read in one pass over the table instead of two.
+        `packed`: the masks as a PackedMasks (8 examples a byte; indexing rows unpacks them), which
+        every dmdb.regress solver takes in place of the bool matrix."""
+        return readback.masks_and_margins(self, role, runs, packed)
 
     def run_ids(self, role: str | Sequence[str] | None = None, runs: RunSelection = None) -> np.ndarray:
         return readback.run_ids(self, role, runs)

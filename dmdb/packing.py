@@ -58,6 +58,23 @@ def unpack_into(out: np.ndarray, rows: slice | np.ndarray, packed: np.ndarray) -
             out[rows[s : s + step]] = bits
 
 
+class PackedMasks:
+    """A (runs, n) bool mask matrix held packed (pack_masks' layout, 8 examples a byte) and
+    unpacked only for the rows asked for: `X[a:b]` and `X[row_indices]` give bool matrices.
+    The fit reads its masks this way (at 300,000 runs x 50,000 examples: 1.9 GB held instead of
+    15 GB), and the solvers take it wherever they take a bool matrix."""
+
+    def __init__(self, packed: np.ndarray, n: int) -> None:
+        if packed.dtype != np.uint8 or packed.ndim != 2 or packed.shape[1] != (n + 7) // 8:
+            raise ValueError(f"packed masks of {n} examples must be a (runs, {(n + 7) // 8}) uint8 matrix")
+        self.packed = packed
+        self.shape = (packed.shape[0], n)
+
+    def __getitem__(self, rows: slice | np.ndarray) -> np.ndarray:
+        """The bool rows (a slice or an array of row indices; not a single int)."""
+        return np.unpackbits(self.packed[rows], axis=1, count=self.shape[1]).view(bool)
+
+
 def as_rows(dest: np.ndarray) -> slice | np.ndarray:
     """Distinct row indices as a slice when they are consecutive and ascending (a copy, not a scatter)."""
     if len(dest) and dest[-1] - dest[0] == len(dest) - 1 and (len(dest) < 2 or bool(np.all(dest[1:] > dest[:-1]))):

@@ -10,7 +10,7 @@ import polars as pl
 import pyarrow as pa
 
 from .errors import BadInputError, DmdbError
-from .packing import as_rows, margins_from_arrow, packed_rows, unpack_into
+from .packing import PackedMasks, as_rows, margins_from_arrow, packed_rows, unpack_into
 from .validate import as_role
 
 if TYPE_CHECKING:
@@ -45,26 +45,36 @@ _BLOCK_BYTES = 32 << 20
 
 
 def read_arrays(
-    exp: "Experiment", columns: Sequence[str], role: str | Sequence[str] | None, runs: RunSelection
-) -> dict[str, np.ndarray]:
-    """run_id and the chosen ARRAY_COLUMNS ("mask": bool (runs, n_train); "margins": float32
-    (runs, n_targets)) of the selected runs, in run id order, from one pass over the table.
+    exp: "Experiment", columns: Sequence[str], role: str | Sequence[str] | None, runs: RunSelection,
+    packed: bool = False,
+) -> dict[str, Any]:
+    """run_id and the chosen ARRAY_COLUMNS ("mask": bool (runs, n_train), or PackedMasks when
+    `packed`; "margins": float32 (runs, n_targets)) of the selected runs, in run id order, from
+    one pass over the table.
 
     A first query lists the run ids, which sizes the outputs and gives each run its row; the rows
-    are then streamed in blocks of about _BLOCK_BYTES and unpacked straight into place, so the
-    packed copy in memory is one block, not the whole column. Sorting by run id this way beats
+    are then streamed in blocks of about _BLOCK_BYTES and unpacked (or, `packed`, copied) straight
+    into place, so the Arrow copy in memory is one block, not the whole column. Sorting by run id this way beats
     ORDER BY in SQL, which would move every mask through the sort.
     """
     where, params = where_clause(exp, role, runs)
     ids = exp.db.con.sql(f"SELECT run_id FROM runs WHERE {where}", params=params).fetchnumpy()["run_id"]
     ids = ids if ids.size < 2 or bool(np.all(ids[1:] > ids[:-1])) else np.sort(ids)
-    out: dict[str, np.ndarray] = {"run_id": ids}
+    out: dict[str, Any] = {"run_id": ids}
     if "mask" in columns:
-        out["mask"] = np.empty((ids.size, exp.n_train), dtype=bool)
+        out["mask"] = np.empty((ids.size, (exp.n_train + 7) // 8 if packed else exp.n_train),
+                               dtype=np.uint8 if packed else bool)
     if "margins" in columns:
         out["margins"] = np.empty((ids.size, exp.n_targets), dtype=np.float32)
-    if ids.size == 0 or len(out) == 1:
-        return out
+    if ids.size and len(out) > 1:
+        _read_rows(exp, out, where, params, packed)
+    if packed and "mask" in out:
+        out["mask"] = PackedMasks(out["mask"], exp.n_train)
+    return out
+
+
+def _read_rows(exp: "Experiment", out: dict[str, np.ndarray], where: str, params: list[Any], packed: bool) -> None:
+    """Stream the selected rows into the outputs that read_arrays sized."""
     select = ["run_id"]
     if "mask" in out:
         select.append("mask")
@@ -76,18 +86,17 @@ def read_arrays(
     cols = ", ".join(select)  # literals of this function
     rel = exp.db.con.sql(f"SELECT {cols} FROM runs WHERE {where}", params=params)
     try:
-        filled = _fill(out, rel.to_arrow_reader(max(1, _BLOCK_BYTES // row_bytes)), exp)
+        filled = _fill(out, rel.to_arrow_reader(max(1, _BLOCK_BYTES // row_bytes)), exp, packed)
     except duckdb.ConversionException as e:
         raise DmdbError(
             f"a run of experiment {exp.name!r} has a margins list whose length is not n_targets = {exp.n_targets} "
             f"({str(e).splitlines()[0]})"
         ) from e
-    if filled != ids.size:
+    if filled != out["run_id"].size:
         raise _changed_while_reading(exp)
-    return out
 
 
-def _fill(out: dict[str, np.ndarray], reader: pa.RecordBatchReader, exp: "Experiment") -> int:
+def _fill(out: dict[str, np.ndarray], reader: pa.RecordBatchReader, exp: "Experiment", packed: bool) -> int:
     """Place every streamed row at its run id's row of the outputs; returns how many rows came.
 
     A block that holds the whole result in order (the common small read) becomes the output
@@ -104,11 +113,13 @@ def _fill(out: dict[str, np.ndarray], reader: pa.RecordBatchReader, exp: "Experi
             rows = as_rows(dest)
             whole = isinstance(rows, slice) and rows == slice(0, ids.size)
             if "mask" in out:
-                packed = packed_rows(batch.column("mask"), exp.n_train, header=True)
-                if whole:
-                    out["mask"] = np.unpackbits(packed, axis=1, count=exp.n_train).view(bool)
+                bits = packed_rows(batch.column("mask"), exp.n_train, header=True)
+                if packed:
+                    out["mask"][rows] = bits
+                elif whole:
+                    out["mask"] = np.unpackbits(bits, axis=1, count=exp.n_train).view(bool)
                 else:
-                    unpack_into(out["mask"], rows, packed)
+                    unpack_into(out["mask"], rows, bits)
             if "margins" in out:
                 y = margins_from_arrow(batch.column("margins"), exp.n_targets)
                 if whole:
@@ -133,9 +144,9 @@ def margins(exp: "Experiment", role: str | Sequence[str] | None = None, runs: Ru
 
 
 def masks_and_margins(
-    exp: "Experiment", role: str | Sequence[str] | None = None, runs: RunSelection = None
-) -> tuple[np.ndarray, np.ndarray]:
-    got = read_arrays(exp, ARRAY_COLUMNS, role, runs)
+    exp: "Experiment", role: str | Sequence[str] | None = None, runs: RunSelection = None, packed: bool = False
+) -> tuple[np.ndarray | PackedMasks, np.ndarray]:
+    got = read_arrays(exp, ARRAY_COLUMNS, role, runs, packed)
     return got["mask"], got["margins"]
 
 

@@ -166,8 +166,11 @@ def test_fit_reads_margins_of_the_selected_targets_without_copying_all(db: dmdb.
 
     exp = db.experiment("syn")
     every = read_data(exp, select(exp, None, None, 0.2, 0))
-    _, Y = exp.masks_and_margins(runs=every.ids)
+    X, Y = exp.masks_and_margins(runs=every.ids)
     np.testing.assert_array_equal(every.Y, Y)
+    # masks are held packed, 8 examples a byte, and unpack to the same rows
+    assert every.X.packed.nbytes == X.shape[0] * ((X.shape[1] + 7) // 8)
+    np.testing.assert_array_equal(every.X[:], X)
     assert _columns(Y, np.arange(T)) is Y  # all targets in order: no copy
     few = read_data(exp, select(exp, None, [5, 1], 0.2, 0))
     np.testing.assert_array_equal(few.Y, Y[:, [1, 5]])

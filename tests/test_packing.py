@@ -9,7 +9,7 @@ import pytest
 import dmdb
 from runs_util import random_runs, table_counts
 from dmdb import readback
-from dmdb.packing import margins_from_arrow, margins_to_arrow, pack_masks, packed_to_arrow, unpack_masks
+from dmdb.packing import PackedMasks, margins_from_arrow, margins_to_arrow, pack_masks, packed_to_arrow, unpack_masks
 
 
 def test_margins_from_arrow_layouts() -> None:
@@ -107,6 +107,27 @@ def test_streamed_read_back_puts_every_run_in_its_row(
     np.testing.assert_array_equal(exp.margins_frame(runs=some)["margins"].to_numpy(), margins[pick])
     m, y = exp.masks_and_margins(runs=range(0, 7))  # selects nothing
     assert m.shape == (0, 37) and y.shape == (0, 5) and m.dtype == bool and y.dtype == np.float32
+    # held packed (as the fit reads them): the same rows once unpacked, 8 examples a byte
+    for kw, rows in (({}, by_id), ({"role": "fit"}, fit), ({"runs": some}, pick)):
+        p, y = exp.masks_and_margins(packed=True, **kw)
+        assert isinstance(p, PackedMasks) and p.shape == (len(rows), 37) and p.packed.shape == (len(rows), 5)
+        np.testing.assert_array_equal(p[:], masks[rows])
+        np.testing.assert_array_equal(y, margins[rows])
+    p, _ = exp.masks_and_margins(runs=range(0, 7), packed=True)
+    assert p.shape == (0, 37) and p[:].shape == (0, 37)
+
+
+def test_packed_masks_unpack_the_rows_asked_for() -> None:
+    masks, _ = random_runs(30, 13, 1, seed=5)  # 13 examples: the last byte is part padding
+    p = PackedMasks(pack_masks(masks), 13)
+    assert p.shape == (30, 13)
+    np.testing.assert_array_equal(p[:], masks)
+    np.testing.assert_array_equal(p[4:9], masks[4:9])
+    idx = np.array([29, 0, 7, 7])
+    np.testing.assert_array_equal(p[idx], masks[idx])
+    assert p[idx].dtype == bool
+    with pytest.raises(ValueError, match=r"\(runs, 3\) uint8"):
+        PackedMasks(pack_masks(masks), 20)
 
 
 @pytest.mark.parametrize(

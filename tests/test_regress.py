@@ -388,3 +388,24 @@ def test_float32_margins_stay_float32_and_fit_like_float64() -> None:
         np.testing.assert_allclose(a.W, b.W, atol=1e-10)
         np.testing.assert_allclose(a.bias, b.bias, atol=1e-9)
     np.testing.assert_allclose(diff_means(X, Y32, **F64).W, diff_means(X, Y64, **F64).W, atol=1e-10)
+
+
+@pytest.mark.parametrize("gram", ["matrix", "masks"])
+def test_solvers_take_packed_masks_as_the_bool_matrix(gram: str) -> None:
+    """The fit holds its masks packed (8 examples a byte): every solver and predict must give
+    exactly what they give on the bool matrix, in either form of G."""
+    from dmdb.packing import PackedMasks, pack_masks
+
+    X, Y, _ = _data(120, 21, 3, seed=9)  # 21 examples: the last byte is part padding
+    P = PackedMasks(pack_masks(X), 21)
+    fit, val = np.arange(0, 120, 2)[:50], np.arange(1, 120, 2)[:30]  # not contiguous
+    for solve in (
+        lambda M: select_lasso(M, Y, fit, val, n_lambdas=8, gram=gram, **F64),
+        lambda M: select_ridge(M, Y, fit, val, gram=gram, **F64),
+        lambda M: diff_means(M, Y, fit_rows=fit, val_rows=val, **F64),
+    ):
+        a, b = solve(X), solve(P)
+        np.testing.assert_array_equal(a.W, b.W)
+        np.testing.assert_array_equal(a.bias, b.bias)
+        np.testing.assert_array_equal(a.val_mse, b.val_mse)
+    np.testing.assert_array_equal(predict(P, a.W, a.bias), predict(X, a.W, a.bias))

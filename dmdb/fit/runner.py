@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 
 from ..errors import FitError
+from ..packing import PackedMasks
 from ..regress import SolverResult, predict, spearman_per_target
 from ..regress._inputs import Progress, resolve_device
 from .estimators import SOLVERS
@@ -23,12 +24,13 @@ if TYPE_CHECKING:
 
 @dataclass
 class FitData:
-    """Masks and margins of the fit+validation runs (rows in run id order) and of the holdout runs."""
+    """Masks (held packed) and margins of the fit+validation runs (rows in run id order) and of the
+    holdout runs."""
 
     ids: np.ndarray
-    X: np.ndarray
+    X: PackedMasks
     Y: np.ndarray
-    X_holdout: np.ndarray
+    X_holdout: PackedMasks
     Y_holdout: np.ndarray
 
     def rows(self, run_ids: np.ndarray) -> np.ndarray:
@@ -40,11 +42,8 @@ def read_data(exp: "Experiment", sel: Selection) -> FitData:
         raise FitError("holdout_pool and fit_pool share runs; an LDS needs runs that no fit saw")
     ids = np.sort(np.concatenate([sel.fit, sel.val]))
     cols = sel.targets
-    X, Y = exp.masks_and_margins(runs=ids)
-    if sel.holdout.size:
-        X_holdout, Y_holdout = exp.masks_and_margins(runs=sel.holdout)
-    else:
-        X_holdout, Y_holdout = np.zeros((0, exp.n_train), dtype=bool), np.zeros((0, exp.n_targets), dtype=np.float32)
+    X, Y = exp.masks_and_margins(runs=ids, packed=True)
+    X_holdout, Y_holdout = exp.masks_and_margins(runs=sel.holdout, packed=True)
     return FitData(ids=ids, X=X, Y=_columns(Y, cols), X_holdout=X_holdout, Y_holdout=_columns(Y_holdout, cols))
 
 

@@ -8,8 +8,9 @@ import numpy as np
 import torch
 
 from dmdb.errors import FitError
+from dmdb.packing import PackedMasks
 
-ArrayLike = Union[np.ndarray, torch.Tensor]
+ArrayLike = Union[np.ndarray, torch.Tensor, PackedMasks]
 Progress = Callable[[str, int, int], None]
 
 MIN_FIT_RUNS = 2
@@ -120,8 +121,10 @@ def mask_block(X: ArrayLike, idx: np.ndarray, device: torch.device, dtype: torch
         t = X[torch.as_tensor(idx, device=X.device)]
     else:
         contiguous = idx.size > 0 and idx[-1] - idx[0] + 1 == idx.size
-        block = X[idx[0] : idx[-1] + 1] if contiguous else X[idx]
-        t = torch.from_numpy(np.ascontiguousarray(block))
+        block = np.ascontiguousarray(X[idx[0] : idx[-1] + 1] if contiguous else X[idx])
+        if block.dtype == bool and device.type == "cpu":  # numpy casts bool ~3x faster than torch
+            return torch.from_numpy(block.astype(torch.empty(0, dtype=dtype).numpy().dtype))
+        t = torch.from_numpy(block)
     if t.dtype != torch.bool:
         if t.is_complex() or ((t != 0) & (t != 1)).any():
             raise FitError("masks must be boolean or hold only 0 and 1")

@@ -174,7 +174,7 @@ def gram_stats(
         shift_t = torch.as_tensor(row_mean(Y, rows), dtype=torch.float64, device=device)
     else:
         shift_t = torch.as_tensor(shift, dtype=torch.float64, device=device)
-    block_rows = block_rows or _default_block_rows(N)
+    block_rows = min(block_rows or _default_block_rows(N), _EXACT_F32_ROWS)
     s = _new_sums(N, T, device)
     counts = _Counts(N, device, dtype, _use_int8(device)) if with_gram else None
     n_blocks = (rows.size + block_rows - 1) // block_rows
@@ -182,7 +182,7 @@ def gram_stats(
         idx = rows[b * block_rows : (b + 1) * block_rows]
         xb = mask_block(X, idx, device, dtype)
         yb64 = torch.as_tensor(Y[idx], dtype=torch.float64, device=device) - shift_t
-        s["col_sum"] += xb.sum(dim=0, dtype=torch.float64)
+        s["col_sum"] += xb.sum(dim=0).to(torch.float64)  # counts: exact in xb's dtype (< 2**24 rows a block)
         s["xty"] += (xb.T @ yb64.to(dtype)).to(torch.float64)
         s["y_sum"] += yb64.sum(dim=0)
         s["y_sq"] += (yb64 * yb64).sum(dim=0)
