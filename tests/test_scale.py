@@ -84,7 +84,6 @@ def test_run_one_writes_once_and_checks_shape(db: dmdb.Database, tmp_path: Path)
     assert find_shard(shards, "syn", plan.first_run_id + 1) is None
 
 
-
 def test_find_shard_with_a_name_that_is_not_a_file_name(db: dmdb.Database, tmp_path: Path) -> None:
     """Shards of 'cifar10 (resnet)/v2' are written under a safe file stem; a worker still finds its own."""
     from dmdb.shards import write_run
