@@ -19,6 +19,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -26,8 +27,10 @@ import pyarrow as pa
 import dmdb
 from dmdb import analyses as A
 
+R = TypeVar("R")
 
-def timed(fn, repeat=5):
+
+def timed(fn: Callable[[], R], repeat: int = 5) -> tuple[float, R]:
     ts, out = [], None
     for _ in range(repeat):
         t0 = time.perf_counter()
@@ -36,7 +39,7 @@ def timed(fn, repeat=5):
     return statistics.median(ts), out
 
 
-def build(db, n_train, n_targets, density, seed=0):
+def build(db: dmdb.Database, n_train: int, n_targets: int, density: float, seed: int = 0) -> tuple[int, int]:
     """Insert a synthetic fit chunk by chunk through Arrow: Laplace weights on ~density of pairs."""
     rng = np.random.default_rng(seed)
     db.create_experiment("bench", n_train=n_train, n_targets=n_targets, alpha=0.5)
@@ -64,7 +67,7 @@ def build(db, n_train, n_targets, density, seed=0):
     return int(fit_id), int(nnz.sum())
 
 
-def row(name, t, base=None, base_name=""):
+def row(name: str, t: float, base: float | None = None, base_name: str = "") -> None:
     ratio = f"   {base / t:7.1f}x faster than {base_name}" if base else ""
     print(f"  {name:<44s} {t * 1000:9.1f} ms{ratio}")
 

@@ -26,7 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dmdb.regress import lasso_path, select_lasso, select_ridge  # noqa: E402
 
 
-def synth(runs: int, n_train: int, targets: int, k_true: int, ceiling: float, seed: int):
+def synth(runs: int, n_train: int, targets: int, k_true: int, ceiling: float,
+          seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Bernoulli(1/2) masks and a sparse true datamodel; noise set for the given R^2 ceiling."""
     rng = np.random.default_rng(seed)
     X = rng.random((runs, n_train), dtype=np.float32) < 0.5
@@ -47,7 +48,8 @@ def r2(y: np.ndarray, pred: np.ndarray) -> np.ndarray:
     return 1 - ((y - pred) ** 2).mean(axis=0) / y.var(axis=0)
 
 
-def select_and_score(coefs_t, intercept_t, X_val, y_val, X_test, y_test) -> float:
+def select_and_score(coefs_t: np.ndarray, intercept_t: np.ndarray, X_val: np.ndarray, y_val: np.ndarray,
+                     X_test: np.ndarray, y_test: np.ndarray) -> float:
     """Pick lambda by validation MSE for one target's path (k, N); return test R^2."""
     mse = ((y_val[:, None] - intercept_t[None, :] - X_val @ coefs_t.T) ** 2).mean(axis=0)
     j = int(np.argmin(mse))

@@ -20,10 +20,11 @@ import time
 import numpy as np
 import torch
 
-from dmdb.demo import DEFAULTS, KINDS, init_params, load_digits_split, train_models
+from dmdb.demo import DEFAULTS, KINDS, DigitsData, init_params, load_digits_split, train_models
 
 
-def one_at_a_time(data, masks, seeds, kind, steps, lr, wd, hidden) -> np.ndarray:
+def one_at_a_time(data: DigitsData, masks: np.ndarray, seeds: np.ndarray, kind: str, steps: int, lr: float,
+                  wd: float, hidden: int) -> np.ndarray:
     xte = torch.tensor(data.x_test)
     out = []
     for mask, seed in zip(masks, seeds):

@@ -70,15 +70,6 @@ def test_sql_text_formats_hold_masks_lists_and_structs(tmp_path: Path, capsys: p
     assert code == 0 and "1011000011000000" in out and "0.5,-1.0" in out
 
 
-def test_sql_is_read_only_by_default(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    db = str(tmp_path / "x.duckdb")
-    run_cli(capsys, "init", "--db", db)
-    code, _, err = run_cli(capsys, "sql", "DELETE FROM experiments", "--db", db)
-    assert code == 1 and "read-only" in err.lower() and err.count("\n") == 1
-    code, _, _ = run_cli(capsys, "sql", "DELETE FROM experiments", "--db", db, "--write")
-    assert code == 0
-
-
 def test_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run_cli(capsys, "info", "--db", str(tmp_path / "missing.duckdb"))
     assert code == 1 and out == "" and err.startswith("dmdb info: error: no database at") and err.count("\n") == 1

@@ -200,7 +200,6 @@ def test_import_scores_scored_like_a_fit(db: dmdb.Database, study: tuple[Path, n
         exp.import_scores(np.zeros((N, 3)))
 
 
-
 def test_import_scores_columns_follow_the_given_targets(db: dmdb.Database, study: tuple[Path, np.ndarray]) -> None:
     """Column j of the scores belongs to targets[j], in whatever order they are given; bad
     scores are refused before anything is written; a weight that underflows float32 is no row."""

@@ -84,7 +84,6 @@ def test_run_one_writes_once_and_checks_shape(db: dmdb.Database, tmp_path: Path)
     assert find_shard(shards, "syn", plan.first_run_id + 1) is None
 
 
-
 def test_find_shard_with_a_name_that_is_not_a_file_name(db: dmdb.Database, tmp_path: Path) -> None:
     """Shards of 'cifar10 (resnet)/v2' are written under a safe file stem; a worker still finds its own."""
     from dmdb.shards import write_run
@@ -336,6 +335,14 @@ def test_scale_projection_scales_each_component_by_its_own_law() -> None:
     # statistics: Gram (runs N^2) and X'Y (runs N T) each scale by their own law
     w = bs.work(2000, 200, 200, 2000, 10, 20.0)
     gram, xty = w["statistics"]["Gram X'X"], w["statistics"]["X'Y"]
+    # the laws of bench/README.md's table, by hand: R = 2,000 runs (V = 200 val), H = 200, N = 2,000, T = 10, k = 20
+    assert w["reading runs"] == {"masks": 2200 * 2000, "margins": 2200 * 4 * 10}
+    assert xty == 2 * 2000 * 2000 * 10
+    assert 2 * 1800 * 2000 * 2001 / 2 <= gram <= 2 * 1800 * 2000**2  # upper-triangle panels: at least N(N+1)/2 entries
+    assert w["lasso path"]["curvature"] == 2 * 2 * 61 * 16 * 2000**2  # fit and refit runs <= N: top ends only
+    assert w["lasso path"]["validation MSE"] == 2 * 200 * 2000 * 10 * 20
+    assert w["lasso path"]["FISTA"] == 2 * 2000**2 * 10
+    assert w["scoring and writing"] == {"holdout predictions": 2 * 200 * 2000 * 10, "writing": 2000 + 200 + 10}
     more_targets = bs.project(slice_, 2000, 10, {"runs": 2000, "n_train": 2000, "targets": 1000})
     assert more_targets["seconds"]["statistics"] == pytest.approx(2.0 * (gram + 100 * xty) / (gram + xty))
     # lasso path: the curvature estimate does not grow with targets, validation MSE and FISTA do

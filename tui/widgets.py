@@ -97,23 +97,6 @@ class FrameTable(Container):
         """The table showing the latest frame (the one `show` just mounted)."""
         return self._table
 
-    @property
-    def cursor_row(self) -> int:
-        table = self.table
-        return table.cursor_row if table is not None else 0
-
-    @property
-    def cursor_column(self) -> str | None:
-        table = self.table
-        if table is None or not self.frame.width:
-            return None
-        return self.frame.columns[min(table.cursor_column, self.frame.width - 1)]
-
-    def current_row(self) -> dict[str, Any] | None:
-        if self.frame.height == 0:
-            return None
-        return self.frame.row(min(self.cursor_row, self.frame.height - 1), named=True)
-
     def focus_table(self, then: Callable[[], object] | None = None) -> None:
         """Focus the current table once it is drawn; `then` runs after the focus has moved."""
         table = self._table

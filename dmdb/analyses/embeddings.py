@@ -51,7 +51,8 @@ class _Op:
     dense: Callable[[], np.ndarray]
 
 
-def _svd(op: _Op, r: int, method: str, seed: int, n_iter: int = 8, oversample: int = 12):
+def _svd(op: _Op, r: int, method: str, seed: int, n_iter: int = 8,
+         oversample: int = 12) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Top-r singular triplets (U, s, Vt) of op, exactly or randomized."""
     m, n = op.shape
     if method == "exact":
@@ -76,7 +77,8 @@ def normalised_rows(fw: FitWeights) -> sp.csr_matrix:
     return sp.diags(inv) @ X
 
 
-def pca(X: sp.csr_matrix, n_components: int, *, method: str = "auto", seed: int = 0):
+def pca(X: sp.csr_matrix, n_components: int, *, method: str = "auto",
+        seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]:
     """PCA of the rows of X (centred). Returns (scores T x c, singular values, loadings c x N,
     explained_variance, explained_variance_ratio, method used)."""
     T, N = X.shape

@@ -25,7 +25,8 @@ Progress = Callable[[str, int, int], None]
 
 @dataclass(frozen=True)
 class DemoConfig:
-    """Sizes of the demo. The defaults take about 2-3 minutes on 2 CPU cores; `quick()` about one."""
+    """Sizes of the demo. The defaults take about a minute on 2 idle CPU cores; `quick()` about half
+    a minute (README: 55 s and 26 s)."""
 
     fit_runs: int = 1000
     holdout_runs: int = 200

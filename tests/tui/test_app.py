@@ -382,7 +382,8 @@ def test_no_fit_database_says_so_and_still_shows_runs(empty_study: Path) -> None
         await until_screen(pilot, TargetsScreen)
         await wait_for(pilot, lambda: "holds no fit yet" in screen_text(app), what="targets no-fit")
         app.open_target(0)
-        await pilot.pause()
+        await wait_for(pilot, lambda: any("no fit to show targets of" in str(n.message) for n in app._notifications),
+                       what="the no-fit warning")
         assert isinstance(app.screen, TargetsScreen)
 
     drive(empty_study, script)

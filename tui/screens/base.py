@@ -7,12 +7,15 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from textual.message import Message
 from textual.screen import Screen
+from textual.widgets import Static
 from textual.worker import get_current_worker
 
 from ..service import DmdbError, Service
 
 if TYPE_CHECKING:
     from ..app import DmdbApp
+
+NO_FIT = "This database holds no fit yet: run `dmdb fit` on it, then reopen the TUI."
 
 
 class Fetched(Message):
@@ -67,6 +70,16 @@ class DataScreen(Screen):
                 self.post_message(Fetched(key, value, error))
 
         self.run_worker(call, thread=True, exclusive=True, group=key, name=key)
+
+    def fetch_for_fit(self, key: str, fn: Callable[[int], Any], waiting: str) -> None:
+        """`fetch(key, fn, fit_id)`, saying `waiting` in the "#status" line meanwhile; with no fit,
+        the status says so and nothing is fetched."""
+        status = self.query_one("#status", Static)
+        if self.fit_id is None:
+            status.update(NO_FIT)
+            return
+        status.update(waiting)
+        self.fetch(key, fn, self.fit_id)
 
     async def on_fetched(self, message: Fetched) -> None:
         message.stop()

@@ -9,7 +9,6 @@ from textual.widgets import Header, Static
 
 from ..widgets import FrameTable, KeyFooter, Scatter
 from .base import DataScreen
-from .targets import NO_FIT
 
 
 class EmbeddingsScreen(DataScreen):
@@ -25,11 +24,7 @@ class EmbeddingsScreen(DataScreen):
         yield KeyFooter()
 
     def reload(self) -> None:
-        if self.fit_id is None:
-            self.query_one("#status", Static).update(NO_FIT)
-            return
-        self.query_one("#status", Static).update("computing the embedding ...")
-        self.fetch("points", self.service.embedding, self.fit_id)
+        self.fetch_for_fit("points", self.service.embedding, "computing the embedding ...")
 
     def show_points(self, value: tuple[pl.DataFrame, str]) -> None:
         points, source = value

@@ -12,7 +12,6 @@ from textual.widgets import Header, Static
 from ..pictures import Example, Gallery, gallery, WIDE_CARD
 from ..widgets import FrameTable, KeyFooter
 from .base import DataScreen
-from .targets import NO_FIT
 
 
 class LeakageScreen(DataScreen):
@@ -31,11 +30,7 @@ class LeakageScreen(DataScreen):
         yield KeyFooter()
 
     def reload(self) -> None:
-        if self.fit_id is None:
-            self.query_one("#status", Static).update(NO_FIT)
-            return
-        self.query_one("#status", Static).update("finding leakage candidates ...")
-        self.fetch("candidates", self.service.leakage, self.fit_id)
+        self.fetch_for_fit("candidates", self.service.leakage, "finding leakage candidates ...")
 
     def show_candidates(self, found: tuple[pl.DataFrame, int]) -> None:
         frame, total = found

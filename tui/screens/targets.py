@@ -10,8 +10,6 @@ from textual.widgets import Header, Input, Static
 from ..widgets import FrameTable, KeyFooter
 from .base import DataScreen
 
-NO_FIT = "This database holds no fit yet: run `dmdb fit` on it, then reopen the TUI."
-
 
 def filter_frame(frame: pl.DataFrame, text: str) -> pl.DataFrame:
     """A bare number picks that target; anything else is a polars SQL condition over the columns."""
@@ -44,11 +42,7 @@ class TargetsScreen(DataScreen):
         yield KeyFooter()
 
     def reload(self) -> None:
-        if self.fit_id is None:
-            self.query_one("#status", Static).update(NO_FIT)
-            return
-        self.query_one("#status", Static).update(f"loading the targets of fit {self.fit_id} ...")
-        self.fetch("targets", self.service.targets, self.fit_id)
+        self.fetch_for_fit("targets", self.service.targets, f"loading the targets of fit {self.fit_id} ...")
 
     def show_targets(self, frame: pl.DataFrame) -> None:
         self.all = frame.drop("fit_id")
