@@ -139,7 +139,7 @@ def main() -> None:
         row("dmdb.analyses.counterfactual_all (cached)", t_ours, t_sql, "SQL")
         if dense is not None:
             print(f"  {'':<44s} {'':>12s}   {t_dense / t_ours:7.1f}x faster than dense numpy")
-        del dense
+        dense = None  # free it before the analyses below
 
         print("\nother analyses (one run each)")
         t_b, br = timed(lambda: A.brittleness(db, fit=fid), 1)

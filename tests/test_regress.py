@@ -348,10 +348,10 @@ def test_masks_form_holds_centred_rows_and_extends_like_the_matrix() -> None:
         return Xc.T @ Xc / rows.size
 
     np.testing.assert_allclose(op.grad(C, Z).numpy(), Z.numpy() @ gram(fit) - C.numpy(), atol=1e-12)
-    op.extend(st_fit, st_extra, X, extra, block_rows=16)
+    op.extend(st_fit, st_extra, X, extra)
     np.testing.assert_allclose(op.grad(C, Z).numpy(), Z.numpy() @ gram(np.arange(90)) - C.numpy(), atol=1e-12)
     with pytest.raises(FitError, match="room for 90 runs"):
-        op.extend(st_fit + st_extra, st_extra, X, extra, block_rows=16)
+        op.extend(st_fit + st_extra, st_extra, X, extra)
     # ...and the refused extend left the held rows as they were
     np.testing.assert_allclose(op.grad(C, Z).numpy(), Z.numpy() @ gram(np.arange(90)) - C.numpy(), atol=1e-12)
     assert choose_form(100, 200) == "masks" and choose_form(101, 200) == "matrix"

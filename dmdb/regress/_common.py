@@ -7,7 +7,20 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ._inputs import ArrayLike, check_dtype, check_masks, margins_to_numpy, mask_block, resolve_device
+from ._inputs import (
+    ArrayLike,
+    Progress,
+    check_dtype,
+    check_masks,
+    check_split,
+    margins_to_numpy,
+    mask_block,
+    resolve_device,
+    row_mean,
+    rows_index,
+)
+from .operators import GramOperator, choose_form, gram_operator
+from .stats import GramStats, gram_stats
 
 
 @dataclass
@@ -28,6 +41,36 @@ def prepare(X: ArrayLike, Y: ArrayLike, device: str | torch.device | None, dtype
     check_dtype(dtype)
     Ynp = margins_to_numpy(Y, n)
     return Prepared(X=X, Y=Ynp, n_runs=n, n_train=N, device=dev, dtype=dtype)
+
+
+@dataclass
+class Split:
+    """Fit and validation rows, their statistics (centred on the mean margin of both, so that a
+    refit can add them up) and G of the fit rows in the chosen form."""
+
+    fit: np.ndarray
+    val: np.ndarray
+    st_fit: GramStats
+    st_val: GramStats
+    op: GramOperator
+
+
+def split_stats(p: Prepared, fit_rows: ArrayLike | slice, val_rows: ArrayLike | slice, *, gram: str | None,
+                refit: bool, block_rows: int | None, progress: Progress | None) -> Split:
+    """The set-up every estimator with a Gram operator shares: checked disjoint rows, one pass of
+    statistics over each, and G's form chosen by the number of fit runs (with room for the
+    validation rows when a refit will add them)."""
+    fit = rows_index(fit_rows, p.n_runs, "fit_rows")
+    val = rows_index(val_rows, p.n_runs, "val_rows")
+    check_split(fit, val)
+    shift = row_mean(p.Y, np.concatenate([fit, val]))
+    kw = dict(device=p.device, dtype=p.dtype, block_rows=block_rows, progress=progress, shift=shift)
+    form = choose_form(fit.size, p.n_train, gram)
+    st_fit = gram_stats(p.X, p.Y, fit, with_gram=form == "matrix", **kw)
+    st_val = gram_stats(p.X, p.Y, val, with_gram=False, **kw)
+    op = gram_operator(form, st_fit, p.X, fit, reserve=val.size if refit else 0, device=p.device, dtype=p.dtype,
+                       block_rows=block_rows)
+    return Split(fit, val, st_fit, st_val, op)
 
 
 def centred_rows(p: Prepared, rows: np.ndarray, x_mean: torch.Tensor, y_mean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -19,9 +19,9 @@ import torch
 
 from dmdb.errors import FitError
 
-from ._common import centred_rows, prepare, r2_from, to_np
+from ._common import centred_rows, prepare, r2_from, split_stats, to_np
 from ._fista import chunk_size, curvature, solve_paths
-from ._inputs import MIN_FIT_RUNS, ArrayLike, Progress, check_split, row_mean, rows_index
+from ._inputs import MIN_FIT_RUNS, ArrayLike, Progress, rows_index
 from .operators import choose_form, gram_operator
 from .result import SolverResult
 from .stats import GramStats, gram_stats
@@ -165,16 +165,8 @@ def select_lasso(
     _check_solver_args(tol, max_iter)
     if patience is not None and patience < 1:
         raise FitError(f"patience must be at least 1 or None, got {patience}")
-    fit = rows_index(fit_rows, p.n_runs, "fit_rows")
-    val = rows_index(val_rows, p.n_runs, "val_rows")
-    check_split(fit, val)
-    shift = row_mean(p.Y, np.concatenate([fit, val]))
-    kw = dict(device=p.device, dtype=p.dtype, block_rows=block_rows, progress=progress, shift=shift)
-    form = choose_form(fit.size, p.n_train, gram)
-    st_fit = gram_stats(p.X, p.Y, fit, with_gram=form == "matrix", **kw)
-    st_val = gram_stats(p.X, p.Y, val, with_gram=False, **kw)
-    op = gram_operator(form, st_fit, p.X, fit, reserve=val.size if refit else 0, device=p.device, dtype=p.dtype,
-                       block_rows=block_rows)
+    sp = split_stats(p, fit_rows, val_rows, gram=gram, refit=refit, block_rows=block_rows, progress=progress)
+    fit, val, st_fit, st_val, op = sp.fit, sp.val, sp.st_fit, sp.st_val, sp.op
     c, yy = st_fit.cross(p.dtype)
     N, T = c.shape
     const = st_fit.constant
@@ -206,7 +198,8 @@ def select_lasso(
     chunk = target_chunk or chunk_size(N, T, p.dtype)
     ps = solve_paths(op, c.T.contiguous(), yy, lams, targets, emit, curv=curvature(op), tol=tol,
                      max_iter=max_iter, chunk=chunk, progress=progress)
-    del Xv, c
+    Xv = Xv.new_empty(0)  # free the validation rows before the refit (emit, which reads them, is done)
+    del c
     # constant targets: the prediction is the fit-run constant at every lambda
     if bool(const.any()):
         cmse = ((yv[:, const].to(torch.float64)) ** 2).mean(dim=0)
@@ -219,7 +212,7 @@ def select_lasso(
     n_iter, converged = ps.n_iter, ps.converged
 
     if refit:
-        st_all = op.extend(st_fit, st_val, p.X, val, block_rows)
+        st_all = op.extend(st_fit, st_val, p.X, val)
         c, yy = st_all.cross(p.dtype)
         W_final = torch.zeros(T, N, dtype=p.dtype, device=p.device)
 

@@ -40,9 +40,10 @@ def choose_form(n_runs: int, N: int, form: str | None = None) -> Form:
 class GramMatrix:
     """G held as an N x N matrix (taken from the statistics' X'X counts, centred in place)."""
 
-    def __init__(self, G: torch.Tensor, n_runs: int) -> None:
+    def __init__(self, G: torch.Tensor, n_runs: int, block_rows: int | None = None) -> None:
         self.G = G
         self.n_runs = n_runs
+        self._block_rows = block_rows
         self.N = G.shape[0]
         self.device, self.dtype = G.device, G.dtype
 
@@ -58,9 +59,8 @@ class GramMatrix:
         """A symmetric matrix with G's nonzero spectrum, when small enough to decompose."""
         return self.G if self.N <= EXACT_EIGEN_MAX else None
 
-    def extend(self, base: GramStats, extra: GramStats, X: ArrayLike, rows: np.ndarray,
-               block_rows: int | None) -> GramStats:
-        out = extend_gram(self.G, base, extra, X, rows, block_rows=block_rows)
+    def extend(self, base: GramStats, extra: GramStats, X: ArrayLike, rows: np.ndarray) -> GramStats:
+        out = extend_gram(self.G, base, extra, X, rows, block_rows=self._block_rows)
         self.n_runs = out.n
         return out
 
@@ -115,8 +115,7 @@ class CentredMasks:
         Xc = self.Xc
         return (Xc @ Xc.T) / self.n_runs if self.n_runs <= self.N else (Xc.T @ Xc) / self.n_runs
 
-    def extend(self, base: GramStats, extra: GramStats, X: ArrayLike, rows: np.ndarray,
-               block_rows: int | None) -> GramStats:
+    def extend(self, base: GramStats, extra: GramStats, X: ArrayLike, rows: np.ndarray) -> GramStats:
         """Re-centre the held rows on the mean of all runs and append `rows` (whose other
         statistics are `extra`); returns the statistics of all runs."""
         if extra.n != rows.size:
@@ -139,5 +138,5 @@ def gram_operator(form: Form, st: GramStats, X: ArrayLike, rows: np.ndarray, *, 
     """G of the statistics' runs `rows` in the chosen form (`st` holds X'X exactly when form is
     'matrix'); `reserve`: room for the validation rows a refit will add to the masks form."""
     if form == "matrix":
-        return GramMatrix(st.take_gram(dtype), st.n)
+        return GramMatrix(st.take_gram(dtype), st.n, block_rows)
     return CentredMasks(X, rows, st.x_mean, reserve=reserve, device=device, dtype=dtype, block_rows=block_rows)

@@ -16,11 +16,11 @@ import torch
 
 from dmdb.errors import FitError
 
-from ._common import Prepared, centred_rows, prepare, r2_from, to_np
-from ._inputs import ArrayLike, Progress, check_split, row_mean, rows_index
-from .operators import GramMatrix, GramOperator, choose_form, gram_operator
+from ._common import Prepared, centred_rows, prepare, r2_from, split_stats, to_np
+from ._inputs import ArrayLike, Progress
+from .operators import GramMatrix, GramOperator
 from .result import SolverResult
-from .stats import GramStats, gram_stats
+from .stats import GramStats
 
 
 def _basis(op: GramOperator, c: torch.Tensor, p: Prepared, rows: np.ndarray, st: GramStats,
@@ -59,16 +59,8 @@ def select_ridge(
     `gram`: 'matrix', 'masks' (the kernel form) or None: 'masks' when fit runs <= N/2.
     """
     p = prepare(X, Y, device, dtype)
-    fit = rows_index(fit_rows, p.n_runs, "fit_rows")
-    val = rows_index(val_rows, p.n_runs, "val_rows")
-    check_split(fit, val)
-    shift = row_mean(p.Y, np.concatenate([fit, val]))
-    kw = dict(device=p.device, dtype=p.dtype, block_rows=block_rows, progress=progress, shift=shift)
-    form = choose_form(fit.size, p.n_train, gram)
-    st_fit = gram_stats(p.X, p.Y, fit, with_gram=form == "matrix", **kw)
-    st_val = gram_stats(p.X, p.Y, val, with_gram=False, **kw)
-    op = gram_operator(form, st_fit, p.X, fit, reserve=val.size if refit else 0, device=p.device, dtype=p.dtype,
-                       block_rows=block_rows)
+    sp = split_stats(p, fit_rows, val_rows, gram=gram, refit=refit, block_rows=block_rows, progress=progress)
+    fit, val, st_fit, st_val, op = sp.fit, sp.val, sp.st_fit, sp.st_val, sp.op
     c, _ = st_fit.cross(p.dtype)
     N, T = c.shape
     if lambdas is None:
@@ -98,7 +90,7 @@ def select_ridge(
     val_r2 = r2_from(val_mse, st_val.y_var, st_val.constant)
 
     if refit:
-        st_out = op.extend(st_fit, st_val, p.X, val, block_rows)
+        st_out = op.extend(st_fit, st_val, p.X, val)
         c, _ = st_out.cross(p.dtype)
         evals, Q, Qc = _basis(op, c, p, np.concatenate([fit, val]), st_out, const)
     else:
