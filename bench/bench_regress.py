@@ -8,6 +8,10 @@ validation runs and are scored by R^2 on held-out test runs.
     .venv/bin/python bench/bench_regress.py                       # 10,000 x 2,000 x 200 comparison
     .venv/bin/python bench/bench_regress.py --runs 50000 --n-train 10000 --targets 1000 --no-sklearn
     .venv/bin/python bench/bench_regress.py --runs 2500 --n-train 10000 --targets 50 --no-sklearn --ridge [--gram matrix]
+
+--compare gram|patience times select_lasso (select_ridge with --ridge) both ways in one process and
+prints the ratio: the masks form of G against the matrix form (masks first, so that the peak RSS
+after each is that form's), or early stopping (--patience, default 10) against the whole path.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dmdb.regress import lasso_path, select_lasso, select_ridge  # noqa: E402
+from dmdb.regress import SolverResult, lasso_path, select_lasso, select_ridge  # noqa: E402
 
 
 def synth(runs: int, n_train: int, targets: int, k_true: int, ceiling: float,
@@ -75,8 +79,14 @@ def main() -> None:
     ap.add_argument("--ridge", action="store_true", help="with --no-sklearn: time select_ridge instead of select_lasso")
     ap.add_argument("--gram", choices=["matrix", "masks"], default=None,
                     help="how the solver holds G = Xc'Xc/n (default: masks when fit runs <= N/2, else matrix)")
+    ap.add_argument("--compare", choices=["gram", "patience"], default=None,
+                    help="time both settings in one run and print the ratio (no scikit-learn)")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
+    if a.ridge and not (a.no_sklearn or a.compare):
+        ap.error("--ridge times select_ridge alone: give it with --no-sklearn or --compare")
+    if a.compare == "patience" and a.ridge:
+        ap.error("--compare patience is for the lasso path (ridge has no path to stop)")
 
     t0 = time.perf_counter()
     X, Y = synth(a.runs, a.n_train, a.targets, a.k_true, a.ceiling, a.seed)
@@ -88,20 +98,37 @@ def main() -> None:
           f"(fit {fit.size}, val {val.size}, test {test.size}), made in {time.perf_counter() - t0:.1f}s; "
           f"torch threads {torch.get_num_threads()}", flush=True)
 
-    if a.no_sklearn:
+    def select(gram: str | None, patience: int | None, label: str) -> tuple[float, SolverResult]:
         t0 = time.perf_counter()
         if a.ridge:
-            res = select_ridge(X, Y, fit, val, device=a.device, gram=a.gram)
+            res = select_ridge(X, Y, fit, val, device=a.device, gram=gram)
         else:
             res = select_lasso(X, Y, fit, val, n_lambdas=a.n_lambdas, eps=a.eps, tol=a.tol,
-                               device=a.device, patience=a.patience, gram=a.gram)
+                               device=a.device, patience=patience, gram=gram)
         dt = time.perf_counter() - t0
         pred = res.bias[None, :] + (X[test].astype(np.float32) @ res.W)
         peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-        print(f"select_{res.method} (fit, choose on val, refit): {dt:.1f}s, peak RSS {peak_gib:.2f} GiB, "
+        print(f"select_{res.method} {label}(fit, choose on val, refit): {dt:.1f}s, peak RSS {peak_gib:.2f} GiB, "
               f"mean test R^2 {r2(Y[test], pred).mean():.4f} (ceiling {a.ceiling}), "
               f"mean nnz {res.nnz.mean():.1f}, all converged {bool(res.converged.all())}, "
-              f"GEMM iterations/target {res.n_iter.mean():.0f}")
+              f"GEMM iterations/target {res.n_iter.mean():.0f}", flush=True)
+        return dt, res
+
+    if a.compare == "gram":
+        t_new, new = select("masks", a.patience, "[gram masks] ")
+        t_base, base = select("matrix", a.patience, "[gram matrix] ")
+        print(f"time of the matrix form / the masks form: {t_base / t_new:.2f}x; same lambda for "
+              f"{np.mean(new.lam == base.lam):.0%} of targets, max |weight difference| {np.abs(new.W - base.W).max():.2g}")
+        return
+    if a.compare == "patience":
+        patience = a.patience or 10
+        t_new, new = select(a.gram, patience, f"[patience {patience}] ")
+        t_base, base = select(a.gram, None, "[whole path] ")
+        print(f"time of the whole path / patience {patience}: {t_base / t_new:.2f}x; same lambda for "
+              f"{np.mean(new.lam == base.lam):.0%} of targets")
+        return
+    if a.no_sklearn:
+        select(a.gram, a.patience, "")
         return
 
     Xv, Xt = X[val].astype(np.float64), X[test].astype(np.float64)
