@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from scipy.stats import spearmanr
 
 import dmdb
 from dmdb.cli import main
@@ -42,6 +43,14 @@ def test_quick_demo_stores_runs_fits_and_verification(quick: tuple[Path, str]) -
         dm, lasso = fits["lds"].to_list()
         assert 0.6 < lasso < 0.95, lasso  # measured 0.76 with 300 fit runs
         assert 0.2 < dm < lasso
+        # each stored LDS is scipy's Spearman of the stored datamodel's holdout predictions, averaged
+        Xh, Yh = exp.masks("holdout").astype(np.float64), exp.margins("holdout")
+        for fit_id, lds in zip(fits["fit_id"], (dm, lasso)):
+            f = db.fit(fit_id)
+            pred = f.predict(Xh.astype(bool))
+            rho = np.array([spearmanr(pred[:, t], Yh[:, t]).statistic if np.ptp(pred[:, t]) else 0.0
+                            for t in range(exp.n_targets)])
+            assert lds == pytest.approx(np.nanmean(rho), abs=1e-6)
         curve = db.fit().curve()
         assert curve.height == 2 and curve["lds"][0] < curve["lds"][1]
 

@@ -8,7 +8,7 @@ import numpy as np
 import polars as pl
 import pytest
 from scipy.stats import spearmanr
-from sklearn.linear_model import Lasso
+from sklearn.linear_model import Lasso, Ridge
 
 import dmdb
 from dmdb.cli import main
@@ -126,7 +126,7 @@ def test_diff_means_against_brute_force(db: dmdb.Database) -> None:
 def test_ridge_and_several_fits_side_by_side(db: dmdb.Database) -> None:
     exp = db.experiment("syn")
     a = exp.fit("lasso", k=10)
-    b = exp.fit("ridge")
+    b = exp.fit("ridge", dtype="float64")
     c = exp.fit("diff-means")
     fits = exp.fits()
     assert fits["fit_id"].to_list() == [a.fit_id, b.fit_id, c.fit_id]
@@ -135,6 +135,18 @@ def test_ridge_and_several_fits_side_by_side(db: dmdb.Database) -> None:
     assert a.lds > c.lds
     assert b.lds > 0.8
     assert db.fit().fit_id == c.fit_id
+    # the stored ridge refit is scikit-learn's Ridge on fit+val runs at the stored lambda (alpha = n lambda);
+    # float64, since fixed-size masks leave one direction (all weights up, the bias down) held by lambda alone
+    split = fit_split(exp, b)
+    ids = np.union1d(split["fit"], split["val"])
+    X = exp.masks(runs=ids).astype(np.float64)
+    Y = exp.margins(runs=ids).astype(np.float64)
+    ft = b.targets()
+    W = dense(b, T)
+    for j, t in enumerate(ft["target"].to_list()[: T - 1]):
+        sk = Ridge(alpha=ft["lam"][j] * ids.size).fit(X, Y[:, t])
+        np.testing.assert_allclose(W[:, t], sk.coef_, atol=1e-6)  # float64 solve, float32 storage
+        assert ft["bias"][j] == pytest.approx(sk.intercept_, abs=1e-6)
 
 
 def test_where_and_targets_select_in_sql(db: dmdb.Database) -> None:
