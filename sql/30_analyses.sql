@@ -89,9 +89,9 @@ CREATE OR REPLACE MACRO dmdb_target_of(fid, target, who) AS
          WHEN EXISTS (SELECT 1 FROM fit_targets t WHERE t.fit_id = fid AND t.target = target) THEN target
          ELSE error(who || ': fit ' || fid || ' has no target ' || target) END;
 
--- A count such as k, checked to be >= 0.
+-- A count such as k, checked to be >= 0 (NULL too: it would silently match no rows, i.e. k = 0).
 CREATE OR REPLACE MACRO dmdb_count(k, what) AS
-    CASE WHEN k >= 0 THEN k ELSE error(what || ' must be >= 0, got ' || k) END;
+    CASE WHEN k >= 0 THEN k ELSE error(what || ' must be >= 0, got ' || coalesce(k::VARCHAR, 'NULL')) END;
 
 -- ---------------------------------------------------------------------------------------------
 -- Similar examples: a target's k largest positive and k most negative weights.

@@ -239,6 +239,17 @@ def test_import_scores_columns_follow_the_given_targets(db: dmdb.Database, study
     assert fit.targets()["nnz"].to_list() == [1]
 
 
+def test_weights_of_a_target_the_fit_lacks_is_an_error(db: dmdb.Database) -> None:
+    """fit.weights(target=...) returned an empty frame for a target outside the fit (the same as a
+    target with no nonzero weight) and truncated a float id (3.7 gave target 3's weights)."""
+    exp = db.experiment("syn")
+    fit = exp.fit("lasso", targets=[0, 1, 2, 3])
+    assert fit.weights(target=3)["target"].unique().to_list() == [3]
+    for bad in (5, 99, -1, 3.7, "3"):
+        with pytest.raises(dmdb.BadInputError):
+            fit.weights(target=bad)
+
+
 def test_bad_input_errors(db: dmdb.Database) -> None:
     exp = db.experiment("syn")
     with pytest.raises(dmdb.BadInputError, match="bogus"):

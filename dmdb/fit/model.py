@@ -53,10 +53,14 @@ class Fit:
         return self._frame("SELECT * EXCLUDE (fit_id) FROM fit_targets WHERE fit_id = ? ORDER BY target", [self.fit_id])
 
     def weights(self, target: int | None = None) -> pl.DataFrame:
-        """Nonzero weights (target, train_idx, weight) in raw 0/1 mask units."""
+        """Nonzero weights (target, train_idx, weight) in raw 0/1 mask units. A target the fit
+        does not have is a BadInputError (an empty frame would read as a target with no weights)."""
         sql = "SELECT target, train_idx, weight FROM weights WHERE fit_id = ?"
         params: list[Any] = [self.fit_id]
         if target is not None:
+            if not isinstance(target, (int, np.integer)) or isinstance(target, bool):
+                raise BadInputError(f"target must be an integer target id, got {target!r}")
+            self.matrix().col(int(target))  # raises, naming the fit's targets
             sql += " AND target = ?"
             params.append(int(target))
         return self._frame(sql + " ORDER BY target, train_idx", params)
