@@ -12,10 +12,12 @@ from .errors import (
     CorruptShardError,
     DatabaseLockedError,
     DmdbError,
+    DmdbWarning,
     DuplicateRunError,
     FitError,
     ReadOnlyError,
     SchemaVersionError,
+    ScoresWarning,
     UnknownExperimentError,
 )
 from .experiment import Experiment
@@ -36,6 +38,7 @@ __all__ = [
     "Database",
     "DatabaseLockedError",
     "DmdbError",
+    "DmdbWarning",
     "DuplicateRunError",
     "Experiment",
     "Fit",
@@ -46,6 +49,7 @@ __all__ = [
     "ReadOnlyError",
     "SCHEMA_VERSION",
     "SchemaVersionError",
+    "ScoresWarning",
     "UnknownExperimentError",
     "open",
 ]

@@ -42,5 +42,13 @@ class FitError(DmdbError):
     """A fit cannot be computed from the runs given (too few runs, bad data, no device)."""
 
 
-class ConvergenceWarning(UserWarning):
+class DmdbWarning(UserWarning):
+    """Something about a result the user should know; the CLI prints these as one line each."""
+
+
+class ConvergenceWarning(DmdbWarning):
     """Some targets of a fit stopped at max_iter before the solver's tolerance (see Fit.not_converged)."""
+
+
+class ScoresWarning(DmdbWarning):
+    """Imported scores of some targets run against their margins (see import_scores)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -197,7 +198,9 @@ def test_learning_curve_grows_with_runs(db: dmdb.Database) -> None:
     assert curve["lds"][0] < curve["lds"][2]
 
 
-def test_import_scores_scored_like_a_fit(db: dmdb.Database, study: tuple[Path, np.ndarray], tmp_path: Path) -> None:
+def test_import_scores_scored_like_a_fit(
+    db: dmdb.Database, study: tuple[Path, np.ndarray], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     exp = db.experiment("syn")
     S = study[1] * 7.0  # right direction, wrong units: calibration rescales
     np.save(tmp_path / "s.npy", S)
@@ -210,6 +213,21 @@ def test_import_scores_scored_like_a_fit(db: dmdb.Database, study: tuple[Path, n
     np.testing.assert_allclose(dense(fit, T)[:, :-1], study[1][:, :-1], atol=0.05)
     with pytest.raises(dmdb.BadInputError, match="needs \\(60, 8\\)"):
         exp.import_scores(np.zeros((N, 3)))
+    # calibration keeps the scale >= 0: scores of the wrong sign do not have it flipped for them
+    with pytest.warns(dmdb.ScoresWarning, match="2 target\\(s\\) run against their fit-run margins \\(first: 0, 1\\)"):
+        flipped = exp.import_scores(S * np.where(np.arange(T) < 2, -1.0, 1.0), name="half-flipped")
+    ft = flipped.targets()
+    assert ft["holdout_spearman"].head(2).to_list() == [0.0, 0.0] and ft["nnz"].head(2).to_list() == [0, 0]
+    assert flipped.lds == pytest.approx((np.sum(rho[2:])) / (T - 1), abs=1e-6)
+    cfg = db.sql("SELECT config->'anticorrelated' AS a FROM fits WHERE fit_id = ?", [flipped.fit_id])["a"][0]
+    assert json.loads(cfg) == [0, 1]
+    # the CLI says so in one line after its summary
+    np.save(tmp_path / "neg.npy", -S)
+    path = db.path
+    db.close()
+    assert main(["import-scores", "syn", str(tmp_path / "neg.npy"), "--name", "neg", "--db", path]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "run against their fit-run margins (first: 0, 1, 2, 3, 4)" in err and err.count("warning: ") == 1
 
 
 def test_import_scores_columns_follow_the_given_targets(db: dmdb.Database, study: tuple[Path, np.ndarray]) -> None:

@@ -10,7 +10,7 @@ import polars as pl
 
 from .. import store
 from ..fit import DEFAULT_CURVE, ESTIMATORS, FitOptions
-from ..errors import BadInputError, ConvergenceWarning
+from ..errors import BadInputError, DmdbWarning
 from .argtypes import at_least
 from .output import STDOUT, emit
 from .progress import STDERR, stage_progress
@@ -83,7 +83,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     with store.open(args.db, create=False) as db:
         exp = db.experiment(args.experiment)
         with stage_progress(args.quiet) as bar, warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", ConvergenceWarning)
+            warnings.simplefilter("always", DmdbWarning)
             fit = exp.fit(args.estimator, where=args.where, targets=args.targets, device=args.device,
                           curve=args.curve, progress=bar, **options)
         lds = "n/a (no holdout runs)" if fit.lds is None else f"{fit.lds:.4f}"
@@ -91,11 +91,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
             f"fit {fit.fit_id}: {fit.estimator} on {fit.experiment!r}, {fit.n_fit_runs} fit + {fit.n_val_runs} val runs, "
             f"{fit.seconds:.1f} s on {fit.device}; LDS on {fit.n_holdout_runs} holdout runs: {lds}"
         )
-        for w in caught:  # after the summary line, and outside the progress display
-            if issubclass(w.category, ConvergenceWarning):
-                STDERR.print(f"warning: {w.message}", markup=False)
-            else:
-                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        print_warnings(caught)  # after the summary line, and outside the progress display
         if args.curve:
             emit(fit.curve(), args.format, args.output, title=f"learning curve of fit {fit.fit_id}")
         elif args.format != "table" or args.output:
@@ -130,8 +126,19 @@ def cmd_fits(args: argparse.Namespace) -> int:
 
 
 def cmd_import_scores(args: argparse.Namespace) -> int:
-    with store.open(args.db, create=False) as db:
+    with store.open(args.db, create=False) as db, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DmdbWarning)
         fit = db.experiment(args.experiment).import_scores(args.path, name=args.name, calibrate=not args.no_calibrate)
         lds = "n/a" if fit.lds is None else f"{fit.lds:.4f}"
     STDERR.print(f"fit {fit.fit_id}: {fit.estimator} on {fit.experiment!r}; LDS {lds}")
+    print_warnings(caught)
     return 0
+
+
+def print_warnings(caught: list[warnings.WarningMessage]) -> None:
+    """dmdb's own warnings as one 'warning: ...' line each; any other warning as Python shows it."""
+    for w in caught:
+        if issubclass(w.category, DmdbWarning):
+            STDERR.print(f"warning: {w.message}", markup=False)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)

@@ -4,12 +4,13 @@ fit, so it is scored on the same holdout runs and queried by the same analyses a
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from ..errors import BadInputError
+from ..errors import BadInputError, ScoresWarning
 from ..regress import predict
 from .options import FitOptions
 from .runner import holdout_scores, read_data
@@ -51,8 +52,12 @@ def import_scores(
 
     Scores from other methods have arbitrary units, so with `calibrate` each target's column is
     rescaled and given a bias by least squares of the recorded fit-run margins on the scores'
-    predictions (b + a * mask @ s); holdout Spearman (LDS) does not depend on this, but
-    counterfactual predictions then come out in margin units. Without it, the bias alone is fitted.
+    predictions (b + a * mask @ s), so that counterfactual predictions come out in margin units.
+    The scale is kept >= 0: a negative one would flip the scores' sign per target and raise the
+    LDS above what the scores themselves earn. A target whose scores run against its fit-run
+    margins gets scale 0 (one margin for every run, which counts 0 in the LDS), is listed in
+    `config.anticorrelated` and named in a warning. With scales >= 0 the holdout Spearman is the
+    scores' own. Without `calibrate`, the bias alone is fitted.
     """
     exp.db.require_writable()
     S = load_scores(scores)
@@ -79,15 +84,29 @@ def import_scores(
         pc = pred - pred.mean(axis=0)
         var = (pc * pc).mean(axis=0)
         scale = np.where(var > 0, (pc * (y - y.mean(axis=0))).mean(axis=0) / np.where(var > 0, var, 1), 0.0)
+        against = sel.targets[scale < 0]
+        scale = np.maximum(scale, 0.0)
         W = W * scale[None, :]
         pred = pred * scale[None, :]
+    else:
+        against = sel.targets[:0]
     bias = (y - pred).mean(axis=0)
     rho, lds = holdout_scores(data, W, bias)
     nan = np.full(sel.targets.size, np.nan)
     rec = FitRecord(
         experiment=exp.name, estimator=f"scores:{name}",
-        config={"source": str(scores) if isinstance(scores, (str, Path)) else "array", "calibrate": calibrate},
+        config={"source": str(scores) if isinstance(scores, (str, Path)) else "array", "calibrate": calibrate,
+                "anticorrelated": [int(t) for t in against]},
         selection=sel, W=W, bias=bias, lam=nan, val_mse=nan, val_r2=nan, holdout_spearman=rho, lds=lds,
         device="cpu", seconds=time.perf_counter() - t0,
     )
-    return write_fit(exp.db, rec)
+    fit_id = write_fit(exp.db, rec)
+    if against.size:
+        warnings.warn(
+            f"fit {fit_id} ({rec.estimator}): the scores of {against.size} target(s) run against their fit-run margins "
+            f"(first: {', '.join(map(str, against[:5].tolist()))}); calibration gave them scale 0, so they predict one "
+            "margin for every run and count 0 in the LDS (the fit's config lists them as 'anticorrelated'). "
+            "Check the scores' sign convention.",
+            ScoresWarning, stacklevel=3,
+        )
+    return fit_id
