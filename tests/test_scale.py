@@ -164,6 +164,33 @@ def test_collect_cli_resumes_after_the_collector_is_killed(db_path: Path, tmp_pa
         assert_exactly_once(exp, exp.plan(12))
 
 
+def test_workers_die_with_a_killed_collector(db_path: Path, tmp_path: Path) -> None:
+    """SIGKILL of the collecting process alone (not its group) must not leave its forkserver and
+    pool workers behind (on a GPU node they would hold their devices)."""
+    with dmdb.open(db_path) as db:
+        make_exp(db, tmp_path, sleep=0.3)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
+    cmd = [sys.executable, "-m", "dmdb", "collect", "syn", "--train", KILLER, "--runs", "40", "--workers", "2",
+           "--shards", str(tmp_path / "sh"), "--db", str(db_path), "-q"]
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while len(list((tmp_path / "sh").glob("*.parquet"))) < 2 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 30
+    alive = True
+    while alive and time.monotonic() < deadline:
+        try:
+            os.killpg(proc.pid, 0)  # anyone left in the collector's process group?
+            time.sleep(0.2)
+        except ProcessLookupError:
+            alive = False
+    if alive:
+        os.killpg(proc.pid, signal.SIGKILL)
+    assert not alive, "the collector's workers outlived it"
+
+
 def test_collect_on_ray_retries_a_killed_task(db: dmdb.Database, tmp_path: Path) -> None:
     ray = pytest.importorskip("ray")
     exp = make_exp(db, tmp_path, die_on=[2])

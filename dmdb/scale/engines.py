@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ..errors import BadInputError
+from .lifeline import die_with_parent
 from .task import Job, find_shard, run_one
 
 ENGINES = ("local", "ray")
@@ -65,9 +66,14 @@ def run_engine(opts: EngineOptions, job: Job, run_ids: list[int], train: str, sh
 def _context() -> mp.context.BaseContext:
     # forkserver: children fork from a clean server that imported dmdb once, not from this
     # process (which holds a DuckDB connection and its threads), and start in milliseconds.
+    # Both the server and the workers die with their parent (lifeline.py).
     ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["dmdb.scale.task"])
+    ctx.set_forkserver_preload(["dmdb.scale._forkserver_lifeline", "dmdb.scale.task"])
     return ctx
+
+
+def _pool(workers: int) -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(workers, mp_context=_context(), initializer=die_with_parent)
 
 
 def run_local(opts: EngineOptions, job: Job, run_ids: list[int], train: str, shards: Path) -> Iterator[Outcome]:
@@ -80,7 +86,7 @@ def run_local(opts: EngineOptions, job: Job, run_ids: list[int], train: str, sha
     workers = opts.workers or mp.cpu_count()
     queue = deque(run_ids)
     attempts: Counter[int] = Counter()
-    pool = ProcessPoolExecutor(workers, mp_context=_context())
+    pool = _pool(workers)
     in_flight: dict[Future[Path], int] = {}
 
     def failed(run_id: int, error: str) -> Outcome | None:
@@ -106,7 +112,7 @@ def run_local(opts: EngineOptions, job: Job, run_ids: list[int], train: str, sha
             if broken or any(isinstance(f.exception(), BrokenProcessPool) for f in done):
                 done, _ = wait(in_flight)  # the broken pool fails every other run in flight at once
                 pool.shutdown(wait=True, cancel_futures=True)
-                pool = ProcessPoolExecutor(workers, mp_context=_context())
+                pool = _pool(workers)
             for f in done:
                 run_id = in_flight.pop(f)
                 err = f.exception()
