@@ -121,6 +121,8 @@ class Experiment:
 
     def pending(self, plan: Plan | None = None) -> Iterator[PlannedRun]:
         """The planned runs still to train (of one plan, or of every plan), masks generated lazily."""
+        if plan is not None and plan.experiment != self.name:
+            raise BadInputError(f"that plan is of experiment {plan.experiment!r}, not {self.name!r}")
         missing = set(self.missing())
         for p in [plan] if plan is not None else self.plans():
             for run_id in p.run_ids:
@@ -145,6 +147,10 @@ class Experiment:
         Pass a PlannedRun (mask, role and seed come from the plan) or a run id with mask and role.
         """
         if isinstance(run, PlannedRun):
+            if run.experiment != self.name:
+                raise BadInputError(
+                    f"run {run.run_id} was planned for experiment {run.experiment!r}, not {self.name!r}"
+                )
             run_id, mask = run.run_id, run.mask if mask is None else mask
             role, seed = role or run.role, run.seed if seed is None else seed
         else:

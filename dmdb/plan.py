@@ -38,12 +38,14 @@ def sample_mask(n_train: int, alpha: float, sampling: str, seed: int, role: str,
 
 @dataclass(frozen=True)
 class PlannedRun:
-    """One run to train: which examples to train on (mask / indices) and the seed for its model."""
+    """One run to train: which examples to train on (mask / indices) and the seed for its model,
+    planned for `experiment`."""
 
     run_id: int
     role: str
     mask: np.ndarray
     seed: int
+    experiment: str
 
     @property
     def indices(self) -> np.ndarray:
@@ -74,7 +76,7 @@ class Plan:
         mask, train_seed = sample_mask(
             self.n_train, self.alpha, self.sampling, self.seed, self.role, run_id - self.first_run_id
         )
-        return PlannedRun(run_id=run_id, role=self.role, mask=mask, seed=train_seed)
+        return PlannedRun(run_id=run_id, role=self.role, mask=mask, seed=train_seed, experiment=self.experiment)
 
     def __iter__(self) -> Iterator[PlannedRun]:
         return (self.run(r) for r in self.run_ids)

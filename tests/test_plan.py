@@ -62,6 +62,13 @@ def test_missing_and_pending(exp: dmdb.Experiment) -> None:
     assert np.array_equal(pend[0].indices, np.flatnonzero(p.run(1).mask))
     assert exp.db.sql("SELECT count(*) AS n FROM missing_runs")["n"][0] == 5
     assert [r.run_id for r in exp.pending(h)] == [6, 7]
+    # a run or plan of another experiment (same sizes) is refused, not recorded under this one
+    other = exp.db.create_experiment("other", n_train=37, n_targets=5, alpha=0.5)
+    with pytest.raises(dmdb.BadInputError, match="run 1 was planned for experiment 'small', not 'other'"):
+        other.record(p.run(1), margins=np.zeros(5))
+    with pytest.raises(dmdb.BadInputError, match="that plan is of experiment 'small', not 'other'"):
+        next(other.pending(p))
+    assert other.n_runs() == 0 and p.run(1).experiment == "small"
 
 
 def test_plan_after_unplanned_runs_starts_past_them(exp: dmdb.Experiment) -> None:
