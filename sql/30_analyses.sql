@@ -89,16 +89,17 @@ CREATE OR REPLACE MACRO dmdb_target_of(fid, target, who) AS
          WHEN EXISTS (SELECT 1 FROM fit_targets t WHERE t.fit_id = fid AND t.target = target) THEN target
          ELSE error(who || ': fit ' || fid || ' has no target ' || target) END;
 
--- A count such as k, checked to be >= 0 (NULL too: it would silently match no rows, i.e. k = 0).
-CREATE OR REPLACE MACRO dmdb_count(k, what) AS
-    CASE WHEN k >= 0 THEN k ELSE error(what || ' must be >= 0, got ' || coalesce(k::VARCHAR, 'NULL')) END;
+-- A count such as k, checked to be >= lo (NULL too: it would silently match no rows, i.e. k = 0).
+-- lo is 1 where the Python API asks for a positive k (a list of the k strongest), 0 where k = 0 means something.
+CREATE OR REPLACE MACRO dmdb_count(k, lo, what) AS
+    CASE WHEN k >= lo THEN k ELSE error(what || ' must be >= ' || lo || ', got ' || coalesce(k::VARCHAR, 'NULL')) END;
 
 -- ---------------------------------------------------------------------------------------------
 -- Similar examples: a target's k largest positive and k most negative weights.
 
 CREATE OR REPLACE MACRO top_weights(fit := NULL, target := NULL, k := 10) AS TABLE
 WITH p AS (
-    SELECT fid, dmdb_target_of(fid, target, 'top_weights') AS tgt, dmdb_count(k, 'top_weights: k') AS kk
+    SELECT fid, dmdb_target_of(fid, target, 'top_weights') AS tgt, dmdb_count(k, 1, 'top_weights: k') AS kk
     FROM (SELECT dmdb_fit_or_latest(fit) AS fid)
 ),
 w AS (
@@ -125,7 +126,7 @@ ORDER BY w.weight < 0, "rank";
 
 CREATE OR REPLACE MACRO counterfactual(fit := NULL, target := NULL, k := 10, mode := 'top') AS TABLE
 WITH p AS (
-    SELECT fid, dmdb_target_of(fid, target, 'counterfactual') AS tgt, dmdb_count(k, 'counterfactual: k') AS kk,
+    SELECT fid, dmdb_target_of(fid, target, 'counterfactual') AS tgt, dmdb_count(k, 0, 'counterfactual: k') AS kk,
            CASE WHEN mode IN ('top', 'bottom') THEN mode
                 ELSE error('counterfactual: mode must be ''top'' or ''bottom'' (random removal: use the Python API)') END AS md
     FROM (SELECT dmdb_fit_or_latest(fit) AS fid)
@@ -248,7 +249,7 @@ ORDER BY cnt.k_max;
 
 CREATE OR REPLACE MACRO nearest_targets(fit := NULL, target := NULL, k := 10) AS TABLE
 WITH p AS (
-    SELECT fid, dmdb_target_of(fid, target, 'nearest_targets') AS tgt, dmdb_count(k, 'nearest_targets: k') AS kk
+    SELECT fid, dmdb_target_of(fid, target, 'nearest_targets') AS tgt, dmdb_count(k, 1, 'nearest_targets: k') AS kk
     FROM (SELECT dmdb_fit_or_latest(fit) AS fid)
 ),
 q AS (SELECT x.train_idx, x.weight::DOUBLE AS weight FROM weights x, p WHERE x.fit_id = p.fid AND x.target = p.tgt),
@@ -325,7 +326,7 @@ ORDER BY "rank";
 -- Stored embeddings: the targets and train examples at either end of a PCA component.
 
 CREATE OR REPLACE MACRO component_ends(fit := NULL, component := 0, k := 10) AS TABLE
-WITH p AS (SELECT dmdb_fit_or_latest(fit) AS fid, component AS comp, dmdb_count(k, 'component_ends: k') AS kk),
+WITH p AS (SELECT dmdb_fit_or_latest(fit) AS fid, component AS comp, dmdb_count(k, 1, 'component_ends: k') AS kk),
 tg AS (
     SELECT 'target' AS kind, x.target AS idx, x.value,
            row_number() OVER (ORDER BY x.value DESC, x.target) AS r_hi,
@@ -348,7 +349,7 @@ ORDER BY 3 DESC, 4, 5;
 
 -- A cluster's member targets (most central first) and its most characteristic train examples.
 CREATE OR REPLACE MACRO cluster_ends(fit := NULL, cluster := 0, k := 10) AS TABLE
-WITH p AS (SELECT dmdb_fit_or_latest(fit) AS fid, cluster AS cl, dmdb_count(k, 'cluster_ends: k') AS kk),
+WITH p AS (SELECT dmdb_fit_or_latest(fit) AS fid, cluster AS cl, dmdb_count(k, 1, 'cluster_ends: k') AS kk),
 tg AS (
     SELECT 'target' AS kind, 'member' AS "end", x.target AS idx, x.centrality AS value,
            row_number() OVER (ORDER BY x.centrality DESC NULLS LAST, x.target) AS r

@@ -128,7 +128,9 @@ def test_counterfactual_rejects_bad_input(small):
         ("brittleness_summary(thresholds := [0, 10])", "thresholds must be >= 1"),
         ("counterfactual(target := 0, k := -3)", "k must be >= 0"),
         ("counterfactual(target := 0, k := NULL)", "k must be >= 0, got NULL"),  # was k = 0, silently
-        ("top_weights(target := 0, k := NULL)", "k must be >= 0, got NULL"),
+        ("top_weights(target := 0, k := NULL)", "k must be >= 1, got NULL"),
+        ("top_weights(target := 0, k := 0)", "k must be >= 1, got 0"),  # as in Python (it returned no rows)
+        ("nearest_targets(target := 0, k := 0)", "k must be >= 1, got 0"),
         (f"counterfactual_all(remove := [-1, {N}])", f"outside 0..{N - 1}"),
     ):
         with pytest.raises(DmdbError, match=msg):
