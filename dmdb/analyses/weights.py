@@ -87,7 +87,8 @@ class FitWeights:
         if j >= len(self.targets) or self.targets[j] != target:
             raise BadInputError(
                 f"fit {self.fit_id} has no target {target} (it has {len(self.targets)} targets, "
-                f"ids {self.targets[0] if len(self.targets) else '-'}..{self.targets[-1] if len(self.targets) else '-'})"
+                f"ids {self.targets[0] if len(self.targets) else '-'}..{self.targets[-1] if len(self.targets) else '-'}); "
+                "name a fit that has it with fit= (CLI: --fit; `dmdb fits` lists them)"
             )
         return j
 
