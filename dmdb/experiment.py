@@ -16,7 +16,7 @@ from .plan import SAMPLING, Plan, PlannedRun
 from .readback import RunSelection
 from .record import make_batch, write_batch
 from .transaction import transaction
-from .validate import as_int, as_real, as_role
+from .validate import as_array, as_int, as_real, as_role
 
 if TYPE_CHECKING:
     from .fit import Fit
@@ -157,8 +157,8 @@ class Experiment:
             run_id = run
             if mask is None or role is None:
                 raise BadInputError("recording by run id needs mask= and role=; or pass the PlannedRun")
-        y = np.asarray(margins)
-        m = np.asarray(mask)
+        y = as_array(margins, "margins")
+        m = as_array(mask, "mask")
         if y.ndim != 1:
             raise BadInputError(f"margins of one run must be 1-D (one per target), got shape {y.shape}")
         if m.ndim != 1:

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import duckdb
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -24,6 +23,7 @@ from .errors import BadInputError, CorruptShardError, DmdbError, UnknownExperime
 from .packing import margins_from_arrow, unpack_masks
 from .plan import PlannedRun
 from .record import RunBatch, batch_table, make_batch, write_batch
+from .validate import as_array
 
 if TYPE_CHECKING:
     from .experiment import Experiment
@@ -52,8 +52,8 @@ def write_shard(
     infos: Sequence[dict[str, Any] | None] | None = None,
 ) -> Path:
     """Validate runs and write them as one shard file; returns its final path."""
-    m = np.asarray(masks)
-    y = np.asarray(margins)
+    m = as_array(masks, "masks")
+    y = as_array(margins, "margins")
     if m.ndim != 2 or y.ndim != 2:
         raise CorruptShardError(f"masks and margins must be 2-D (runs x ...), got {m.shape} and {y.shape}")
     shape = _Shape(experiment, m.shape[1], y.shape[1])
@@ -89,8 +89,10 @@ def write_run(
     duration_s: float | None = None,
 ) -> Path:
     """The worker's one call: one planned run and its margins as a shard."""
+    if run.experiment != experiment:
+        raise BadInputError(f"run {run.run_id} was planned for experiment {run.experiment!r}, not {experiment!r}")
     return write_shard(
-        directory, experiment, [run.run_id], np.asarray(run.mask)[None, :], np.asarray(margins)[None, :],
+        directory, experiment, [run.run_id], run.mask[None, :], as_array(margins, "margins")[None, :],
         role=run.role, seeds=[run.seed], worker=worker, durations=None if duration_s is None else [duration_s],
     )
 

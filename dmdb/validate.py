@@ -11,8 +11,12 @@ from .errors import BadInputError
 from .plan import ROLES
 
 
-def _array(values: Any, what: str) -> np.ndarray:
-    """np.asarray, with numpy's complaints about ragged or odd input turned into BadInputError."""
+def as_array(values: Any, what: str) -> np.ndarray:
+    """np.asarray, with numpy's complaints about ragged or odd input turned into BadInputError.
+    A torch tensor (on a GPU, or one that requires grad, as a training loop's margins are)
+    is detached and copied to the CPU first; torch itself is not imported here."""
+    if hasattr(values, "detach") and hasattr(values, "cpu"):
+        values = values.detach().cpu().numpy()
     try:
         return np.asarray(values)
     except (ValueError, TypeError, OverflowError) as e:
@@ -20,7 +24,7 @@ def _array(values: Any, what: str) -> np.ndarray:
 
 
 def as_run_ids(run_ids: Any) -> np.ndarray:
-    ids = _array(run_ids, "run ids")
+    ids = as_array(run_ids, "run ids")
     if ids.ndim != 1:
         raise BadInputError(f"run ids must be a 1-D sequence, got shape {ids.shape}")
     if ids.size and not np.issubdtype(ids.dtype, np.integer):
@@ -37,7 +41,7 @@ def as_run_ids(run_ids: Any) -> np.ndarray:
 
 
 def as_masks(masks: Any, n_runs: int, n_train: int) -> np.ndarray:
-    m = _array(masks, "masks")
+    m = as_array(masks, "masks")
     if m.dtype != np.bool_:
         raise BadInputError(
             f"masks must have dtype bool (one True per train example in the subset), got {m.dtype}; "
@@ -49,7 +53,7 @@ def as_masks(masks: Any, n_runs: int, n_train: int) -> np.ndarray:
 
 
 def as_margins(margins: Any, n_runs: int, n_targets: int) -> np.ndarray:
-    y = _array(margins, "margins")
+    y = as_array(margins, "margins")
     if not (np.issubdtype(y.dtype, np.floating) or np.issubdtype(y.dtype, np.integer)):
         raise BadInputError(f"margins must be numbers, got dtype {y.dtype}")
     if y.shape != (n_runs, n_targets):
@@ -101,7 +105,7 @@ def as_roles(role: Any, n_runs: int) -> np.ndarray:
 def as_optional_column(values: Any, n_runs: int, name: str, dtype: type) -> np.ndarray | None:
     if values is None:
         return None
-    a = _array(values, name)
+    a = as_array(values, name)
     if a.ndim == 0:
         a = np.full(n_runs, a)
     if a.shape != (n_runs,):

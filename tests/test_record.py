@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import polars as pl
 import pytest
@@ -132,3 +134,24 @@ def test_planned_runs_must_keep_their_mask_and_role(exp: dmdb.Experiment) -> Non
 def test_unknown_experiment_via_api(db: dmdb.Database) -> None:
     with pytest.raises(dmdb.UnknownExperimentError):
         db.experiment("ghost").record_batch([0], np.zeros((1, 3), bool), np.zeros((1, 1)))
+
+
+def test_torch_tensors_from_a_training_loop_are_taken(exp: dmdb.Experiment, tmp_path: Path) -> None:
+    """Margins straight from a model (a tensor that requires grad; on a GPU in real use) and torch
+    masks are recorded as their values, by record, record_batch and a worker's write_run."""
+    torch = pytest.importorskip("torch")
+    from dmdb.shards import ingest, write_run
+
+    plan = exp.plan(4, seed=0)
+    runs = list(exp.pending(plan))
+    w = torch.ones(5, requires_grad=True)
+    ys = [w * float(i) for i in range(4)]
+    assert exp.record(runs[0], margins=ys[0])
+    assert exp.record_batch([runs[1].run_id], torch.from_numpy(runs[1].mask[None, :]), ys[1][None, :]) == 1
+    write_run(tmp_path, exp.name, runs[2], ys[2])
+    assert ingest(exp.db, tmp_path).runs_added == 1
+    np.testing.assert_array_equal(exp.margins(), np.arange(3, dtype=np.float32)[:, None] * np.ones(5, np.float32))
+    np.testing.assert_array_equal(exp.masks(), np.stack([r.mask for r in runs[:3]]))
+    exp.db.create_experiment("other", n_train=37, n_targets=5)
+    with pytest.raises(dmdb.BadInputError, match="planned for experiment 'small', not 'other'"):
+        write_run(tmp_path, "other", runs[3], ys[3])
