@@ -17,7 +17,8 @@ import pytest
 import dmdb
 from dmdb.cli import main
 from dmdb.scale import (
-    EngineOptions, Job, SynthSpec, collect, create_synthetic, find_shard, load_train_fn, run_one, true_weights,
+    EngineOptions, Job, SynthSpec, collect, create_synthetic, find_shard, load_train_fn, run_one, train_synthetic,
+    true_weights,
 )
 from dmdb.scale.export import export_runs, export_weights
 from dmdb.scale.synth import true_model
@@ -133,6 +134,21 @@ def test_collect_local_retries_a_killed_worker(db: dmdb.Database, tmp_path: Path
     assert_exactly_once(exp, plan)
     again = collect(exp, plan, KILLER, EngineOptions(workers=2), tmp_path / "sh")
     assert (again.already_recorded, again.trained) == (8, 0)
+
+
+def test_collect_counts_runs_left_as_shards_apart(db: dmdb.Database, tmp_path: Path) -> None:
+    """Runs in the database, runs an interrupted collect left as shards, runs trained now."""
+    from dmdb.shards import write_run
+
+    exp = make_exp(db, tmp_path)
+    plan = exp.plan(6)
+    runs = list(plan)
+    exp.record(runs[0], margins=expected(plan)[0])
+    for r in runs[1:3]:
+        write_run(tmp_path / "sh", exp.name, r, train_synthetic(r, exp.config))
+    rep = collect(exp, plan, "dmdb.scale.synth:train_synthetic", EngineOptions(workers=1), tmp_path / "sh")
+    assert (rep.already_recorded, rep.from_earlier_shards, rep.trained) == (1, 2, 3) and rep.ok
+    assert_exactly_once(exp, plan)
 
 
 def test_collect_gives_up_after_retries(db: dmdb.Database, tmp_path: Path) -> None:

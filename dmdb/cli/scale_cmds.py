@@ -182,7 +182,8 @@ def cmd_collect(args: argparse.Namespace) -> int:
         plan = exp.plan(args.runs, seed=args.seed, role=args.role)
         with progress_bar(f"collecting {plan.role} runs", args.quiet) as bar:
             rep = collect(exp, plan, args.train, opts, shards, progress=bar)
-    STDERR.print(f"{rep.planned} planned runs: {rep.already_recorded} were recorded before, {rep.trained} trained now "
+    earlier = f"{rep.from_earlier_shards} ingested from shards left earlier, " if rep.from_earlier_shards else ""
+    STDERR.print(f"{rep.planned} planned runs: {rep.already_recorded} were recorded before, {earlier}{rep.trained} trained now "
                  f"({rep.retried} after a retry), {len(rep.failed)} failed; shards in {shards}")
     for run_id, why in sorted(rep.failed.items()):
         STDERR.print(f"[red]run {run_id} failed[/red]: {why}")

@@ -27,10 +27,13 @@ INGEST_EVERY_S = 0.5
 
 @dataclass
 class CollectReport:
-    """What a collect did. `failed` maps run ids to the error that remained after the retries."""
+    """What a collect did. `already_recorded`: runs in the database when it started;
+    `from_earlier_shards`: runs an interrupted collect (or other workers) had left as shards,
+    ingested first; `failed` maps run ids to the error that remained after the retries."""
 
     planned: int
     already_recorded: int
+    from_earlier_shards: int = 0
     trained: int = 0
     retried: int = 0
     failed: dict[int, str] = field(default_factory=dict)
@@ -69,8 +72,10 @@ def collect(
             progress(plan.n_runs - len(missing), plan.n_runs)
         return missing
 
+    before = sum(r in planned for r in exp.missing(plan.role))
     pending = sync()
-    report = CollectReport(planned=plan.n_runs, already_recorded=plan.n_runs - len(pending))
+    report = CollectReport(planned=plan.n_runs, already_recorded=plan.n_runs - before,
+                           from_earlier_shards=before - len(pending))
     last = time.monotonic()
     unsynced = False
     for outcome in run_engine(opts, Job.of(exp, plan), pending, train, shards):
