@@ -203,7 +203,32 @@ def test_ridge_matches_sklearn_ridge_with_alpha_n_lambda(n: int, N: int, gram: s
     # the default grid scales with the mean diagonal of G either way
     auto = select_ridge(X, Y, fit, val, gram=gram, **F64)
     Xc = Xf[fit] - Xf[fit].mean(axis=0)
-    assert auto.lambdas[6, 0] == pytest.approx((Xc**2).mean(), rel=1e-12)
+    scale = (Xc**2).mean()
+    assert np.isclose(auto.lambdas[:, 0], scale, rtol=1e-12).sum() == 1
+    assert np.isclose(auto.lambdas[:, 0], 1e-3 * scale, rtol=1e-12).sum() == 1
+
+
+def test_ridge_grid_grows_where_targets_want_more() -> None:
+    """Fewer runs than examples and little noise want less shrinkage than the default grid offers;
+    pure noise wants more. The grid grows at that end until the best lambda is inside it (float64;
+    float32 stops near the default bottom, where smaller lambdas would be rounding noise), and the
+    choice is still the brute-force argmin of scikit-learn's validation MSE over the grid used."""
+    X, Y, _ = _data(300, 500, 2, seed=7, k_true=400, noise=0.01)
+    Y[:, 1] = np.random.default_rng(0).normal(size=300)  # no signal at all
+    fit, val = np.arange(200), np.arange(200, 300)
+    res = select_ridge(X, Y, fit, val, **F64)
+    Xf = X.astype(np.float64)
+    scale = ((Xf[fit] - Xf[fit].mean(axis=0)) ** 2).mean()
+    grid = res.lambdas[:, 0]
+    assert grid[0] < 1e-6 * scale and grid[-1] > 1e6 * scale  # grown at both ends
+    assert res.lam[0] < 1e-3 * scale and res.lam[1] > 1e3 * scale  # both outside the default grid
+    for t in (0, 1):
+        mses = [((Y[val, t] - Ridge(alpha=200 * lam).fit(Xf[fit], Y[fit, t]).predict(Xf[val])) ** 2).mean()
+                for lam in grid]
+        np.testing.assert_allclose(res.path_mse[:, t], mses, rtol=1e-6)
+        assert res.lam[t] == grid[int(np.argmin(mses))]
+    f32 = select_ridge(X, Y, fit, val, dtype=torch.float32)
+    assert f32.lambdas[0, 0] == pytest.approx(1e-3 * scale, rel=1e-5) and f32.lambdas[-1, 0] > 1e6 * scale
 
 
 # ---------------------------------------------------------------- metrics

@@ -11,6 +11,8 @@ A target with constant fit margins gets zero weights and that constant as bias.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 import torch
 
@@ -37,6 +39,32 @@ def _basis(op: GramOperator, c: torch.Tensor, p: Prepared, rows: np.ndarray, st:
     return e, Xc.T @ U, (U.T @ yc) / op.n_runs
 
 
+_GRID_STEP = 10**0.5  # the default grid's ratio between neighbours
+_GRID_GROW = 4  # values added at an end at a time (two decades)
+_GRID_REACH = 1e6  # an end grows at most this far past the default grid (1e-9 .. 1e9 times the scale)
+
+
+def _widen_at_edges(grid: torch.Tensor, mse: torch.Tensor, val_mse: Callable[[torch.Tensor], torch.Tensor],
+                    const: torch.Tensor, floor: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Grow the grid (ascending) at an end while some non-constant target's validation MSE is
+    lowest there and strictly lower than at the next value in; never below `floor`."""
+    lo_limit, hi_limit = max(float(grid[0]) / _GRID_REACH, floor), float(grid[-1]) * _GRID_REACH
+    steps = _GRID_STEP ** torch.arange(1, _GRID_GROW + 1, dtype=torch.float64)
+    while grid.numel() > 1:
+        live = ~const
+        low = bool((live & (mse[0] < mse[1])).any()) and float(grid[0]) / _GRID_STEP > lo_limit
+        high = bool((live & (mse[-1] < mse[-2])).any()) and float(grid[-1]) < hi_limit / 1.01
+        if not (low or high):
+            return grid, mse
+        if low:
+            more = (float(grid[0]) / steps[float(grid[0]) / steps >= lo_limit]).flip(0).to(grid)
+            grid, mse = torch.cat([more, grid]), torch.cat([val_mse(more), mse])
+        if high:
+            more = (float(grid[-1]) * steps).to(grid)
+            grid, mse = torch.cat([grid, more]), torch.cat([mse, val_mse(more)])
+    return grid, mse
+
+
 def select_ridge(
     X: ArrayLike,
     Y: ArrayLike,
@@ -55,7 +83,12 @@ def select_ridge(
     then (if `refit`) the same lambda on fit+validation runs.
 
     The default grid is 13 values, log-spaced from 1e-3 to 1e3 times the mean diagonal of
-    G (about alpha(1-alpha) for random masks), so it scales with the masks, not with n.
+    G (about alpha(1-alpha) for random masks), so it scales with the masks, not with n. While
+    some target's validation MSE is lowest at an end of it (and strictly lower than next to it),
+    that end grows by two decades, up to 1e9 times, and down to 1e-9 times but not below 1e3
+    machine epsilons of G's largest eigenvalue, where the solution would be rounding noise
+    (float32: about the default bottom, so the grid grows down only in float64). Each value costs
+    one product. Given `lambdas` are used as they are.
     `gram`: 'matrix', 'masks' (the kernel form) or None: 'masks' when fit runs <= N/2.
     """
     p = prepare(X, Y, device, dtype)
@@ -77,13 +110,21 @@ def select_ridge(
     Xv, yv = centred_rows(p, val, st_fit.x_mean, st_fit.y_mean)
     XvQ = Xv @ Q
     del Xv
+
+    def val_mse(lams: torch.Tensor) -> torch.Tensor:
+        out = torch.empty(lams.numel(), T, dtype=torch.float64, device=p.device)
+        for j in range(lams.numel()):
+            coef_q = Qc / (evals + lams[j])[:, None]
+            out[j] = ((yv - XvQ @ coef_q).to(torch.float64) ** 2).mean(dim=0)
+            if progress is not None:
+                progress("ridge grid", j + 1, lams.numel())
+        return out
+
+    path_mse = val_mse(grid)
+    if lambdas is None:
+        floor = 1e3 * torch.finfo(p.dtype).eps * float(evals.max())
+        grid, path_mse = _widen_at_edges(grid, path_mse, val_mse, const, floor)
     k = grid.numel()
-    path_mse = torch.empty(k, T, dtype=torch.float64, device=p.device)
-    for j in range(k):
-        coef_q = Qc / (evals + grid[j])[:, None]
-        path_mse[j] = ((yv - XvQ @ coef_q).to(torch.float64) ** 2).mean(dim=0)
-        if progress is not None:
-            progress("ridge grid", j + 1, k)
     best = path_mse.argmin(dim=0)  # ties go to the first grid value
     lam = grid[best]
     val_mse = path_mse.gather(0, best[None, :])[0]
