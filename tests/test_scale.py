@@ -160,16 +160,22 @@ def test_collect_gives_up_after_retries(db: dmdb.Database, tmp_path: Path) -> No
     assert exp.n_runs() == 0
 
 
-def test_collect_cli_resumes_after_the_collector_is_killed(db_path: Path, tmp_path: Path) -> None:
+def start_collect(db_path: Path, tmp_path: Path, runs: int, shards: int) -> tuple[list[str], dict[str, str], subprocess.Popen]:
+    """`dmdb collect` of a slow synthetic experiment in its own process group, once `shards` runs are done."""
     with dmdb.open(db_path) as db:
         make_exp(db, tmp_path, sleep=0.3)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
-    cmd = [sys.executable, "-m", "dmdb", "collect", "syn", "--train", KILLER, "--runs", "12", "--workers", "2",
+    cmd = [sys.executable, "-m", "dmdb", "collect", "syn", "--train", KILLER, "--runs", str(runs), "--workers", "2",
            "--shards", str(tmp_path / "sh"), "--db", str(db_path), "-q"]
     proc = subprocess.Popen(cmd, env=env, start_new_session=True)
     deadline = time.monotonic() + 120
-    while len(list((tmp_path / "sh").glob("*.parquet"))) < 3 and time.monotonic() < deadline and proc.poll() is None:
+    while len(list((tmp_path / "sh").glob("*.parquet"))) < shards and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.1)
+    return cmd, env, proc
+
+
+def test_collect_cli_resumes_after_the_collector_is_killed(db_path: Path, tmp_path: Path) -> None:
+    cmd, env, proc = start_collect(db_path, tmp_path, runs=12, shards=3)
     os.killpg(proc.pid, signal.SIGKILL)  # the collector and its workers, mid-collection
     proc.wait()
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
@@ -183,15 +189,7 @@ def test_collect_cli_resumes_after_the_collector_is_killed(db_path: Path, tmp_pa
 def test_workers_die_with_a_killed_collector(db_path: Path, tmp_path: Path) -> None:
     """SIGKILL of the collecting process alone (not its group) must not leave its forkserver and
     pool workers behind (on a GPU node they would hold their devices)."""
-    with dmdb.open(db_path) as db:
-        make_exp(db, tmp_path, sleep=0.3)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
-    cmd = [sys.executable, "-m", "dmdb", "collect", "syn", "--train", KILLER, "--runs", "40", "--workers", "2",
-           "--shards", str(tmp_path / "sh"), "--db", str(db_path), "-q"]
-    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
-    deadline = time.monotonic() + 120
-    while len(list((tmp_path / "sh").glob("*.parquet"))) < 2 and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.1)
+    _, _, proc = start_collect(db_path, tmp_path, runs=40, shards=2)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     deadline = time.monotonic() + 30
