@@ -6,6 +6,8 @@
         exp.record(run, margins=train_and_eval(run.indices, seed=run.seed))
 """
 
+from typing import TYPE_CHECKING
+
 from .errors import (
     BadInputError,
     ConvergenceWarning,
@@ -20,15 +22,21 @@ from .errors import (
     ScoresWarning,
     UnknownExperimentError,
 )
-from .experiment import Experiment
 from .lazy import lazy_attributes
 from .plan import Plan, PlannedRun
-from .store import SCHEMA_VERSION, Database, open
 
-# Fit and the subpackages below load torch: imported on first use (`dmdb.analyses.leakage(...)`
-# works after a bare `import dmdb`), so `import dmdb` stays light for workers
+# The database side (duckdb, polars), Fit and the subpackages (torch) load on first use
+# (`dmdb.open(...)`, `dmdb.analyses.leakage(...)` work after a bare `import dmdb`), so that
+# `import dmdb` stays light for workers and `dmdb.regress` needs only torch and numpy
+# (e.g. on a GPU machine whose image has no duckdb).
 _SUBPACKAGES = ("analyses", "demo", "fit", "regress", "scale")
-__getattr__ = lazy_attributes(__name__, {"Fit": "fit", "FitOptions": "fit"} | {m: m for m in _SUBPACKAGES})
+_HOMES = {"Experiment": "experiment", "Database": "store", "open": "store", "SCHEMA_VERSION": "store",
+          "Fit": "fit", "FitOptions": "fit"}
+__getattr__ = lazy_attributes(__name__, _HOMES | {m: m for m in _SUBPACKAGES})
+
+if TYPE_CHECKING:
+    from .experiment import Experiment
+    from .store import SCHEMA_VERSION, Database, open
 
 
 __all__ = [

@@ -65,3 +65,15 @@ def test_subpackages_load_on_first_use() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["True", "True", "select_lasso", "SynthSpec", "True"]
 
+
+
+def test_solvers_import_without_the_database_side() -> None:
+    """dmdb.regress needs torch and numpy only (a GPU machine's image may have no duckdb or polars);
+    the database side loads on first use and is the same object however it is reached."""
+    code = (
+        "import sys, dmdb, dmdb.regress; print(any(m in sys.modules for m in ('duckdb', 'polars'))); "
+        "from dmdb import open as o, Database; import dmdb.store as s; "
+        "print(o is dmdb.open is s.open, Database is s.Database, dmdb.SCHEMA_VERSION == s.SCHEMA_VERSION)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "True", "True", "True"]
