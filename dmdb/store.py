@@ -192,10 +192,12 @@ def _check_version(con: duckdb.DuckDBPyConnection, path: str, read_only: bool) -
         if read_only:
             raise DmdbError(f"{path} is an empty database; initialise it with `dmdb init --db {path}`") from None
         return
-    version = int(row[0][0]) if row else None
+    raw = row[0][0] if row else None
+    version = int(raw) if raw is not None and raw.strip().isdecimal() else None  # text edited by hand is no version
     if version != SCHEMA_VERSION:
+        found = "no dmdb schema version" if raw is None else f"dmdb schema version {raw}"
         raise SchemaVersionError(
-            f"{path} has dmdb schema version {version}, this dmdb knows version {SCHEMA_VERSION}; "
+            f"{path} has {found}, this dmdb knows version {SCHEMA_VERSION}; "
             "open it with the dmdb release that wrote it"
         )
 
