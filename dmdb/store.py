@@ -145,6 +145,9 @@ def open(path: str | Path, read_only: bool = False, create: bool = True) -> Data
     that case raises DatabaseLockedError.
     """
     path = str(path)
+    if not path.strip():  # DuckDB would open an in-memory database: everything written would be lost
+        raise DmdbError("no database path given (an empty --db or $DMDB_DB); name a file, or ':memory:' for a "
+                        "database that is not saved")
     if (read_only or not create) and path != ":memory:" and not Path(path).exists():
         raise DmdbError(f"no database at {path}; create one with `dmdb init --db {path}`")
     try:

@@ -57,6 +57,20 @@ def test_schema_version_edited_by_hand_refused(db_path: Path, edit: str, says: s
             dmdb.open(db_path, read_only=read_only)
 
 
+def test_empty_path_refused_not_opened_in_memory(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """An empty path (`--db ''`, `DMDB_DB=`) is DuckDB's in-memory database: `dmdb create` and
+    `import-npy` reported success and kept nothing."""
+    from dmdb.cli import main
+
+    for read_only in (False, True):
+        with pytest.raises(dmdb.DmdbError, match="no database path given"):
+            dmdb.open("", read_only=read_only)
+    assert main(["create", "x", "--n-train", "10", "--n-targets", "3", "--db", ""]) == 1
+    monkeypatch.setenv("DMDB_DB", "")
+    assert main(["init"]) == 1
+    assert capsys.readouterr().err.count("no database path given") == 2
+
+
 def test_foreign_duckdb_file_refused(db_path: Path) -> None:
     con = duckdb.connect(str(db_path))
     con.execute("CREATE TABLE t (a INT)")
