@@ -161,7 +161,9 @@ def test_sql_write_wraps_only_what_a_transaction_can_hold(tmp_path: Path, capsys
     assert out.splitlines() == ["a", '"7,8"']
 
 
-def test_ctrl_c_inside_a_duckdb_query_reads_interrupted(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+def test_ctrl_c_inside_a_duckdb_query_reads_interrupted(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     """Ctrl-C while DuckDB runs a statement (seen at an ingest's COMMIT) comes back as DuckDB's
     RuntimeError('Query interrupted'): the CLI said 'unexpected error (RuntimeError)', exit 2."""
     from dmdb.cli import store_cmds

@@ -252,7 +252,8 @@ def test_file_size_limit_reports_the_write_error_and_writes_nothing(tmp_path: Pa
     before = path.read_bytes()
     for argv in (["fit", "f", "--estimator", "diff-means", "--device", "cpu"], ["import-npy", str(store), "--name", "g"]):
         err = tmp_path / "err"
-        p = ctx.Process(target=rp.cli_with_file_limit, args=(argv + ["--db", str(path), "-q"], str(err), len(before) + (64 << 10)))
+        limit = len(before) + (64 << 10)
+        p = ctx.Process(target=rp.cli_with_file_limit, args=(argv + ["--db", str(path), "-q"], str(err), limit))
         p.start()
         p.join(300)
         msg = err.read_text()
