@@ -18,6 +18,8 @@ from .record import make_batch, write_batch
 from .transaction import transaction
 from .validate import as_array, as_int, as_real, as_role
 
+INT64_MAX = 2**63 - 1
+
 if TYPE_CHECKING:
     from .fit import Fit
     from .regress._inputs import Progress
@@ -84,6 +86,11 @@ class Experiment:
         self.db.require_writable()
         with transaction(con):
             first = self.next_run_id()
+            if first + n_runs - 1 > INT64_MAX:  # ids past int64 would break missing(), pending() and later plans
+                raise BadInputError(
+                    f"no room for {n_runs} more run ids in experiment {self.name!r}: they would start at {first} "
+                    f"(after every planned and recorded run) and pass int64's maximum {INT64_MAX}"
+                )
             con.execute(
                 "INSERT INTO plans (experiment, role, seed, first_run_id, n_runs) VALUES (?, ?, ?, ?, ?)",
                 [self.name, role, seed, first, n_runs],
@@ -95,8 +102,8 @@ class Experiment:
         outside any plan (e.g. retraining checks), can start without clashing."""
         return int(self.db.con.execute(
             """SELECT greatest(
-                   (SELECT coalesce(max(first_run_id + n_runs), 0) FROM plans WHERE experiment = $1),
-                   (SELECT coalesce(max(run_id) + 1, 0) FROM runs WHERE experiment = $1))""",
+                   (SELECT coalesce(max(first_run_id::HUGEINT + n_runs), 0) FROM plans WHERE experiment = $1),
+                   (SELECT coalesce(max(run_id)::HUGEINT + 1, 0) FROM runs WHERE experiment = $1))""",
             [self.name],
         ).fetchall()[0][0])
 

@@ -95,11 +95,11 @@ def write_batch(
     _check_against_plans(exp, batch)
     con = exp.db.con
     name = f"_dmdb_batch_{uuid.uuid4().hex}"
-    with transaction(con):
-        fresh = _drop_identical_existing(exp, batch)
-        if len(fresh):
-            con.register(name, batch_table(fresh, fixed_margins=True))
-            try:
+    try:  # unregistered after the transaction: inside an aborted one it fails and hides the error
+        with transaction(con):
+            fresh = _drop_identical_existing(exp, batch)
+            if len(fresh):
+                con.register(name, batch_table(fresh, fixed_margins=True))
                 con.execute(
                     f"""
                     INSERT INTO runs (experiment, run_id, role, mask, n_kept, margins, seed, worker, duration_s, info)
@@ -108,10 +108,10 @@ def write_batch(
                     """,
                     [exp.name],
                 )
-            finally:
-                con.unregister(name)
-        if also is not None:
-            also(con)
+            if also is not None:
+                also(con)
+    finally:
+        con.unregister(name)
     return len(fresh)
 
 

@@ -145,6 +145,9 @@ def open(path: str | Path, read_only: bool = False, create: bool = True) -> Data
     that case raises DatabaseLockedError.
     """
     path = str(path)
+    if not path.strip():  # DuckDB would open an in-memory database: everything written would be lost
+        raise DmdbError("no database path given (an empty --db or $DMDB_DB); name a file, or ':memory:' for a "
+                        "database that is not saved")
     if (read_only or not create) and path != ":memory:" and not Path(path).exists():
         raise DmdbError(f"no database at {path}; create one with `dmdb init --db {path}`")
     try:
@@ -192,10 +195,12 @@ def _check_version(con: duckdb.DuckDBPyConnection, path: str, read_only: bool) -
         if read_only:
             raise DmdbError(f"{path} is an empty database; initialise it with `dmdb init --db {path}`") from None
         return
-    version = int(row[0][0]) if row else None
+    raw = row[0][0] if row else None
+    version = int(raw) if raw is not None and raw.strip().isdecimal() else None  # text edited by hand is no version
     if version != SCHEMA_VERSION:
+        found = "no dmdb schema version" if raw is None else f"dmdb schema version {raw}"
         raise SchemaVersionError(
-            f"{path} has dmdb schema version {version}, this dmdb knows version {SCHEMA_VERSION}; "
+            f"{path} has {found}, this dmdb knows version {SCHEMA_VERSION}; "
             "open it with the dmdb release that wrote it"
         )
 

@@ -11,11 +11,15 @@ import duckdb
 @contextmanager
 def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
     """BEGIN; the block; COMMIT. Any exception in the block or the commit (KeyboardInterrupt
-    too) rolls back and is raised again."""
+    too) rolls back and is raised again: that exception, not the ROLLBACK's own complaint when
+    DuckDB has already ended the transaction (a COMMIT that failed to write the file)."""
     con.execute("BEGIN TRANSACTION")
     try:
         yield
         con.execute("COMMIT")
     except BaseException:
-        con.execute("ROLLBACK")
+        try:
+            con.execute("ROLLBACK")
+        except duckdb.Error:
+            pass  # nothing left to roll back: the original error says what went wrong
         raise

@@ -126,6 +126,15 @@ def cli(argv: list[str], stderr_path: str, ack_path: str | None = None) -> None:
     sys.exit(code)
 
 
+def cli_with_file_limit(argv: list[str], stderr_path: str, max_bytes: int) -> None:
+    """`cli`, with no file of the child allowed past max_bytes (RLIMIT_FSIZE, `ulimit -f`): writes
+    beyond it fail with EFBIG, as on a full disk (Python ignores SIGXFSZ)."""
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_FSIZE, (max_bytes, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+    cli(argv, stderr_path)
+
+
 # -- killing ------------------------------------------------------------------------------------
 @dataclass
 class KillOutcome:

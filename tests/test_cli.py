@@ -159,3 +159,18 @@ def test_sql_write_wraps_only_what_a_transaction_can_hold(tmp_path: Path, capsys
         assert code == 0, (q, err)
     code, out, _ = run_cli(capsys, "sql", "SELECT list(a ORDER BY a) AS a FROM z", "--db", db, "-f", "csv")
     assert out.splitlines() == ["a", '"7,8"']
+
+
+def test_ctrl_c_inside_a_duckdb_query_reads_interrupted(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Ctrl-C while DuckDB runs a statement (seen at an ingest's COMMIT) comes back as DuckDB's
+    RuntimeError('Query interrupted'): the CLI said 'unexpected error (RuntimeError)', exit 2."""
+    from dmdb.cli import store_cmds
+
+    def interrupted(args: object) -> int:
+        raise RuntimeError("Query interrupted")
+
+    monkeypatch.setattr(store_cmds, "cmd_info", interrupted)
+    assert main(["info", "--db", str(tmp_path / "x.duckdb")]) == 130
+    assert capsys.readouterr().err.strip() == "dmdb info: interrupted"

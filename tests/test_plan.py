@@ -74,3 +74,18 @@ def test_missing_and_pending(exp: dmdb.Experiment) -> None:
 def test_plan_after_unplanned_runs_starts_past_them(exp: dmdb.Experiment) -> None:
     exp.record(100, np.zeros(5), mask=np.ones(37, bool), role="fit")
     assert exp.plan(3, seed=9).run_ids == range(101, 104)
+
+
+def test_plan_refuses_run_ids_past_int64(exp: dmdb.Experiment) -> None:
+    """After a run recorded near int64's maximum, a plan that would pass it is refused; it was stored,
+    and missing(), pending() and every later plan then failed with DuckDB's overflow error."""
+    top = 2**63 - 1
+    exp.record_batch([top - 100], np.ones((1, exp.n_train), bool), np.zeros((1, exp.n_targets)))
+    with pytest.raises(dmdb.BadInputError, match="no room for 1000 more run ids"):
+        exp.plan(1000, seed=0)
+    assert exp.missing() == [] and list(exp.pending()) == []
+    plan = exp.plan(100, seed=1)  # exactly fits
+    assert plan.run_ids[-1] == top and len(exp.missing()) == 100
+    exp.record_batch([top], plan.masks([top]), np.zeros((1, exp.n_targets)))
+    with pytest.raises(dmdb.BadInputError, match="pass int64's maximum"):
+        exp.plan(1, seed=2)

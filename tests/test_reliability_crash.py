@@ -227,3 +227,39 @@ def test_kill_fit_midway(tmp_path: Path) -> None:
     assert p.exitcode == 0, (tmp_path / "err").read_text()
     with dmdb.open(path) as db:
         assert _check_fits_whole(db, n_train, n_targets, 360) == committed + 1
+
+
+def test_file_size_limit_reports_the_write_error_and_writes_nothing(tmp_path: Path) -> None:
+    """A write that hits the file-size limit (as a full disk would) fails naming it ("File too
+    large"), never with DuckDB's complaint about the aborted transaction that hid it: inside the
+    transaction (a fit's weights, written to the database file) and at COMMIT (the WAL); the
+    database is left as it was."""
+    from test_npy_import import make_store
+
+    n_train, n_targets = 3000, 200
+    path = tmp_path / "lim.duckdb"
+    with dmdb.open(path) as db:
+        exp = db.create_experiment("f", n_train, n_targets, alpha=0.5)
+        w = np.random.default_rng(0).standard_normal((n_train, n_targets)).astype(np.float32)
+        for role, n in (("fit", 300), ("holdout", 60)):
+            plan = exp.plan(n, seed=0, role=role)
+            m = plan.masks()
+            exp.record_batch(list(plan.run_ids), m, m @ w / 100, role=role)
+        db.con.execute("CHECKPOINT")
+    store = tmp_path / "store"
+    make_store(store, m=8000, n=n_train, t=n_targets, seed=1)
+    ctx = rp.context()
+    before = path.read_bytes()
+    for argv in (["fit", "f", "--estimator", "diff-means", "--device", "cpu"], ["import-npy", str(store), "--name", "g"]):
+        err = tmp_path / "err"
+        limit = len(before) + (64 << 10)
+        p = ctx.Process(target=rp.cli_with_file_limit, args=(argv + ["--db", str(path), "-q"], str(err), limit))
+        p.start()
+        p.join(300)
+        msg = err.read_text()
+        assert p.exitcode != 0 and "File too large" in msg, msg
+        assert "aborted" not in msg and "cannot rollback" not in msg, msg
+        with dmdb.open(path) as db:
+            assert db.sql("SELECT count(*) AS n FROM fits")["n"][0] == 0
+            assert db.sql("SELECT count(*) AS n FROM runs")["n"][0] == 360
+            assert [r[0] for r in db.con.execute("SELECT name FROM experiments ORDER BY name").fetchall()] in (["f"], ["f", "g"])

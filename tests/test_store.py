@@ -40,6 +40,37 @@ def test_unknown_schema_version_refused(db_path: Path) -> None:
         dmdb.open(db_path, read_only=True)
 
 
+@pytest.mark.parametrize("edit, says", [
+    ("UPDATE dmdb_meta SET value = 'abc' WHERE key = 'schema_version'", "schema version abc"),
+    ("UPDATE dmdb_meta SET value = '1.0' WHERE key = 'schema_version'", "schema version 1.0"),
+    ("DELETE FROM dmdb_meta WHERE key = 'schema_version'", "no dmdb schema version"),
+])
+def test_schema_version_edited_by_hand_refused(db_path: Path, edit: str, says: str) -> None:
+    """A version that is not a whole number (a ValueError from int() before) or no version at all
+    (reported as 'version None') is a SchemaVersionError that says what the file holds."""
+    dmdb.open(db_path).close()
+    con = duckdb.connect(str(db_path))
+    con.execute(edit)
+    con.close()
+    for read_only in (False, True):
+        with pytest.raises(dmdb.SchemaVersionError, match=says):
+            dmdb.open(db_path, read_only=read_only)
+
+
+def test_empty_path_refused_not_opened_in_memory(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """An empty path (`--db ''`, `DMDB_DB=`) is DuckDB's in-memory database: `dmdb create` and
+    `import-npy` reported success and kept nothing."""
+    from dmdb.cli import main
+
+    for read_only in (False, True):
+        with pytest.raises(dmdb.DmdbError, match="no database path given"):
+            dmdb.open("", read_only=read_only)
+    assert main(["create", "x", "--n-train", "10", "--n-targets", "3", "--db", ""]) == 1
+    monkeypatch.setenv("DMDB_DB", "")
+    assert main(["init"]) == 1
+    assert capsys.readouterr().err.count("no database path given") == 2
+
+
 def test_foreign_duckdb_file_refused(db_path: Path) -> None:
     con = duckdb.connect(str(db_path))
     con.execute("CREATE TABLE t (a INT)")

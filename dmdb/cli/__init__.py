@@ -73,5 +73,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BaseException as e:  # an unexpected failure (a Rust panic in polars is a BaseException): one line unless --debug
         if args.debug:
             raise
+        if _interrupted(e):  # Ctrl-C while DuckDB runs a query arrives as its RuntimeError, not KeyboardInterrupt
+            print(f"dmdb {args.verb}: interrupted", file=sys.stderr)
+            return 130
         print(f"dmdb {args.verb}: unexpected error ({type(e).__name__}): {e} (rerun with --debug for the traceback)", file=sys.stderr)
         return 2
+
+
+def _interrupted(e: BaseException) -> bool:
+    import duckdb
+
+    return isinstance(e, duckdb.InterruptException) or (type(e) is RuntimeError and str(e) == "Query interrupted")

@@ -53,14 +53,16 @@ def _nullable(a: np.ndarray) -> pa.Array:
     return pa.array(a, mask=~np.isfinite(a))
 
 
+_INSERTED = ("fit_targets", "fit_runs", "weights")
+
+
 def _insert(db: "Database", table: str, data: pa.Table) -> None:
+    """Insert inside write_fit's transaction; write_fit unregisters the view after it (inside an
+    aborted transaction unregister fails and hides the error that aborted it)."""
     name = f"_dmdb_new_{table}"
     db.con.register(name, data)
-    try:
-        cols = ", ".join(data.column_names)
-        db.con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {name}")
-    finally:
-        db.con.unregister(name)
+    cols = ", ".join(data.column_names)
+    db.con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {name}")
 
 
 def _stored_weights(W: np.ndarray) -> np.ndarray:
@@ -79,44 +81,48 @@ def write_fit(db: "Database", rec: FitRecord) -> int:
     targets = sel.targets.astype(np.int32)
     W = _stored_weights(rec.W)
     con = db.con
-    with transaction(con):
-        fit_id = int(
-            con.execute(
-                """INSERT INTO fits (experiment, estimator, config, runs_where, targets_where, n_fit_runs,
-                                     n_val_runs, n_holdout_runs, device, seconds, lds)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING fit_id""",
-                [rec.experiment, rec.estimator, json.dumps(rec.config), sel.runs_where, sel.targets_where,
-                 int(sel.fit.size), int(sel.val.size), int(sel.holdout.size), rec.device, rec.seconds, rec.lds],
-            ).fetchall()[0][0]
-        )
-        nnz = (W != 0).sum(axis=0).astype(np.int32)
-        _insert(db, "fit_targets", pa.table({
-            "fit_id": pa.array(np.full(targets.size, fit_id, dtype=np.int32)),
-            "target": pa.array(targets),
-            "lam": _nullable(rec.lam),
-            "bias": pa.array(np.asarray(rec.bias, dtype=np.float64)),
-            "val_mse": _nullable(rec.val_mse),
-            "val_r2": _nullable(rec.val_r2),
-            "holdout_spearman": _nullable(rec.holdout_spearman),
-            "nnz": pa.array(nnz),
-        }))
-        run_ids = np.concatenate([sel.fit, sel.val, sel.holdout]).astype(np.int64)
-        splits = np.repeat(np.array(["fit", "val", "holdout"]), [sel.fit.size, sel.val.size, sel.holdout.size])
-        _insert(db, "fit_runs", pa.table({
-            "fit_id": pa.array(np.full(run_ids.size, fit_id, dtype=np.int32)),
-            "run_id": pa.array(run_ids),
-            "split": pa.array(splits.tolist(), type=pa.string()),
-        }))
-        col, idx = np.nonzero(W.T)  # target-major: rows of one target are contiguous
-        _insert(db, "weights", pa.table({
-            "fit_id": pa.array(np.full(col.size, fit_id, dtype=np.int32)),
-            "target": pa.array(targets[col]),
-            "train_idx": pa.array(idx.astype(np.int32)),
-            "weight": pa.array(W.T[col, idx]),
-        }))
-        for p in rec.curve:
-            con.execute(
-                "INSERT INTO fit_curve (fit_id, n_fit_runs, fraction, lds, mean_val_r2, seconds) VALUES (?, ?, ?, ?, ?, ?)",
-                [fit_id, p.n_fit_runs, p.fraction, p.lds, p.mean_val_r2, p.seconds],
+    try:
+        with transaction(con):
+            fit_id = int(
+                con.execute(
+                    """INSERT INTO fits (experiment, estimator, config, runs_where, targets_where, n_fit_runs,
+                                         n_val_runs, n_holdout_runs, device, seconds, lds)
+                       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING fit_id""",
+                    [rec.experiment, rec.estimator, json.dumps(rec.config), sel.runs_where, sel.targets_where,
+                     int(sel.fit.size), int(sel.val.size), int(sel.holdout.size), rec.device, rec.seconds, rec.lds],
+                ).fetchall()[0][0]
             )
+            nnz = (W != 0).sum(axis=0).astype(np.int32)
+            _insert(db, "fit_targets", pa.table({
+                "fit_id": pa.array(np.full(targets.size, fit_id, dtype=np.int32)),
+                "target": pa.array(targets),
+                "lam": _nullable(rec.lam),
+                "bias": pa.array(np.asarray(rec.bias, dtype=np.float64)),
+                "val_mse": _nullable(rec.val_mse),
+                "val_r2": _nullable(rec.val_r2),
+                "holdout_spearman": _nullable(rec.holdout_spearman),
+                "nnz": pa.array(nnz),
+            }))
+            run_ids = np.concatenate([sel.fit, sel.val, sel.holdout]).astype(np.int64)
+            splits = np.repeat(np.array(["fit", "val", "holdout"]), [sel.fit.size, sel.val.size, sel.holdout.size])
+            _insert(db, "fit_runs", pa.table({
+                "fit_id": pa.array(np.full(run_ids.size, fit_id, dtype=np.int32)),
+                "run_id": pa.array(run_ids),
+                "split": pa.array(splits.tolist(), type=pa.string()),
+            }))
+            col, idx = np.nonzero(W.T)  # target-major: rows of one target are contiguous
+            _insert(db, "weights", pa.table({
+                "fit_id": pa.array(np.full(col.size, fit_id, dtype=np.int32)),
+                "target": pa.array(targets[col]),
+                "train_idx": pa.array(idx.astype(np.int32)),
+                "weight": pa.array(W.T[col, idx]),
+            }))
+            for p in rec.curve:
+                con.execute(
+                    "INSERT INTO fit_curve (fit_id, n_fit_runs, fraction, lds, mean_val_r2, seconds) VALUES (?, ?, ?, ?, ?, ?)",
+                    [fit_id, p.n_fit_runs, p.fraction, p.lds, p.mean_val_r2, p.seconds],
+                )
+    finally:
+        for table in _INSERTED:
+            con.unregister(f"_dmdb_new_{table}")
     return fit_id
