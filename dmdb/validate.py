@@ -14,9 +14,14 @@ from .plan import ROLES
 def as_array(values: Any, what: str) -> np.ndarray:
     """np.asarray, with numpy's complaints about ragged or odd input turned into BadInputError.
     A torch tensor (on a GPU, or one that requires grad, as a training loop's margins are)
-    is detached and copied to the CPU first; torch itself is not imported here."""
+    is detached and copied to the CPU first; torch itself is not imported here. A masked array
+    with masked entries is refused."""
     if hasattr(values, "detach") and hasattr(values, "cpu"):
         values = values.detach().cpu().numpy()
+    if isinstance(values, np.ma.MaskedArray):  # np.asarray would keep the values under the mask
+        if np.ma.getmaskarray(values).any():
+            raise BadInputError(f"{what} has masked entries: fill or drop them before recording")
+        values = values.data
     try:
         return np.asarray(values)
     except (ValueError, TypeError, OverflowError) as e:

@@ -174,3 +174,32 @@ def test_ctrl_c_inside_a_duckdb_query_reads_interrupted(
     monkeypatch.setattr(store_cmds, "cmd_info", interrupted)
     assert main(["info", "--db", str(tmp_path / "x.duckdb")]) == 130
     assert capsys.readouterr().err.strip() == "dmdb info: interrupted"
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        'IO Error: Could not write file "x.duckdb.wal": File too large',
+        "TransactionContext Error: Failed to commit: Could not write file: No space left on device",
+        "Corrupt database file: computed checksum 123 does not match stored checksum 456 in block 7",
+    ],
+)
+def test_a_failing_database_file_is_named_not_unexpected(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path, error: str
+) -> None:
+    """Disk full, a file-size limit or a damaged block: one line that names the file's failure, exit 1
+    (it read 'unexpected error (IOException)', exit 2)."""
+    import duckdb
+
+    from dmdb.cli import store_cmds
+
+    kind = duckdb.IOException if error.startswith("IO") else duckdb.TransactionException if "commit" in error else duckdb.Error
+
+    def failing(args: object) -> int:
+        raise kind(error)
+
+    monkeypatch.setattr(store_cmds, "cmd_info", failing)
+    assert main(["info", "--db", str(tmp_path / "x.duckdb")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"dmdb info: error: the database file could not be written or read ({error})")
+    assert err.count("\n") == 1

@@ -73,6 +73,7 @@ BAD_CASES = [
     ("inf margin", lambda m, y: (m, np.where(np.arange(5) == 4, np.inf, y)), "inf"),
     ("float64 overflow", lambda m, y: (m, y.astype(np.float64) * 1e300), "non-finite"),
     ("string margins", lambda m, y: (m, y.astype(str)), "margins must be numbers"),
+    ("masked margins", lambda m, y: (m, np.ma.masked_array(y, mask=y > 1.5)), "margins has masked entries"),
 ]
 
 

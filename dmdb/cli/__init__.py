@@ -76,8 +76,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         if _interrupted(e):  # Ctrl-C while DuckDB runs a query arrives as its RuntimeError, not KeyboardInterrupt
             print(f"dmdb {args.verb}: interrupted", file=sys.stderr)
             return 130
+        storage = _storage_failure(e)
+        if storage is not None:
+            print(f"dmdb {args.verb}: error: the database file could not be written or read ({storage}); "
+                  "is the disk full, a file-size limit set, or the file damaged? What this command "
+                  "was writing was rolled back", file=sys.stderr)
+            return 1
         print(f"dmdb {args.verb}: unexpected error ({type(e).__name__}): {e} (rerun with --debug for the traceback)", file=sys.stderr)
         return 2
+
+
+def _storage_failure(e: BaseException) -> str | None:
+    """DuckDB's own words when the file itself failed (I/O, a failed commit, a bad checksum), else None."""
+    import duckdb
+
+    text = str(e).splitlines()[0] if str(e) else type(e).__name__
+    if isinstance(e, duckdb.IOException) or "Corrupt database file" in text or "Failed to commit" in text:
+        return text
+    return None
 
 
 def _interrupted(e: BaseException) -> bool:
