@@ -66,17 +66,24 @@ def import_npy(
     rows = chunk_rows or max(1, CHUNK_BYTES // max(1, masks.shape[1]))
     _check_finite(margins, done_rows, rows)
     n_train = masks.shape[1]
-    sample = np.asarray(masks[done_rows[:1000]])
-    kept = sample.sum(axis=1)
-    exp = db.create_experiment(
-        name,
-        n_train=n_train,
-        n_targets=margins.shape[1],
-        alpha=float(alpha if alpha is not None else round(float(kept.mean()) / n_train, 4)),
-        sampling="fixed" if kept.min() == kept.max() else "bernoulli",
-        config={"imported_from": str(directory.resolve())},
-        exist_ok=True,
-    )
+    if name in db.experiments()["name"].to_list():  # more runs for it: its settings stand, its shape must match
+        exp = db.experiment(name)
+        if (exp.n_train, exp.n_targets) != (n_train, margins.shape[1]):
+            raise BadInputError(
+                f"experiment {name!r} has {exp.n_train} train examples and {exp.n_targets} targets; the store in "
+                f"{directory} has {n_train} and {margins.shape[1]}: import it under another --name"
+            )
+    else:
+        sample = np.asarray(masks[done_rows[:1000]])
+        kept = sample.sum(axis=1)
+        exp = db.create_experiment(
+            name,
+            n_train=n_train,
+            n_targets=margins.shape[1],
+            alpha=float(alpha if alpha is not None else round(float(kept.mean()) / n_train, 4)),
+            sampling="fixed" if kept.min() == kept.max() else "bernoulli",
+            config={"imported_from": str(directory.resolve())},
+        )
     added = 0
     for start in range(0, len(done_rows), rows):
         ids = done_rows[start : start + rows]

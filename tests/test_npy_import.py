@@ -61,3 +61,24 @@ def test_nan_in_completed_row_writes_nothing(db: dmdb.Database, tmp_path: Path) 
 def test_missing_file(db: dmdb.Database, tmp_path: Path) -> None:
     with pytest.raises(dmdb.DmdbError, match="masks.npy is missing"):
         import_npy(db, tmp_path, "ref")
+
+
+def test_a_grown_store_adds_to_its_experiment(db: dmdb.Database, tmp_path: Path) -> None:
+    """Re-importing the store after more rows completed adds them under the experiment's own settings
+    (with Bernoulli masks the new rows changed the estimated alpha, and the import was refused as
+    'already exists'); a store of another shape is refused by name."""
+    rng = np.random.default_rng(5)
+    masks = rng.random((40, 30)) < 0.5
+    margins = rng.standard_normal((40, 4)).astype(np.float16)
+    completed = np.arange(40) % 3 != 0
+    for name, arr in (("masks", masks), ("margins", margins), ("_completed", completed)):
+        np.save(tmp_path / f"{name}.npy", arr)
+    exp, first = import_npy(db, tmp_path, "ref")
+    assert exp.sampling == "bernoulli" and first == completed.sum()
+    np.save(tmp_path / "_completed.npy", np.ones(40, bool))
+    exp, more = import_npy(db, tmp_path, "ref")
+    assert more == 40 - first and exp.n_runs() == 40
+    np.testing.assert_array_equal(exp.masks(), masks)
+    make_store(tmp_path / "other", n=31)
+    with pytest.raises(dmdb.BadInputError, match="'ref' has 30 train examples and 4 targets; the store in .* has 31 and 7"):
+        import_npy(db, tmp_path / "other", "ref")
