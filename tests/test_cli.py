@@ -49,6 +49,15 @@ def test_sql_formats(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     pq = tmp_path / "out.parquet"
     code, _, _ = run_cli(capsys, "sql", q, "--db", db, "-f", "parquet", "-o", str(pq))
     assert pl.read_parquet(pq)["j"].to_list() == [0, 2, 4]
+    # several statements: each query's rows, as the DuckDB shell prints them (only the last came out)
+    code, out, _ = run_cli(capsys, "sql", "SELECT 41 AS first; SELECT 42 AS second", "--db", db)
+    assert code == 0 and "first" in out and "41" in out and "second" in out and "42" in out
+    code, out, _ = run_cli(capsys, "sql", "CREATE TEMP TABLE t AS SELECT 7 AS a; SELECT * FROM t", "--db", db, "-f", "csv")
+    assert code == 0 and out.splitlines() == ["a", "7"]
+    code, _, err = run_cli(capsys, "sql", "SELECT 1; SELECT 2", "--db", db, "-f", "csv")
+    assert code == 1 and "2 statements return rows, and --format csv writes one result" in err
+    code, _, err = run_cli(capsys, "sql", " -- nothing ", "--db", db)
+    assert code == 1 and "no SQL statement given" in err
 
 
 def test_sql_text_formats_hold_masks_lists_and_structs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

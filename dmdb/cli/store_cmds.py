@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 from typing import Any
 
@@ -10,7 +11,7 @@ import duckdb
 import polars as pl
 
 from .. import store
-from ..errors import DmdbError
+from ..errors import BadInputError, DmdbError
 from ..npy_import import import_npy
 from ..plan import SAMPLING
 from ..shards import ingest
@@ -103,15 +104,31 @@ def _statements(db: store.Database, query: str) -> list:
         raise DmdbError(f"SQL error: {e}") from e
 
 
+def _shows_rows(statement: Any) -> bool:
+    """A statement whose only result is rows (SELECT, PRAGMA, EXPLAIN, ...), as the DuckDB shell prints."""
+    return [str(k).rpartition(".")[2] for k in statement.expected_result_type] == ["QUERY_RESULT"]
+
+
 def cmd_sql(args: argparse.Namespace) -> int:
+    """Run the statements in order; print what each query returns (and the last statement's result
+    whatever it is), as the DuckDB shell does. Other formats than a table on stdout take one result."""
     with store.open(args.db, read_only=not args.write, create=False) as db:
-        kinds = {str(s.type).rpartition(".")[2] for s in _statements(db, args.query)}
-        if not args.write or not kinds <= _WRAPPABLE:
-            frame = db.sql(args.query)
-        else:  # several statements: all of them or none
-            with transaction(db.con):
-                frame = db.sql(args.query)
-    emit(frame, args.format, args.output)
+        stmts = _statements(db, args.query)
+        if not stmts:
+            raise BadInputError("no SQL statement given")
+        shown = [i for i, st in enumerate(stmts) if _shows_rows(st) or i == len(stmts) - 1]
+        if len(shown) > 1 and (args.format != "table" or args.output):
+            raise BadInputError(
+                f"{len(shown)} statements return rows, and --format {args.format}"
+                f"{' with --output' if args.output else ''} writes one result: run them one at a time, "
+                "or print them as tables"
+            )
+        kinds = {str(st.type).rpartition(".")[2] for st in stmts}
+        with transaction(db.con) if args.write and kinds <= _WRAPPABLE else contextlib.nullcontext():
+            frames = [(i, db.sql(st.query)) for i, st in enumerate(stmts)]
+    for i, frame in frames:
+        if i in shown:
+            emit(frame, args.format, args.output)
     return 0
 
 
