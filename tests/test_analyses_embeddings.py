@@ -9,7 +9,7 @@ from sklearn.decomposition import PCA
 from sklearn.metrics import adjusted_rand_score
 
 from dmdb import analyses as A
-from dmdb.analyses.embeddings import normalised_rows, pca, spectral_clusters
+from dmdb.analyses.spectral import normalised_rows, pca, spectral_clusters
 from dmdb.errors import BadInputError, DmdbError
 
 from analyses_fixtures import insert_fit, new_db, sparse_random_W

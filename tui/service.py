@@ -17,7 +17,7 @@ import polars as pl
 
 import dmdb
 from dmdb import analyses
-from dmdb.analyses.embeddings import normalised_rows, pca
+from dmdb.analyses.spectral import normalised_rows, pca
 from dmdb.errors import DatabaseLockedError, DmdbError
 
 __all__ = ["Counterfactual", "DatabaseLockedError", "DmdbError", "NoFitError", "Service", "TargetInfo", "Verified"]

@@ -287,7 +287,7 @@ def test_embeddings_scatter_and_jump(study: Path) -> None:
         pts = table.frame
         assert pts.height == 30 and pts["pc0"].to_list() == sorted(pts["pc0"].to_list(), reverse=True)
         with api(study) as db:  # the same PCA the analyses module computes
-            from dmdb.analyses.embeddings import normalised_rows, pca
+            from dmdb.analyses.spectral import normalised_rows, pca
 
             scores = pca(normalised_rows(analyses.load_weights(db, cache=False)), 2, seed=0)[0]
         by_target = pts.sort("target")
