@@ -389,6 +389,30 @@ def test_no_fit_database_says_so_and_still_shows_runs(empty_study: Path) -> None
     drive(empty_study, script)
 
 
+def test_no_fit_targets_screen_keys_neither_crash_nor_type_into_the_filter(empty_study: Path) -> None:
+    """With no targets loaded, Escape, Enter, r and s did sort a frame without columns (a traceback),
+    and the filter box took the focus, so 1-5 typed digits into it instead of changing screens."""
+    async def script(app, pilot):
+        await until_screen(pilot, OverviewScreen)
+        await pilot.press("2")
+        await until_screen(pilot, TargetsScreen)
+        await wait_for(pilot, lambda: "holds no fit yet" in screen_text(app), what="targets no-fit")
+        screen = app.screen
+        assert app.focused is None or app.focused.id != "filter"
+        await pilot.press("escape", "r", "s")
+        await pilot.press("slash")
+        assert app.focused.id == "filter"
+        await pilot.press("enter")
+        await pilot.pause()
+        assert app.is_running and app.screen is screen
+        assert screen.query_one("#filter", Input).value == ""
+        screen.set_focus(None)
+        await pilot.press("5")
+        await until_screen(pilot, SqlScreen)
+
+    drive(empty_study, script)
+
+
 def test_locked_database_offers_retry(tmp_path: Path, study: Path) -> None:
     path = tmp_path / "locked.duckdb"
     path.write_bytes(study.read_bytes())
