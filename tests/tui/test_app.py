@@ -30,6 +30,7 @@ from tui.screens.detail import N_EXAMPLES
 from tui.service import Service
 from tui.widgets import FrameTable, RowList
 
+from analyses_fixtures import insert_fit
 from helpers import LEAK, VERIFIED
 from helpers import screen_text, wait_for
 
@@ -277,6 +278,30 @@ def test_leakage_lists_the_planted_pair_first_and_opens_it(study: Path) -> None:
         assert app.screen.target == LEAK[0]
 
     drive(study, script)
+
+
+def test_leakage_of_a_fit_without_candidates_drops_the_last_fits_pair(study: Path, tmp_path: Path) -> None:
+    """Browsing another fit with no candidates kept the pictures of the previous fit's pair."""
+    path = tmp_path / "two_fits.duckdb"
+    path.write_bytes(study.read_bytes())
+    with dmdb.open(path) as db:
+        quiet = insert_fit(db, "e", np.full((200, 30), 0.01), np.zeros(30))
+        assert analyses.leakage(db, fit=quiet).height == 0
+
+    async def script(app, pilot):
+        app.browse_fit(1)
+        await pilot.press("3")
+        await until_screen(pilot, LeakageScreen)
+        await wait_for(pilot, lambda: app.screen.pair == LEAK, what="pair pictures")
+        await pilot.press("1")
+        app.browse_fit(quiet)
+        await pilot.press("3")
+        await wait_for(pilot, lambda: f"fit {quiet}: 0 candidate" in screen_text(app), what="no candidates")
+        await pilot.pause()
+        assert app.screen.pair is None
+        assert f"train #{LEAK[1]}" not in screen_text(app)
+
+    drive(path, script)
 
 
 def test_embeddings_scatter_and_jump(study: Path) -> None:
