@@ -186,6 +186,20 @@ def test_target_detail_shows_weights_counterfactual_and_neighbours(study: Path) 
     drive(study, script)
 
 
+def test_a_k_that_is_not_a_count_is_refused_and_the_box_shows_the_k_in_use(study: Path) -> None:
+    """'-5' or an empty k box did nothing on Enter: the box kept '-5' while the panel was for k 10."""
+    async def script(app, pilot):
+        screen = await open_detail(pilot, 7)
+        for typed in ("-5", ""):
+            await submit(pilot, "#k", typed)
+            await pilot.pause()
+            assert screen.k == 10 and screen.query_one("#k", Input).value == "10"
+        assert any("k must be a whole number" in str(n.message) for n in app._notifications)
+        assert "remove the 10 most helpful" in screen_text(app)
+
+    drive(study, script)
+
+
 def test_verified_outcome_is_the_mean_of_recorded_retraining_runs(study: Path) -> None:
     target, k, mode = VERIFIED
     with api(study) as db:
