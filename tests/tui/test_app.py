@@ -95,6 +95,28 @@ def test_overview_lists_experiments_runs_and_fits(study: Path) -> None:
     drive(study, script)
 
 
+def test_fits_table_cursor_is_on_the_browsed_fit(study: Path, tmp_path: Path) -> None:
+    """The cursor sat on the first fit, while the app browsed the latest, and went back there after
+    Enter browsed another, so a second Enter browsed the first fit."""
+    path = tmp_path / "two_fits.duckdb"
+    path.write_bytes(study.read_bytes())
+    with dmdb.open(path) as db:
+        second = insert_fit(db, "e", np.full((200, 30), 0.01), np.zeros(30))
+
+    async def script(app, pilot):
+        fits = await until_table(pilot, "#fits")
+        await wait_for(pilot, lambda: fits.table.cursor_row == 1, what="the cursor on the latest fit")
+        assert app.fit_id == second
+        fits.table.focus()
+        await pilot.press("up", "enter")
+        await wait_for(pilot, lambda: app.fit_id == 1 and "Browsing fit 1" in screen_text(app), what="fit 1")
+        await pilot.pause()
+        table = app.screen.query_one("#fits", FrameTable)
+        assert table.table.cursor_row == 0
+
+    drive(path, script)
+
+
 def test_targets_table_matches_api_sorts_filters_and_opens(study: Path) -> None:
     with api(study) as db:
         br = analyses.brittleness(db).sort("target")
