@@ -30,6 +30,7 @@ from tui.screens.detail import N_EXAMPLES
 from tui.service import Service
 from tui.widgets import FrameTable, RowList
 
+from analyses_fixtures import insert_fit
 from helpers import LEAK, VERIFIED
 from helpers import screen_text, wait_for
 
@@ -92,6 +93,28 @@ def test_overview_lists_experiments_runs_and_fits(study: Path) -> None:
                        and "counterfactual_runs" in screen_text(app), what="the overview's text to be drawn")
 
     drive(study, script)
+
+
+def test_fits_table_cursor_is_on_the_browsed_fit(study: Path, tmp_path: Path) -> None:
+    """The cursor sat on the first fit, while the app browsed the latest, and went back there after
+    Enter browsed another, so a second Enter browsed the first fit."""
+    path = tmp_path / "two_fits.duckdb"
+    path.write_bytes(study.read_bytes())
+    with dmdb.open(path) as db:
+        second = insert_fit(db, "e", np.full((200, 30), 0.01), np.zeros(30))
+
+    async def script(app, pilot):
+        fits = await until_table(pilot, "#fits")
+        await wait_for(pilot, lambda: fits.table.cursor_row == 1, what="the cursor on the latest fit")
+        assert app.fit_id == second
+        fits.table.focus()
+        await pilot.press("up", "enter")
+        await wait_for(pilot, lambda: app.fit_id == 1 and "Browsing fit 1" in screen_text(app), what="fit 1")
+        await pilot.pause()
+        table = app.screen.query_one("#fits", FrameTable)
+        assert table.table.cursor_row == 0
+
+    drive(path, script)
 
 
 def test_targets_table_matches_api_sorts_filters_and_opens(study: Path) -> None:
@@ -181,6 +204,20 @@ def test_target_detail_shows_weights_counterfactual_and_neighbours(study: Path) 
         await submit(pilot, "#k", "3")
         await check(3, "random")
         assert "not verified" in screen_text(app)
+
+    drive(study, script)
+
+
+def test_a_k_that_is_not_a_count_is_refused_and_the_box_shows_the_k_in_use(study: Path) -> None:
+    """'-5' or an empty k box did nothing on Enter: the box kept '-5' while the panel was for k 10."""
+    async def script(app, pilot):
+        screen = await open_detail(pilot, 7)
+        for typed in ("-5", ""):
+            await submit(pilot, "#k", typed)
+            await pilot.pause()
+            assert screen.k == 10 and screen.query_one("#k", Input).value == "10"
+        assert any("k must be a whole number" in str(n.message) for n in app._notifications)
+        assert "remove the 10 most helpful" in screen_text(app)
 
     drive(study, script)
 
@@ -277,6 +314,30 @@ def test_leakage_lists_the_planted_pair_first_and_opens_it(study: Path) -> None:
         assert app.screen.target == LEAK[0]
 
     drive(study, script)
+
+
+def test_leakage_of_a_fit_without_candidates_drops_the_last_fits_pair(study: Path, tmp_path: Path) -> None:
+    """Browsing another fit with no candidates kept the pictures of the previous fit's pair."""
+    path = tmp_path / "two_fits.duckdb"
+    path.write_bytes(study.read_bytes())
+    with dmdb.open(path) as db:
+        quiet = insert_fit(db, "e", np.full((200, 30), 0.01), np.zeros(30))
+        assert analyses.leakage(db, fit=quiet).height == 0
+
+    async def script(app, pilot):
+        app.browse_fit(1)
+        await pilot.press("3")
+        await until_screen(pilot, LeakageScreen)
+        await wait_for(pilot, lambda: app.screen.pair == LEAK, what="pair pictures")
+        await pilot.press("1")
+        app.browse_fit(quiet)
+        await pilot.press("3")
+        await wait_for(pilot, lambda: f"fit {quiet}: 0 candidate" in screen_text(app), what="no candidates")
+        await pilot.pause()
+        assert app.screen.pair is None
+        assert f"train #{LEAK[1]}" not in screen_text(app)
+
+    drive(path, script)
 
 
 def test_embeddings_scatter_and_jump(study: Path) -> None:
@@ -385,6 +446,30 @@ def test_no_fit_database_says_so_and_still_shows_runs(empty_study: Path) -> None
         await wait_for(pilot, lambda: any("no fit to show targets of" in str(n.message) for n in app._notifications),
                        what="the no-fit warning")
         assert isinstance(app.screen, TargetsScreen)
+
+    drive(empty_study, script)
+
+
+def test_no_fit_targets_screen_keys_neither_crash_nor_type_into_the_filter(empty_study: Path) -> None:
+    """With no targets loaded, Escape, Enter, r and s did sort a frame without columns (a traceback),
+    and the filter box took the focus, so 1-5 typed digits into it instead of changing screens."""
+    async def script(app, pilot):
+        await until_screen(pilot, OverviewScreen)
+        await pilot.press("2")
+        await until_screen(pilot, TargetsScreen)
+        await wait_for(pilot, lambda: "holds no fit yet" in screen_text(app), what="targets no-fit")
+        screen = app.screen
+        assert app.focused is None or app.focused.id != "filter"
+        await pilot.press("escape", "r", "s")
+        await pilot.press("slash")
+        assert app.focused.id == "filter"
+        await pilot.press("enter")
+        await pilot.pause()
+        assert app.is_running and app.screen is screen
+        assert screen.query_one("#filter", Input).value == ""
+        screen.set_focus(None)
+        await pilot.press("5")
+        await until_screen(pilot, SqlScreen)
 
     drive(empty_study, script)
 

@@ -243,9 +243,14 @@ class TargetDetailScreen(DataScreen):
             self.app.pop_screen()
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
-        if event.input.id == "k" and event.value.strip().isdigit():
+        if event.input.id != "k":
+            return
+        if event.value.strip().isdecimal():
             self.set_k(int(event.value))
             self.query_one("#nearest", RowList).focus_list()
+        else:  # the box would go on showing a k the panel is not for
+            self.notify(f"k must be a whole number >= 0, not {event.value.strip()!r}", severity="warning")
+            event.input.value = str(self.k)
 
     def on_row_list_row_chosen(self, event: RowList.RowChosen) -> None:
         self.show_target(int(event.row["neighbor"]), self.fit, [*self.trail, self.target])

@@ -35,6 +35,10 @@ class LeakageScreen(DataScreen):
     def show_candidates(self, found: tuple[pl.DataFrame, int]) -> None:
         frame, total = found
         self.query_one("#candidates", FrameTable).show(frame)
+        if frame.height == 0:  # no row to focus, so nothing replaces the pictures of another fit's pair
+            for view in self.query(Gallery):
+                view.show([])
+            self.pair = None
         shown = f"{total:,}" if total == frame.height else f"{total:,} (the {frame.height:,} most extreme shown)"
         self.query_one("#status", Static).update(
             f"fit {self.fit_id}: {shown} candidate pair(s) with robust z >= 6, most extreme first. "

@@ -27,11 +27,14 @@ class OverviewScreen(DataScreen):
     def reload(self) -> None:
         self.fetch("overview", lambda: (self.service.experiments(), self.service.fits()))
 
-    def show_overview(self, value: tuple[pl.DataFrame, pl.DataFrame]) -> None:
+    async def show_overview(self, value: tuple[pl.DataFrame, pl.DataFrame]) -> None:
         exps, fits = value
         self.query_one("#experiments", FrameTable).show(exps.drop("created_at"))
-        self.query_one("#fits", FrameTable).show(fits)
+        table = self.query_one("#fits", FrameTable)
+        await table.show(fits)
         fit = self.fit_id
+        if fit is not None and table.table is not None and fit in fits["fit_id"]:
+            table.table.move_cursor(row=fits["fit_id"].to_list().index(fit))  # on the browsed fit, not the first
         if fit is None:
             text = (f"{exps.height} experiment(s), [b $warning]no fit yet[/]: run `dmdb fit` on this database "
                     "to fit datamodels, then reopen. SQL (5) works meanwhile.")

@@ -22,6 +22,7 @@ def filter_frame(frame: pl.DataFrame, text: str) -> pl.DataFrame:
 
 
 class TargetsScreen(DataScreen):
+    AUTO_FOCUS = "DataTable"  # not the filter box: it would take 1-5 and q while the table loads, or with no fit
     BINDINGS = [
         Binding("slash", "search", "Filter"),
         Binding("s", "sort", "Sort"),
@@ -51,7 +52,10 @@ class TargetsScreen(DataScreen):
     def refresh_table(self, focus: bool = False) -> None:
         """Show the filtered, sorted targets; with `focus`, the table takes the focus and the
         caption (which tells the user Enter opens a target) appears only once it has, so an
-        Enter pressed on seeing it reaches the table, not the filter box."""
+        Enter pressed on seeing it reaches the table, not the filter box. Nothing to show before
+        the targets are in (or with no fit): sorting a frame without columns raised."""
+        if not self.all.columns:
+            return
         text = self.query_one("#filter", Input).value
         try:
             shown = filter_frame(self.all, text)
