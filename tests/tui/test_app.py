@@ -218,6 +218,14 @@ def test_a_k_that_is_not_a_count_is_refused_and_the_box_shows_the_k_in_use(study
             assert screen.k == 10 and screen.query_one("#k", Input).value == "10"
         assert any("k must be a whole number" in str(n.message) for n in app._notifications)
         assert "remove the 10 most helpful" in screen_text(app)
+        # with the focus in the box, +, - and m still drive the panel instead of being typed
+        box = screen.query_one("#k", Input)
+        box.focus()
+        await pilot.press("plus", "plus", "minus", "m")
+        await wait_for(pilot, lambda: screen.cf.k == 11 and screen.cf.mode == "bottom", what="k 11 bottom")
+        assert box.value == "11" and box.has_focus
+        await pilot.press("x", "full_stop")  # digits only
+        assert box.value == "11"
 
     drive(study, script)
 
@@ -382,6 +390,11 @@ def test_sql_console_runs_queries_keeps_history_and_reports_errors(study: Path) 
         await pilot.press("up")
         assert query.value.startswith("SELECT target, nnz")
         assert app.sql_history[-1] == "DELETE FROM weights"
+        # escape leaves the query line, so the screen keys work again (they were typed into it)
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: table.table.has_focus, what="the result table focused")
+        await pilot.press("1")
+        await until_screen(pilot, OverviewScreen)
 
     drive(study, script)
     with api(study) as db:
@@ -510,3 +523,14 @@ def test_service_counterfactual_is_the_api_row(study: Path) -> None:
             want = analyses.counterfactual(db, target, k=k, mode=mode).row(0, named=True)
             assert (got.base_margin, got.predicted_margin, got.flips) == (
                 want["base_margin"], want["predicted_margin"], want["flips"])
+
+
+def test_counterfactual_text_has_no_negative_zero() -> None:
+    """k = 0 removes nothing: the change reads +0.0000, not -0.0000 (the API's -0.0 sum)."""
+    from tui.screens.detail import describe_counterfactual
+    from tui.service import Counterfactual
+
+    cf = Counterfactual(target=3, k=0, mode="top", n_removed=0, base_margin=1.5, predicted_margin=1.5,
+                        predicted_change=-0.0, flips=False, verified=None)
+    text = describe_counterfactual(cf)
+    assert "change +0.0000" in text and "-0.0000" not in text

@@ -9,7 +9,7 @@ import polars as pl
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.timer import Timer
-from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Header, Input, Label, Static
 
 from ..service import Counterfactual, TargetInfo
@@ -35,7 +35,7 @@ def describe_counterfactual(cf: Counterfactual) -> str:
         f"remove the {cf.k} {what} train examples ({cf.n_removed} removed)",
         f"base margin       {cf.base_margin:+.4f}  ({margin_word(cf.base_margin)})",
         f"predicted margin  {cf.predicted_margin:+.4f}  ({margin_word(cf.predicted_margin)}),"
-        f" change {cf.predicted_change:+.4f}",
+        f" change {cf.predicted_change + 0.0:+.4f}",  # + 0.0: no '-0.0000' when nothing is removed
         "[b $error]the prediction FLIPS[/]" if cf.flips else "[b $success]the prediction stays[/]",
     ]
     v = cf.verified
@@ -58,6 +58,16 @@ class Detail:
     images: dict[int, np.ndarray | None]
     cf: Counterfactual
     nearest: pl.DataFrame
+
+
+class KInput(Input):
+    """The k box: digits only; the panel's keys (+, -, m) work while it has the focus."""
+
+    BINDINGS = [
+        Binding("plus,equals_sign", "screen.k(1)", "k+1", show=False, priority=True),
+        Binding("minus", "screen.k(-1)", "k-1", show=False, priority=True),
+        Binding("m", "screen.mode", "Mode", show=False, priority=True),
+    ]
 
 
 class TargetDetailScreen(DataScreen):
@@ -97,11 +107,11 @@ class TargetDetailScreen(DataScreen):
                 yield gallery(GALLERY_COLUMNS, N_EXAMPLES, id="positive")
                 yield Label(f"Most harmful: most negative weights (top {N_EXAMPLES})", classes="section")
                 yield gallery(GALLERY_COLUMNS, N_EXAMPLES, id="negative")
-            with Vertical(id="detail-right"):
+            with VerticalScroll(id="detail-right"):
                 yield Label("Counterfactual", classes="section")
                 with Horizontal(id="cf-controls"):
                     yield Label("k ")
-                    yield Input(str(self.k), id="k", type="integer")
+                    yield KInput(str(self.k), id="k", restrict=r"[0-9]*")
                     yield Static(id="mode")
                 yield Static(id="cf")
                 yield Label("Nearest targets by datamodel similarity (Enter opens)", classes="section")
@@ -184,7 +194,12 @@ class TargetDetailScreen(DataScreen):
         cap = f"target {info.target}" + ("" if info.label is None else f"  label {info.label}")
         self.query_one("#target-picture", Gallery).show([Example(info.image, cap, info.text)])
         rho = "n/a" if info.holdout_spearman is None else f"{info.holdout_spearman:.3f}"
-        support = "never (removing every helpful example is not enough)" if info.support is None else str(info.support)
+        if info.support is None:
+            support = "never (removing every helpful example is not enough)"
+        elif info.support == 0:
+            support = "0 (already predicted wrong)"
+        else:
+            support = str(info.support)
         self.query_one("#facts", Static).update(
             f"[b]target {info.target}[/b] of {info.experiment}, fit {info.fit_id}\n"
             f"label: {info.label}\n"

@@ -38,7 +38,7 @@ class HistoryInput(Input):
 
 
 class SqlScreen(DataScreen):
-    BINDINGS = [Binding("slash", "focus_query", "Query", show=True)]
+    BINDINGS = [Binding("slash", "focus_query", "Query", show=True), Binding("escape", "focus_result", "Results", show=True)]
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -78,3 +78,12 @@ class SqlScreen(DataScreen):
 
     def action_focus_query(self) -> None:
         self.query_one("#query").focus()
+
+    def action_focus_result(self) -> None:
+        """Leave the query line for the results (or for nothing, before any), so that the screen
+        keys 1-5, q and ? work again."""
+        result = self.query_one("#result", FrameTable)
+        if result.table is None:
+            self.set_focus(None)
+        else:
+            result.focus_table()
