@@ -9,7 +9,7 @@ import polars as pl
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.timer import Timer
-from textual.containers import Horizontal, VerticalScroll
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Header, Input, Label, Static
 
 from ..service import Counterfactual, TargetInfo
@@ -107,7 +107,7 @@ class TargetDetailScreen(DataScreen):
                 yield gallery(GALLERY_COLUMNS, N_EXAMPLES, id="positive")
                 yield Label(f"Most harmful: most negative weights (top {N_EXAMPLES})", classes="section")
                 yield gallery(GALLERY_COLUMNS, N_EXAMPLES, id="negative")
-            with VerticalScroll(id="detail-right"):
+            with Vertical(id="detail-right"):
                 yield Label("Counterfactual", classes="section")
                 with Horizontal(id="cf-controls"):
                     yield Label("k ")
