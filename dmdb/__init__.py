@@ -26,10 +26,10 @@ from .lazy import lazy_attributes
 from .plan import Plan, PlannedRun
 
 # The database side (duckdb, polars), Fit and the subpackages (torch) load on first use
-# (`dmdb.open(...)`, `dmdb.analyses.leakage(...)` work after a bare `import dmdb`), so that
-# `import dmdb` stays light for workers and `dmdb.regress` needs only torch and numpy
-# (e.g. on a GPU machine whose image has no duckdb).
-_SUBPACKAGES = ("analyses", "demo", "fit", "regress", "scale")
+# (`dmdb.open(...)`, `dmdb.analyses.leakage(...)`, `dmdb.shards.write_run(...)` work after a
+# bare `import dmdb`), so that `import dmdb` stays light for workers and `dmdb.regress` needs
+# only torch and numpy (e.g. on a GPU machine whose image has no duckdb).
+_SUBPACKAGES = ("analyses", "demo", "fit", "regress", "scale", "shards")
 _HOMES = {"Experiment": "experiment", "Database": "store", "open": "store", "SCHEMA_VERSION": "store",
           "Fit": "fit", "FitOptions": "fit"}
 __getattr__ = lazy_attributes(__name__, _HOMES | {m: m for m in _SUBPACKAGES})

@@ -66,6 +66,14 @@ def test_subpackages_load_on_first_use() -> None:
     assert out.split() == ["True", "True", "select_lasso", "SynthSpec", "True"]
 
 
+def test_shards_reachable_after_bare_import() -> None:
+    """README's worker call, `dmdb.shards.write_run(...)`, works after a bare `import dmdb`."""
+    code = "import dmdb; print(dmdb.shards.write_run.__name__, dmdb.shards.ingest.__name__)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["write_run", "ingest"]
+
+
 
 def test_solvers_import_without_the_database_side() -> None:
     """dmdb.regress needs torch and numpy only (a GPU machine's image may have no duckdb or polars);
