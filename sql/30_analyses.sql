@@ -152,7 +152,7 @@ tot AS (SELECT coalesce(sum(tw.weight), 0) AS s FROM tw)
 SELECT ft.fit_id, ft.tgt AS target, p.md AS mode, agg.n_removed,
        ft.bias + tot.s AS base_margin,
        ft.bias + tot.s - agg.removed_sum AS predicted_margin,
-       -agg.removed_sum AS predicted_change,
+       0.0 - agg.removed_sum AS predicted_change,
        ((ft.bias + tot.s) < 0) <> ((ft.bias + tot.s - agg.removed_sum) < 0) AS flips,
        agg.removed
 FROM ft, p, agg, tot;
@@ -181,7 +181,7 @@ rem AS (
 SELECT ft.fit_id, ft.target AS target,
        ft.bias + coalesce(tot.s, 0) AS base_margin,
        ft.bias + coalesce(tot.s, 0) - coalesce(rem.removed_sum, 0) AS predicted_margin,
-       -coalesce(rem.removed_sum, 0) AS predicted_change,
+       0.0 - coalesce(rem.removed_sum, 0) AS predicted_change,
        ((ft.bias + coalesce(tot.s, 0)) < 0) <> ((ft.bias + coalesce(tot.s, 0) - coalesce(rem.removed_sum, 0)) < 0) AS flips
 FROM fit_targets ft
 LEFT JOIN tot ON tot.tgt = ft.target

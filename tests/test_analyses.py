@@ -64,6 +64,8 @@ def test_counterfactual_topk_matches_numpy_and_sql(small, mode, k):
         assert s["removed"] == got["removed"] and s["n_removed"] == got["n_removed"] and s["flips"] == got["flips"]
         for c in ("base_margin", "predicted_margin", "predicted_change"):
             assert s[c] == pytest.approx(got[c], abs=1e-9)
+        if k == 0:  # nothing removed: a change of +0.0 (it printed as -0.0 / -0.0000)
+            assert np.copysign(1, got["predicted_change"]) == 1 and np.copysign(1, s["predicted_change"]) == 1
 
 
 def test_counterfactual_random_remove_keep(small):
@@ -97,6 +99,9 @@ def test_counterfactual_all_matches_numpy_and_sql(small):
         sql = db.sql("SELECT * FROM counterfactual_all(fit := ?, remove := ?)", [fid, [int(i) for i in R]])
         np.testing.assert_allclose(sql["predicted_margin"].to_numpy(), got["predicted_margin"].to_numpy(), atol=1e-9)
         assert sql["flips"].to_list() == got["flips"].to_list()
+        if R.size == 0:  # +0.0 changes, not -0.0
+            assert (np.copysign(1, got["predicted_change"].to_numpy()) == 1).all()
+            assert (np.copysign(1, sql["predicted_change"].to_numpy()) == 1).all()
     keep = np.arange(50, N)
     kp = A.counterfactual_all(db, keep=keep, fit=fid)
     np.testing.assert_allclose(kp["predicted_margin"].to_numpy(), bias + W[keep].sum(axis=0), atol=1e-9)

@@ -110,7 +110,7 @@ def counterfactual(
     j = fw.col(target)
     col = fw.dense_column(target)
     base = float(fw.bias[j] + col.sum())
-    change = -float(col[removed].sum())
+    change = 0.0 - float(col[removed].sum())  # 0.0 - : nothing removed is +0.0, not -0.0
     pred = base + change
     return pl.DataFrame(
         {
@@ -149,7 +149,7 @@ def counterfactual_all(
         kept[removed] = False
         change = np.asarray(fw.csr[np.flatnonzero(kept)].sum(axis=0)).ravel() - (fw.base_margin - fw.bias)
     else:
-        change = -np.asarray(fw.csr[removed].sum(axis=0)).ravel()
+        change = 0.0 - np.asarray(fw.csr[removed].sum(axis=0)).ravel()
     base = fw.base_margin
     pred = base + change
     return pl.DataFrame(

@@ -524,13 +524,3 @@ def test_service_counterfactual_is_the_api_row(study: Path) -> None:
             assert (got.base_margin, got.predicted_margin, got.flips) == (
                 want["base_margin"], want["predicted_margin"], want["flips"])
 
-
-def test_counterfactual_text_has_no_negative_zero() -> None:
-    """k = 0 removes nothing: the change reads +0.0000, not -0.0000 (the API's -0.0 sum)."""
-    from tui.screens.detail import describe_counterfactual
-    from tui.service import Counterfactual
-
-    cf = Counterfactual(target=3, k=0, mode="top", n_removed=0, base_margin=1.5, predicted_margin=1.5,
-                        predicted_change=-0.0, flips=False, verified=None)
-    text = describe_counterfactual(cf)
-    assert "change +0.0000" in text and "-0.0000" not in text

@@ -35,7 +35,7 @@ def describe_counterfactual(cf: Counterfactual) -> str:
         f"remove the {cf.k} {what} train examples ({cf.n_removed} removed)",
         f"base margin       {cf.base_margin:+.4f}  ({margin_word(cf.base_margin)})",
         f"predicted margin  {cf.predicted_margin:+.4f}  ({margin_word(cf.predicted_margin)}),"
-        f" change {cf.predicted_change + 0.0:+.4f}",  # + 0.0: no '-0.0000' when nothing is removed
+        f" change {cf.predicted_change:+.4f}",
         "[b $error]the prediction FLIPS[/]" if cf.flips else "[b $success]the prediction stays[/]",
     ]
     v = cf.verified
