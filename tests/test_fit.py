@@ -359,6 +359,10 @@ def test_cli_patience_default_and_whole_path(db: dmdb.Database) -> None:
         assert early.config["patience"] == 10 and whole.config["patience"] is None
         lam_early, lam_whole = early.targets()["lam"].to_numpy(), whole.targets()["lam"].to_numpy()
     np.testing.assert_allclose(lam_early, lam_whole, rtol=1e-6)
+    # Python takes patience=0 as the CLI does (it raised FitError), the same as None
+    from dmdb.fit import FitOptions
+
+    assert FitOptions(patience=0).patience is None and FitOptions(patience=None).patience is None
 
 
 def test_unconverged_targets_are_recorded_and_reported(db: dmdb.Database, capsys: pytest.CaptureFixture[str]) -> None:

@@ -76,7 +76,7 @@ def register(sub: Any, parents: tuple[argparse.ArgumentParser, argparse.Argument
 
 def cmd_fit(args: argparse.Namespace) -> int:
     options = dict(
-        k=args.k, eps=args.eps, tol=args.tol, max_iter=args.max_iter, patience=args.patience or None,
+        k=args.k, eps=args.eps, tol=args.tol, max_iter=args.max_iter, patience=args.patience,
         refit=not args.no_refit, val_frac=args.val_frac, split_seed=args.split_seed, dtype=args.dtype,
         gram=args.gram,
     )

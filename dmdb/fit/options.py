@@ -18,7 +18,7 @@ class FitOptions:
 
     k lambdas per target from lambda_max down to eps*lambda_max; tol is the duality-gap
     tolerance relative to each target's variance; patience (lasso) stops a target's path once
-    validation MSE has not improved for that many lambdas (None: the whole path). The default,
+    validation MSE has not improved for that many lambdas (None or 0: the whole path). The default,
     10 of k = 100 lambdas (a factor of 2 in lambda past the best one), skips the small-lambda
     end of the path, which no target chooses once its validation error rises and which is the
     slowest to solve when there are fewer runs than train examples. gram (lasso, ridge): how the
@@ -45,6 +45,8 @@ class FitOptions:
         if self.dtype not in ("float32", "float64"):
             raise BadInputError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
         as_int(self.split_seed, "split_seed", 0)
+        if self.patience == 0:  # as the CLI's --patience 0: no early stop
+            object.__setattr__(self, "patience", None)
         if self.gram not in (None, "matrix", "masks"):
             raise BadInputError(f"gram must be 'matrix', 'masks' or None (automatic), got {self.gram!r}")
 
