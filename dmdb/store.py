@@ -46,13 +46,14 @@ class Database:
     # -- queries ---------------------------------------------------------------------------
     def sql(self, query: str, params: Sequence[Any] | dict[str, Any] | None = None) -> pl.DataFrame:
         """Run any SQL and return the result as a polars frame (empty frame for statements).
-        BIT columns (a run's `mask`) come back as their bit strings ('0110...'), as the DuckDB
-        shell shows them; `exp.masks()` gives masks as a numpy matrix."""
+        BIT columns (a run's `mask`) come back as their bit strings ('0110...') and INTERVALs as
+        text ('1 day 02:00:00'), as the DuckDB shell shows them; `exp.masks()` gives masks as a
+        numpy matrix."""
         try:
             rel = self.con.sql(query, params=params)
             if rel is None:
                 return pl.DataFrame()
-            return pl.from_arrow(_bits_as_text(rel).to_arrow_table())  # type: ignore[return-value]
+            return pl.from_arrow(_as_text(rel).to_arrow_table())  # type: ignore[return-value]
         except duckdb.Error as e:
             if self.read_only and "read-only mode" in str(e):
                 raise ReadOnlyError(
@@ -118,16 +119,21 @@ class Database:
         )
 
 
-def _bits_as_text(rel: duckdb.DuckDBPyRelation) -> duckdb.DuckDBPyRelation:
-    """BIT columns cast to VARCHAR (Arrow would carry DuckDB's internal bytes, padding byte first)."""
-    if not any(str(t) == "BIT" for t in rel.types) or len(set(rel.columns)) < len(rel.columns):
+_AS_TEXT = {"BIT", "INTERVAL"}
+"""Column types a frame gets as DuckDB's text: BIT (Arrow would carry DuckDB's internal bytes,
+padding byte first) and INTERVAL (polars refuses Arrow's month-day-nano intervals)."""
+
+
+def _as_text(rel: duckdb.DuckDBPyRelation) -> duckdb.DuckDBPyRelation:
+    """_AS_TEXT columns cast to VARCHAR, as the DuckDB shell prints them ('0110...', '1 day')."""
+    if not any(str(t) in _AS_TEXT for t in rel.types) or len(set(rel.columns)) < len(rel.columns):
         return rel
 
     def quoted(c: str) -> str:
         return '"' + c.replace('"', '""') + '"'
 
     return rel.project(", ".join(
-        f"{quoted(c)}::VARCHAR AS {quoted(c)}" if str(t) == "BIT" else quoted(c) for c, t in zip(rel.columns, rel.types)
+        f"{quoted(c)}::VARCHAR AS {quoted(c)}" if str(t) in _AS_TEXT else quoted(c) for c, t in zip(rel.columns, rel.types)
     ))
 
 

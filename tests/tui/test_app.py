@@ -384,6 +384,7 @@ def test_sql_console_runs_queries_keeps_history_and_reports_errors(study: Path) 
         query = app.screen.query_one("#query")
         await submit(pilot, "#query", "DELETE FROM weights")
         await wait_for(pilot, lambda: "read-only" in screen_text(app).lower(), what="read-only error")
+        assert table.frame.is_empty()  # the previous query's rows are not left under the error
         query.value = ""
         await pilot.press("up")
         assert query.value == "DELETE FROM weights"

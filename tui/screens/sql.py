@@ -74,7 +74,9 @@ class SqlScreen(DataScreen):
         )
 
     def fail(self, key: str, error: BaseException) -> None:
+        """Say why, and clear the results: rows left from the query before would read as this one's."""
         self.query_one("#status", Static).update(Text(str(error), style="bold red"))
+        self.query_one("#result", FrameTable).show(pl.DataFrame())
 
     def action_focus_query(self) -> None:
         self.query_one("#query").focus()
