@@ -167,6 +167,29 @@ def run_and_kill(
     return KillOutcome(killed_alive=alive)
 
 
+def time_to_finish(ctx: multiprocessing.context.BaseContext, target: Callable[..., None], args: tuple[Any, ...],
+                   ack_path: Path, acks: int) -> float:
+    """Seconds from 'ready' until `acks` acknowledgements (the whole job) on this machine, then kill:
+    kill delays drawn within it land mid-work however fast the machine is."""
+    p = ctx.Process(target=target, args=args)  # type: ignore[attr-defined]
+    p.start()
+    try:
+        deadline = time.monotonic() + 120
+        start = None
+        while time.monotonic() < deadline and p.is_alive():
+            got = read_acks(ack_path)
+            if start is None and "ready" in got:
+                start = time.monotonic()
+            if len(got) >= acks:
+                assert start is not None
+                return time.monotonic() - start
+            time.sleep(0.002)
+        raise AssertionError(f"the job never finished (exit code {p.exitcode})")
+    finally:
+        p.kill()
+        p.join()
+
+
 def random_delay(rng: random.Random, longest: float) -> float:
     return rng.uniform(0.0, longest)
 

@@ -126,12 +126,17 @@ def test_kill_recorder_mid_record_batch(tmp_path: Path) -> None:
     """record_batch is all-or-nothing, and every batch it acknowledged survives the kill."""
     rng = random.Random(13)
     ctx = rp.context()
+    _new_db(tmp_path / "timing.duckdb", 200)
+    # kills fall within the time a whole recording takes here (ready + 20 acknowledged batches), so
+    # that most land mid-recording on any machine (a fixed 1 s window let a faster run finish first)
+    span = rp.time_to_finish(ctx, rp.recorder, (str(tmp_path / "timing.duckdb"), "crash", 10, str(tmp_path / "acks-t")),
+                             tmp_path / "acks-t", acks=21)
     n, partial_states, lost, dup, acked_total = rp.iterations(10, 60), 0, 0, 0, 0
     for it in range(n):
         path = tmp_path / f"it{it}.duckdb"
         plan = _new_db(path, 200)
         acks = tmp_path / f"acks{it}"
-        rp.run_and_kill(ctx, rp.recorder, (str(path), "crash", 10, str(acks)), acks, rp.random_delay(rng, 1.0))
+        rp.run_and_kill(ctx, rp.recorder, (str(path), "crash", 10, str(acks)), acks, rp.random_delay(rng, 1.2 * span))
         acked = [tuple(map(int, line.split())) for line in rp.read_acks(acks)[1:]]
         acked_total += len(acked)
         with dmdb.open(path) as db:
