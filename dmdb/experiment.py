@@ -154,10 +154,7 @@ class Experiment:
         Pass a PlannedRun (mask, role and seed come from the plan) or a run id with mask and role.
         """
         if isinstance(run, PlannedRun):
-            if run.experiment != self.name:
-                raise BadInputError(
-                    f"run {run.run_id} was planned for experiment {run.experiment!r}, not {self.name!r}"
-                )
+            run.require_experiment(self.name)
             run_id, mask = run.run_id, run.mask if mask is None else mask
             role, seed = role or run.role, run.seed if seed is None else seed
         else:

@@ -8,6 +8,8 @@ from typing import Iterator
 
 import numpy as np
 
+from .errors import BadInputError
+
 ROLES = ("fit", "holdout", "counterfactual")
 SAMPLING = ("fixed", "bernoulli")
 
@@ -51,6 +53,11 @@ class PlannedRun:
     def indices(self) -> np.ndarray:
         """Indices of the train examples in this run's subset, for indexing a dataset."""
         return np.flatnonzero(self.mask)
+
+    def require_experiment(self, name: str) -> None:
+        """Refuse to record this run under another experiment than the one it was planned for."""
+        if self.experiment != name:
+            raise BadInputError(f"run {self.run_id} was planned for experiment {self.experiment!r}, not {name!r}")
 
 
 @dataclass(frozen=True)

@@ -54,8 +54,8 @@ def read_arrays(
 
     A first query lists the run ids, which sizes the outputs and gives each run its row; the rows
     are then streamed in blocks of about _BLOCK_BYTES and unpacked (or, `packed`, copied) straight
-    into place, so the Arrow copy in memory is one block, not the whole column. Sorting by run id this way beats
-    ORDER BY in SQL, which would move every mask through the sort.
+    into place, so the Arrow copy in memory is one block, not the whole column. Sorting by run id
+    this way beats ORDER BY in SQL, which would move every mask through the sort.
     """
     where, params = where_clause(exp, role, runs)
     ids = exp.db.con.sql(f"SELECT run_id FROM runs WHERE {where}", params=params).fetchnumpy()["run_id"]

@@ -89,8 +89,7 @@ def write_run(
     duration_s: float | None = None,
 ) -> Path:
     """The worker's one call: one planned run and its margins as a shard."""
-    if run.experiment != experiment:
-        raise BadInputError(f"run {run.run_id} was planned for experiment {run.experiment!r}, not {experiment!r}")
+    run.require_experiment(experiment)
     return write_shard(
         directory, experiment, [run.run_id], run.mask[None, :], as_array(margins, "margins")[None, :],
         role=run.role, seeds=[run.seed], worker=worker, durations=None if duration_s is None else [duration_s],

@@ -106,7 +106,7 @@ def _statements(db: store.Database, query: str) -> list:
 
 def _shows_rows(statement: Any) -> bool:
     """A statement whose only result is rows (SELECT, PRAGMA, EXPLAIN, ...), as the DuckDB shell prints."""
-    return [str(k).rpartition(".")[2] for k in statement.expected_result_type] == ["QUERY_RESULT"]
+    return statement.expected_result_type == [duckdb.ExpectedResultType.QUERY_RESULT]
 
 
 def cmd_sql(args: argparse.Namespace) -> int:
@@ -123,7 +123,7 @@ def cmd_sql(args: argparse.Namespace) -> int:
                 f"{' with --output' if args.output else ''} writes one result: run them one at a time, "
                 "or print them as tables"
             )
-        kinds = {str(st.type).rpartition(".")[2] for st in stmts}
+        kinds = {st.type.name for st in stmts}
         with transaction(db.con) if args.write and kinds <= _WRAPPABLE else contextlib.nullcontext():
             frames = [(i, db.sql(st.query)) for i, st in enumerate(stmts)]
     for i, frame in frames:

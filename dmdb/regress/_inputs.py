@@ -123,7 +123,7 @@ def mask_block(X: ArrayLike, idx: np.ndarray, device: torch.device, dtype: torch
         contiguous = idx.size > 0 and idx[-1] - idx[0] + 1 == idx.size
         block = np.ascontiguousarray(X[idx[0] : idx[-1] + 1] if contiguous else X[idx])
         if block.dtype == bool and device.type == "cpu":  # numpy casts bool ~3x faster than torch
-            return torch.from_numpy(block.astype(torch.empty(0, dtype=dtype).numpy().dtype))
+            return torch.from_numpy(block.astype(np.float32 if dtype == torch.float32 else np.float64))
         t = torch.from_numpy(block)
     if t.dtype != torch.bool:
         if t.is_complex() or ((t != 0) & (t != 1)).any():

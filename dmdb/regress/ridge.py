@@ -44,24 +44,24 @@ _GRID_GROW = 4  # values added at an end at a time (two decades)
 _GRID_REACH = 1e6  # an end grows at most this far past the default grid (1e-9 .. 1e9 times the scale)
 
 
-def _widen_at_edges(grid: torch.Tensor, mse: torch.Tensor, val_mse: Callable[[torch.Tensor], torch.Tensor],
+def _widen_at_edges(grid: torch.Tensor, mse: torch.Tensor, mse_at: Callable[[torch.Tensor], torch.Tensor],
                     const: torch.Tensor, floor: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Grow the grid (ascending) at an end while some non-constant target's validation MSE is
     lowest there and strictly lower than at the next value in; never below `floor`."""
     lo_limit, hi_limit = max(float(grid[0]) / _GRID_REACH, floor), float(grid[-1]) * _GRID_REACH
     steps = _GRID_STEP ** torch.arange(1, _GRID_GROW + 1, dtype=torch.float64)
+    live = ~const
     while grid.numel() > 1:
-        live = ~const
         low = bool((live & (mse[0] < mse[1])).any()) and float(grid[0]) / _GRID_STEP > lo_limit
         high = bool((live & (mse[-1] < mse[-2])).any()) and float(grid[-1]) < hi_limit / 1.01
         if not (low or high):
             return grid, mse
         if low:
             more = (float(grid[0]) / steps[float(grid[0]) / steps >= lo_limit]).flip(0).to(grid)
-            grid, mse = torch.cat([more, grid]), torch.cat([val_mse(more), mse])
+            grid, mse = torch.cat([more, grid]), torch.cat([mse_at(more), mse])
         if high:
             more = (float(grid[-1]) * steps).to(grid)
-            grid, mse = torch.cat([grid, more]), torch.cat([mse, val_mse(more)])
+            grid, mse = torch.cat([grid, more]), torch.cat([mse, mse_at(more)])
     return grid, mse
 
 
@@ -111,7 +111,7 @@ def select_ridge(
     XvQ = Xv @ Q
     del Xv
 
-    def val_mse(lams: torch.Tensor) -> torch.Tensor:
+    def mse_at(lams: torch.Tensor) -> torch.Tensor:
         out = torch.empty(lams.numel(), T, dtype=torch.float64, device=p.device)
         for j in range(lams.numel()):
             coef_q = Qc / (evals + lams[j])[:, None]
@@ -120,10 +120,10 @@ def select_ridge(
                 progress("ridge grid", j + 1, lams.numel())
         return out
 
-    path_mse = val_mse(grid)
+    path_mse = mse_at(grid)
     if lambdas is None:
         floor = 1e3 * torch.finfo(p.dtype).eps * float(evals.max())
-        grid, path_mse = _widen_at_edges(grid, path_mse, val_mse, const, floor)
+        grid, path_mse = _widen_at_edges(grid, path_mse, mse_at, const, floor)
     k = grid.numel()
     best = path_mse.argmin(dim=0)  # ties go to the first grid value
     lam = grid[best]

@@ -64,15 +64,18 @@ def collect(
     planned = set(plan.run_ids)
     bad: dict[str, str] = {}
 
+    def missing() -> list[int]:
+        return [r for r in exp.missing(plan.role) if r in planned]
+
     def sync() -> list[int]:
         rep: IngestReport = ingest(exp.db, shards)
         bad.update(rep.bad)
-        missing = [r for r in exp.missing(plan.role) if r in planned]
+        todo = missing()
         if progress is not None:
-            progress(plan.n_runs - len(missing), plan.n_runs)
-        return missing
+            progress(plan.n_runs - len(todo), plan.n_runs)
+        return todo
 
-    before = sum(r in planned for r in exp.missing(plan.role))
+    before = len(missing())
     pending = sync()
     report = CollectReport(planned=plan.n_runs, already_recorded=plan.n_runs - before,
                            from_earlier_shards=before - len(pending))
