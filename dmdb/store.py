@@ -119,21 +119,31 @@ class Database:
         )
 
 
-_AS_TEXT = {"BIT", "INTERVAL"}
-"""Column types a frame gets as DuckDB's text: BIT (Arrow would carry DuckDB's internal bytes,
-padding byte first) and INTERVAL (polars refuses Arrow's month-day-nano intervals)."""
+_AS_TEXT = {"bit", "interval"}
+"""Column types a frame gets as DuckDB's text, alone or nested in a list, struct, map or union:
+BIT (Arrow would carry DuckDB's internal bytes, padding byte first) and INTERVAL (polars refuses
+Arrow's month-day-nano intervals)."""
+_NESTED = {"list", "array", "struct", "map", "union"}
+
+
+def _needs_text(t: duckdb.typing.DuckDBPyType) -> bool:
+    if t.id in _AS_TEXT:
+        return True
+    return t.id in _NESTED and any(_needs_text(child) for _, child in t.children)
 
 
 def _as_text(rel: duckdb.DuckDBPyRelation) -> duckdb.DuckDBPyRelation:
-    """_AS_TEXT columns cast to VARCHAR, as the DuckDB shell prints them ('0110...', '1 day')."""
-    if not any(str(t) in _AS_TEXT for t in rel.types) or len(set(rel.columns)) < len(rel.columns):
+    """Columns whose type holds an _AS_TEXT type cast to VARCHAR, as the DuckDB shell prints them
+    ('0110...', '1 day', '[0110..., 1001...]')."""
+    cast = [_needs_text(t) for t in rel.types]
+    if not any(cast) or len(set(rel.columns)) < len(rel.columns):
         return rel
 
     def quoted(c: str) -> str:
         return '"' + c.replace('"', '""') + '"'
 
     return rel.project(", ".join(
-        f"{quoted(c)}::VARCHAR AS {quoted(c)}" if str(t) in _AS_TEXT else quoted(c) for c, t in zip(rel.columns, rel.types)
+        f"{quoted(c)}::VARCHAR AS {quoted(c)}" if text else quoted(c) for c, text in zip(rel.columns, cast)
     ))
 
 

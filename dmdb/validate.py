@@ -32,6 +32,8 @@ def as_run_ids(run_ids: Any) -> np.ndarray:
     ids = as_array(run_ids, "run ids")
     if ids.ndim != 1:
         raise BadInputError(f"run ids must be a 1-D sequence, got shape {ids.shape}")
+    if ids.size and ids.dtype == object and all(isinstance(x, int) and not isinstance(x, bool) for x in ids):
+        raise BadInputError(f"run ids must fit in int64 (0 .. 2**63 - 1), got {max(ids, key=abs)}")
     if ids.size and not np.issubdtype(ids.dtype, np.integer):
         raise BadInputError(f"run ids must be integers, got dtype {ids.dtype}")
     if ids.size and ids.dtype == np.uint64 and ids.max() > np.iinfo(np.int64).max:
@@ -47,6 +49,8 @@ def as_run_ids(run_ids: Any) -> np.ndarray:
 
 def as_masks(masks: Any, n_runs: int, n_train: int) -> np.ndarray:
     m = as_array(masks, "masks")
+    if n_runs == 0 and m.size == 0:  # an empty batch: [] has no dtype or shape worth checking
+        return np.zeros((0, n_train), dtype=bool)
     if m.dtype != np.bool_:
         raise BadInputError(
             f"masks must have dtype bool (one True per train example in the subset), got {m.dtype}; "
@@ -59,6 +63,8 @@ def as_masks(masks: Any, n_runs: int, n_train: int) -> np.ndarray:
 
 def as_margins(margins: Any, n_runs: int, n_targets: int) -> np.ndarray:
     y = as_array(margins, "margins")
+    if n_runs == 0 and y.size == 0:
+        return np.zeros((0, n_targets), dtype=np.float32)
     if not (np.issubdtype(y.dtype, np.floating) or np.issubdtype(y.dtype, np.integer)):
         raise BadInputError(f"margins must be numbers, got dtype {y.dtype}")
     if y.shape != (n_runs, n_targets):

@@ -48,6 +48,11 @@ def test_sql_sees_the_same_bits_and_margins(exp: dmdb.Experiment) -> None:
                      "FROM runs WHERE run_id = 0").row(0, named=True)
     assert row["mask"][:37] == "".join("1" if b else "0" for b in masks[0]) and row["took"] == "01:30:00"
     assert isinstance(row["span"], str)
+    # the same inside lists, structs and maps (Arrow carried the BIT's internal bytes, b"\x07...")
+    nested = exp.db.sql("SELECT [mask] AS l, {'m': mask, 'n': 1} AS s, map([1], [INTERVAL 2 DAY]) AS m "
+                        "FROM runs WHERE run_id = 0").row(0, named=True)
+    assert nested["l"] == f"[{row['mask']}]" and nested["s"] == f"{{'m': {row['mask']}, 'n': 1}}"
+    assert nested["m"] == "{1=2 days}"
 
 
 def test_metadata_columns(exp: dmdb.Experiment) -> None:
@@ -102,10 +107,21 @@ def test_bad_ids_and_roles(exp: dmdb.Experiment) -> None:
         exp.record_batch([-1, 2], masks, margins)
     with pytest.raises(dmdb.BadInputError, match="integers"):
         exp.record_batch([1.5, 2.5], masks, margins)
+    with pytest.raises(dmdb.BadInputError, match=r"must fit in int64 .* got 1180591620717411303424"):
+        exp.record_batch([1, 2**70], masks, margins)  # numpy gives dtype object, which named nothing
     with pytest.raises(dmdb.BadInputError, match="role must be one of"):
         exp.record_batch([1, 2], masks, margins, role="validation")
     with pytest.raises(dmdb.BadInputError, match="1-D"):
         exp.record(1, margins, mask=masks[0], role="fit")
+    assert exp.n_runs() == 0
+
+
+def test_empty_batch_records_nothing(exp: dmdb.Experiment) -> None:
+    # plain empty lists have no dtype (numpy says float64) or shape: an empty batch is not bad input
+    assert exp.record_batch([], [], []) == 0
+    assert exp.record_batch(np.arange(0), np.zeros((0, 37), bool), np.zeros((0, 5), np.float32)) == 0
+    with pytest.raises(dmdb.BadInputError, match="masks must have shape"):
+        exp.record_batch([], np.zeros((1, 37), bool), [])
     assert exp.n_runs() == 0
 
 
