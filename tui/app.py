@@ -147,16 +147,12 @@ class DmdbApp(App[None]):
     def action_help(self) -> None:
         self.push_screen(HelpScreen())
 
-    def open_target(self, target: int, fit: int | None = None) -> None:
-        fit = self.fit_id if fit is None else fit
-        if self.service is None or fit is None:
+    def open_target(self, target: int) -> None:
+        """Open `target` of the browsed fit in this mode's detail screen."""
+        if self.service is None or self.fit_id is None:
             self.notify("no fit to show targets of", severity="warning")
             return
-        detail = self.detail_screen()
-        if self.screen is detail:
-            detail.show_target(target, fit, [*detail.trail, detail.target])
-        else:
-            detail.open(target, fit)
+        self.detail_screen().open(target, self.fit_id)
 
     def detail_screen(self) -> TargetDetailScreen:
         """This mode's detail screen, composed on first use and kept (installed) to be refilled."""
