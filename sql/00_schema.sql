@@ -112,12 +112,17 @@ CREATE TABLE IF NOT EXISTS fit_targets (
     PRIMARY KEY (fit_id, target)
 );
 
+-- fit_order: a fit run's place in the fit's seeded shuffle (0, 1, ...); a learning-curve point of
+-- n fit runs used those with fit_order < n. NULL for validation and holdout runs, and for fits
+-- stored before the column existed (it is added to such databases on their next writable open).
 CREATE TABLE IF NOT EXISTS fit_runs (
-    fit_id INTEGER NOT NULL,
-    run_id BIGINT  NOT NULL,
-    split  VARCHAR NOT NULL CHECK (split IN ('fit', 'val', 'holdout')),
+    fit_id    INTEGER NOT NULL,
+    run_id    BIGINT  NOT NULL,
+    split     VARCHAR NOT NULL CHECK (split IN ('fit', 'val', 'holdout')),
+    fit_order INTEGER,
     PRIMARY KEY (fit_id, run_id)
 );
+ALTER TABLE fit_runs ADD COLUMN IF NOT EXISTS fit_order INTEGER;
 
 CREATE TABLE IF NOT EXISTS weights (
     fit_id    INTEGER NOT NULL,

@@ -196,6 +196,19 @@ def test_learning_curve_grows_with_runs(db: dmdb.Database) -> None:
     assert curve["n_fit_runs"].to_list() == [27, 135, 540]
     assert curve["lds"][2] == pytest.approx(fit.lds)
     assert curve["lds"][0] < curve["lds"][2]
+    # which runs each point used is recorded: the first 27 fit runs by fit_order (+ the validation
+    # runs, for diff-means' refit); their brute-force difference in means reproduces its LDS
+    exp, runs = db.experiment("syn"), fit.runs()
+    fit_runs = runs.filter(pl.col("split") == "fit")
+    assert fit_runs["fit_order"].sort().to_list() == list(range(540))
+    assert runs.filter(pl.col("split") != "fit")["fit_order"].null_count() == 60 + 150
+    first = fit_runs.filter(pl.col("fit_order") < 27)["run_id"].to_numpy()
+    ids = np.union1d(first, runs.filter(pl.col("split") == "val")["run_id"].to_numpy())
+    X, Y = exp.masks(runs=ids), exp.margins(runs=ids).astype(np.float64)
+    W = np.array([[Y[X[:, i], t].mean() - Y[~X[:, i], t].mean() for t in range(T - 1)] for i in range(N)])
+    Xh, Yh = exp.masks("holdout").astype(np.float64), exp.margins("holdout")
+    lds = np.mean([spearmanr(Xh @ W[:, t], Yh[:, t]).statistic for t in range(T - 1)])
+    assert curve["lds"][0] == pytest.approx(lds, abs=1e-6)
 
 
 def test_import_scores_scored_like_a_fit(

@@ -29,6 +29,19 @@ def test_reopen_keeps_data(db_path: Path) -> None:
         assert db.experiment("a").n_train == 10
 
 
+def test_a_database_from_before_fit_order_gains_the_column(db_path: Path) -> None:
+    """fit_runs.fit_order came after schema version 1 shipped: an older file gets it (NULL for
+    its fits) on its next writable open, and keeps its rows."""
+    dmdb.open(db_path).close()
+    con = duckdb.connect(str(db_path))
+    con.execute("ALTER TABLE fit_runs DROP COLUMN fit_order")
+    con.execute("INSERT INTO fit_runs VALUES (1, 7, 'fit')")
+    con.execute("DELETE FROM dmdb_meta WHERE key = 'sql_sha256'")  # as written by the older sql/
+    con.close()
+    with dmdb.open(db_path) as db:
+        assert db.sql("SELECT * FROM fit_runs").rows() == [(1, 7, "fit", None)]
+
+
 def test_unknown_schema_version_refused(db_path: Path) -> None:
     dmdb.open(db_path).close()
     con = duckdb.connect(str(db_path))

@@ -66,8 +66,10 @@ class Fit:
         return self._frame(sql + " ORDER BY target, train_idx", params)
 
     def runs(self) -> pl.DataFrame:
-        """Which run ids the fit used, by split (fit, val, holdout)."""
-        return self._frame("SELECT run_id, split FROM fit_runs WHERE fit_id = ? ORDER BY split, run_id", [self.fit_id])
+        """Which run ids the fit used, by split (fit, val, holdout). `fit_order` is a fit run's
+        place in the seeded shuffle: the learning-curve point of n fit runs used fit_order < n."""
+        return self._frame("SELECT run_id, split, fit_order FROM fit_runs WHERE fit_id = ? "
+                           "ORDER BY split, fit_order, run_id", [self.fit_id])
 
     def curve(self) -> pl.DataFrame:
         """LDS against the number of fit runs (empty unless fitted with a curve)."""

@@ -28,7 +28,8 @@ _ID_LIST = re.compile(r"^\s*\d+(\s*-\s*\d+)?(\s*,\s*\d+(\s*-\s*\d+)?)*\s*$")
 
 @dataclass(frozen=True)
 class Selection:
-    """Run ids (sorted) of each split and the sorted target ids of a fit."""
+    """Run ids of each split (fit runs in their seeded shuffle order, the others sorted) and the
+    sorted target ids of a fit."""
 
     fit: np.ndarray
     val: np.ndarray

@@ -109,6 +109,8 @@ def write_fit(db: "Database", rec: FitRecord) -> int:
                 "fit_id": pa.array(np.full(run_ids.size, fit_id, dtype=np.int32)),
                 "run_id": pa.array(run_ids),
                 "split": pa.array(splits.tolist(), type=pa.string()),
+                "fit_order": pa.array(np.arange(run_ids.size, dtype=np.int32),
+                                      mask=np.arange(run_ids.size) >= sel.fit.size),
             }))
             col, idx = np.nonzero(W.T)  # target-major: rows of one target are contiguous
             _insert(db, "weights", pa.table({
