@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import duckdb
 import polars as pl
+from duckdb.sqltypes import DuckDBPyType
 
 from .errors import DatabaseLockedError, DmdbError, ReadOnlyError, SchemaVersionError, UnknownExperimentError
 from .sqlfiles import sql_files
@@ -126,10 +127,11 @@ Arrow's month-day-nano intervals)."""
 _NESTED = {"list", "array", "struct", "map", "union"}
 
 
-def _needs_text(t: duckdb.typing.DuckDBPyType) -> bool:
+def _needs_text(t: DuckDBPyType) -> bool:
     if t.id in _AS_TEXT:
         return True
-    return t.id in _NESTED and any(_needs_text(child) for _, child in t.children)
+    # an array's children also hold its size (an int)
+    return t.id in _NESTED and any(isinstance(c, DuckDBPyType) and _needs_text(c) for _, c in t.children)
 
 
 def _as_text(rel: duckdb.DuckDBPyRelation) -> duckdb.DuckDBPyRelation:

@@ -49,9 +49,10 @@ def test_sql_sees_the_same_bits_and_margins(exp: dmdb.Experiment) -> None:
     assert row["mask"][:37] == "".join("1" if b else "0" for b in masks[0]) and row["took"] == "01:30:00"
     assert isinstance(row["span"], str)
     # the same inside lists, structs and maps (Arrow carried the BIT's internal bytes, b"\x07...")
-    nested = exp.db.sql("SELECT [mask] AS l, {'m': mask, 'n': 1} AS s, map([1], [INTERVAL 2 DAY]) AS m "
-                        "FROM runs WHERE run_id = 0").row(0, named=True)
-    assert nested["l"] == f"[{row['mask']}]" and nested["s"] == f"{{'m': {row['mask']}, 'n': 1}}"
+    nested = exp.db.sql("SELECT [mask] AS l, [mask]::BIT[1] AS a, {'m': mask, 'n': 1} AS s, "
+                        "map([1], [INTERVAL 2 DAY]) AS m, [1, 2]::INT[2] AS ints FROM runs WHERE run_id = 0").row(0, named=True)
+    assert nested["l"] == nested["a"] == f"[{row['mask']}]" and nested["s"] == f"{{'m': {row['mask']}, 'n': 1}}"
+    assert nested["ints"] == [1, 2]
     assert nested["m"] == "{1=2 days}"
 
 
