@@ -49,7 +49,7 @@ def as_run_ids(run_ids: Any) -> np.ndarray:
 
 def as_masks(masks: Any, n_runs: int, n_train: int) -> np.ndarray:
     m = as_array(masks, "masks")
-    if n_runs == 0 and m.size == 0:  # an empty batch: [] has no dtype or shape worth checking
+    if n_runs == 0 and m.shape == (0,):  # an empty batch as []: no dtype or row length to check
         return np.zeros((0, n_train), dtype=bool)
     if m.dtype != np.bool_:
         raise BadInputError(
@@ -63,7 +63,7 @@ def as_masks(masks: Any, n_runs: int, n_train: int) -> np.ndarray:
 
 def as_margins(margins: Any, n_runs: int, n_targets: int) -> np.ndarray:
     y = as_array(margins, "margins")
-    if n_runs == 0 and y.size == 0:
+    if n_runs == 0 and y.shape == (0,):
         return np.zeros((0, n_targets), dtype=np.float32)
     if not (np.issubdtype(y.dtype, np.floating) or np.issubdtype(y.dtype, np.integer)):
         raise BadInputError(f"margins must be numbers, got dtype {y.dtype}")

@@ -123,6 +123,8 @@ def test_empty_batch_records_nothing(exp: dmdb.Experiment) -> None:
     assert exp.record_batch(np.arange(0), np.zeros((0, 37), bool), np.zeros((0, 5), np.float32)) == 0
     with pytest.raises(dmdb.BadInputError, match="masks must have shape"):
         exp.record_batch([], np.zeros((1, 37), bool), [])
+    with pytest.raises(dmdb.BadInputError, match=r"masks must have shape \(runs, n_train\) = \(0, 37\), got \(0, 36\)"):
+        exp.record_batch([], np.zeros((0, 36), bool), [])  # rows of the wrong length, even none of them
     assert exp.n_runs() == 0
 
 
