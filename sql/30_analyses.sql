@@ -166,7 +166,9 @@ WITH p AS (
                 THEN error('counterfactual_all: remove holds train indices outside 0..' || (e.n_train - 1))
                 ELSE remove END AS rm
     FROM (SELECT dmdb_fit_or_latest(fit) AS fid) q
-    JOIN fits f ON f.fit_id = q.fid JOIN experiments e ON e.name = f.experiment
+    -- LEFT joins: with an empty fits table an inner join never evaluated fid, so a database
+    -- without fits returned no rows instead of the 'no fits' error
+    LEFT JOIN fits f ON f.fit_id = q.fid LEFT JOIN experiments e ON e.name = f.experiment
 ),
 tot AS (
     SELECT x.target AS tgt, sum(x.weight::DOUBLE) AS s

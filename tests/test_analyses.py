@@ -324,6 +324,10 @@ def test_latest_fit_is_default_and_cache_follows(tmp_path):
     db, _ = new_db(tmp_path, n_train=50, n_targets=4, rng=rng)
     with pytest.raises(DmdbError, match="no fits"):
         A.brittleness(db)
+    for q in ("counterfactual_all(remove := [1])", "counterfactual_all(remove := [])", "brittleness()",
+              "counterfactual(target := 0)"):  # plain SQL as loud as Python (counterfactual_all gave no rows)
+        with pytest.raises(DmdbError, match="no fits in this database"):
+            db.sql(f"SELECT * FROM {q}")
     W1 = sparse_random_W(rng, 50, 4, 0.5)
     f1 = insert_fit(db, "e", W1, np.zeros(4))
     assert A.load_weights(db) is A.load_weights(db, f1)  # cached
