@@ -119,6 +119,15 @@ def test_counterfactual_rejects_bad_input(small):
         A.counterfactual(db, T + 5, k=3, fit=fid)
     with pytest.raises(BadInputError, match="no fit 999"):
         A.counterfactual(db, 0, k=3, fit=999)
+    # a target id that is not an integer: was 'fit F has no target 0 (ids 0..29)' for '0', and True was target 1
+    for bad in ("0", 1.0, True):
+        with pytest.raises(BadInputError, match="target must be an integer target id"):
+            A.counterfactual(db, bad, k=3, fit=fid)
+        with pytest.raises(BadInputError, match="target must be an integer target id"):
+            A.nearest_targets(db, bad, fit=fid)
+        with pytest.raises(BadInputError, match="target must be an integer target id"):
+            A.top_weights(db, bad, fit=fid)
+    assert A.counterfactual(db, np.int64(3), k=3, fit=fid)["target"].to_list() == [3]
     with pytest.raises(DmdbError, match="mode"):
         db.sql("SELECT * FROM counterfactual(target := 0, mode := 'random')")
     # plain SQL fails as loudly as Python instead of returning no rows

@@ -83,6 +83,9 @@ class FitWeights:
 
     def col(self, target: int) -> int:
         """Column position of a target id; BadInputError if the fit has no such target."""
+        if isinstance(target, (bool, np.bool_)) or not isinstance(target, (int, np.integer)):
+            # a str '0' or a float would reach searchsorted and be reported as a missing target
+            raise BadInputError(f"target must be an integer target id, got {target!r} ({type(target).__name__})")
         j = int(np.searchsorted(self.targets, target))
         if j >= len(self.targets) or self.targets[j] != target:
             raise BadInputError(
