@@ -128,6 +128,11 @@ def test_counterfactual_rejects_bad_input(small):
         with pytest.raises(BadInputError, match="target must be an integer target id"):
             A.top_weights(db, bad, fit=fid)
     assert A.counterfactual(db, np.int64(3), k=3, fit=fid)["target"].to_list() == [3]
+    # a fit id that is not an integer: int() made 1.5 fit 1 and True fit 1
+    for bad in (fid + 0.5, True):
+        with pytest.raises(BadInputError, match="fit must be an integer fit id"):
+            A.brittleness(db, fit=bad)
+    assert A.brittleness(db, fit=float(fid))["fit_id"][0] == fid
     with pytest.raises(DmdbError, match="mode"):
         db.sql("SELECT * FROM counterfactual(target := 0, mode := 'random')")
     # plain SQL fails as loudly as Python instead of returning no rows

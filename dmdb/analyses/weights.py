@@ -122,6 +122,8 @@ def resolve_fit(db: "Database", fit: int | None) -> FitInfo:
         if row[0] is None:
             raise DmdbError(f"{db.path} has no fits yet; run `dmdb fit` first")
         fit = int(row[0])
+    if isinstance(fit, (bool, np.bool_)) or (isinstance(fit, (float, np.floating)) and not float(fit).is_integer()):
+        raise BadInputError(f"fit must be an integer fit id, got {fit!r}")  # int() would make 1.7 fit 1
     try:
         fit = int(fit)
     except (TypeError, ValueError) as e:
