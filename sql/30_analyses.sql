@@ -326,9 +326,24 @@ ORDER BY "rank";
 
 -- ---------------------------------------------------------------------------------------------
 -- Stored embeddings: the targets and train examples at either end of a PCA component.
+-- A fit without stored embeddings, or a component or cluster it does not have, is an error (as in
+-- Python's embedding_summary), not an empty result.
+
+CREATE OR REPLACE MACRO dmdb_embedded(fid, who) AS
+    CASE WHEN EXISTS (SELECT 1 FROM embedding_runs r WHERE r.fit_id = fid) THEN true
+         ELSE error(who || ': fit ' || fid || ' has no stored embeddings yet; run `dmdb embed --fit ' || fid || '` first') END;
 
 CREATE OR REPLACE MACRO component_ends(fit := NULL, component := 0, k := 10) AS TABLE
-WITH p AS (SELECT dmdb_fit_or_latest(fit) AS fid, component AS comp, dmdb_count(k, 1, 'component_ends: k') AS kk),
+WITH p AS (
+    SELECT fid,
+           CASE WHEN NOT dmdb_embedded(fid, 'component_ends') THEN NULL
+                WHEN EXISTS (SELECT 1 FROM embedding_components c WHERE c.fit_id = fid AND c.component = component)
+                THEN component
+                ELSE error('component_ends: fit ' || fid || ' has no component ' || coalesce(component::VARCHAR, 'NULL')
+                           || ' (stored: 0..' || (SELECT max(c.component) FROM embedding_components c WHERE c.fit_id = fid) || ')') END AS comp,
+           dmdb_count(k, 1, 'component_ends: k') AS kk
+    FROM (SELECT dmdb_fit_or_latest(fit) AS fid)
+),
 tg AS (
     SELECT 'target' AS kind, x.target AS idx, x.value,
            row_number() OVER (ORDER BY x.value DESC, x.target) AS r_hi,
@@ -351,7 +366,15 @@ ORDER BY 3 DESC, 4, 5;
 
 -- A cluster's member targets (most central first) and its most characteristic train examples.
 CREATE OR REPLACE MACRO cluster_ends(fit := NULL, cluster := 0, k := 10) AS TABLE
-WITH p AS (SELECT dmdb_fit_or_latest(fit) AS fid, cluster AS cl, dmdb_count(k, 1, 'cluster_ends: k') AS kk),
+WITH p AS (
+    SELECT fid,
+           CASE WHEN NOT dmdb_embedded(fid, 'cluster_ends') THEN NULL
+                WHEN EXISTS (SELECT 1 FROM clusters c WHERE c.fit_id = fid AND c.cluster = cluster) THEN cluster
+                ELSE error('cluster_ends: fit ' || fid || ' has no cluster ' || coalesce(cluster::VARCHAR, 'NULL')
+                           || ' (stored: 0..' || (SELECT max(c.cluster) FROM clusters c WHERE c.fit_id = fid) || ')') END AS cl,
+           dmdb_count(k, 1, 'cluster_ends: k') AS kk
+    FROM (SELECT dmdb_fit_or_latest(fit) AS fid)
+),
 tg AS (
     SELECT 'target' AS kind, 'member' AS "end", x.target AS idx, x.centrality AS value,
            row_number() OVER (ORDER BY x.centrality DESC NULLS LAST, x.target) AS r

@@ -126,4 +126,18 @@ def test_embed_errors(planted, tmp_path):
     f2 = insert_fit(db2, "e", sparse_random_W(rng, 20, 3, 0.5), np.zeros(3))
     with pytest.raises(DmdbError, match="no stored embeddings"):
         A.embedding_summary(db2, fit=f2)
+    # plain SQL as loud as Python: these returned no rows before any embed, or for a missing component
+    for q in ("component_ends()", "cluster_ends(cluster := 0)"):
+        with pytest.raises(DmdbError, match=f"fit {f2} has no stored embeddings yet; run `dmdb embed --fit {f2}`"):
+            db2.sql(f"SELECT * FROM {q}")
+    A.embed(db2, fit=f2, n_components=2, n_clusters=2)
+    with pytest.raises(DmdbError, match=f"component_ends: fit {f2} has no component 2 \\(stored: 0..1\\)"):
+        db2.sql("SELECT * FROM component_ends(component := 2)")
+    with pytest.raises(DmdbError, match=f"cluster_ends: fit {f2} has no cluster 5 \\(stored: 0..1\\)"):
+        db2.sql("SELECT * FROM cluster_ends(cluster := 5)")
+    assert db2.sql("SELECT count(*) AS n FROM component_ends(component := 1, k := 1)")["n"][0] == 4
+    assert db2.sql("SELECT count(*) AS n FROM cluster_ends(cluster := 1, k := 1) WHERE kind = 'target'")["n"][0] == 1
+    f3 = insert_fit(db2, "e", sparse_random_W(rng, 20, 3, 0.5), np.zeros(3))  # latest, not embedded
+    with pytest.raises(DmdbError, match=f"fit {f3} has no stored embeddings"):
+        db2.sql("SELECT * FROM component_ends()")
     db2.close()
