@@ -162,6 +162,8 @@ CREATE OR REPLACE MACRO counterfactual_all(fit := NULL, remove := NULL) AS TABLE
 WITH p AS (
     SELECT q.fid,
            CASE WHEN remove IS NULL THEN error('counterfactual_all: give remove := [train indices]')
+                WHEN list_count(remove) < len(remove)  -- a NULL would silently remove nothing
+                THEN error('counterfactual_all: remove holds a NULL; give train indices only')
                 WHEN list_min(remove) < 0 OR list_max(remove) >= e.n_train
                 THEN error('counterfactual_all: remove holds train indices outside 0..' || (e.n_train - 1))
                 ELSE remove END AS rm

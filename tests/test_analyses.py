@@ -151,6 +151,7 @@ def test_counterfactual_rejects_bad_input(small):
         ("top_weights(target := 0, k := 0)", "k must be >= 1, got 0"),  # as in Python (it returned no rows)
         ("nearest_targets(target := 0, k := 0)", "k must be >= 1, got 0"),
         (f"counterfactual_all(remove := [-1, {N}])", f"outside 0..{N - 1}"),
+        ("counterfactual_all(remove := [1, NULL])", "remove holds a NULL"),  # was the change of [1], silently
     ):
         with pytest.raises(DmdbError, match=msg):
             db.sql(f"SELECT * FROM {q}")
