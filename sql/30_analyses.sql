@@ -232,9 +232,11 @@ ORDER BY b.tgt;
 -- Distribution of support over targets predicted correct (base margin >= 0).
 CREATE OR REPLACE MACRO brittleness_summary(fit := NULL, thresholds := [10, 20, 40, 80, 160, 250, 500, 1000]) AS TABLE
 WITH br AS (SELECT * FROM brittleness(fit := fit)),
-th AS (
-    SELECT DISTINCT CASE WHEN u.t >= 1 THEN u.t ELSE error('brittleness_summary: thresholds must be >= 1, got ' || u.t) END AS k_max
-    FROM (SELECT unnest(thresholds)::BIGINT AS t) u
+th AS (  -- (an empty list gave no rows, NULL a row with k_max NULL, and 2.5 was rounded to 3)
+    SELECT DISTINCT CASE WHEN u.t >= 1 AND u.t = floor(u.t) THEN u.t::BIGINT
+                         ELSE error('brittleness_summary: thresholds must be whole numbers >= 1, got ' || coalesce(u.t::VARCHAR, 'NULL')) END AS k_max
+    FROM (SELECT unnest(CASE WHEN len(thresholds) >= 1 THEN thresholds
+                             ELSE error('brittleness_summary: thresholds must be whole numbers >= 1, got an empty list') END) AS t) u
 ),
 tot AS (SELECT count(*) AS n_targets, count(*) FILTER (WHERE br.support IS DISTINCT FROM 0) AS n_correct FROM br),
 cnt AS (

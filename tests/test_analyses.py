@@ -144,7 +144,10 @@ def test_counterfactual_rejects_bad_input(small):
         (f"nearest_targets(target := {T + 5})", "has no target"),
         ("brittleness(999)", "no fit 999"),
         ("brittleness_summary(fit := 999)", "no fit 999"),
-        ("brittleness_summary(thresholds := [0, 10])", "thresholds must be >= 1"),
+        ("brittleness_summary(thresholds := [0, 10])", "thresholds must be whole numbers >= 1, got 0"),
+        ("brittleness_summary(thresholds := [])", "got an empty list"),  # gave no rows
+        ("brittleness_summary(thresholds := [NULL, 10])", "got NULL"),  # gave a k_max NULL row
+        ("brittleness_summary(thresholds := [2.5])", "got 2.5"),  # was rounded to 3
         ("counterfactual(target := 0, k := -3)", "k must be >= 0"),
         ("counterfactual(target := 0, k := NULL)", "k must be >= 0, got NULL"),  # was k = 0, silently
         ("top_weights(target := 0, k := NULL)", "k must be >= 1, got NULL"),
@@ -223,6 +226,11 @@ def test_brittleness_summary(small):
     assert sql.select("k_max", "n_targets", "n_correct", "n_flipped").rows() == \
         got.select("k_max", "n_targets", "n_correct", "n_flipped").rows()
     np.testing.assert_allclose(sql["frac_flipped"].to_numpy(), got["frac_flipped"].to_numpy())
+    # Python truncated 2.5 to 2 where SQL rounded it to 3: both refuse a threshold that is not whole
+    for bad in ([2.5], [True], []):
+        with pytest.raises(BadInputError, match="thresholds must be positive integers"):
+            A.brittleness_summary(db, fit=fid, thresholds=bad)
+    assert A.brittleness_summary(db, fit=fid, thresholds=np.array([10, 3]))["k_max"].to_list() == [3, 10]
     assert A.brittleness_summary(db, fit=fid)["k_max"].to_list() == list(A.DEFAULT_THRESHOLDS)
 
 

@@ -87,8 +87,9 @@ def brittleness_summary(db: "Database", *, fit: int | None = None,
                         thresholds: Sequence[int] = DEFAULT_THRESHOLDS) -> pl.DataFrame:
     """Columns: k_max, n_targets, n_correct (base margin >= 0), n_flipped (1 <= support <= k_max),
     frac_flipped (n_flipped / n_correct)."""
-    th = sorted({int(t) for t in thresholds})
-    if not th or th[0] < 1:
+    ints = [t for t in thresholds if isinstance(t, (int, np.integer)) and not isinstance(t, (bool, np.bool_))]
+    th = sorted({int(t) for t in ints})
+    if not th or th[0] < 1 or len(ints) < len(thresholds):  # int() would make 2.5 a threshold of 2
         raise BadInputError(f"thresholds must be positive integers, got {list(thresholds)}")
     br = brittleness(db, fit=fit)
     s = br["support"]
