@@ -153,6 +153,9 @@ def test_counterfactual_rejects_bad_input(small):
         ("top_weights(target := 0, k := NULL)", "k must be >= 1, got NULL"),
         ("top_weights(target := 0, k := 0)", "k must be >= 1, got 0"),  # as in Python (it returned no rows)
         ("nearest_targets(target := 0, k := 0)", "k must be >= 1, got 0"),
+        ("counterfactual(target := 0, k := 2.7)", "counterfactual: k must be a whole number, got 2.7"),  # removed 2
+        ("top_weights(target := 0, k := 2.5)", "top_weights: k must be a whole number, got 2.5"),
+        ("nearest_targets(target := 0, k := 1.5)", "nearest_targets: k must be a whole number, got 1.5"),
         (f"counterfactual_all(remove := [-1, {N}])", f"outside 0..{N - 1}"),
         ("counterfactual_all(remove := [1, NULL])", "remove holds a NULL"),  # was the change of [1], silently
     ):
