@@ -298,7 +298,10 @@ ORDER BY ranked.r;
 -- Ranked by robust_z, highest first.
 
 CREATE OR REPLACE MACRO leakage_candidates(fit := NULL, min_z := 6.0, min_nnz := 3) AS TABLE
-WITH p AS (SELECT dmdb_fit_or_latest(fit) AS fid, min_z::DOUBLE AS mz, min_nnz AS mn),
+WITH p AS (SELECT dmdb_fit_or_latest(fit) AS fid,
+                  coalesce(min_z::DOUBLE, error('leakage_candidates: min_z must be a number, got NULL')) AS mz,
+                  -- a median and MAD of fewer than 3 weights mean nothing (Python refuses them too)
+                  dmdb_count(min_nnz, 3, 'leakage_candidates: min_nnz') AS mn),
 st AS (
     SELECT x.target AS tgt, median(x.weight::DOUBLE) AS med, mad(x.weight::DOUBLE) AS mad_w, count(*) AS nnz
     FROM weights x, p WHERE x.fit_id = p.fid AND x.weight <> 0 GROUP BY x.target

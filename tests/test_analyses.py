@@ -309,6 +309,15 @@ def test_leakage_matches_brute_force(small):
         if r + 1 < len(nxt):
             assert row["ratio_to_next"] == pytest.approx(nxt[r] / nxt[r + 1])
     assert A.leakage(db, fit=fid, min_z=2.0, limit=3).height == 3
+    # SQL refuses what Python refuses (it returned rows for min_nnz 1, and none for NULLs)
+    sql = db.sql("SELECT target, train_idx FROM leakage_candidates(fit := ?, min_z := 2.0, min_nnz := 4)", [fid])
+    assert list(zip(sql["target"].to_list(), sql["train_idx"].to_list())) == [(t, i) for _, t, i in brute_leakage(W, 2.0, 4)]
+    for args, says in (("min_nnz := 1", "min_nnz must be >= 3, got 1"), ("min_nnz := 3.5", "min_nnz must be a whole number"),
+                       ("min_nnz := NULL", "min_nnz must be >= 3, got NULL"), ("min_z := NULL", "min_z must be a number, got NULL")):
+        with pytest.raises(DmdbError, match=says):
+            db.sql(f"SELECT * FROM leakage_candidates(fit := {fid}, {args})")
+    with pytest.raises(BadInputError, match="min_nnz must be at least 3"):
+        A.leakage(db, fit=fid, min_nnz=3.5)  # int() made it 3
 
 
 def test_leakage_ranks_planted_duplicates_first(tmp_path):

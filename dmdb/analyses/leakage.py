@@ -43,8 +43,8 @@ def leakage(
     target_nnz, target_label, train_label, same_label, both_images, pixel_dist, pixel_corr.
     limit=None returns every candidate.
     """
-    if min_nnz < 3:
-        raise BadInputError(f"min_nnz must be at least 3 (a median and MAD of fewer weights mean nothing), got {min_nnz}")
+    if isinstance(min_nnz, bool) or not isinstance(min_nnz, (int, np.integer)) or min_nnz < 3:
+        raise BadInputError(f"min_nnz must be at least 3 (a median and MAD of fewer weights mean nothing), got {min_nnz!r}")
     if limit is not None and limit < 1:
         raise BadInputError(f"limit must be positive or None, got {limit}")
     info = resolve_fit(db, fit)
