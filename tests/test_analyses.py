@@ -28,6 +28,15 @@ def small(tmp_path_factory):
     db.close()
 
 
+def test_a_missing_target_message_lists_scattered_ids(tmp_path):
+    """'ids 1..7' suggested a target 2 that the fit lacks."""
+    db, _ = new_db(tmp_path, n_train=N, n_targets=T, images=False, rng=np.random.default_rng(0))
+    gaps = insert_fit(db, "e", np.ones((N, 5)), np.zeros(5), targets=np.array([1, 3, 5, 6, 7]))
+    with pytest.raises(BadInputError, match=rf"fit {gaps} has no target 2 \(it has 5 targets, ids 1,3,5-7\)"):
+        A.counterfactual(db, 2, k=3, fit=gaps)
+    db.close()
+
+
 def base_of(W, bias):
     return bias + W.sum(axis=0)
 
@@ -127,6 +136,11 @@ def test_counterfactual_rejects_bad_input(small):
             A.nearest_targets(db, bad, fit=fid)
         with pytest.raises(BadInputError, match="target must be an integer target id"):
             A.top_weights(db, bad, fit=fid)
+    # nor is True a count (it was k = 1)
+    with pytest.raises(BadInputError, match="k must be a positive integer"):
+        A.nearest_targets(db, 0, fit=fid, k=True)
+    with pytest.raises(BadInputError, match="k must be a non-negative integer"):
+        A.counterfactual(db, 0, k=True, fit=fid)
     assert A.counterfactual(db, np.int64(3), k=3, fit=fid)["target"].to_list() == [3]
     # a fit id that is not an integer: int() made 1.5 fit 1 and True fit 1
     for bad in (fid + 0.5, True):

@@ -245,7 +245,7 @@ def test_embed(planted, capsys, tmp_path, fmt):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["counterfactual", "-t", "99", "--k", "3"], "has no target 99 (it has 30 targets, ids 0..29); name a fit that has it with fit= (CLI: --fit"),
+        (["counterfactual", "-t", "99", "--k", "3"], "has no target 99 (it has 30 targets, ids 0-29); name a fit that has it with fit= (CLI: --fit"),
         (["counterfactual", "-t", "3", "--remove", "4,x"], "--remove takes train ids like"),
         (["counterfactual", "-t", "3", "--remove", "9-2"], "--remove takes train ids like"),
         (["counterfactual", "-t", "3", "--remove", "5,200"], "train index 200 is outside 0..199"),

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 
 def _check_k(k: int) -> int:
-    if not isinstance(k, (int, np.integer)) or k < 1:
+    if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)) or k < 1:
         raise BadInputError(f"k must be a positive integer, got {k!r}")
     return int(k)
 

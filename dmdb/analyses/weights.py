@@ -88,9 +88,12 @@ class FitWeights:
             raise BadInputError(f"target must be an integer target id, got {target!r} ({type(target).__name__})")
         j = int(np.searchsorted(self.targets, target))
         if j >= len(self.targets) or self.targets[j] != target:
+            from ..fit.selection import format_id_list  # dmdb.fit imports this module
+
+            ids = format_id_list(self.targets) or "none"  # '1,3,5-7': a range 1..7 would suggest a target 2
             raise BadInputError(
                 f"fit {self.fit_id} has no target {target} (it has {len(self.targets)} targets, "
-                f"ids {self.targets[0] if len(self.targets) else '-'}..{self.targets[-1] if len(self.targets) else '-'}); "
+                f"ids {ids if len(ids) <= 60 else ids[:57] + '...'}); "
                 "name a fit that has it with fit= (CLI: --fit; `dmdb fits` lists them)"
             )
         return j
