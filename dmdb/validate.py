@@ -32,7 +32,7 @@ def as_run_ids(run_ids: Any) -> np.ndarray:
     ids = as_array(run_ids, "run ids")
     if ids.ndim != 1:
         raise BadInputError(f"run ids must be a 1-D sequence, got shape {ids.shape}")
-    if ids.size and ids.dtype == object and all(isinstance(x, int) and not isinstance(x, bool) for x in ids):
+    if ids.size and ids.dtype == object and all(is_int(x) for x in ids):
         raise BadInputError(f"run ids must fit in int64 (0 .. 2**63 - 1), got {max(ids, key=abs)}")
     if ids.size and not np.issubdtype(ids.dtype, np.integer):
         raise BadInputError(f"run ids must be integers, got dtype {ids.dtype}")
@@ -79,9 +79,14 @@ def as_margins(margins: Any, n_runs: int, n_targets: int) -> np.ndarray:
     return y32
 
 
+def is_int(value: Any) -> bool:
+    """A Python or numpy integer, not a bool (True would count as 1) and not a float (even 2.0)."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
 def as_int(value: Any, what: str, low: int, high: int = 2**63 - 1) -> int:
     """An integer in [low, high]; floats (even 2.0), bools and strings are refused, not rounded."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+    if not is_int(value):
         raise BadInputError(f"{what} must be an integer, got {value!r}")
     if not low <= int(value) <= high:
         raise BadInputError(f"{what} must be in {low}..{high}, got {value}")

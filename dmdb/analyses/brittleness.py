@@ -21,6 +21,7 @@ import numpy as np
 import polars as pl
 
 from ..errors import BadInputError
+from ..validate import is_int
 from .weights import FitWeights, load_weights
 
 if TYPE_CHECKING:
@@ -87,7 +88,7 @@ def brittleness_summary(db: "Database", *, fit: int | None = None,
                         thresholds: Sequence[int] = DEFAULT_THRESHOLDS) -> pl.DataFrame:
     """Columns: k_max, n_targets, n_correct (base margin >= 0), n_flipped (1 <= support <= k_max),
     frac_flipped (n_flipped / n_correct)."""
-    ints = [t for t in thresholds if isinstance(t, (int, np.integer)) and not isinstance(t, (bool, np.bool_))]
+    ints = [t for t in thresholds if is_int(t)]
     th = sorted({int(t) for t in ints})
     if not th or th[0] < 1 or len(ints) < len(thresholds):  # int() would make 2.5 a threshold of 2
         raise BadInputError(f"thresholds must be positive integers, got {list(thresholds)}")

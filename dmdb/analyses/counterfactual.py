@@ -16,6 +16,7 @@ import numpy as np
 import polars as pl
 
 from ..errors import BadInputError
+from ..validate import is_int
 from .weights import FitWeights, load_weights
 
 if TYPE_CHECKING:
@@ -62,7 +63,7 @@ def select_removal(fw: FitWeights, target: int, k: int, mode: str = "top", seed:
     """
     if mode not in MODES:
         raise BadInputError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-    if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)) or k < 0:
+    if not is_int(k) or k < 0:
         raise BadInputError(f"k must be a non-negative integer, got {k!r}")
     k = int(k)
     if mode == "random":

@@ -22,6 +22,7 @@ import numpy as np
 import polars as pl
 
 from ..errors import BadInputError
+from ..validate import is_int
 from .weights import resolve_fit
 
 if TYPE_CHECKING:
@@ -43,7 +44,7 @@ def leakage(
     target_nnz, target_label, train_label, same_label, both_images, pixel_dist, pixel_corr.
     limit=None returns every candidate.
     """
-    if isinstance(min_nnz, bool) or not isinstance(min_nnz, (int, np.integer)) or min_nnz < 3:
+    if not is_int(min_nnz) or min_nnz < 3:
         raise BadInputError(f"min_nnz must be at least 3 (a median and MAD of fewer weights mean nothing), got {min_nnz!r}")
     if limit is not None and limit < 1:
         raise BadInputError(f"limit must be positive or None, got {limit}")

@@ -9,6 +9,7 @@ import numpy as np
 import polars as pl
 
 from ..errors import BadInputError
+from ..validate import is_int
 from .weights import load_weights
 
 if TYPE_CHECKING:
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
 
 
 def _check_k(k: int) -> int:
-    if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)) or k < 1:
+    if not is_int(k) or k < 1:
         raise BadInputError(f"k must be a positive integer, got {k!r}")
     return int(k)
 

@@ -17,6 +17,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..errors import BadInputError, DmdbError
+from ..validate import is_int
 
 if TYPE_CHECKING:
     from ..store import Database
@@ -83,7 +84,7 @@ class FitWeights:
 
     def col(self, target: int) -> int:
         """Column position of a target id; BadInputError if the fit has no such target."""
-        if isinstance(target, (bool, np.bool_)) or not isinstance(target, (int, np.integer)):
+        if not is_int(target):
             # a str '0' or a float would reach searchsorted and be reported as a missing target
             raise BadInputError(f"target must be an integer target id, got {target!r} ({type(target).__name__})")
         j = int(np.searchsorted(self.targets, target))

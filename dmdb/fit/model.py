@@ -10,6 +10,7 @@ import polars as pl
 
 from ..analyses.weights import FitWeights, load_weights, resolve_fit
 from ..errors import BadInputError
+from ..validate import is_int
 
 if TYPE_CHECKING:
     from ..store import Database
@@ -58,7 +59,7 @@ class Fit:
         sql = "SELECT target, train_idx, weight FROM weights WHERE fit_id = ?"
         params: list[Any] = [self.fit_id]
         if target is not None:
-            if not isinstance(target, (int, np.integer)) or isinstance(target, bool):
+            if not is_int(target):
                 raise BadInputError(f"target must be an integer target id, got {target!r}")
             self.matrix().col(int(target))  # raises, naming the fit's targets
             sql += " AND target = ?"
