@@ -300,6 +300,25 @@ def test_bad_input_errors(db: dmdb.Database) -> None:
     assert db.fits().height == 0
 
 
+def test_fit_options_are_checked_and_stored_as_plain_values(db: dmdb.Database) -> None:
+    """Wrongly typed or out-of-range options are a BadInputError before anything runs: block_rows=-1
+    used to read no rows and store all-zero weights (LDS 0), refit='no' refitted, k=2.5 and tol='a'
+    raised torch or comparison TypeErrors. numpy scalars (a sweep's np.int64) are taken as numbers:
+    they used to fail json.dumps after the whole fit had run."""
+    exp = db.experiment("syn")
+    for bad in (dict(block_rows=-1), dict(block_rows=0), dict(refit="no"), dict(k=2.5), dict(k="10"),
+                dict(tol="a"), dict(tol=float("inf")), dict(eps="a"), dict(max_iter=10.5), dict(patience=2.5),
+                dict(val_frac="0.1")):
+        with pytest.raises(dmdb.BadInputError):
+            exp.fit("diff-means", **bad)
+    assert db.fits().height == 0
+    fit = exp.fit("diff-means", block_rows=np.int64(7), refit=np.bool_(True), tol=np.float32(1e-3))
+    assert fit.config["block_rows"] == 7 and fit.config["refit"] is True
+    assert fit.lds is not None and fit.lds > 0.5  # the blocks cover every run (block_rows=-1 gave 0.0)
+    lasso = exp.fit("lasso", k=np.int64(5), patience=np.int32(3), targets=[0])
+    assert lasso.config["k"] == 5 and lasso.config["patience"] == 3
+
+
 def test_a_failed_write_leaves_no_partial_fit(db: dmdb.Database, monkeypatch: pytest.MonkeyPatch) -> None:
     import dmdb.fit.write as write
 

@@ -3,11 +3,14 @@ CLI can build its parser without loading the solvers."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
+
 from ..errors import BadInputError
-from ..validate import as_int
+from ..validate import as_int, as_real
 
 ESTIMATORS = ("lasso", "diff-means", "ridge")
 
@@ -44,7 +47,32 @@ class FitOptions:
             raise BadInputError(f"unknown estimator {self.estimator!r}: use one of {', '.join(ESTIMATORS)}")
         if self.dtype not in ("float32", "float64"):
             raise BadInputError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
-        as_int(self.split_seed, "split_seed", 0)
+        # each option's type and range, stored as a plain Python value: a float k or a string tol is a
+        # clear error instead of a torch TypeError deep in the solver, block_rows=-1 (which read no rows:
+        # all-zero weights) or refit='no' (truthy) cannot make a wrong fit silently, and a numpy scalar
+        # (np.int64 from a sweep) does not fail json.dumps when the finished fit is written
+        def put(name: str, value: Any) -> None:
+            object.__setattr__(self, name, value)
+
+        put("k", as_int(self.k, "k", 1))
+        put("max_iter", as_int(self.max_iter, "max_iter", 1))
+        put("split_seed", as_int(self.split_seed, "split_seed", 0))
+        if self.patience is not None:
+            put("patience", as_int(self.patience, "patience", 0))
+        if self.block_rows is not None:
+            put("block_rows", as_int(self.block_rows, "block_rows", 1))
+        if not isinstance(self.refit, (bool, np.bool_)):
+            raise BadInputError(f"refit must be True or False, got {self.refit!r}")
+        put("refit", bool(self.refit))
+        put("eps", as_real(self.eps, "eps"))
+        if not 0 < self.eps <= 1:
+            raise BadInputError(f"eps must be in (0, 1], got {self.eps}")
+        put("tol", as_real(self.tol, "tol"))
+        if not (self.tol >= 0 and math.isfinite(self.tol)):
+            raise BadInputError(f"tol must be a finite number >= 0, got {self.tol}")
+        put("val_frac", as_real(self.val_frac, "val_frac"))
+        if not 0 < self.val_frac < 1:
+            raise BadInputError(f"val_frac must be in (0, 1), got {self.val_frac}")
         if self.patience == 0:  # as the CLI's --patience 0: no early stop
             object.__setattr__(self, "patience", None)
         if self.gram not in (None, "matrix", "masks"):
