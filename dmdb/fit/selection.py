@@ -84,17 +84,24 @@ def holdout_ids(exp: "Experiment") -> np.ndarray:
     return _ids(exp, "SELECT run_id FROM holdout_pool WHERE experiment = ?", [exp.name], "holdout_pool", None)
 
 
-def parse_id_list(spec: str) -> np.ndarray:
-    """'0-9,12' -> [0..9, 12] (ranges inclusive)."""
-    out: list[int] = []
+def _id_ranges(spec: str) -> list[tuple[int, int]]:
+    """'0-9,12' -> [(0, 9), (12, 12)], without expanding the ranges."""
+    out: list[tuple[int, int]] = []
     for part in spec.split(","):
         lo, _, hi = part.strip().partition("-")
         a = int(lo)
         b = int(hi) if hi else a
         if b < a:
             raise BadInputError(f"target range {part.strip()!r} runs backwards")
-        out.extend(range(a, b + 1))
-    return np.unique(np.array(out, dtype=np.int64))
+        if b > np.iinfo(np.int64).max:
+            raise BadInputError(f"id {b} in {spec!r} is beyond int64")
+        out.append((a, b))
+    return out
+
+
+def parse_id_list(spec: str) -> np.ndarray:
+    """'0-9,12' -> [0..9, 12] (ranges inclusive)."""
+    return np.unique(np.concatenate([np.arange(a, b + 1, dtype=np.int64) for a, b in _id_ranges(spec)]))
 
 
 def format_id_list(ids: Sequence[int] | np.ndarray) -> str:
@@ -114,11 +121,17 @@ def target_ids(exp: "Experiment", targets: str | Sequence[int] | np.ndarray | No
     if targets is None:
         chosen = pool
     elif isinstance(targets, str):
-        chosen = (
-            parse_id_list(targets)
-            if _ID_LIST.match(targets)
-            else _ids(exp, _relation(targets, "target"), [], "--targets", targets)
-        )
+        if _ID_LIST.match(targets):
+            # checked before the ranges are expanded: a typo such as 0-99999999999 would fill memory
+            top = max(b for _, b in _id_ranges(targets))
+            if top >= exp.n_targets:
+                raise BadInputError(
+                    f"targets {targets!r} go up to {top}, which is not a target of experiment {exp.name!r} "
+                    f"(it has {exp.n_targets}: 0..{exp.n_targets - 1})"
+                )
+            chosen = parse_id_list(targets)
+        else:
+            chosen = _ids(exp, _relation(targets, "target"), [], "--targets", targets)
     else:
         arr = np.asarray(targets)
         if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
