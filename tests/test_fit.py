@@ -319,6 +319,19 @@ def test_fit_options_are_checked_and_stored_as_plain_values(db: dmdb.Database) -
     assert lasso.config["k"] == 5 and lasso.config["patience"] == 3
 
 
+def test_where_and_curve_of_the_wrong_type_are_clear_errors(db: dmdb.Database) -> None:
+    """where=5 raised AttributeError, curve=0.5 and curve=['a'] TypeErrors (after the runs were
+    read), a numpy array of fractions ValueError (its truth value); now a BadInputError, or for
+    an array, a curve."""
+    exp = db.experiment("syn")
+    for bad in (dict(where=5), dict(curve=0.5), dict(curve="0.5"), dict(curve=["a"]), dict(curve=[True])):
+        with pytest.raises(dmdb.BadInputError):
+            exp.fit("diff-means", **bad)
+    assert db.fits().height == 0
+    fit = exp.fit("diff-means", curve=np.array([0.5, 1.0], dtype=np.float32))
+    assert fit.curve()["fraction"].to_list() == [0.5, 1.0] and fit.config["curve"] == [0.5, 1.0]
+
+
 def test_a_failed_write_leaves_no_partial_fit(db: dmdb.Database, monkeypatch: pytest.MonkeyPatch) -> None:
     import dmdb.fit.write as write
 

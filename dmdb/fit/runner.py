@@ -9,10 +9,11 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from ..errors import FitError
+from ..errors import BadInputError, FitError
 from ..packing import PackedMasks
 from ..regress import SolverResult, predict, spearman_per_target
 from ..regress._inputs import Progress, resolve_device
+from ..validate import as_real
 from .estimators import SOLVERS
 from .options import FitOptions
 from .selection import Selection, select
@@ -81,11 +82,23 @@ def _solve(data: FitData, sel: Selection, opts: FitOptions, device: object, prog
     return solver(data.X, data.Y, data.rows(sel.fit), data.rows(sel.val), opts, device, progress)  # type: ignore[arg-type]
 
 
-def _curve_sizes(fractions: Sequence[float], n_fit: int) -> list[tuple[float, int]]:
-    out: dict[int, float] = {}
+def _curve_fractions(curve: object) -> list[float] | None:
+    """The learning curve's fractions as floats in (0, 1], checked before anything is read; None
+    or an empty list: no curve."""
+    if curve is None:
+        return None
+    if isinstance(curve, (str, bytes)) or not isinstance(curve, (Sequence, np.ndarray)):
+        raise BadInputError(f"curve must be a list of fractions such as [0.1, 0.25, 0.5, 1.0], got {curve!r}")
+    fractions = [as_real(f, "a learning-curve fraction") for f in curve]
     for f in fractions:
         if not 0 < f <= 1:
             raise FitError(f"learning-curve fractions must be in (0, 1], got {f}")
+    return fractions or None
+
+
+def _curve_sizes(fractions: Sequence[float], n_fit: int) -> list[tuple[float, int]]:
+    out: dict[int, float] = {}
+    for f in fractions:
         n = max(2, int(round(f * n_fit)))
         out.setdefault(n, float(f))
     return sorted((f, n) for n, f in out.items())
@@ -103,6 +116,7 @@ def run_fit(
 ) -> int:
     """Fit, score and store; returns the new fit_id."""
     exp.db.require_writable()
+    curve = _curve_fractions(curve)
     dev = resolve_device(device)
     sel = select(exp, where, targets, options.val_frac, options.split_seed)
     if progress:

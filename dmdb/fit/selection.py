@@ -69,6 +69,8 @@ def _ids(exp: "Experiment", sql: str, params: Sequence[Any], what: str, spec: st
 
 def fit_pool_ids(exp: "Experiment", where: str | None) -> np.ndarray:
     """Sorted run ids of fit_pool for this experiment, narrowed by `where`."""
+    if where is not None and not isinstance(where, str):
+        raise BadInputError(f"where must be SQL text (an expression over runs columns, a query or a view name), got {where!r}")
     sql = "SELECT run_id FROM fit_pool WHERE experiment = ?"
     params: list[Any] = [exp.name]
     if where is not None and where.strip():
