@@ -292,6 +292,12 @@ def create_experiment(
         raise BadInputError(f"alpha (the fraction of train examples each run keeps) must be in (0, 1), got {alpha}")
     if sampling not in SAMPLING:
         raise BadInputError(f"sampling must be one of {', '.join(SAMPLING)}, got {sampling!r}")
+    if config is not None and not isinstance(config, dict):
+        raise BadInputError(f"config must be a dict, got {type(config).__name__}")
+    try:
+        config_json = json.dumps(config or {})
+    except (TypeError, ValueError) as e:
+        raise BadInputError(f"config must be a JSON-serialisable dict: {e}") from e
     row = db.con.execute("SELECT n_train, n_targets, alpha, sampling FROM experiments WHERE name = ?", [name]).fetchall()
     row = row[0] if row else None
     if row is not None:
@@ -303,6 +309,6 @@ def create_experiment(
         )
     db.con.execute(
         "INSERT INTO experiments (name, n_train, n_targets, alpha, sampling, config) VALUES (?, ?, ?, ?, ?, ?)",
-        [name, int(n_train), int(n_targets), float(alpha), sampling, json.dumps(config or {})],
+        [name, int(n_train), int(n_targets), float(alpha), sampling, config_json],
     )
     return db.experiment(name)

@@ -43,6 +43,9 @@ def test_unknown_experiment_names_known_ones(db: dmdb.Database) -> None:
         (dict(n_train=5, n_targets=2, alpha=1.0), "alpha"),
         (dict(n_train=5, n_targets=2, alpha=0.0), "alpha"),
         (dict(n_train=5, n_targets=2, sampling="poisson"), "sampling"),
+        # json.dumps' own TypeError came through
+        (dict(n_train=5, n_targets=2, config={"when": object()}), "config must be a JSON-serialisable dict"),
+        (dict(n_train=5, n_targets=2, config=[1, 2]), "config must be a dict"),
     ],
 )
 def test_bad_experiment_arguments(db: dmdb.Database, kwargs: dict, match: str) -> None:
