@@ -89,6 +89,8 @@ def write_run(
     duration_s: float | None = None,
 ) -> Path:
     """The worker's one call: one planned run and its margins as a shard."""
+    if not isinstance(run, PlannedRun):
+        raise BadInputError(f"run must be a PlannedRun (from a plan: plan.run(run_id) or exp.pending(...)), got {run!r}")
     run.require_experiment(experiment)
     return write_shard(
         directory, experiment, [run.run_id], run.mask[None, :], as_array(margins, "margins")[None, :],

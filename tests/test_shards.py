@@ -103,4 +103,7 @@ def test_write_shard_validates_before_writing(tmp_path: Path) -> None:
         write_shard(tmp_path, "small", [0, 1], masks, np.full_like(margins, np.nan))
     with pytest.raises(dmdb.BadInputError, match="dtype bool"):
         write_shard(tmp_path, "small", [0, 1], masks.astype(int), margins)
+    # a run id instead of the PlannedRun raised AttributeError ('int' object has no attribute 'require_experiment')
+    with pytest.raises(dmdb.BadInputError, match="run must be a PlannedRun"):
+        write_run(tmp_path, "small", 3, margins[0])  # type: ignore[arg-type]
     assert list(tmp_path.iterdir()) == []
