@@ -82,10 +82,12 @@ def register(sub: Any, parents: tuple[argparse.ArgumentParser, argparse.Argument
     p.set_defaults(func=cmd_embed)
 
 
-def _ids(spec: str, flag: str, what: str = "train ids") -> list[int]:
+def _ids(spec: str, flag: str, what: str = "train ids", below: int | None = None) -> list[int]:
     try:
-        return parse_id_list(spec).tolist()
-    except ValueError as e:  # BadInputError is one too: a backwards range
+        return parse_id_list(spec, below=below, what="train index").tolist()
+    except BadInputError:  # out of range, or a range that runs backwards: it says which
+        raise
+    except ValueError as e:  # int() of something that is no number
         raise BadInputError(f"{flag} takes {what} like 3,17,40-49, got {spec!r}") from e
 
 
@@ -114,10 +116,11 @@ def cmd_counterfactual(args: argparse.Namespace) -> int:
         raise BadInputError("--mode chooses what --k removes; it does not apply to --remove/--keep")
     if args.target is None and not (args.all_targets and args.k is None):
         raise BadInputError("give --target T (only --all-targets with --remove/--keep needs none)")
-    remove = _ids(args.remove, "--remove") if args.remove is not None else None
-    keep = _ids(args.keep, "--keep") if args.keep is not None else None
     with store.open(args.db, read_only=True) as db:
         fid = _fit_id(db, args)
+        n_train = A.resolve_fit(db, fid).n_train  # bounds checked before a range such as 0-99999999999 is expanded
+        remove = _ids(args.remove, "--remove", below=n_train) if args.remove is not None else None
+        keep = _ids(args.keep, "--keep", below=n_train) if args.keep is not None else None
         if args.all_targets:
             if args.k is not None:
                 remove = A.removal_set(db, args.target, args.k, mode=args.mode, fit=fid, seed=args.seed).tolist()

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
 _QUERY = re.compile(r"^\s*(select|with|from|values)\b", re.IGNORECASE)
+_NEGATIVE = re.compile(r"^\s*-\s*\d")
 _ID_LIST = re.compile(r"^\s*\d+(\s*-\s*\d+)?(\s*,\s*\d+(\s*-\s*\d+)?)*\s*$")
 
 
@@ -94,16 +95,21 @@ def _id_ranges(spec: str) -> list[tuple[int, int]]:
         a = int(lo)
         b = int(hi) if hi else a
         if b < a:
-            raise BadInputError(f"target range {part.strip()!r} runs backwards")
+            raise BadInputError(f"range {part.strip()!r} in {spec!r} runs backwards")
         if b > np.iinfo(np.int64).max:
             raise BadInputError(f"id {b} in {spec!r} is beyond int64")
         out.append((a, b))
     return out
 
 
-def parse_id_list(spec: str) -> np.ndarray:
-    """'0-9,12' -> [0..9, 12] (ranges inclusive)."""
-    return np.unique(np.concatenate([np.arange(a, b + 1, dtype=np.int64) for a, b in _id_ranges(spec)]))
+def parse_id_list(spec: str, below: int | None = None, what: str = "id") -> np.ndarray:
+    """'0-9,12' -> [0..9, 12] (ranges inclusive). With `below`, an id >= below is refused before
+    the ranges are expanded: a typo such as 0-99999999999 would fill memory first."""
+    ranges = _id_ranges(spec)
+    top = max(b for _, b in ranges)
+    if below is not None and top >= below:
+        raise BadInputError(f"{what} {top} is outside 0..{below - 1}")
+    return np.unique(np.concatenate([np.arange(a, b + 1, dtype=np.int64) for a, b in ranges]))
 
 
 def format_id_list(ids: Sequence[int] | np.ndarray) -> str:
@@ -124,14 +130,9 @@ def target_ids(exp: "Experiment", targets: str | Sequence[int] | np.ndarray | No
         chosen = pool
     elif isinstance(targets, str):
         if _ID_LIST.match(targets):
-            # checked before the ranges are expanded: a typo such as 0-99999999999 would fill memory
-            top = max(b for _, b in _id_ranges(targets))
-            if top >= exp.n_targets:
-                raise BadInputError(
-                    f"targets {targets!r} go up to {top}, which is not a target of experiment {exp.name!r} "
-                    f"(it has {exp.n_targets}: 0..{exp.n_targets - 1})"
-                )
-            chosen = parse_id_list(targets)
+            chosen = parse_id_list(targets, below=exp.n_targets, what="target")
+        elif _NEGATIVE.match(targets):
+            raise BadInputError(f"target ids are >= 0, got {targets!r}")
         else:
             chosen = _ids(exp, _relation(targets, "target"), [], "--targets", targets)
     else:
