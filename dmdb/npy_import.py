@@ -1,5 +1,5 @@
 """Import of the reference datamodels store: masks.npy (bool [M, N]), margins.npy (float16 [M, T]),
-_completed.npy (bool [M]). Only completed rows come in; row i becomes run id i."""
+_completed.npy (bool [M]). Only completed rows come in; row i becomes run id first_run_id + i."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 
 from .errors import BadInputError, DmdbError
+from .record import check_batch, make_batch
+from .validate import as_int
 
 if TYPE_CHECKING:
     from .experiment import Experiment
@@ -35,12 +37,18 @@ def import_npy(
     alpha: float | None = None,
     chunk_rows: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    first_run_id: int = 0,
 ) -> tuple["Experiment", int]:
     """Bring a reference store into experiment `name` (created if absent); returns it and the runs added.
 
-    Arrays are memory-mapped and read in chunks of `chunk_rows` rows (by default about 256 MB of
-    masks), so memory stays bounded whatever M is. Running it again adds nothing.
+    Row i becomes run id first_run_id + i: a second store (e.g. the holdout runs) goes into the
+    same experiment under ids after the first's. Arrays are memory-mapped and read in chunks of
+    `chunk_rows` rows (by default about 256 MB of masks), so memory stays bounded whatever M is.
+    Each chunk is its own transaction, but everything that would stop the import (a non-finite
+    margin, a run id recorded before with other data) is found before the first is written.
+    Running it again adds nothing.
     """
+    first_run_id = as_int(first_run_id, "first_run_id", 0)
     directory = Path(directory)
     masks = _load(directory, "masks")
     margins = _load(directory, "margins")
@@ -63,6 +71,8 @@ def import_npy(
     done_rows = np.flatnonzero(np.asarray(completed))
     if len(done_rows) == 0:
         raise DmdbError(f"no completed rows in {directory / '_completed.npy'}: nothing to import")
+    if first_run_id + m - 1 > np.iinfo(np.int64).max:
+        raise BadInputError(f"first_run_id {first_run_id} + {m} rows goes beyond int64")
     rows = chunk_rows or max(1, CHUNK_BYTES // max(1, masks.shape[1]))
     _check_finite(margins, done_rows, rows)
     n_train = masks.shape[1]
@@ -73,24 +83,52 @@ def import_npy(
                 f"experiment {name!r} has {exp.n_train} train examples and {exp.n_targets} targets; the store in "
                 f"{directory} has {n_train} and {margins.shape[1]}: import it under another --name"
             )
+        _check_clashes(exp, masks, margins, done_rows, first_run_id, role, rows)
     else:
         sample = np.asarray(masks[done_rows[:1000]])
         kept = sample.sum(axis=1)
+        if alpha is None:
+            alpha = round(float(kept.mean()) / n_train, 4)
+            if not 0 < alpha < 1:  # the experiment's own check would name an alpha the user never gave
+                raise BadInputError(
+                    f"the masks in {directory / 'masks.npy'} keep {alpha:.0%} of the train examples on average, "
+                    "so no subset fraction (alpha) can be estimated from them; give it with --alpha"
+                )
         exp = db.create_experiment(
             name,
             n_train=n_train,
             n_targets=margins.shape[1],
-            alpha=float(alpha if alpha is not None else round(float(kept.mean()) / n_train, 4)),
+            alpha=float(alpha),
             sampling="fixed" if kept.min() == kept.max() else "bernoulli",
             config={"imported_from": str(directory.resolve())},
         )
     added = 0
     for start in range(0, len(done_rows), rows):
         ids = done_rows[start : start + rows]
-        added += exp.record_batch(ids, np.asarray(masks[ids]), np.asarray(margins[ids], dtype=np.float32), role=role)
+        added += exp.record_batch(first_run_id + ids, np.asarray(masks[ids]), np.asarray(margins[ids], dtype=np.float32),
+                                  role=role)
         if progress is not None:
             progress(min(start + rows, len(done_rows)), len(done_rows))
     return exp, added
+
+
+def _check_clashes(exp: "Experiment", masks: np.ndarray, margins: np.ndarray, done_rows: np.ndarray,
+                   first_run_id: int, role: str, rows: int) -> None:
+    """The rows whose run ids the experiment has recorded or planned, checked as record_batch would
+    check them, before any chunk is written (a clash in a late chunk left the earlier ones in)."""
+    run_ids = first_run_id + done_rows
+    lo, hi = int(run_ids.min()), int(run_ids.max())
+    taken = exp.db.con.execute(
+        "SELECT run_id FROM runs WHERE experiment = ? AND run_id BETWEEN ? AND ?", [exp.name, lo, hi]
+    ).fetchnumpy()["run_id"]
+    check = np.isin(run_ids, taken)
+    for plan in exp.plans():
+        check |= (run_ids >= plan.run_ids.start) & (run_ids < plan.run_ids.stop)
+    sel = done_rows[check]
+    for start in range(0, len(sel), rows):
+        ids = sel[start : start + rows]
+        check_batch(exp, make_batch(exp, first_run_id + ids, np.asarray(masks[ids]),
+                                    np.asarray(margins[ids], dtype=np.float32), role))
 
 
 def _check_finite(margins: np.ndarray, done_rows: np.ndarray, rows: int) -> None:

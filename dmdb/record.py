@@ -139,6 +139,14 @@ def batch_table(b: RunBatch, fixed_margins: bool = False) -> pa.Table:
     )
 
 
+def check_batch(exp: "Experiment", batch: RunBatch) -> None:
+    """Raise what write_batch would raise for this batch (a planned run with another mask or role,
+    a run id recorded before with other data), writing nothing: lets a write in several
+    transactions find a clash before its first one."""
+    _check_against_plans(exp, batch)
+    _drop_identical_existing(exp, batch)
+
+
 def _drop_identical_existing(exp: "Experiment", batch: RunBatch) -> RunBatch:
     """The batch without runs already recorded identically; DuplicateRunError for a conflicting one.
 

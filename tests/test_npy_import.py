@@ -82,3 +82,54 @@ def test_a_grown_store_adds_to_its_experiment(db: dmdb.Database, tmp_path: Path)
     make_store(tmp_path / "other", n=31)
     with pytest.raises(dmdb.BadInputError, match="'ref' has 30 train examples and 4 targets; the store in .* has 31 and 7"):
         import_npy(db, tmp_path / "other", "ref")
+
+
+def test_a_holdout_store_joins_its_experiment_after_the_fit_ids(db: dmdb.Database, tmp_path: Path) -> None:
+    """The reference data keeps fit and holdout runs in separate stores; row i was always run id i,
+    so the second store clashed with the first ('already recorded with other data')."""
+    masks, margins, completed = make_store(tmp_path / "fit")
+    h_masks, h_margins, h_completed = make_store(tmp_path / "holdout", m=20, seed=1)
+    import_npy(db, tmp_path / "fit", "ref")
+    with pytest.raises(dmdb.DuplicateRunError, match=r"run \d+ of experiment 'ref' was already recorded with other data \(role 'fit' vs 'holdout'"):
+        import_npy(db, tmp_path / "holdout", "ref", role="holdout")
+    exp, added = import_npy(db, tmp_path / "holdout", "ref", role="holdout", first_run_id=1000)
+    rows = np.flatnonzero(h_completed)
+    assert added == len(rows)
+    np.testing.assert_array_equal(exp.run_ids("holdout"), 1000 + rows)
+    np.testing.assert_array_equal(exp.masks("holdout"), h_masks[rows])
+    np.testing.assert_array_equal(exp.margins("holdout"), h_margins[rows].astype(np.float32))
+    np.testing.assert_array_equal(exp.run_ids("fit"), np.flatnonzero(completed))
+
+
+def test_a_clash_in_a_late_chunk_writes_no_chunk(db: dmdb.Database, tmp_path: Path) -> None:
+    """Each chunk is a transaction: a run id recorded before with other data, met in the last
+    chunk, left the earlier chunks imported while the message said nothing was written."""
+    masks, margins, completed = make_store(tmp_path)
+    rows = np.flatnonzero(completed)
+    exp = db.create_experiment("ref", n_train=45, n_targets=7, alpha=1 / 3)
+    exp.record_batch([rows[-1]], ~masks[rows[-1:]], margins[rows[-1:]].astype(np.float32))
+    before = table_counts(db)
+    with pytest.raises(dmdb.DuplicateRunError, match=rf"run {rows[-1]} .*\(a different mask\)"):
+        import_npy(db, tmp_path, "ref", chunk_rows=4)
+    assert table_counts(db) == before
+
+
+def test_cli_first_run_id(tmp_path: Path) -> None:
+    from dmdb.cli import main
+
+    _, _, completed = make_store(tmp_path / "store")
+    path = str(tmp_path / "x.duckdb")
+    assert main(["import-npy", str(tmp_path / "store"), "--name", "ref", "--role", "holdout", "--first-run-id", "500",
+                 "--db", path, "-q"]) == 0
+    with dmdb.open(path, read_only=True) as db:
+        np.testing.assert_array_equal(db.experiment("ref").run_ids("holdout"), 500 + np.flatnonzero(completed))
+
+
+def test_masks_that_keep_everything_ask_for_alpha(db: dmdb.Database, tmp_path: Path) -> None:
+    for name, arr in (("masks", np.ones((5, 8), bool)), ("margins", np.zeros((5, 2), np.float16)),
+                      ("_completed", np.ones(5, bool))):
+        np.save(tmp_path / f"{name}.npy", arr)
+    with pytest.raises(dmdb.BadInputError, match="keep 100% of the train examples .* give it with --alpha"):
+        import_npy(db, tmp_path, "ref")  # was "alpha ... must be in (0, 1), got 1.0", an alpha nobody gave
+    exp, added = import_npy(db, tmp_path, "ref", alpha=0.5)
+    assert added == 5 and exp.alpha == 0.5

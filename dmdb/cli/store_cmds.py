@@ -55,6 +55,9 @@ def register(sub: Any, parents: tuple[argparse.ArgumentParser, argparse.Argument
     p.add_argument("--role", default="fit", choices=["fit", "holdout"], help="role of the imported runs (default: fit)")
     p.add_argument("--alpha", type=float, help="subset fraction (default: estimated from the masks)")
     p.add_argument("--chunk-rows", type=at_least(1), help="rows read per chunk (default: about 256 MB of masks)")
+    p.add_argument("--first-run-id", type=at_least(0), default=0,
+                   help="run id of the store's row 0 (default 0): import a second store, e.g. the holdout runs, "
+                        "into the same experiment after the first's ids")
     p.set_defaults(func=cmd_import_npy)
 
 
@@ -147,7 +150,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 def cmd_import_npy(args: argparse.Namespace) -> int:
     with store.open(args.db) as db, progress_bar("importing runs", args.quiet) as bar:
-        exp, added = import_npy(db, args.directory, args.name, args.role, args.alpha, args.chunk_rows, progress=bar)
+        exp, added = import_npy(db, args.directory, args.name, args.role, args.alpha, args.chunk_rows, progress=bar,
+                                first_run_id=args.first_run_id)
         total = exp.n_runs()
     STDERR.print(f"imported {added} new runs into {exp.name!r} ({total} runs in all)")
     return 0
