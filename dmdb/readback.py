@@ -38,6 +38,17 @@ def where_clause(exp: "Experiment", role: str | Sequence[str] | None, runs: RunS
     return sql, params
 
 
+def _require_listed(exp: "Experiment", found: np.ndarray, runs: Sequence[int] | np.ndarray,
+                    role: str | Sequence[str] | None) -> None:
+    """Run ids asked for by name must all be there: rows silently missing could not be lined up
+    with the ids asked for. (A range is a filter: runs=range(0, 1000) takes what there is.)"""
+    missing = np.setdiff1d(np.asarray([int(r) for r in np.asarray(runs).ravel()], dtype=np.int64), found)
+    if missing.size:
+        shown = ", ".join(map(str, missing[:5])) + (f" and {missing.size - 5} more" if missing.size > 5 else "")
+        with_role = "" if role is None else f" with role {role!r}"
+        raise BadInputError(f"experiment {exp.name!r} has no run{'s' if missing.size > 1 else ''} {shown}{with_role}")
+
+
 ARRAY_COLUMNS = ("mask", "margins")
 
 # Rows per streamed block: about this many bytes of packed masks and margins in flight at a time.
@@ -60,6 +71,8 @@ def read_arrays(
     where, params = where_clause(exp, role, runs)
     ids = exp.db.con.sql(f"SELECT run_id FROM runs WHERE {where}", params=params).fetchnumpy()["run_id"]
     ids = ids if ids.size < 2 or bool(np.all(ids[1:] > ids[:-1])) else np.sort(ids)
+    if runs is not None and not isinstance(runs, range):
+        _require_listed(exp, ids, runs, role)
     out: dict[str, Any] = {"run_id": ids}
     if "mask" in columns:
         out["mask"] = np.empty((ids.size, (exp.n_train + 7) // 8 if packed else exp.n_train),

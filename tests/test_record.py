@@ -27,6 +27,13 @@ def test_round_trip_bit_for_bit(exp: dmdb.Experiment) -> None:
     yf = exp.margins_frame(runs=range(45, 50))
     assert yf.schema["margins"] == pl.Array(pl.Float32, 5)
     np.testing.assert_array_equal(yf["margins"].to_numpy(), margins[45:])
+    # ids asked for by name must all be there (runs=[5, 9999] gave 1 row, unalignable with the ids);
+    # a range is a filter and takes what there is
+    with pytest.raises(dmdb.BadInputError, match=r"experiment 'small' has no run 9999$"):
+        exp.masks(runs=[5, 9999])
+    with pytest.raises(dmdb.BadInputError, match=r"has no runs 2, 7 with role 'holdout'"):
+        exp.margins(role="holdout", runs=[2, 7, 45])
+    assert exp.run_ids(runs=range(45, 60)).tolist() == list(range(45, 50))
 
 
 def test_sql_sees_the_same_bits_and_margins(exp: dmdb.Experiment) -> None:
