@@ -55,7 +55,7 @@ def write_shard(
     m = as_array(masks, "masks")
     y = as_array(margins, "margins")
     if m.ndim != 2 or y.ndim != 2:
-        raise CorruptShardError(f"masks and margins must be 2-D (runs x ...), got {m.shape} and {y.shape}")
+        raise BadInputError(f"masks and margins must be 2-D (runs x ...), got {m.shape} and {y.shape}")
     shape = _Shape(experiment, m.shape[1], y.shape[1])
     batch = make_batch(shape, run_ids, m, y, role, seeds, worker, durations, infos)  # type: ignore[arg-type]
     table = batch_table(batch).replace_schema_metadata(
@@ -92,8 +92,11 @@ def write_run(
     if not isinstance(run, PlannedRun):
         raise BadInputError(f"run must be a PlannedRun (from a plan: plan.run(run_id) or exp.pending(...)), got {run!r}")
     run.require_experiment(experiment)
+    y = as_array(margins, "margins")
+    if y.ndim != 1:
+        raise BadInputError(f"margins of one run must be 1-D (one per target), got shape {y.shape}")
     return write_shard(
-        directory, experiment, [run.run_id], run.mask[None, :], as_array(margins, "margins")[None, :],
+        directory, experiment, [run.run_id], run.mask[None, :], y[None, :],
         role=run.role, seeds=[run.seed], worker=worker, durations=None if duration_s is None else [duration_s],
     )
 

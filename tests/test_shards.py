@@ -8,7 +8,7 @@ import pytest
 
 import dmdb
 from runs_util import random_runs, table_counts
-from dmdb.plan import Plan
+from dmdb.plan import Plan, PlannedRun
 from dmdb.shards import ingest, write_run, write_shard
 
 
@@ -106,4 +106,11 @@ def test_write_shard_validates_before_writing(tmp_path: Path) -> None:
     # a run id instead of the PlannedRun raised AttributeError ('int' object has no attribute 'require_experiment')
     with pytest.raises(dmdb.BadInputError, match="run must be a PlannedRun"):
         write_run(tmp_path, "small", 3, margins[0])  # type: ignore[arg-type]
+    # wrong shapes are bad input, not a corrupt shard (CorruptShardError is for files that fail to read)
+    with pytest.raises(dmdb.BadInputError, match="must be 2-D") as e:
+        write_shard(tmp_path, "small", [0, 1], masks[0], margins)
+    assert not isinstance(e.value, dmdb.CorruptShardError)
+    run = PlannedRun(run_id=0, role="fit", mask=masks[0], seed=0, experiment="small")
+    with pytest.raises(dmdb.BadInputError, match=r"margins of one run must be 1-D \(one per target\), got shape \(1, 5\)"):
+        write_run(tmp_path, "small", run, margins[:1])  # said 'must be 2-D ... (1, 1, 5)', a CorruptShardError
     assert list(tmp_path.iterdir()) == []
