@@ -77,6 +77,13 @@ def test_sql_text_formats_hold_masks_lists_and_structs(tmp_path: Path, capsys: p
                                 "b": "ab"}]
     code, out, err = run_cli(capsys, "sql", q, "--db", str(db))
     assert code == 0 and "1011000011000000" in out and "0.5,-1.0" in out
+    # DECIMALs (DuckDB's type for literals such as 1.25) are numbers in json and inside nested values,
+    # as DuckDB's own json gives them (polars wrote "1.25")
+    dec = "SELECT 1.25 AS d, [[1.5]] AS n, {'a': 2.5} AS s, [1.5, 2] AS l"
+    code, out, err = run_cli(capsys, "sql", dec, "--db", str(db), "-f", "json")
+    assert code == 0 and json.loads(out) == [{"d": 1.25, "n": [[1.5]], "s": {"a": 2.5}, "l": [1.5, 2.0]}]
+    code, out, err = run_cli(capsys, "sql", dec, "--db", str(db), "-f", "csv")
+    assert code == 0 and out.splitlines()[1] == '1.25,[[1.5]],"{""a"":2.5}","1.5,2.0"'
 
 
 def test_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -55,6 +55,14 @@ def as_text_columns(df: pl.DataFrame, fmt: str) -> pl.DataFrame:
     out = []
     for name, dtype in df.schema.items():
         col = pl.col(name)
+        if _holds_decimal(dtype) and (fmt == "json" or dtype.is_nested()):
+            # polars writes decimals as JSON strings ("1.25"): numbers, as DuckDB's own json gives them
+            # (a top-level decimal stays exact in csv and the table, which print it as it is)
+            dtype = _decimals_as_float(dtype)
+            col = col.cast(dtype)
+            if fmt == "json" or not dtype.is_nested():
+                out.append(col.alias(name))
+                continue
         if dtype == pl.Binary:
             out.append(col.bin.encode("hex"))
         elif dtype.is_nested() and _holds_binary(dtype):
@@ -67,6 +75,28 @@ def as_text_columns(df: pl.DataFrame, fmt: str) -> pl.DataFrame:
         elif dtype.is_nested():
             out.append(pl.struct(col.alias("v")).struct.json_encode().str.slice(5).str.head(-1).alias(name))
     return df.with_columns(out) if out else df
+
+
+def _holds_decimal(dtype: pl.DataType) -> bool:
+    if isinstance(dtype, pl.Decimal):
+        return True
+    if isinstance(dtype, (pl.List, pl.Array)):
+        return _holds_decimal(dtype.inner)
+    if isinstance(dtype, pl.Struct):
+        return any(_holds_decimal(f.dtype) for f in dtype.fields)
+    return False
+
+
+def _decimals_as_float(dtype: pl.DataType) -> pl.DataType:
+    if isinstance(dtype, pl.Decimal):
+        return pl.Float64()
+    if isinstance(dtype, pl.List):
+        return pl.List(_decimals_as_float(dtype.inner))
+    if isinstance(dtype, pl.Array):
+        return pl.Array(_decimals_as_float(dtype.inner), dtype.shape)
+    if isinstance(dtype, pl.Struct):
+        return pl.Struct([pl.Field(f.name, _decimals_as_float(f.dtype)) for f in dtype.fields])
+    return dtype
 
 
 def _holds_binary(dtype: pl.DataType) -> bool:
