@@ -156,6 +156,7 @@ def test_collect_gives_up_after_retries(db: dmdb.Database, tmp_path: Path) -> No
     plan = exp.plan(2)
     rep = collect(exp, plan, "scale_fns:always_raise", EngineOptions(workers=1, retries=1), tmp_path / "sh")
     assert not rep.ok and rep.trained == 0
+    assert rep.retried == 0  # 'N trained now (M after a retry)': failed runs are not among them
     assert sorted(rep.failed) == [0, 1] and "diverged" in rep.failed[0]
     assert exp.n_runs() == 0
 

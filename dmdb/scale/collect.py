@@ -29,7 +29,8 @@ INGEST_EVERY_S = 0.5
 class CollectReport:
     """What a collect did. `already_recorded`: runs in the database when it started;
     `from_earlier_shards`: runs an interrupted collect (or other workers) had left as shards,
-    ingested first; `failed` maps run ids to the error that remained after the retries."""
+    ingested first; `retried`: runs of `trained` that needed more than one try; `failed` maps
+    run ids to the error that remained after the retries."""
 
     planned: int
     already_recorded: int
@@ -86,8 +87,8 @@ def collect(
             report.failed[outcome.run_id] = outcome.error
         else:
             report.trained += 1
+            report.retried += outcome.attempts > 1  # trained now, after a retry: failed runs are not counted
             unsynced = True
-        report.retried += outcome.attempts > 1
         if unsynced and time.monotonic() - last >= INGEST_EVERY_S:
             sync()
             last, unsynced = time.monotonic(), False
