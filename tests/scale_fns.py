@@ -36,3 +36,18 @@ def always_raise(run: PlannedRun, config: dict[str, Any]) -> np.ndarray:
 
 def wrong_shape(run: PlannedRun, config: dict[str, Any]) -> np.ndarray:
     return np.zeros(1, dtype=np.float32)
+
+
+def nan_on(run: PlannedRun, config: dict[str, Any]) -> np.ndarray:
+    """The true margins, with a NaN in target 1 for the run ids in config['nan_on'] (a diverged model)."""
+    margins = np.array(train_synthetic(run, config), dtype=np.float32)
+    if run.run_id in config.get("nan_on", []):
+        margins[1] = np.nan
+    return margins
+
+
+def grad_tensor(run: PlannedRun, config: dict[str, Any]) -> Any:
+    """The true margins as a torch tensor that requires grad, as a training loop computes them."""
+    import torch
+
+    return torch.tensor(np.asarray(train_synthetic(run, config)), requires_grad=True) * 1.0

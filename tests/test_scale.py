@@ -119,6 +119,37 @@ def test_worker_cli_plan_file_range_and_slurm_index(db_path: Path, tmp_path: Pat
         assert_exactly_once(exp, exp.plan(6, seed=1))
 
 
+def test_worker_range_goes_on_after_a_run_with_nan_margins(db_path: Path, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """A NaN from one run is that run's failure, named by run id: the rest of the range is trained."""
+    with dmdb.open(db_path) as db:
+        make_exp(db, tmp_path, nan_on=[0])
+    base = ["--db", str(db_path), "-q"]
+    assert main(["plan", "syn", "--runs", "3", "--out", str(tmp_path / "p.json"), *base]) == 0
+    assert main(["worker", "syn", "--plan", str(tmp_path / "p.json"), "--shards", str(tmp_path / "sh"),
+                 "--train", "scale_fns:nan_on", "--range", "0:3", *base]) == 1
+    err = capsys.readouterr().err
+    assert "run 0 (index 0) failed: DmdbError: scale_fns:nan_on returned 1 non-finite margins for run 0; " \
+           "first: NaN at target 1" in err
+    assert find_shard(tmp_path / "sh", "syn", 0) is None
+    assert find_shard(tmp_path / "sh", "syn", 1) is not None and find_shard(tmp_path / "sh", "syn", 2) is not None
+    assert main(["ingest", str(tmp_path / "sh"), *base]) == 0
+    with dmdb.open(db_path, read_only=True) as db:
+        exp = db.experiment("syn")
+        assert exp.run_ids().tolist() == [1, 2] and exp.missing() == [0]
+        plan = exp.plan(3)
+        np.testing.assert_allclose(exp.margins(), expected(plan)[1:], rtol=1e-5, atol=1e-5)
+
+
+def test_run_one_takes_a_torch_tensor_that_requires_grad(db: dmdb.Database, tmp_path: Path) -> None:
+    """record() accepts a GPU tensor or one that requires grad; a worker's function may return one too."""
+    exp = make_exp(db, tmp_path)
+    plan = exp.plan(1)
+    run_one(Job.of(exp, plan), 0, "scale_fns:grad_tensor", tmp_path / "sh")
+    ingest(db, tmp_path / "sh")
+    np.testing.assert_allclose(exp.margins(), expected(plan), rtol=1e-5, atol=1e-5)
+
+
 # -- collect ----------------------------------------------------------------------------------
 
 

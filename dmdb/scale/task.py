@@ -31,6 +31,7 @@ import numpy as np
 from ..errors import BadInputError, CorruptShardError, DmdbError
 from ..plan import Plan, PlannedRun
 from ..shards import file_stem, read_shard, write_run
+from ..validate import as_array
 
 PLAN_FILE_VERSION = 1
 
@@ -122,12 +123,32 @@ def run_one(job: Job, run_id: int, train: str, shards: str | Path, worker: str |
     run = plan.run(run_id)
     fn = load_train_fn(train)
     t0 = time.perf_counter()
-    margins = np.asarray(fn(run, dict(job.config)))
+    raw = fn(run, dict(job.config))
     seconds = time.perf_counter() - t0
-    if margins.shape != (job.n_targets,):
+    margins = _returned_margins(raw, train, run_id, job.n_targets)
+    return write_run(shards, plan.experiment, run, margins, worker=worker or worker_name(), duration_s=seconds)
+
+
+def _returned_margins(raw: Any, train: str, run_id: int, n_targets: int) -> np.ndarray:
+    """What the training function returned, checked as `record` checks margins (a torch tensor on a
+    GPU or one that requires grad is accepted). A bad value is this run's failure, a DmdbError naming
+    the run, not a BadInputError: a worker goes on with the other runs of its range."""
+    try:
+        margins = as_array(raw, "margins")
+    except BadInputError as e:
+        raise DmdbError(f"{train} returned unusable margins for run {run_id}: {e}") from e
+    if margins.shape != (n_targets,):
         raise DmdbError(
             f"{train} returned margins of shape {margins.shape} for run {run_id}; the experiment has "
-            f"{job.n_targets} targets, so it must return shape ({job.n_targets},)"
+            f"{n_targets} targets, so it must return shape ({n_targets},)"
         )
-    return write_run(shards, plan.experiment, run, margins, worker=worker or worker_name(), duration_s=seconds)
+    if not (np.issubdtype(margins.dtype, np.floating) or np.issubdtype(margins.dtype, np.integer)):
+        raise DmdbError(f"{train} returned margins of dtype {margins.dtype} for run {run_id}; they must be numbers")
+    with np.errstate(over="ignore", invalid="ignore"):
+        bad = ~np.isfinite(margins.astype(np.float32, copy=False))
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        what = "NaN" if np.isnan(margins[first]) else "inf (or a value beyond float32 range)"
+        raise DmdbError(f"{train} returned {int(bad.sum())} non-finite margins for run {run_id}; first: {what} at target {first}")
+    return margins
 
