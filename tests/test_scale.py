@@ -73,6 +73,32 @@ def test_plan_file_round_trip(db: dmdb.Database, tmp_path: Path) -> None:
         Job.load(tmp_path / "bad.json")
 
 
+@pytest.mark.parametrize("edit, words", [
+    ({"n_runs": "6"}, "plan.n_runs must be an integer >= 1, got '6'"),
+    ({"sampling": "xx"}, "plan.sampling must be one of fixed, bernoulli, got 'xx'"),
+    ({"alpha": 2}, "plan.alpha must be a number between 0 and 1 (exclusive), got 2"),
+    ({"seed": -1}, "plan.seed must be an integer >= 0, got -1"),
+    ({"n_train": 50.0}, "plan.n_train must be an integer >= 1, got 50.0"),
+    ({"role": "train"}, "plan.role must be one of fit, holdout, counterfactual, got 'train'"),
+])
+def test_a_plan_file_edited_by_hand_is_refused_naming_the_field(db_path: Path, tmp_path: Path, edit: dict,
+                                                                words: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Not an 'unexpected error' (exit 2), nor a run trained on a subset the database never planned."""
+    with dmdb.open(db_path) as db:
+        make_exp(db, tmp_path)
+    base = ["--db", str(db_path), "-q"]
+    assert main(["plan", "syn", "--runs", "6", "--out", str(tmp_path / "p.json"), *base]) == 0
+    capsys.readouterr()
+    d = json.loads((tmp_path / "p.json").read_text())
+    d["plan"].update(edit)
+    (tmp_path / "p.json").write_text(json.dumps(d))
+    assert main(["worker", "syn", "--plan", str(tmp_path / "p.json"), "--shards", str(tmp_path / "sh"),
+                 "--train", "dmdb.scale.synth:train_synthetic", "--index", "0", *base]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == f"dmdb worker: error: not a dmdb plan file (write one with `dmdb plan`): {words}"
+    assert not list((tmp_path / "sh").glob("*.parquet"))
+
+
 def test_run_one_writes_once_and_checks_shape(db: dmdb.Database, tmp_path: Path) -> None:
     exp = make_exp(db, tmp_path)
     plan = exp.plan(2)

@@ -29,7 +29,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ..errors import BadInputError, CorruptShardError, DmdbError
-from ..plan import Plan, PlannedRun
+from ..plan import ROLES, SAMPLING, Plan, PlannedRun
 from ..shards import file_stem, read_shard, write_run
 from ..validate import as_array
 
@@ -79,9 +79,12 @@ class Job:
     def from_json(cls, text: str) -> "Job":
         try:
             d = json.loads(text)
+            if not isinstance(d, dict):
+                raise BadInputError(f"a JSON {type(d).__name__}, not an object")
             if d.get("dmdb_plan_file") != PLAN_FILE_VERSION:
                 raise BadInputError(f"plan file version {d.get('dmdb_plan_file')!r}, expected {PLAN_FILE_VERSION}")
-            return cls(plan=Plan.from_dict(d["plan"]), n_targets=int(d["n_targets"]), config=dict(d["config"]))
+            _check_plan_fields(d)
+            return cls(plan=Plan.from_dict(d["plan"]), n_targets=d["n_targets"], config=d["config"])
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise BadInputError(f"not a dmdb plan file (write one with `dmdb plan`): {e}") from e
 
@@ -96,6 +99,43 @@ class Job:
             return cls.from_json(Path(path).read_text())
         except OSError as e:
             raise BadInputError(f"cannot read the plan file {path}: {e}") from e
+
+
+def _check_plan_fields(d: dict[str, Any]) -> None:
+    """A plan file edited by hand fails here, naming the field, not later as every run's training error."""
+    def whole(v: Any, least: int) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v >= least
+
+    for key in ("plan", "n_targets", "config"):
+        if key not in d:
+            raise BadInputError(f"no {key!r} field")
+    p = d["plan"]
+    if not isinstance(p, dict):
+        raise BadInputError(f"'plan' must be an object, got {p!r}")
+    fields = ("experiment", "role", "seed", "first_run_id", "n_runs", "n_train", "alpha", "sampling")
+    absent, unknown = [f for f in fields if f not in p], sorted(set(p) - set(fields))
+    if absent:
+        raise BadInputError(f"'plan' lacks {', '.join(absent)}")
+    if unknown:
+        raise BadInputError(f"'plan' has unknown field(s) {', '.join(map(str, unknown))}")
+    checks = (
+        ("experiment", isinstance(p["experiment"], str) and p["experiment"] != "", "a name"),
+        ("role", p["role"] in ROLES, f"one of {', '.join(ROLES)}"),
+        ("sampling", p["sampling"] in SAMPLING, f"one of {', '.join(SAMPLING)}"),
+        ("seed", whole(p["seed"], 0), "an integer >= 0"),
+        ("first_run_id", whole(p["first_run_id"], 0), "an integer >= 0"),
+        ("n_runs", whole(p["n_runs"], 1), "an integer >= 1"),
+        ("n_train", whole(p["n_train"], 1), "an integer >= 1"),
+        ("alpha", isinstance(p["alpha"], (int, float)) and not isinstance(p["alpha"], bool) and 0 < p["alpha"] < 1,
+         "a number between 0 and 1 (exclusive)"),
+    )
+    for name, ok, what in checks:
+        if not ok:
+            raise BadInputError(f"plan.{name} must be {what}, got {p[name]!r}")
+    if not whole(d["n_targets"], 1):
+        raise BadInputError(f"n_targets must be an integer >= 1, got {d['n_targets']!r}")
+    if not isinstance(d["config"], dict):
+        raise BadInputError(f"config must be an object, got {d['config']!r}")
 
 
 def find_shard(directory: str | Path, experiment: str, run_id: int) -> Path | None:
