@@ -331,6 +331,20 @@ def _unpack(col: pl.Series, n_train: int) -> np.ndarray:
     return np.unpackbits(packed, axis=1, count=n_train).astype(bool)
 
 
+@pytest.mark.parametrize("noise", ["nan", "inf"])
+def test_synth_refuses_a_noise_that_is_not_a_finite_number(db_path: Path, noise: str,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """--noise nan passed the check and left an empty experiment that a corrected rerun then refused."""
+    assert main(["init", "--db", str(db_path)]) == 0
+    capsys.readouterr()
+    args = ["synth", "syn", "--runs", "20", "--train", "50", "--targets", "2", "--db", str(db_path), "-q"]
+    assert main([*args, "--noise", noise]) == 1
+    assert capsys.readouterr().err.strip() == f"dmdb synth: error: noise must be a finite number >= 0, got {float(noise)}"
+    with dmdb.open(db_path, read_only=True) as db:
+        assert db.experiments().height == 0
+    assert main([*args, "--noise", "0.5"]) == 0
+
+
 def test_export_runs_and_weights(db: dmdb.Database, tmp_path: Path) -> None:
     exp, truth = create_synthetic(db, "syn", SPEC, fit_runs=30, holdout_runs=5)
     assert truth is not None

@@ -10,6 +10,8 @@ experiment's config: the truth can be rebuilt at any time (`true_weights`), and
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Callable, Iterable
@@ -45,8 +47,8 @@ class SynthSpec:
             raise BadInputError(f"n_train and n_targets must be positive, got {self.n_train} and {self.n_targets}")
         if not 0 < self.density <= 1:
             raise BadInputError(f"density must be in (0, 1], got {self.density}")
-        if self.noise < 0:
-            raise BadInputError(f"noise must be >= 0, got {self.noise}")
+        if not (self.noise >= 0 and math.isfinite(self.noise)):  # NaN passed 'noise < 0' and left an empty experiment
+            raise BadInputError(f"noise must be a finite number >= 0, got {self.noise}")
 
     @property
     def k(self) -> int:
