@@ -141,6 +141,8 @@ def ingest(
     db.require_writable()
     directory = Path(directory)
     if not directory.is_dir():
+        if directory.exists():  # 'does not exist' misled for a file given by mistake (a shard, the plan file)
+            raise DmdbError(f"{directory} is a file, not a shard directory: give the folder the workers wrote shards to")
         raise DmdbError(f"shard directory {directory} does not exist")
     files = sorted(p for p in directory.rglob("*.parquet") if not p.name.startswith("."))
     done = {r[0] for r in db.con.execute("SELECT name FROM ingested_shards").fetchall()}

@@ -56,6 +56,17 @@ def test_shard_file_names_stay_inside_the_directory(db: dmdb.Database, tmp_path:
     assert db.experiment("cifar/v2").n_runs() == 1 and db.experiment("../up").n_runs() == 1
 
 
+def test_ingest_of_a_file_says_it_is_not_a_directory(exp: dmdb.Experiment, tmp_path: Path) -> None:
+    """`dmdb ingest plan.json` (or one shard's path) said the directory 'does not exist'."""
+    masks, margins = random_runs(1, 37, 5)
+    shard = write_shard(tmp_path, "small", [0], masks, margins)
+    with pytest.raises(dmdb.DmdbError, match=f"^{shard} is a file, not a shard directory"):
+        ingest(exp.db, shard)
+    with pytest.raises(dmdb.DmdbError, match="does not exist"):
+        ingest(exp.db, tmp_path / "nowhere")
+    assert exp.n_runs() == 0
+
+
 def test_ingest_is_idempotent(exp: dmdb.Experiment, tmp_path: Path) -> None:
     masks, margins = random_runs(10, 37, 5)
     for i in range(0, 10, 5):
