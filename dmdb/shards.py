@@ -196,7 +196,8 @@ def read_shard(path: Path) -> tuple[pa.Table, dict[str, Any]]:
         table = pq.read_table(path, page_checksum_verification=True)
         names = table.column_names  # a damaged footer can hold names that are not UTF-8
     except (OSError, ValueError, pa.ArrowException) as e:
-        raise CorruptShardError(f"unreadable shard (corrupt or partial Parquet file): {e}") from e
+        why = " ".join(str(e).split())  # Arrow's text can span lines ("...Invalid data\nDeserializing page header failed.\n\n")
+        raise CorruptShardError(f"unreadable shard (corrupt or partial Parquet file): {why}") from e
     raw = (table.schema.metadata or {}).get(_META)
     if raw is None:
         raise CorruptShardError("not a dmdb shard (no dmdb metadata in the Parquet file)")

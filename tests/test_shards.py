@@ -67,6 +67,20 @@ def test_ingest_of_a_file_says_it_is_not_a_directory(exp: dmdb.Experiment, tmp_p
     assert exp.n_runs() == 0
 
 
+def test_a_damaged_shard_is_reported_in_one_line(exp: dmdb.Experiment, tmp_path: Path) -> None:
+    """A damaged page header made Arrow's message three lines and a blank one in `dmdb ingest`'s report."""
+    masks, margins = random_runs(1, 37, 5)
+    shard = write_shard(tmp_path, "small", [0], masks, margins)
+    b = bytearray(shard.read_bytes())
+    b[4:8] = b"\xff\xff\xff\xff"  # the first page header, just after the magic bytes
+    shard.write_bytes(bytes(b))
+    report = ingest(exp.db, tmp_path)
+    assert [name for name, _ in report.bad] == [shard.name]
+    why = report.bad[0][1]
+    assert why.startswith("unreadable shard (corrupt or partial Parquet file): ") and "\n" not in why
+    assert exp.n_runs() == 0
+
+
 def test_ingest_is_idempotent(exp: dmdb.Experiment, tmp_path: Path) -> None:
     masks, margins = random_runs(10, 37, 5)
     for i in range(0, 10, 5):
