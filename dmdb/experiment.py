@@ -301,12 +301,16 @@ def create_experiment(
     row = db.con.execute("SELECT n_train, n_targets, alpha, sampling FROM experiments WHERE name = ?", [name]).fetchall()
     row = row[0] if row else None
     if row is not None:
-        if exist_ok and tuple(row) == (int(n_train), int(n_targets), float(alpha), sampling):
+        asked = (int(n_train), int(n_targets), float(alpha), sampling)
+        if exist_ok and tuple(row) == asked:
             return db.experiment(name)
-        raise DmdbError(
-            f"experiment {name!r} already exists (n_train={row[0]}, n_targets={row[1]}, alpha={row[2]}, "
-            f"sampling={row[3]}); pick another name"
-        )
+        have = f"n_train={row[0]}, n_targets={row[1]}, alpha={row[2]}, sampling={row[3]}"
+        if not exist_ok:
+            raise DmdbError(f"experiment {name!r} already exists ({have}); pick another name")
+        differ = ", ".join(f"{k} {a} (it has {h})" for k, a, h in zip(("n_train", "n_targets", "alpha", "sampling"), asked, row)
+                           if a != h)
+        raise DmdbError(f"experiment {name!r} exists with other settings ({have}): asked for {differ}; exist_ok (--exist-ok) only "
+                        "reuses an identical experiment, so pick another name or ask for its settings")
     db.con.execute(
         "INSERT INTO experiments (name, n_train, n_targets, alpha, sampling, config) VALUES (?, ?, ?, ?, ?, ?)",
         [name, int(n_train), int(n_targets), float(alpha), sampling, config_json],

@@ -19,8 +19,10 @@ def test_create_get_list(db: dmdb.Database) -> None:
 def test_exist_ok_returns_same_and_refuses_other_shape(db: dmdb.Database) -> None:
     db.create_experiment("a", 10, 2)
     assert db.create_experiment("a", 10, 2, exist_ok=True).n_train == 10
-    with pytest.raises(dmdb.DmdbError, match="already exists"):
-        db.create_experiment("a", 11, 2, exist_ok=True)
+    # says what differs (it said 'already exists ...; pick another name', as if exist_ok were not given)
+    with pytest.raises(dmdb.DmdbError, match=r"'a' exists with other settings .*: asked for n_train 11 \(it has 10\), "
+                                              r"alpha 0.3 \(it has 0.5\); exist_ok \(--exist-ok\) only reuses an identical"):
+        db.create_experiment("a", 11, 2, alpha=0.3, exist_ok=True)
     with pytest.raises(dmdb.DmdbError, match="already exists"):
         db.create_experiment("a", 10, 2)
 
