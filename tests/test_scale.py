@@ -143,6 +143,11 @@ def test_worker_cli_plan_file_range_and_slurm_index(db_path: Path, tmp_path: Pat
     with dmdb.open(db_path) as db:
         exp = db.experiment("syn")
         assert_exactly_once(exp, exp.plan(6, seed=1))
+    # a rerun of an index whose shard exists says it did not train (it printed the same line as a training)
+    capsys.readouterr()
+    assert main([*work[:-1], "--train", "scale_fns:always_raise", "--index", "2"]) == 0
+    err = capsys.readouterr().err
+    assert "run 2 (index 2): shard there already, not trained again: " in err and str(tmp_path / "sh") in err
 
 
 def test_worker_range_goes_on_after_a_run_with_nan_margins(db_path: Path, tmp_path: Path,

@@ -13,7 +13,7 @@ from ..plan import ROLES
 from ..scale import ENGINES, EngineOptions, Job, SynthSpec, collect, create_synthetic, default_shards_dir, run_one
 from ..scale.engines import check_engine
 from ..scale.export import export_runs, export_weights
-from ..scale.task import load_train_fn
+from ..scale.task import find_shard, load_train_fn
 from .argtypes import at_least
 from .output import STDOUT
 from .progress import STDERR, progress_bar, stage_progress
@@ -156,6 +156,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
     failed = 0
     for i in _indices(args, job.plan.n_runs):
         run_id = job.plan.first_run_id + i
+        existing = find_shard(args.shards, job.plan.experiment, run_id)
+        if existing is not None:  # a rerun of the array job: say so rather than look like a fresh training
+            if not args.quiet:
+                STDERR.print(f"run {run_id} (index {i}): shard there already, not trained again: {existing}")
+            continue
         try:
             path = run_one(job, run_id, args.train, args.shards)
         except BadInputError:
