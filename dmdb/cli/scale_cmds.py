@@ -24,7 +24,12 @@ TRAIN_HELP = ("training function as module:function, called fn(run: dmdb.Planned
 
 def register(sub: Any, parents: tuple[argparse.ArgumentParser, argparse.ArgumentParser]) -> None:
     common, _ = parents
-    p = sub.add_parser("plan", parents=[common], help="plan seeded runs and write a plan file for workers")
+    p = sub.add_parser(
+        "plan", parents=[common], help="plan seeded runs and write a plan file for workers",
+        description="Stores the plan in the database (its run ids; each run's mask and model seed follow from "
+                    "--seed, so the same arguments always give the same runs) and writes it as a file that `dmdb worker --plan` reads without "
+                    "the database. Asking again for an existing plan returns it; a seed can hold only one plan "
+                    "per role, so ask for it with the same --runs.")
     p.add_argument("experiment")
     p.add_argument("--runs", type=at_least(1), required=True, help="runs in the plan")
     p.add_argument("--seed", type=at_least(0), default=0, help="plan seed (default 0)")
@@ -79,8 +84,8 @@ def register(sub: Any, parents: tuple[argparse.ArgumentParser, argparse.Argument
     p.add_argument("--targets", type=at_least(1), required=True, help="targets T")
     p.add_argument("--density", type=float, default=0.01, help="share of train examples with a true nonzero weight per target")
     p.add_argument("--noise", type=float, default=0.5, help="noise std relative to the signal's (default 0.5)")
-    p.add_argument("--alpha", type=float, default=0.5)
-    p.add_argument("--seed", type=at_least(0), default=0)
+    p.add_argument("--alpha", type=float, default=0.5, help="fraction of train examples each run keeps (default 0.5)")
+    p.add_argument("--seed", type=at_least(0), default=0, help="seed of the true weights, masks and noise (default 0)")
     p.add_argument("--chunk", type=at_least(1), help="runs per transaction (default: about 64 MB of masks)")
     p.add_argument("--no-truth-fit", action="store_true", help="do not store the truth as a fit (it reads every run back)")
     p.set_defaults(func=cmd_synth)

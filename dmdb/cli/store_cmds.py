@@ -45,7 +45,11 @@ def register(sub: Any, parents: tuple[argparse.ArgumentParser, argparse.Argument
     p.add_argument("--write", action="store_true", help="open read-write, to allow statements that modify data")
     p.set_defaults(func=cmd_sql)
 
-    p = sub.add_parser("ingest", parents=[common], help="ingest shard files written by workers (idempotent)")
+    p = sub.add_parser(
+        "ingest", parents=[common], help="ingest shard files written by workers (idempotent)",
+        description="Each shard goes in whole, in its own transaction, or not at all; shards ingested before are "
+                    "skipped by name. A corrupt, partial or inconsistent shard is reported, left on disk and "
+                    "skipped, and the exit status is then 1 (the good shards are in).")
     p.add_argument("directory", help="folder of .parquet shards (searched recursively)")
     p.set_defaults(func=cmd_ingest)
 
