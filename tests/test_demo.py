@@ -83,5 +83,7 @@ def test_demo_resumes_without_retraining(tmp_path: Path) -> None:
         # each verification is tied to its own fit
         per_fit = db.sql("SELECT (info->>'fit_id')::INT AS f, count(*) AS n FROM runs WHERE role = 'counterfactual' GROUP BY f")
         assert sorted(per_fit["f"].to_list()) == [2, 4]
+        # each call counts the counterfactual models it trained (the summary left them out)
+        assert first.retrained == again.retrained == per_fit["n"][0] == per_fit["n"][1] > 0
     rows = again.verification.rows.filter(pl.col("purpose") == "counterfactual")
     assert 1 <= rows.height <= 2 and rows["seeds"].to_list() == [1] * rows.height  # a target may have no positive weight

@@ -60,7 +60,7 @@ def summary(r: DemoResult, seconds: float) -> Group:
     parts: list[Any] = []
     head = Table.grid(padding=(0, 2))
     head.add_row("experiment", f"{r.experiment}: {r.n_train} train images x {r.n_targets} test targets (8x8 digits)")
-    head.add_row("runs", ", ".join(f"{n} {role}" for role, n in sorted(r.runs.items())) + f" ({r.trained} trained now)")
+    head.add_row("runs", ", ".join(f"{n} {role}" for role, n in sorted(r.runs.items())) + f" ({r.trained} fit/holdout and {r.retrained} counterfactual trained now)")
     head.add_row("accuracy", f"{_fmt(r.accuracy)} mean test accuracy of the {r.model} models on half the train set")
     head.add_row("time", f"{seconds:.0f} s")
     parts.append(Panel(head, title="dmdb demo", border_style="cyan"))

@@ -61,7 +61,8 @@ class DemoResult:
     n_train: int
     n_targets: int
     runs: dict[str, int]
-    trained: int
+    trained: int  # fit and holdout runs trained by this call (a rerun trains only missing ones)
+    retrained: int  # counterfactual runs trained by this call to check the fit's predictions
     accuracy: float | None
     fits: list[Fit]
     curve: pl.DataFrame
@@ -91,7 +92,7 @@ def run_demo(db_path: str | Path, cfg: DemoConfig, progress: Progress | None = N
         )
         removals = plan_removals(exp, lasso.fit_id, targets, cfg.cf_ks, most_brittle.head(cfg.brittle_targets))
         seeds = np.arange(cfg.cf_seeds, dtype=np.int64) + 10_000
-        retrain(exp, data, lasso.fit_id, removals, seeds, cfg.model, cfg.threads, progress)
+        retrained = retrain(exp, data, lasso.fit_id, removals, seeds, cfg.model, cfg.threads, progress)
         ver = verification(exp, lasso.fit_id)
 
         labels = exp.targets().select("idx", "label")
@@ -108,6 +109,6 @@ def run_demo(db_path: str | Path, cfg: DemoConfig, progress: Progress | None = N
         )["a"][0]
         return DemoResult(
             db_path=str(db_path), experiment=exp.name, model=cfg.model, n_train=data.n_train,
-            n_targets=data.n_targets, runs=counts, trained=trained, accuracy=acc, fits=[lasso, dm],
+            n_targets=data.n_targets, runs=counts, trained=trained, retrained=retrained, accuracy=acc, fits=[lasso, dm],
             curve=lasso.curve(), brittle=br, verification=ver, images=images,
         )

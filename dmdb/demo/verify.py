@@ -58,8 +58,9 @@ def plan_removals(exp: Experiment, fit_id: int, targets: np.ndarray, ks: tuple[i
 
 
 def retrain(exp: Experiment, data: DigitsData, fit_id: int, removals: list[Removal], seeds: np.ndarray,
-            kind: str, threads: int | None, progress: Progress | None = None) -> None:
-    """Train the baseline and every removal with each seed, and record them as counterfactual runs."""
+            kind: str, threads: int | None, progress: Progress | None = None) -> int:
+    """Train the baseline and every removal with each seed, and record them as counterfactual runs;
+    returns how many were trained."""
     jobs = [Removal(-1, 0, "baseline", np.zeros(0, dtype=np.int64))] + removals
     masks = np.ones((len(jobs) * seeds.size, data.n_train), dtype=bool)
     infos: list[dict[str, object]] = []
@@ -76,8 +77,8 @@ def retrain(exp: Experiment, data: DigitsData, fit_id: int, removals: list[Remov
         if progress:
             progress("verifying", min(a + step, len(all_seeds)), len(all_seeds))
     first = exp.next_run_id()
-    exp.record_batch(np.arange(first, first + len(all_seeds)), masks, margins, role="counterfactual",
-                     seeds=all_seeds, worker="demo-verify", infos=infos)
+    return exp.record_batch(np.arange(first, first + len(all_seeds)), masks, margins, role="counterfactual",
+                            seeds=all_seeds, worker="demo-verify", infos=infos)
 
 
 def verification(exp: Experiment, fit_id: int) -> Verification:
