@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -130,13 +131,17 @@ class IngestReport:
 
 
 def ingest(
-    db: "Database", directory: str | Path, progress: Callable[[int, int], None] | None = None
+    db: "Database", directory: str | Path, progress: Callable[[int, int], None] | None = None,
+    move_bad: str | Path | None = None,
 ) -> IngestReport:
     """Ingest every finished shard under `directory`, each in its own transaction.
 
     Idempotent: shards ingested before are skipped by name, and runs already present with the same
     data are no-ops. A corrupt, partial or inconsistent shard is reported in `bad` and skipped; it
-    never leaves part of itself in the database.
+    never leaves part of itself in the database. It stays where it is (and is reported again by the
+    next ingest) unless `move_bad` names a folder to move it to, under its name relative to
+    `directory` (e.g. a second shard of a run that a duplicated array task trained again, with other
+    margins). A `move_bad` folder inside `directory` is not searched for shards.
     """
     db.require_writable()
     directory = Path(directory)
@@ -144,7 +149,9 @@ def ingest(
         if directory.exists():  # 'does not exist' misled for a file given by mistake (a shard, the plan file)
             raise DmdbError(f"{directory} is a file, not a shard directory: give the folder the workers wrote shards to")
         raise DmdbError(f"shard directory {directory} does not exist")
-    files = sorted(p for p in directory.rglob("*.parquet") if not p.name.startswith("."))
+    quarantine = None if move_bad is None else Path(move_bad).resolve()
+    files = sorted(p for p in directory.rglob("*.parquet")
+                   if not p.name.startswith(".") and (quarantine is None or quarantine not in p.resolve().parents))
     done = {r[0] for r in db.con.execute("SELECT name FROM ingested_shards").fetchall()}
     report = IngestReport()
     experiments: dict[str, "Experiment"] = {}
@@ -159,7 +166,13 @@ def ingest(
                 report.runs_added += added
                 report.runs_already_present += n - added
             except DmdbError as e:
-                report.bad.append((name, str(e)))
+                why = str(e)
+                if quarantine is not None:
+                    dest = quarantine / name
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.move(path, dest)
+                    why += f" (moved to {dest})"
+                report.bad.append((name, why))
         if progress is not None:
             progress(i + 1, len(files))
     return report

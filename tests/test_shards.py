@@ -98,6 +98,27 @@ def test_ingest_is_idempotent(exp: dmdb.Experiment, tmp_path: Path) -> None:
     np.testing.assert_array_equal(exp.margins(), margins)
 
 
+def test_bad_shards_can_be_moved_aside(exp: dmdb.Experiment, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A duplicated array task that trained run 3 again with other margins left a shard that every
+    later ingest reported (exit 1) until deleted by hand; --move-bad puts such shards aside."""
+    from dmdb.cli import main
+
+    masks, margins = random_runs(5, 37, 5)
+    shards = tmp_path / "sh"
+    write_shard(shards, "small", np.arange(5), masks, margins)
+    ingest(exp.db, shards)
+    twin = write_shard(shards / "node2", "small", [3], masks[3:4], margins[3:4] + 1)
+    (shards / "junk.parquet").write_bytes(b"junk")
+    bad_dir = shards / "_bad"  # inside the shard folder: not searched
+    report = ingest(exp.db, shards, move_bad=bad_dir)
+    assert sorted(name for name, _ in report.bad) == ["junk.parquet", f"node2/{twin.name}"]
+    assert all("(moved to " in why for _, why in report.bad)
+    assert (bad_dir / "node2" / twin.name).exists() and (bad_dir / "junk.parquet").exists() and not twin.exists()
+    np.testing.assert_array_equal(exp.margins(), margins)  # the good shard is in, run 3 as first recorded
+    # the same command again: nothing bad left to report (the folder inside the shards is not searched)
+    assert main(["ingest", str(shards), "--move-bad", str(bad_dir), "--db", exp.db.path, "-q"]) == 0
+
+
 def test_bad_shards_are_reported_and_skipped(exp: dmdb.Experiment, db: dmdb.Database, tmp_path: Path) -> None:
     masks, margins = random_runs(6, 37, 5)
     good = write_shard(tmp_path, "small", [0, 1], masks[:2], margins[:2])

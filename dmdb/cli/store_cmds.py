@@ -51,6 +51,9 @@ def register(sub: Any, parents: tuple[argparse.ArgumentParser, argparse.Argument
                     "skipped by name. A corrupt, partial or inconsistent shard is reported, left on disk and "
                     "skipped, and the exit status is then 1 (the good shards are in).")
     p.add_argument("directory", help="folder of .parquet shards (searched recursively)")
+    p.add_argument("--move-bad", metavar="FOLDER",
+                   help="move bad shards there (keeping their relative paths), so the next ingest does not report "
+                        "them again; by default they stay in place. Inside DIRECTORY it is skipped when given again")
     p.set_defaults(func=cmd_ingest)
 
     p = sub.add_parser("import-npy", parents=[common], help="import a reference store (masks.npy, margins.npy, _completed.npy)")
@@ -141,7 +144,7 @@ def cmd_sql(args: argparse.Namespace) -> int:
 
 def cmd_ingest(args: argparse.Namespace) -> int:
     with store.open(args.db, create=False) as db, progress_bar("ingesting shards", args.quiet) as bar:
-        report = ingest(db, args.directory, progress=bar)
+        report = ingest(db, args.directory, progress=bar, move_bad=args.move_bad)
     STDERR.print(
         f"ingested {report.files_ingested} shard files: {report.runs_added} new runs, "
         f"{report.runs_already_present} already present; {report.files_already_ingested} files skipped "
