@@ -117,6 +117,23 @@ def test_fits_table_cursor_is_on_the_browsed_fit(study: Path, tmp_path: Path) ->
     drive(path, script)
 
 
+def test_keys_alone_browse_another_fit_from_the_overview(study: Path, tmp_path: Path) -> None:
+    """Nothing had the focus on the overview and Tab reached only the experiments table (a table
+    keeps Tab for its own cursor), so no key could reach the fits: up, Enter did nothing."""
+    path = tmp_path / "two_fits.duckdb"
+    path.write_bytes(study.read_bytes())
+    with dmdb.open(path) as db:
+        insert_fit(db, "e", np.full((200, 30), 0.01), np.zeros(30))
+
+    async def script(app, pilot):
+        fits = await until_table(pilot, "#fits")
+        await wait_for(pilot, lambda: app.focused is fits.table, what="the fits table focused")
+        await pilot.press("up", "enter")
+        await wait_for(pilot, lambda: app.fit_id == 1 and "Browsing fit 1" in screen_text(app), what="fit 1")
+
+    drive(path, script)
+
+
 def test_targets_table_matches_api_sorts_filters_and_opens(study: Path) -> None:
     with api(study) as db:
         br = analyses.brittleness(db).sort("target")

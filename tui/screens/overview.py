@@ -35,6 +35,7 @@ class OverviewScreen(DataScreen):
         fit = self.fit_id
         if fit is not None and table.table is not None and fit in fits["fit_id"]:
             table.table.move_cursor(row=fits["fit_id"].to_list().index(fit))  # on the browsed fit, not the first
+        table.focus_table()  # the keys reach the fits: Tab cannot get there (a table keeps Tab for its cursor)
         if fit is None:
             text = (f"{exps.height} experiment(s), [b $warning]no fit yet[/]: run `dmdb fit` on this database "
                     "to fit datamodels, then reopen. SQL (5) works meanwhile.")
