@@ -247,6 +247,27 @@ def test_a_k_that_is_not_a_count_is_refused_and_the_box_shows_the_k_in_use(study
     drive(study, script)
 
 
+def test_a_k_the_api_refuses_clears_the_panel_of_the_k_before(study: Path) -> None:
+    """k 500 random of 200 train examples is an error: the box said 500 while the panel went on
+    showing k 10's predicted margin as if it were k 500's."""
+    with api(study) as db:
+        before = analyses.counterfactual(db, 7, k=10, mode="random").row(0, named=True)
+
+    async def script(app, pilot):
+        screen = await open_detail(pilot, 7)
+        await pilot.press("m", "m")
+        await wait_for(pilot, lambda: "cf" in screen.ready and screen.cf.mode == "random", what="random")
+        assert f"predicted margin  {before['predicted_margin']:+.4f}" in screen_text(app)
+        await submit(pilot, "#k", "500")
+        await wait_for(pilot, lambda: "no counterfactual for k 500" in screen_text(app), what="the error in the panel")
+        panel = str(screen.query_one("#cf").render())
+        assert "cannot remove 500 random examples" in panel and "predicted margin" not in panel
+        assert "predicted margin  " not in screen_text(app)
+        assert screen.cf is None and screen.query_one("#k", Input).value == "500"
+
+    drive(study, script)
+
+
 def test_verified_outcome_is_the_mean_of_recorded_retraining_runs(study: Path) -> None:
     target, k, mode = VERIFIED
     with api(study) as db:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.timer import Timer
@@ -144,6 +145,10 @@ class TargetDetailScreen(DataScreen):
                 self._reveal = None
             elif self.app.screen is self:
                 self.action_back()
+        elif key == "cf":  # else the panel goes on showing the numbers of the k before
+            self.cf = None
+            self.query_one("#cf", Static).update(Text(f"no counterfactual for k {self.k}, {self.mode}: {error}"),
+                                                 layout=False)
 
     def reveal(self) -> None:
         """Push this screen, if an `open` is waiting for it and the user stayed in that mode."""
