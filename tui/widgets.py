@@ -75,7 +75,10 @@ class FrameTable(Container):
         if self.has_class("short"):
             # As tall as its rows: set here, since an auto height follows the table's virtual size,
             # computed once mounted, and that re-layout was seen to be lost (the table stayed 0 high).
-            table.styles.height = min(SHORT_ROWS, frame.height) + 1
+            rows = min(SHORT_ROWS, frame.height) + 1
+            table.styles.height = rows
+            # a horizontal scrollbar (a narrow terminal) takes a line: one more, or it hid the last row
+            self.watch(table, "show_horizontal_scrollbar", lambda shown: setattr(table.styles, "height", rows + shown))
         old = self._table
         if old is not None and old.has_focus:
             # hold the focus here while the tables are swapped: removing the focused table would

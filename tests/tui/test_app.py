@@ -134,6 +134,22 @@ def test_keys_alone_browse_another_fit_from_the_overview(study: Path, tmp_path: 
     drive(path, script)
 
 
+def test_a_narrow_terminal_still_shows_the_experiment_row(study: Path) -> None:
+    """At 80 columns the experiments table scrolls sideways, and its scrollbar took the line of its
+    only row: the overview showed the header and no experiment."""
+    async def main() -> None:
+        app = DmdbApp(study)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await until_table(pilot, "#fits")
+            await wait_for(pilot, lambda: "Browsing fit" in screen_text(app), what="the overview")
+            await pilot.pause(0.2)
+            lines = screen_text(app).splitlines()
+            header = next(i for i, line in enumerate(lines) if line.lstrip().startswith("name"))
+            assert lines[header + 1].split()[:3] == ["e", "200", "30"], "\n".join(lines)
+
+    asyncio.run(main())
+
+
 def test_targets_table_matches_api_sorts_filters_and_opens(study: Path) -> None:
     with api(study) as db:
         br = analyses.brittleness(db).sort("target")
