@@ -456,6 +456,29 @@ def test_sql_console_runs_queries_keeps_history_and_reports_errors(study: Path) 
         assert db.sql("SELECT count(*) AS n FROM weights")["n"][0] > 0
 
 
+def test_help_names_every_key_each_screen_shows_in_its_footer(study: Path) -> None:
+    """The help left out `n` (nearest targets) on the detail screen and `/` and `escape` on the
+    SQL screen, which the footers offer."""
+    from tui.screens.help import HELP
+
+    sections = {TargetsScreen: "**Targets**:", TargetDetailScreen: "**Target detail**:", SqlScreen: "**SQL**:"}
+    shown_as = {"slash": "/", "plus": "+", "minus": "-", "question_mark": "?"}
+    for screen, title in sections.items():
+        paragraph = HELP.split("\n" + title, 1)[1].split("\n\n", 1)[0]
+        for binding in screen.BINDINGS:
+            key = binding.key.split(",")[0]
+            assert f"`{shown_as.get(key, key)}`" in paragraph, f"{title} does not name the key {key}"
+
+    async def script(app, pilot):
+        await pilot.press("question_mark")
+        await until_screen(pilot, HelpScreen)
+        text = " ".join(screen_text(app).split())
+        assert "nearest targets (n moves to them, Enter opens one)" in text
+        assert "escape leaves the query line for the results" in text
+
+    drive(study, script)
+
+
 def test_help_screen_command_palette_and_q_quits(study: Path) -> None:
     async def script(app, pilot):
         await until_screen(pilot, OverviewScreen)

@@ -24,13 +24,15 @@ Browse a datamodels database read-only. Every screen's keys are in the footer;
 | `?` | this help; `q` quits (outside text fields) |
 
 **Targets**: `/` filter (a target id, or a condition such as `label = 3 and support < 20`),
-`s` sort by the next column, `r` reverse; click a header to sort by it (again: reverse).
+`s` sort by the next column, `r` reverse, `escape` clears the filter; click a header to sort by it
+(again: reverse).
 
 **Target detail**: the target, its most helpful and most harmful train examples with their weights,
 the counterfactual panel (`+`/`-` change k, type k and Enter, `m` cycles top / bottom / random), and
-its nearest targets (Enter opens one). `escape` goes back.
+its nearest targets (`n` moves to them, Enter opens one). `escape` goes back.
 
-**SQL**: Enter runs the query; up/down walk the history.
+**SQL**: Enter runs the query; up/down walk the history; `escape` leaves the query line for the
+results (so that `1`-`5`, `q` and `?` work again), `/` goes back to it.
 
 A counterfactual removes k train examples: *top* the largest positive weights, *bottom* the most
 negative, *random* k drawn with seed 0. Predicted margin = base margin - sum of the removed weights;
