@@ -59,8 +59,8 @@ class FrameTable(Container):
             super().__init__(table)
             self.column = column
 
-    def __init__(self, *, id: str | None = None, classes: str | None = None, digits: int = 4) -> None:  # noqa: A002
-        """digits: significant digits of each float column's largest value shown on screen."""
+    def __init__(self, *, id: str | None = None, classes: str | None = None, digits: int | None = 4) -> None:  # noqa: A002
+        """digits: significant digits of each float column's largest value shown on screen; None: as stored."""
         super().__init__(id=id, classes=classes)
         self.frame: pl.DataFrame = pl.DataFrame()
         self.digits = digits
@@ -69,7 +69,8 @@ class FrameTable(Container):
     def show(self, frame: pl.DataFrame) -> AwaitMount:
         """Replace the table with `frame` (floats rounded for display only; `self.frame` keeps them)."""
         self.frame = frame
-        table = DataTable(backend=ArrowBackend(rounded(frame, self.digits).to_arrow()), cursor_type="row",
+        shown = frame if self.digits is None else rounded(frame, self.digits)
+        table = DataTable(backend=ArrowBackend(shown.to_arrow()), cursor_type="row",
                           show_row_labels=False, zebra_stripes=True, null_rep=NULL, render_markup=False,
                           max_column_content_width=40)
         if self.has_class("short"):

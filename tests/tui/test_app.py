@@ -456,6 +456,23 @@ def test_sql_console_runs_queries_keeps_history_and_reports_errors(study: Path) 
         assert db.sql("SELECT count(*) AS n FROM weights")["n"][0] > 0
 
 
+def test_sql_results_show_small_numbers_as_stored(study: Path) -> None:
+    """The console rounded each float column to 4 digits of its largest value: beside a 2.1, a
+    weight of 3e-05 read 0 and -0.0004 read -0."""
+    async def script(app, pilot):
+        await pilot.press("5")
+        await until_screen(pilot, SqlScreen)
+        await submit(pilot, "#query", "SELECT x FROM (VALUES (2.1::DOUBLE), (0.00003), (-0.0004)) t(x)")
+        await until_table(pilot, "#result")
+        await wait_for(pilot, lambda: "3 row(s) x 1 column(s)" in screen_text(app), what="the result")
+        await pilot.pause()
+        lines = screen_text(app).splitlines()
+        header = next(i for i, line in enumerate(lines) if line.strip() == "x")
+        assert [float(line) for line in lines[header + 1:header + 4]] == [2.1, 0.00003, -0.0004]
+
+    drive(study, script)
+
+
 def test_help_names_every_key_each_screen_shows_in_its_footer(study: Path) -> None:
     """The help left out `n` (nearest targets) on the detail screen and `/` and `escape` on the
     SQL screen, which the footers offer."""

@@ -47,7 +47,7 @@ class SqlScreen(DataScreen):
         yield Static("Tables: experiments, targets, train_examples, runs, fits, fit_targets, weights; "
                      "macros: top_weights, counterfactual, brittleness, leakage_candidates ...",
                      id="status", classes="status")
-        yield FrameTable(id="result")
+        yield FrameTable(id="result", digits=None)  # query results as stored: rounding showed 3e-05 as 0
         yield KeyFooter()
 
     def on_mount(self) -> None:
