@@ -306,6 +306,32 @@ def test_verified_outcome_is_the_mean_of_recorded_retraining_runs(study: Path) -
     drive(study, script)
 
 
+def test_verified_outcome_says_when_the_full_train_set_models_already_disagree(study: Path, tmp_path: Path) -> None:
+    """The datamodel predicted margin > 0 on the full train set, the retrained full-set models had it
+    wrong already: the panel said "the prediction FLIPS" and then "-> did not flip", with no reason."""
+    path = tmp_path / "wrong_baseline.duckdb"
+    path.write_bytes(study.read_bytes())
+    with dmdb.open(path) as db:
+        cf = analyses.counterfactual(db, VERIFIED[0], k=VERIFIED[1], mode=VERIFIED[2]).row(0, named=True)
+        assert cf["base_margin"] >= 0  # the study's target: the datamodel says correct
+        exp = db.experiment("e")
+        n_train = exp.n_train
+        margins = np.zeros((20, 30), np.float32)
+        margins[:, VERIFIED[0]] = -5.0  # many baseline runs: their mean for the target is well below 0
+        exp.record_batch(np.arange(200, 220), np.ones((20, n_train), bool), margins, role="counterfactual",
+                         infos=[{"fit_id": 1, "target": None, "k": 0, "mode": "top", "purpose": "baseline",
+                                 "removed": []}] * 20)
+
+    async def script(app, pilot):
+        screen = await open_detail(pilot, VERIFIED[0])
+        v = screen.cf.verified
+        assert v is not None and v.baseline_margin < 0
+        panel = str(screen.query_one("#cf").render())
+        assert "-> did not flip (already wrong on the full set)" in panel
+
+    drive(path, script)
+
+
 def test_detail_screen_refilled_for_the_next_target_shows_only_its_numbers(study: Path) -> None:
     with api(study) as db:
         want = {t: (analyses.top_weights(db, t, k=N_EXAMPLES), analyses.counterfactual(db, t, k=10, mode="top"))

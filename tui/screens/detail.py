@@ -45,8 +45,12 @@ def describe_counterfactual(cf: Counterfactual) -> str:
     else:
         base = "" if v.baseline_margin is None else f" (full train set: {v.baseline_margin:+.4f})"
         flipped = (v.mean_margin < 0) != ((v.baseline_margin if v.baseline_margin is not None else cf.base_margin) < 0)
+        outcome = "flipped" if flipped else "did not flip"
+        if v.baseline_margin is not None and (v.baseline_margin < 0) != (cf.base_margin < 0):
+            # else "the prediction FLIPS ... did not flip" reads as a failed prediction
+            outcome += f" (already {margin_word(v.baseline_margin)} on the full set)"
         lines += [f"verified by {v.n_runs} retraining run(s) without them:",
-                  f"  mean margin {v.mean_margin:+.4f}{base}", f"  -> {'flipped' if flipped else 'did not flip'}"]
+                  f"  mean margin {v.mean_margin:+.4f}{base}", f"  -> {outcome}"]
     return "\n".join(lines)
 
 
