@@ -87,3 +87,25 @@ def test_demo_resumes_without_retraining(tmp_path: Path) -> None:
         assert first.retrained == again.retrained == per_fit["n"][0] == per_fit["n"][1] > 0
     rows = again.verification.rows.filter(pl.col("purpose") == "counterfactual")
     assert 1 <= rows.height <= 2 and rows["seeds"].to_list() == [1] * rows.height  # a target may have no positive weight
+
+
+def test_brittleness_flips_count_only_predictions_the_full_set_models_got_right(tmp_path: Path) -> None:
+    """A target whose full-train-set models are already wrong cannot flip; the summary counted it as
+    flipped when its retrained margin was negative (the TUI said 'did not flip' for the same runs)."""
+    from analyses_fixtures import insert_fit
+    from dmdb.demo.verify import verification
+
+    with dmdb.open(tmp_path / "v.duckdb") as db:
+        exp = db.create_experiment("v", n_train=4, n_targets=3, alpha=0.5)
+        fid = insert_fit(db, "v", np.array([[1.0, 1.0, 1.0], [0.5, 0.5, 0.5], [0, 0, 0], [0, 0, 0]]), np.zeros(3))
+        base = np.array([0.8, -0.2, 0.6], np.float32)  # full-set models: target 1 already wrong
+        after = np.array([-0.3, -0.5, 0.1], np.float32)  # removing each target's support
+        margins = [base] + [np.where(np.arange(3) == t, after, 0).astype(np.float32) for t in range(3)]
+        infos = [{"fit_id": fid, "target": None, "k": 0, "purpose": "baseline"}] + [
+            {"fit_id": fid, "target": t, "k": 2, "purpose": "brittleness"} for t in range(3)]
+        masks = np.ones((4, 4), bool)
+        masks[1:, :2] = False
+        exp.record_batch(np.arange(4), masks, np.stack(margins), role="counterfactual", infos=infos)
+        v = verification(exp, fid)
+    # target 0 flipped (0.8 -> -0.3); target 1 was wrong already; target 2 stayed right
+    assert (v.brittle_tested, v.brittle_flipped, v.brittle_already_wrong) == (3, 1, 1)

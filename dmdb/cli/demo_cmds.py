@@ -110,6 +110,7 @@ def summary(r: DemoResult, seconds: float) -> Group:
             f"{_fmt(v.spearman)}\n"
             f"brittleness: removing the estimated support flipped {v.brittle_flipped} of {v.brittle_tested} "
             "retrained predictions"
+            + (f" ({v.brittle_already_wrong} already wrong on the full train set)" if v.brittle_already_wrong else "")
         ))
     parts.append(Text.assemble(
         ("\nexplore it: ", "bold"), (f"dmdb tui {r.db_path}", "bold green"),

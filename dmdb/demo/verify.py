@@ -42,7 +42,8 @@ class Verification:
     rows: pl.DataFrame
     spearman: float | None  # predicted vs actual change over the counterfactual rows
     brittle_tested: int
-    brittle_flipped: int  # removing the estimated support flipped the retrained prediction
+    brittle_flipped: int  # the full-set models were right (margin >= 0) and the retrained ones are wrong
+    brittle_already_wrong: int  # the full-set models were wrong already: nothing left to flip (as the TUI says)
 
 
 def plan_removals(exp: Experiment, fit_id: int, targets: np.ndarray, ks: tuple[int, ...],
@@ -91,7 +92,7 @@ def verification(exp: Experiment, fit_id: int) -> Verification:
     )
     base = runs.filter(pl.col("purpose") == "baseline")
     if base.is_empty():
-        return Verification(pl.DataFrame(), None, 0, 0)
+        return Verification(pl.DataFrame(), None, 0, 0, 0)
     base_margin = np.stack(base["margins"].to_list()).mean(axis=0)
     rows = []
     groups = runs.filter(pl.col("purpose") != "baseline").group_by(["target", "k", "purpose"], maintain_order=True)
@@ -111,4 +112,7 @@ def verification(exp: Experiment, fit_id: int) -> Verification:
         r = spearman_per_target(cfr["predicted_change"].to_numpy(), cfr["actual_change"].to_numpy())[0]
         rho = None if np.isnan(r) else float(r)
     br = frame.filter(pl.col("purpose") == "brittleness")
-    return Verification(frame, rho, br.height, int((br["actual_margin"] < 0).sum()) if br.height else 0)
+    if br.is_empty():
+        return Verification(frame, rho, 0, 0, 0)
+    right = br["actual_base"] >= 0
+    return Verification(frame, rho, br.height, int((right & (br["actual_margin"] < 0)).sum()), int((~right).sum()))
