@@ -108,9 +108,11 @@ def summary(r: DemoResult, seconds: float) -> Group:
         parts.append(Text(
             f"counterfactuals: Spearman of predicted vs actual margin change over {cf.height} (target, k) pairs: "
             f"{_fmt(v.spearman)}\n"
-            f"brittleness: removing the estimated support flipped {v.brittle_flipped} of {v.brittle_tested} "
-            "retrained predictions"
-            + (f" ({v.brittle_already_wrong} already wrong on the full train set)" if v.brittle_already_wrong else "")
+            f"brittleness: removing the estimated support flipped {v.brittle_flipped} of the "
+            f"{v.brittle_tested - v.brittle_already_wrong} retrained predictions that models trained on the full "
+            "train set got right"
+            + (f" ({v.brittle_already_wrong} of the {v.brittle_tested} tested were wrong there already)"
+               if v.brittle_already_wrong else "")
         ))
     parts.append(Text.assemble(
         ("\nexplore it: ", "bold"), (f"dmdb tui {r.db_path}", "bold green"),

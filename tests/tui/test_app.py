@@ -372,6 +372,37 @@ def test_nearest_target_opens_its_own_detail(study: Path) -> None:
     drive(study, script)
 
 
+def test_a_detail_left_open_follows_the_browsed_fit(study: Path, tmp_path: Path) -> None:
+    """Targets mode's detail of target 2 stayed on fit 1 after fit 2 was browsed in the overview (its
+    nearest targets too); now it shows target 2 of fit 2, and leaves for a fit without target 2."""
+    path = tmp_path / "fits.duckdb"
+    path.write_bytes(study.read_bytes())
+    with dmdb.open(path) as db:
+        T = db.experiment("e").n_targets
+        second = insert_fit(db, "e", np.full((200, T), 0.01), np.zeros(T))
+        third = insert_fit(db, "e", np.full((200, 1), 0.02), np.zeros(1), targets=np.array([0]))
+
+    async def script(app, pilot):
+        app.browse_fit(1)
+        await app.switch_mode("targets")
+        await open_detail(pilot, 2)
+        assert (app.screen.target, app.screen.fit) == (2, 1)
+        for fit, gone in ((second, False), (third, True)):
+            await app.switch_mode("overview")
+            app.browse_fit(fit)
+            await app.switch_mode("targets")
+            if gone:
+                await until_screen(pilot, TargetsScreen)
+            else:
+                detail = app.screen
+                await wait_for(pilot, lambda: detail.fit == fit and detail.sub_title == f"fit {fit}"
+                               and {"info", "cf"} <= detail.ready, what=f"target 2 of fit {fit}")
+                # fit 2's datamodel: bias 0 + 200 weights of 0.01
+                assert detail.target == 2 and detail.cf.base_margin == pytest.approx(2.0, abs=1e-4)
+
+    drive(path, script)
+
+
 def test_leakage_service_counts_every_candidate_beyond_the_shown_ones(study: Path) -> None:
     with api(study) as db:
         every = analyses.leakage(db, limit=None)

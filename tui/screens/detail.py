@@ -185,7 +185,10 @@ class TargetDetailScreen(DataScreen):
         self.fetch("detail", self.load_detail, fit, target, self.k, self.mode)
 
     def reload(self) -> None:
-        """The detail stays on the fit it was opened with."""
+        """Follow the browsed fit (another fit was chosen while this screen waited under another mode):
+        the same target under that fit, to compare them; a fit without the target goes back."""
+        if self.fit_id is not None and self.fit not in (-1, self.fit_id):
+            self.show_target(self.target, self.fit_id, self.trail)
 
     def load_detail(self, fit: int, target: int, k: int, mode: str) -> Detail:
         svc = self.service
