@@ -241,9 +241,11 @@ class Service:
         return frame, "PCA computed now (run `dmdb embed` to store it with clusters)"
 
     # -- SQL console -----------------------------------------------------------------------
-    def sql(self, query: str) -> pl.DataFrame:
+    def sql(self, query: str) -> tuple[pl.DataFrame, int]:
+        """The result of the last statement (as db.sql), and how many statements the text held."""
         with self._lock:
-            return self.db.sql(query)
+            frame = self.db.sql(query)  # a syntax error is raised here, as a DmdbError
+            return frame, len(self.db.con.extract_statements(query))
 
     def __enter__(self) -> "Service":
         return self

@@ -491,7 +491,11 @@ def test_sql_console_runs_queries_keeps_history_and_reports_errors(study: Path) 
         with api(study) as db:
             want = db.sql("SELECT target, nnz FROM fit_targets ORDER BY nnz DESC, target LIMIT 3")
         assert table.frame.equals(want)
-        assert "3 row(s) x 2 column(s)" in screen_text(app)
+        assert "3 row(s) x 2 column(s)" in screen_text(app) and "statements" not in screen_text(app)
+        # several statements: the last one's rows, and a note that says so (nothing said it)
+        await submit(pilot, "#query", "SELECT 41 AS a; SELECT 42 AS b, 43 AS c")
+        await wait_for(pilot, lambda: "the last of 2 statements" in screen_text(app), what="the note")
+        assert table.frame.rows() == [(42, 43)]
         query = app.screen.query_one("#query")
         await submit(pilot, "#query", "DELETE FROM weights")
         await wait_for(pilot, lambda: "read-only" in screen_text(app).lower(), what="read-only error")
@@ -499,6 +503,8 @@ def test_sql_console_runs_queries_keeps_history_and_reports_errors(study: Path) 
         query.value = ""
         await pilot.press("up")
         assert query.value == "DELETE FROM weights"
+        await pilot.press("up")
+        assert query.value.startswith("SELECT 41")
         await pilot.press("up")
         assert query.value.startswith("SELECT target, nnz")
         assert app.sql_history[-1] == "DELETE FROM weights"

@@ -45,7 +45,8 @@ class SqlScreen(DataScreen):
         yield HistoryInput(self.dmdb_app.sql_history, id="query",
                            placeholder="SQL (read-only), e.g. SELECT * FROM fit_overview   Enter runs, up/down: history")
         yield Static("Tables: experiments, targets, train_examples, runs, fits, fit_targets, weights; "
-                     "macros: top_weights, counterfactual, brittleness, leakage_candidates ...",
+                     "macros: top_weights, counterfactual, brittleness, leakage_candidates ... "
+                     "(fit := N; without it the latest fit, not necessarily the one browsed)",
                      id="status", classes="status")
         yield FrameTable(id="result", digits=None)  # query results as stored: rounding showed 3e-05 as 0
         yield KeyFooter()
@@ -61,16 +62,17 @@ class SqlScreen(DataScreen):
         self.query_one("#status", Static).update("running ...")
         self.fetch("result", self.timed_sql, query)
 
-    def timed_sql(self, query: str) -> tuple[pl.DataFrame, float]:
+    def timed_sql(self, query: str) -> tuple[pl.DataFrame, int, float]:
         t0 = time.perf_counter()
-        frame = self.service.sql(query)
-        return frame, time.perf_counter() - t0
+        frame, n_statements = self.service.sql(query)
+        return frame, n_statements, time.perf_counter() - t0
 
-    def show_result(self, value: tuple[pl.DataFrame, float]) -> None:
-        frame, seconds = value
+    def show_result(self, value: tuple[pl.DataFrame, int, float]) -> None:
+        frame, n_statements, seconds = value
         self.query_one("#result", FrameTable).show(frame)
+        last = f" (the last of {n_statements} statements; `dmdb sql` prints each)" if n_statements > 1 else ""
         self.query_one("#status", Static).update(
-            f"{frame.height} row(s) x {frame.width} column(s) in {seconds * 1000:.0f} ms"
+            f"{frame.height} row(s) x {frame.width} column(s) in {seconds * 1000:.0f} ms{last}"
         )
 
     def fail(self, key: str, error: BaseException) -> None:
