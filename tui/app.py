@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from functools import partial
 from pathlib import Path
 
@@ -121,7 +122,7 @@ class DmdbApp(App[None]):
     def on_dmdb_app_opened(self, message: Opened) -> None:
         self.service, self.fit_id = message.service, message.fit_id
         if self.fit_id is None:
-            self.notify(f"{self.path} holds no fit yet: run `dmdb fit` first. Overview and SQL still work.",
+            self.notify(f"{self.path} holds no fit yet: quit, run `dmdb fit`, reopen. Overview and SQL still work.",
                         title="no fit", severity="warning", timeout=10)
         self.switch_mode("overview")
 
@@ -130,7 +131,8 @@ class DmdbApp(App[None]):
         locked = isinstance(e, DatabaseLockedError)
         title = "The database is locked by a writer" if locked else "Cannot open the database"
         text = str(e) + ("\n\nDuckDB lets no other process open the file, not even read-only, while a writer "
-                         "holds it. Retry once the writer has finished." if locked else "")
+                         f"holds it. Retry once the writer has finished. (Last try: {time.strftime('%H:%M:%S')})"
+                         if locked else "")
         self.push_screen(MessageScreen(title, text, can_retry=locked), self.after_message)
 
     def after_message(self, choice: str | None) -> None:

@@ -660,6 +660,7 @@ def test_locked_database_offers_retry(tmp_path: Path, study: Path) -> None:
             await until_screen(pilot, MessageScreen)
             text = screen_text(app)
             assert "locked by a writer" in text and "Retry" in text and "Traceback" not in text
+            assert "Last try: " in text  # a retry that fails again shows a new time, not the same screen
             await pilot.press("r")
             await until_screen(pilot, MessageScreen)  # still locked: the message again
             holder.kill()

@@ -15,7 +15,8 @@ from ..service import DmdbError, Service
 if TYPE_CHECKING:
     from ..app import DmdbApp
 
-NO_FIT = "This database holds no fit yet: run `dmdb fit` on it, then reopen the TUI."
+NO_FIT = ("This database holds no fit yet: quit (q), run `dmdb fit` on it, then reopen the TUI "
+          "(while the TUI has it open, no other process can write to it).")
 
 
 class Fetched(Message):

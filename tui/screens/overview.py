@@ -37,8 +37,8 @@ class OverviewScreen(DataScreen):
             table.table.move_cursor(row=fits["fit_id"].to_list().index(fit))  # on the browsed fit, not the first
         table.focus_table()  # the keys reach the fits: Tab cannot get there (a table keeps Tab for its cursor)
         if fit is None:
-            text = (f"{exps.height} experiment(s), [b $warning]no fit yet[/]: run `dmdb fit` on this database "
-                    "to fit datamodels, then reopen. SQL (5) works meanwhile.")
+            text = (f"{exps.height} experiment(s), [b $warning]no fit yet[/]: quit (q), run `dmdb fit` on this "
+                    "database to fit datamodels, then reopen (the open TUI keeps writers out). SQL (5) works meanwhile.")
         else:
             row = fits.filter(pl.col("fit_id") == fit).row(0, named=True)
             lds = "n/a" if row["lds"] is None else f"{row['lds']:.3f}"
