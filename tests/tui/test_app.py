@@ -197,6 +197,33 @@ def test_targets_table_matches_api_sorts_filters_and_opens(study: Path) -> None:
     drive(study, script)
 
 
+def test_targets_that_never_flip_sort_as_the_most_robust(study: Path, tmp_path: Path) -> None:
+    """Support largest first put the targets no removal flips (support null: never) last, below
+    targets that flip after one removal; they are the most robust, so they lead."""
+    path = tmp_path / "never.duckdb"
+    path.write_bytes(study.read_bytes())
+    with dmdb.open(path) as db:
+        T = db.experiment("e").n_targets
+        bias = -(1.0 + 0.01 * np.arange(T))  # base margin 1 - 0.01 t: flips after about 100 - t removals of 0.01
+        bias[:3] = 50.0  # never flips
+        fit = insert_fit(db, "e", np.full((200, T), 0.01), bias)
+        support = analyses.brittleness(db, fit=fit).sort("target")["support"].to_list()
+    assert support[:3] == [None] * 3 and None not in support[3:] and len(set(support[3:])) > 10
+
+    async def script(app, pilot):
+        await pilot.press("2")
+        await until_screen(pilot, TargetsScreen)
+        await until_table(pilot, "#targets")
+        app.screen.action_sort("support")
+        await pilot.pause()
+        assert app.screen.query_one("#targets", FrameTable).frame["support"].to_list() == [None] * 3 + sorted(support[3:], reverse=True)
+        app.screen.action_sort("support")  # again: smallest first, never last
+        await pilot.pause()
+        assert app.screen.query_one("#targets", FrameTable).frame["support"].to_list() == sorted(support[3:]) + [None] * 3
+
+    drive(path, script)
+
+
 def test_target_detail_shows_weights_counterfactual_and_neighbours(study: Path) -> None:
     target = 7
     with api(study) as db:

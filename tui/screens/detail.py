@@ -214,7 +214,7 @@ class TargetDetailScreen(DataScreen):
             support = str(info.support)
         self.query_one("#facts", Static).update(
             f"[b]target {info.target}[/b] of {info.experiment}, fit {info.fit_id}\n"
-            f"label: {info.label}\n"
+            f"label: {'(none)' if info.label is None else info.label}\n"
             f"predicted margin (full train set): {info.base_margin:+.4f} ({margin_word(info.base_margin)})\n"
             f"holdout Spearman: {rho}\nnonzero weights: {info.nnz}\n"
             f"brittleness support: {support}"
@@ -222,7 +222,8 @@ class TargetDetailScreen(DataScreen):
         for direction in ("positive", "negative"):
             rows = top.filter(pl.col("direction") == direction).sort("rank")
             self.query_one(f"#{direction}", Gallery).show([
-                Example(detail.images.get(r["train_idx"]), f"#{r['train_idx']} label {r['label']}\nw {r['weight']:+.4f}")
+                Example(detail.images.get(r["train_idx"]),
+                        f"#{r['train_idx']}" + ("" if r["label"] is None else f" label {r['label']}") + f"\nw {r['weight']:+.4f}")
                 for r in rows.iter_rows(named=True)
             ], "(none)")
         self.ready.add("info")

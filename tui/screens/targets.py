@@ -63,7 +63,8 @@ class TargetsScreen(DataScreen):
             self.notify(f"bad filter {text!r}: {e}", severity="error")
             return
         col, desc = self.sort_by
-        shown = shown.sort(col, descending=desc, nulls_last=True)
+        # a null support means no removal flips the target: the most robust, so it sorts as the largest
+        shown = shown.sort(col, descending=desc, nulls_last=not (desc and col == "support"))
         self.query_one(FrameTable).show(shown)
         arrow = "desc" if desc else "asc"
         caption = (
