@@ -60,7 +60,7 @@ def as_text_columns(df: pl.DataFrame, fmt: str) -> pl.DataFrame:
             # (a top-level decimal stays exact in csv and the table, which print it as it is)
             dtype = _decimals_as_float(dtype)
             col = col.cast(dtype)
-            if fmt == "json" or not dtype.is_nested():
+            if fmt == "json" and not _holds_binary(dtype):  # else the blob is hex-encoded below
                 out.append(col.alias(name))
                 continue
         if dtype == pl.Binary:
