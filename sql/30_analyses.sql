@@ -91,9 +91,10 @@ CREATE OR REPLACE MACRO dmdb_target_of(fid, target, who) AS
 
 -- A count such as k, checked to be >= lo (NULL too: it would silently match no rows, i.e. k = 0).
 -- lo is 1 where the Python API asks for a positive k (a list of the k strongest), 0 where k = 0 means something.
--- A fraction is refused too (k := 2.7 removed 2 examples; Python refuses a k that is not an integer).
+-- A fraction is refused too (k := 2.7 removed 2 examples; Python refuses a k that is not an integer),
+-- and so are NaN and inf (DuckDB orders NaN above every number and takes NaN = floor(NaN)).
 CREATE OR REPLACE MACRO dmdb_count(k, lo, what) AS
-    CASE WHEN k >= lo AND k = floor(k) THEN k
+    CASE WHEN k >= lo AND k = floor(k) AND isfinite(k) THEN k
          WHEN k >= lo THEN error(what || ' must be a whole number, got ' || k)
          ELSE error(what || ' must be >= ' || lo || ', got ' || coalesce(k::VARCHAR, 'NULL')) END;
 

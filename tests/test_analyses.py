@@ -170,6 +170,8 @@ def test_counterfactual_rejects_bad_input(small):
         ("counterfactual(target := 0, k := 2.7)", "counterfactual: k must be a whole number, got 2.7"),  # removed 2
         ("top_weights(target := 0, k := 2.5)", "top_weights: k must be a whole number, got 2.5"),
         ("nearest_targets(target := 0, k := 1.5)", "nearest_targets: k must be a whole number, got 1.5"),
+        ("top_weights(target := 0, k := 'nan'::DOUBLE)", "top_weights: k must be a whole number, got nan"),  # listed all
+        ("counterfactual(target := 0, k := 'inf'::DOUBLE)", "counterfactual: k must be a whole number, got inf"),
         (f"counterfactual_all(remove := [-1, {N}])", f"outside 0..{N - 1}"),
         ("counterfactual_all(remove := [1, NULL])", "remove holds a NULL"),  # was the change of [1], silently
     ):
