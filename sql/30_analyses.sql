@@ -240,7 +240,8 @@ th AS (  -- (an empty list gave no rows, NULL a row with k_max NULL, and 2.5 was
     SELECT DISTINCT CASE WHEN u.t >= 1 AND u.t = floor(u.t) THEN u.t::BIGINT
                          ELSE error('brittleness_summary: thresholds must be whole numbers >= 1, got ' || coalesce(u.t::VARCHAR, 'NULL')) END AS k_max
     FROM (SELECT unnest(CASE WHEN len(thresholds) >= 1 THEN thresholds
-                             ELSE error('brittleness_summary: thresholds must be whole numbers >= 1, got an empty list') END) AS t) u
+                             ELSE error('brittleness_summary: thresholds must be whole numbers >= 1, got '
+                                        || CASE WHEN thresholds IS NULL THEN 'NULL' ELSE 'an empty list' END) END) AS t) u
 ),
 tot AS (SELECT count(*) AS n_targets, count(*) FILTER (WHERE br.support IS DISTINCT FROM 0) AS n_correct FROM br),
 cnt AS (

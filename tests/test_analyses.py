@@ -160,6 +160,7 @@ def test_counterfactual_rejects_bad_input(small):
         ("brittleness_summary(fit := 999)", "no fit 999"),
         ("brittleness_summary(thresholds := [0, 10])", "thresholds must be whole numbers >= 1, got 0"),
         ("brittleness_summary(thresholds := [])", "got an empty list"),  # gave no rows
+        ("brittleness_summary(thresholds := NULL)", "got NULL$"),  # said 'got an empty list'
         ("brittleness_summary(thresholds := [NULL, 10])", "got NULL"),  # gave a k_max NULL row
         ("brittleness_summary(thresholds := [2.5])", "got 2.5"),  # was rounded to 3
         ("counterfactual(target := 0, k := -3)", "k must be >= 0"),
