@@ -33,7 +33,11 @@ def as_run_ids(run_ids: Any) -> np.ndarray:
     if ids.ndim != 1:
         raise BadInputError(f"run ids must be a 1-D sequence, got shape {ids.shape}")
     if ids.size and ids.dtype == object and all(is_int(x) for x in ids):
-        raise BadInputError(f"run ids must fit in int64 (0 .. 2**63 - 1), got {max(ids, key=abs)}")
+        # numpy's dtype for Python ints beyond int64, but also an object array of small ones
+        big = [int(x) for x in ids if not -2**63 <= int(x) < 2**63]
+        if big:
+            raise BadInputError(f"run ids must fit in int64 (0 .. 2**63 - 1), got {max(big, key=abs)}")
+        ids = ids.astype(np.int64)
     if ids.size and not np.issubdtype(ids.dtype, np.integer):
         raise BadInputError(f"run ids must be integers, got dtype {ids.dtype}")
     if ids.size and ids.dtype == np.uint64 and ids.max() > np.iinfo(np.int64).max:

@@ -122,6 +122,8 @@ def test_bad_ids_and_roles(exp: dmdb.Experiment) -> None:
     with pytest.raises(dmdb.BadInputError, match="1-D"):
         exp.record(1, margins, mask=masks[0], role="fit")
     assert exp.n_runs() == 0
+    assert exp.record_batch(np.array([1, 2], dtype=object), masks, margins) == 2  # said 'must fit in int64, got 2'
+    assert exp.run_ids().tolist() == [1, 2]
 
 
 def test_empty_batch_records_nothing(exp: dmdb.Experiment) -> None:
