@@ -31,7 +31,7 @@ import numpy as np
 from ..errors import BadInputError, CorruptShardError, DmdbError
 from ..plan import ROLES, SAMPLING, Plan, PlannedRun
 from ..shards import file_stem, read_shard, write_run
-from ..validate import as_array
+from ..validate import as_array, is_int
 
 PLAN_FILE_VERSION = 1
 
@@ -104,7 +104,7 @@ class Job:
 def _check_plan_fields(d: dict[str, Any]) -> None:
     """A plan file edited by hand fails here, naming the field, not later as every run's training error."""
     def whole(v: Any, least: int) -> bool:
-        return isinstance(v, int) and not isinstance(v, bool) and v >= least
+        return is_int(v) and v >= least
 
     for key in ("plan", "n_targets", "config"):
         if key not in d:
