@@ -55,17 +55,17 @@ def as_text_columns(df: pl.DataFrame, fmt: str) -> pl.DataFrame:
     out = []
     for name, dtype in df.schema.items():
         col = pl.col(name)
-        if _holds_decimal(dtype) and (fmt == "json" or dtype.is_nested()):
+        if _holds(dtype, pl.Decimal) and (fmt == "json" or dtype.is_nested()):
             # polars writes decimals as JSON strings ("1.25"): numbers, as DuckDB's own json gives them
             # (a top-level decimal stays exact in csv and the table, which print it as it is)
             dtype = _decimals_as_float(dtype)
             col = col.cast(dtype)
-            if fmt == "json" and not _holds_binary(dtype):  # else the blob is hex-encoded below
+            if fmt == "json" and not _holds(dtype, pl.Binary):  # else the blob is hex-encoded below
                 out.append(col.alias(name))
                 continue
         if dtype == pl.Binary:
             out.append(col.bin.encode("hex"))
-        elif dtype.is_nested() and _holds_binary(dtype):
+        elif dtype.is_nested() and _holds(dtype, pl.Binary):
             out.append(col.map_elements(_json_text, return_dtype=pl.Utf8, skip_nulls=True))
         elif fmt == "json":
             continue
@@ -75,16 +75,6 @@ def as_text_columns(df: pl.DataFrame, fmt: str) -> pl.DataFrame:
         elif dtype.is_nested():
             out.append(pl.struct(col.alias("v")).struct.json_encode().str.slice(5).str.head(-1).alias(name))
     return df.with_columns(out) if out else df
-
-
-def _holds_decimal(dtype: pl.DataType) -> bool:
-    if isinstance(dtype, pl.Decimal):
-        return True
-    if isinstance(dtype, (pl.List, pl.Array)):
-        return _holds_decimal(dtype.inner)
-    if isinstance(dtype, pl.Struct):
-        return any(_holds_decimal(f.dtype) for f in dtype.fields)
-    return False
 
 
 def _decimals_as_float(dtype: pl.DataType) -> pl.DataType:
@@ -99,13 +89,14 @@ def _decimals_as_float(dtype: pl.DataType) -> pl.DataType:
     return dtype
 
 
-def _holds_binary(dtype: pl.DataType) -> bool:
-    if dtype == pl.Binary:
+def _holds(dtype: pl.DataType, leaf: type[pl.DataType]) -> bool:
+    """Whether dtype is a `leaf` type or a list, array or struct with one inside."""
+    if isinstance(dtype, leaf):
         return True
     if isinstance(dtype, (pl.List, pl.Array)):
-        return _holds_binary(dtype.inner)
+        return _holds(dtype.inner, leaf)
     if isinstance(dtype, pl.Struct):
-        return any(_holds_binary(f.dtype) for f in dtype.fields)
+        return any(_holds(f.dtype, leaf) for f in dtype.fields)
     return False
 
 
