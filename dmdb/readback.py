@@ -172,6 +172,8 @@ def runs_frame(exp: "Experiment", role: str | Sequence[str] | None = None, runs:
     where, params = where_clause(exp, role, runs)
     cols = "run_id, role, n_kept, seed, worker, duration_s, info, created_at"
     t = exp.db.con.sql(f"SELECT {cols} FROM runs WHERE {where} ORDER BY run_id", params=params).to_arrow_table()
+    if runs is not None and not isinstance(runs, range):  # as read_arrays: listed ids must all be there
+        _require_listed(exp, t.column("run_id").to_numpy(), runs, role)
     return pl.from_arrow(t)  # type: ignore[return-value]
 
 

@@ -33,6 +33,9 @@ def test_round_trip_bit_for_bit(exp: dmdb.Experiment) -> None:
         exp.masks(runs=[5, 9999])
     with pytest.raises(dmdb.BadInputError, match=r"has no runs 2, 7 with role 'holdout'"):
         exp.margins(role="holdout", runs=[2, 7, 45])
+    with pytest.raises(dmdb.BadInputError, match=r"experiment 'small' has no run 9999$"):
+        exp.runs(runs=[5, 9999])  # README: runs=[ids] needs every id (runs() gave the 1 row there was)
+    assert exp.runs(runs=[7, 5])["run_id"].to_list() == [5, 7]
     assert exp.run_ids(runs=range(45, 60)).tolist() == list(range(45, 50))
 
 
