@@ -335,6 +335,11 @@ def test_leakage_matches_brute_force(small):
             db.sql(f"SELECT * FROM leakage_candidates(fit := {fid}, {args})")
     with pytest.raises(BadInputError, match="min_nnz must be at least 3"):
         A.leakage(db, fit=fid, min_nnz=3.5)  # int() made it 3
+    with pytest.raises(BadInputError, match="min_z must be a number, got None"):
+        A.leakage(db, fit=fid, min_z=None)  # a TypeError from float()
+    for bad in (2.5, True, 0):
+        with pytest.raises(BadInputError, match="limit must be a positive integer or None"):
+            A.leakage(db, fit=fid, limit=bad)
 
 
 def test_leakage_ranks_planted_duplicates_first(tmp_path):

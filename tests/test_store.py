@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pytest
 
 import dmdb
@@ -30,16 +31,25 @@ def test_reopen_keeps_data(db_path: Path) -> None:
 
 
 def test_a_database_from_before_fit_order_gains_the_column(db_path: Path) -> None:
-    """fit_runs.fit_order came after schema version 1 shipped: an older file gets it (NULL for
-    its fits) on its next writable open, and keeps its rows."""
-    dmdb.open(db_path).close()
+    """fit_runs.fit_order came after schema version 1 shipped: an older file opened read-only (the
+    TUI, dmdb sql) gives fit.runs() with fit_order NULL, and gets the column (NULL for its fits) on
+    its next writable open, keeping its rows."""
+    with dmdb.open(db_path) as db:
+        exp = db.create_experiment("e", n_train=6, n_targets=2)
+        runs = list(exp.plan(12, seed=0))
+        exp.record_batch([r.run_id for r in runs], np.stack([r.mask for r in runs]),
+                         np.random.default_rng(0).normal(size=(12, 2)))
+        exp.fit("diff-means")
     con = duckdb.connect(str(db_path))
     con.execute("ALTER TABLE fit_runs DROP COLUMN fit_order")
-    con.execute("INSERT INTO fit_runs VALUES (1, 7, 'fit')")
     con.execute("DELETE FROM dmdb_meta WHERE key = 'sql_sha256'")  # as written by the older sql/
     con.close()
+    with dmdb.open(db_path, read_only=True) as db:
+        old = db.fit(1).runs()
+        assert old.height == 12 and old["fit_order"].null_count() == 12
     with dmdb.open(db_path) as db:
-        assert db.sql("SELECT * FROM fit_runs").rows() == [(1, 7, "fit", None)]
+        assert db.fit(1).runs().equals(old)
+        assert db.sql("SELECT count(*) AS n FROM fit_runs WHERE fit_order IS NULL")["n"][0] == 12
 
 
 def test_unknown_schema_version_refused(db_path: Path) -> None:

@@ -22,7 +22,7 @@ import numpy as np
 import polars as pl
 
 from ..errors import BadInputError
-from ..validate import is_int
+from ..validate import as_real, is_int
 from .weights import resolve_fit
 
 if TYPE_CHECKING:
@@ -46,8 +46,9 @@ def leakage(
     """
     if not is_int(min_nnz) or min_nnz < 3:
         raise BadInputError(f"min_nnz must be at least 3 (a median and MAD of fewer weights mean nothing), got {min_nnz!r}")
-    if limit is not None and limit < 1:
-        raise BadInputError(f"limit must be positive or None, got {limit}")
+    min_z = as_real(min_z, "min_z")  # None or text reached SQL's cast as a TypeError
+    if limit is not None and (not is_int(limit) or limit < 1):
+        raise BadInputError(f"limit must be a positive integer or None, got {limit!r}")
     info = resolve_fit(db, fit)
     q = "SELECT * FROM leakage_candidates(fit := ?, min_z := ?, min_nnz := ?)"
     params: list[object] = [info.fit_id, float(min_z), int(min_nnz)]

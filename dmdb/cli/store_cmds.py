@@ -52,8 +52,9 @@ def register(sub: Any, parents: tuple[argparse.ArgumentParser, argparse.Argument
                     "skipped, and the exit status is then 1 (the good shards are in).")
     p.add_argument("directory", help="folder of .parquet shards (searched recursively)")
     p.add_argument("--move-bad", metavar="FOLDER",
-                   help="move bad shards there (keeping their relative paths), so the next ingest does not report "
-                        "them again; by default they stay in place. Inside DIRECTORY it is skipped when given again")
+                   help="move every shard that cannot be ingested there (keeping its relative path), so the next "
+                        "ingest does not report it again; that includes a shard of an experiment this database "
+                        "lacks. By default they stay in place. Inside DIRECTORY it is skipped when given again")
     p.set_defaults(func=cmd_ingest)
 
     p = sub.add_parser("import-npy", parents=[common], help="import a reference store (masks.npy, margins.npy, _completed.npy)")
