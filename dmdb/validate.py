@@ -79,7 +79,8 @@ def as_margins(margins: Any, n_runs: int, n_targets: int) -> np.ndarray:
     if bad.any():
         row, col = np.argwhere(bad)[0]
         what = "NaN" if np.isnan(y32[row, col]) else "inf (or a value beyond float32 range)"
-        raise BadInputError(f"margins hold {int(bad.sum())} non-finite values; first: {what} at run row {row}, target {col}")
+        where = f"target {col}" if y32.shape[0] == 1 else f"run row {row}, target {col}"  # one run: no row to name
+        raise BadInputError(f"margins hold {int(bad.sum())} non-finite values; first: {what} at {where}")
     return y32
 
 

@@ -124,6 +124,8 @@ def test_bad_ids_and_roles(exp: dmdb.Experiment) -> None:
         exp.record_batch([1, 2], masks, margins, role="validation")
     with pytest.raises(dmdb.BadInputError, match="1-D"):
         exp.record(1, margins, mask=masks[0], role="fit")
+    with pytest.raises(dmdb.BadInputError, match=r"first: NaN at target 2$"):  # one run: no 'run row 0'
+        exp.record(1, np.where(np.arange(5) == 2, np.nan, margins[0]), mask=masks[0], role="fit")
     assert exp.n_runs() == 0
     assert exp.record_batch(np.array([1, 2], dtype=object), masks, margins) == 2  # said 'must fit in int64, got 2'
     assert exp.run_ids().tolist() == [1, 2]

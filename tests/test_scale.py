@@ -160,8 +160,8 @@ def test_worker_range_goes_on_after_a_run_with_nan_margins(db_path: Path, tmp_pa
     assert main(["worker", "syn", "--plan", str(tmp_path / "p.json"), "--shards", str(tmp_path / "sh"),
                  "--train", "scale_fns:nan_on", "--range", "0:3", *base]) == 1
     err = capsys.readouterr().err
-    assert "run 0 (index 0) failed: DmdbError: scale_fns:nan_on returned 1 non-finite margins for run 0; " \
-           "first: NaN at target 1" in err
+    assert "run 0 (index 0) failed: DmdbError: scale_fns:nan_on returned unusable margins for run 0: " \
+           "margins hold 1 non-finite values; first: NaN at target 1" in err
     assert find_shard(tmp_path / "sh", "syn", 0) is None
     assert find_shard(tmp_path / "sh", "syn", 1) is not None and find_shard(tmp_path / "sh", "syn", 2) is not None
     assert main(["ingest", str(tmp_path / "sh"), *base]) == 0

@@ -31,7 +31,7 @@ import numpy as np
 from ..errors import BadInputError, CorruptShardError, DmdbError
 from ..plan import ROLES, SAMPLING, Plan, PlannedRun
 from ..shards import file_stem, read_shard, write_run
-from ..validate import as_array, is_int
+from ..validate import as_array, as_margins, is_int
 
 PLAN_FILE_VERSION = 1
 
@@ -175,20 +175,10 @@ def _returned_margins(raw: Any, train: str, run_id: int, n_targets: int) -> np.n
     the run, not a BadInputError: a worker goes on with the other runs of its range."""
     try:
         margins = as_array(raw, "margins")
+        if margins.shape != (n_targets,):
+            raise BadInputError(f"shape {margins.shape}; the experiment has {n_targets} targets, so it must "
+                                f"return shape ({n_targets},)")
+        return as_margins(margins[None, :], 1, n_targets)[0]
     except BadInputError as e:
         raise DmdbError(f"{train} returned unusable margins for run {run_id}: {e}") from e
-    if margins.shape != (n_targets,):
-        raise DmdbError(
-            f"{train} returned margins of shape {margins.shape} for run {run_id}; the experiment has "
-            f"{n_targets} targets, so it must return shape ({n_targets},)"
-        )
-    if not (np.issubdtype(margins.dtype, np.floating) or np.issubdtype(margins.dtype, np.integer)):
-        raise DmdbError(f"{train} returned margins of dtype {margins.dtype} for run {run_id}; they must be numbers")
-    with np.errstate(over="ignore", invalid="ignore"):
-        bad = ~np.isfinite(margins.astype(np.float32, copy=False))
-    if bad.any():
-        first = int(np.flatnonzero(bad)[0])
-        what = "NaN" if np.isnan(margins[first]) else "inf (or a value beyond float32 range)"
-        raise DmdbError(f"{train} returned {int(bad.sum())} non-finite margins for run {run_id}; first: {what} at target {first}")
-    return margins
 
