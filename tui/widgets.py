@@ -14,7 +14,7 @@ from textual.containers import Container, Vertical
 from textual.message import Message
 from textual.widget import AwaitMount
 from textual.screen import Screen
-from textual.widgets import Footer, OptionList, Static
+from textual.widgets import Footer, Label, OptionList, Static
 from textual_fastdatatable import ArrowBackend, DataTable
 from textual_plotext import PlotextPlot
 
@@ -190,6 +190,29 @@ class KeyFooter(Footer):
 
     _pending = False
     _drawn: list[tuple[object, ...]] | None = None
+    NARROW_BELOW = 120
+    """Terminal columns under which the footer is compact: less padding, no palette key, and the
+    screen keys 1-5 as one '1-5 screens' (at 80 columns the Targets footer ended at '3 Leaka',
+    hiding the rest and the help key; the detail screen's ended before them)."""
+
+    async def on_resize(self) -> None:
+        narrow = self.app.size.width < self.NARROW_BELOW
+        if narrow != self.compact:
+            self.compact = narrow
+            self.show_command_palette = not narrow
+            await self.recompose()
+
+    def compose(self) -> ComposeResult:
+        if not self.compact:
+            yield from super().compose()
+            return
+        for widget in super().compose():  # FooterKey widgets (a private class) carry their action
+            action = getattr(widget, "action", "")
+            if action.startswith("show("):
+                continue
+            if action == "help":
+                yield Label(" 1-5 screens ", classes="footer-note")
+            yield widget
 
     def bindings_changed(self, screen: Screen) -> None:
         if not self._pending:

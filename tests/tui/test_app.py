@@ -430,6 +430,25 @@ def test_a_detail_left_open_follows_the_browsed_fit(study: Path, tmp_path: Path)
     drive(path, script)
 
 
+def test_the_footer_keeps_help_and_screen_keys_on_an_80_column_terminal(study: Path) -> None:
+    """At 80 columns the footer ended mid-word ('3 Leaka' on Targets; before the screen keys on the
+    detail), hiding ? Help; a narrow footer is compact and shows the keys 1-5 as one '1-5 screens'."""
+    async def main() -> None:
+        app = DmdbApp(study)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await until_screen(pilot, OverviewScreen)
+            for go in (lambda: pilot.press("2"), lambda: open_detail(pilot, 2)):
+                await go()
+                await wait_for(pilot, lambda: "? Help" in screen_text(app).splitlines()[-1], what="the help key")
+                footer = screen_text(app).splitlines()[-1]
+                assert "1-5 screens" in footer and "Overview" not in footer and "palette" not in footer
+                assert ("Filter" in footer) if isinstance(app.screen, TargetsScreen) else ("Nearest" in footer)
+            await pilot.resize_terminal(150, 40)
+            await wait_for(pilot, lambda: "4 Embeddings" in screen_text(app).splitlines()[-1], what="the full footer")
+
+    asyncio.run(main())
+
+
 def test_leakage_service_counts_every_candidate_beyond_the_shown_ones(study: Path) -> None:
     with api(study) as db:
         every = analyses.leakage(db, limit=None)
