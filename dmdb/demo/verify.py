@@ -58,11 +58,14 @@ def plan_removals(exp: Experiment, fit_id: int, targets: np.ndarray, ks: tuple[i
     return [r for r in out if r.removed.size]
 
 
-def retrain(exp: Experiment, data: DigitsData, fit_id: int, removals: list[Removal], seeds: np.ndarray,
+BASELINE = Removal(-1, 0, "baseline", np.zeros(0, dtype=np.int64))
+"""Models on the full train set: what each removal's outcome is compared with."""
+
+
+def retrain(exp: Experiment, data: DigitsData, fit_id: int, jobs: list[Removal], seeds: np.ndarray,
             kind: str, threads: int | None, progress: Progress | None = None) -> int:
-    """Train the baseline and every removal with each seed, and record them as counterfactual runs;
-    returns how many were trained."""
-    jobs = [Removal(-1, 0, "baseline", np.zeros(0, dtype=np.int64))] + removals
+    """Train every job (a removal, or BASELINE) with each seed, and record them as counterfactual
+    runs of this fit; returns how many were trained."""
     masks = np.ones((len(jobs) * seeds.size, data.n_train), dtype=bool)
     infos: list[dict[str, object]] = []
     for j, job in enumerate(jobs):
@@ -82,18 +85,28 @@ def retrain(exp: Experiment, data: DigitsData, fit_id: int, removals: list[Remov
                             seeds=all_seeds, worker="demo-verify", infos=infos)
 
 
-def verification(exp: Experiment, fit_id: int) -> Verification:
-    """Predicted against actual outcomes of the counterfactual runs recorded for this fit."""
-    runs = exp.db.sql(
+def _counterfactual_runs(exp: Experiment, fit_id: int) -> pl.DataFrame:
+    return exp.db.sql(
         """SELECT (info->>'target')::INTEGER AS target, (info->>'k')::INTEGER AS k, info->>'purpose' AS purpose,
                   margins
            FROM runs WHERE experiment = ? AND role = 'counterfactual' AND (info->>'fit_id')::INTEGER = ?""",
         [exp.name, fit_id],
     )
+
+
+def full_set_margins(exp: Experiment, fit_id: int, runs: pl.DataFrame | None = None) -> np.ndarray | None:
+    """Every target's mean margin over this fit's BASELINE models (None before they are trained)."""
+    runs = _counterfactual_runs(exp, fit_id) if runs is None else runs
     base = runs.filter(pl.col("purpose") == "baseline")
-    if base.is_empty():
+    return None if base.is_empty() else np.stack(base["margins"].to_list()).mean(axis=0)
+
+
+def verification(exp: Experiment, fit_id: int) -> Verification:
+    """Predicted against actual outcomes of the counterfactual runs recorded for this fit."""
+    runs = _counterfactual_runs(exp, fit_id)
+    base_margin = full_set_margins(exp, fit_id, runs)
+    if base_margin is None:
         return Verification(pl.DataFrame(), None, 0, 0, 0)
-    base_margin = np.stack(base["margins"].to_list()).mean(axis=0)
     rows = []
     groups = runs.filter(pl.col("purpose") != "baseline").group_by(["target", "k", "purpose"], maintain_order=True)
     for (t, k, purpose), g in groups:
