@@ -225,9 +225,10 @@ def extend_gram(
         blk = G[a:z].to(torch.float64).mul_(fb).addr_(mb[a:z], mb, alpha=fb)
         G[a:z] = blk.addr_(m[a:z], m, alpha=-1)
     block_rows = block_rows or _default_block_rows(N)
+    int8 = _use_int8(G.device)
     for s in range(0, rows.size, block_rows):
         xb = mask_block(X, rows[s : s + block_rows], G.device, G.dtype)
-        add_products(G, xb, int8=_use_int8(G.device), alpha=1.0 / total.n)
+        add_products(G, xb, int8=int8, alpha=1.0 / total.n)
     mirror_upper(G)
     return total
 
