@@ -11,6 +11,7 @@ from typing import Awaitable, Callable
 import numpy as np
 import polars as pl
 import pytest
+from textual import events
 from textual.widgets import Input
 
 import dmdb
@@ -193,6 +194,24 @@ def test_targets_table_matches_api_sorts_filters_and_opens(study: Path) -> None:
         await pilot.press("enter")
         await until_screen(pilot, TargetDetailScreen)
         assert app.screen.target == first
+
+    drive(study, script)
+
+
+def test_keys_typed_in_a_burst_after_slash_reach_the_filter(study: Path) -> None:
+    """'/' then '3' typed faster than a frame: the '3' was forwarded to the table, which still had the
+    focus while '/' bubbled up to the screen's binding, so the filter box got '' (and Enter opened a
+    target). The keys are posted as a terminal's driver posts them, without waiting in between."""
+    async def script(app, pilot):
+        await pilot.press("2")
+        await until_screen(pilot, TargetsScreen)
+        ft = await until_table(pilot, "#targets")
+        await wait_for(pilot, lambda: app.focused is ft.table, what="the table focused")
+        for key, char in (("slash", "/"), ("3", "3"), ("slash", "/"), ("2", "2")):
+            app.post_message(events.Key(key, char))
+        box = app.screen.query_one("#filter", Input)
+        await wait_for(pilot, lambda: box.value == "3/2", what="'3/2' in the filter box")
+        assert app.focused is box
 
     drive(study, script)
 
