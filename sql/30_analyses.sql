@@ -170,6 +170,8 @@ WITH p AS (
                 THEN error('counterfactual_all: remove holds a NULL; give train indices only')
                 WHEN list_min(remove) < 0 OR list_max(remove) >= e.n_train
                 THEN error('counterfactual_all: remove holds train indices outside 0..' || (e.n_train - 1))
+                WHEN EXISTS (SELECT 1 FROM unnest(remove) u(x) WHERE u.x <> floor(u.x))  -- [1.5] removed nothing
+                THEN error('counterfactual_all: remove holds a fraction; give whole train indices')
                 ELSE remove END AS rm
     FROM (SELECT dmdb_fit_or_latest(fit) AS fid) q
     -- LEFT joins: with an empty fits table an inner join never evaluated fid, so a database

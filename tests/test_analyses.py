@@ -175,6 +175,7 @@ def test_counterfactual_rejects_bad_input(small):
         ("counterfactual(target := 0, k := 'inf'::DOUBLE)", "counterfactual: k must be a whole number, got inf"),
         (f"counterfactual_all(remove := [-1, {N}])", f"outside 0..{N - 1}"),
         ("counterfactual_all(remove := [1, NULL])", "remove holds a NULL"),  # was the change of [1], silently
+        ("counterfactual_all(remove := [1, 2.5])", "remove holds a fraction"),  # removed 1 only, as Python refuses
     ):
         with pytest.raises(DmdbError, match=msg):
             db.sql(f"SELECT * FROM {q}")
