@@ -303,7 +303,9 @@ ORDER BY ranked.r;
 
 CREATE OR REPLACE MACRO leakage_candidates(fit := NULL, min_z := 6.0, min_nnz := 3) AS TABLE
 WITH p AS (SELECT dmdb_fit_or_latest(fit) AS fid,
-                  coalesce(min_z::DOUBLE, error('leakage_candidates: min_z must be a number, got NULL')) AS mz,
+                  -- (NaN compared false with every z: no candidates, silently)
+                  CASE WHEN NOT isnan(min_z::DOUBLE) THEN min_z::DOUBLE
+                       ELSE error('leakage_candidates: min_z must be a number, got ' || coalesce(min_z::VARCHAR, 'NULL')) END AS mz,
                   -- a median and MAD of fewer than 3 weights mean nothing (Python refuses them too)
                   dmdb_count(min_nnz, 3, 'leakage_candidates: min_nnz') AS mn),
 st AS (

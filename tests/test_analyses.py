@@ -331,13 +331,18 @@ def test_leakage_matches_brute_force(small):
     sql = db.sql("SELECT target, train_idx FROM leakage_candidates(fit := ?, min_z := 2.0, min_nnz := 4)", [fid])
     assert list(zip(sql["target"].to_list(), sql["train_idx"].to_list())) == [(t, i) for _, t, i in brute_leakage(W, 2.0, 4)]
     for args, says in (("min_nnz := 1", "min_nnz must be >= 3, got 1"), ("min_nnz := 3.5", "min_nnz must be a whole number"),
-                       ("min_nnz := NULL", "min_nnz must be >= 3, got NULL"), ("min_z := NULL", "min_z must be a number, got NULL")):
+                       ("min_nnz := NULL", "min_nnz must be >= 3, got NULL"), ("min_z := NULL", "min_z must be a number, got NULL"),
+                       ("min_z := 'nan'::DOUBLE", "min_z must be a number, got nan")):  # NaN listed no candidates
         with pytest.raises(DmdbError, match=says):
             db.sql(f"SELECT * FROM leakage_candidates(fit := {fid}, {args})")
     with pytest.raises(BadInputError, match="min_nnz must be at least 3"):
         A.leakage(db, fit=fid, min_nnz=3.5)  # int() made it 3
     with pytest.raises(BadInputError, match="min_z must be a number, got None"):
         A.leakage(db, fit=fid, min_z=None)  # a TypeError from float()
+    with pytest.raises(BadInputError, match="min_z must be a number, got nan"):
+        A.leakage(db, fit=fid, min_z=float("nan"))  # an empty frame, as if nothing leaked
+    every = A.leakage(db, fit=fid, min_z=-np.inf, limit=None)  # an infinite threshold is still a threshold
+    assert list(zip(every["target"].to_list(), every["train_idx"].to_list())) == [(t, i) for _, t, i in brute_leakage(W, -np.inf)]
     for bad in (2.5, True, 0):
         with pytest.raises(BadInputError, match="limit must be a positive integer or None"):
             A.leakage(db, fit=fid, limit=bad)

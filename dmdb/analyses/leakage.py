@@ -16,6 +16,7 @@ Second opinion, where both the target and the train example have image payloads 
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -47,6 +48,8 @@ def leakage(
     if not is_int(min_nnz) or min_nnz < 3:
         raise BadInputError(f"min_nnz must be at least 3 (a median and MAD of fewer weights mean nothing), got {min_nnz!r}")
     min_z = as_real(min_z, "min_z")  # None or text reached SQL's cast as a TypeError
+    if math.isnan(min_z):  # no weight's z is >= NaN: it listed no candidates, as if there were no leakage
+        raise BadInputError("min_z must be a number, got nan")
     if limit is not None and (not is_int(limit) or limit < 1):
         raise BadInputError(f"limit must be a positive integer or None, got {limit!r}")
     info = resolve_fit(db, fit)
