@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import duckdb
 import numpy as np
 import polars as pl
 import pytest
@@ -428,3 +431,36 @@ def test_id_columns_have_the_tables_types(small):
     assert stacked.schema == {"fit_id": pl.Int32, "target": pl.Int32}
     near = frames[-1]
     assert near.schema["neighbor"] == pl.Int32 and near.schema["neighbor_label"] == frames[0].schema["label"]
+
+
+# -- plain DuckDB, no dmdb in the reading process -----------------------------------------------
+
+def readme_sql_examples() -> list[str]:
+    """The queries of README's 'In the DuckDB shell' block, one a line, comments cut off."""
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = text.split("In the DuckDB shell", 1)[1].split("```sql\n", 1)[1].split("```", 1)[0]
+    return [line.split("--")[0].strip() for line in block.splitlines() if line.strip()]
+
+
+def test_readme_sql_runs_in_plain_duckdb_read_only_and_attached(tmp_path):
+    rng = np.random.default_rng(7)
+    db, _ = new_db(tmp_path, rng=rng)  # 200 train examples, 30 targets: the README's ids exist
+    W = sparse_random_W(rng, 200, 30, 0.2)
+    bias = rng.normal(0, 0.3, 30)
+    fid = insert_fit(db, "e", W, bias)
+    A.embed(db, fit=fid, n_components=2, n_clusters=3)
+    db.close()
+    queries = readme_sql_examples()
+    assert len(queries) >= 12 and any("mask_indices" in q for q in queries)
+    expect = bias + W.sum(0) - W[[3, 17, 40]].sum(0)
+    path = str(tmp_path / "a.duckdb")
+    with duckdb.connect(path, read_only=True) as con:
+        for q in queries:
+            con.sql(q).fetchall()  # every documented query runs from the macros stored in the file
+        got = con.sql("SELECT predicted_margin FROM counterfactual_all(remove := [3, 17, 40])").fetchnumpy()
+        np.testing.assert_allclose(got["predicted_margin"], expect, atol=1e-9)
+    with duckdb.connect() as con:  # attached: the macros find their tables once it is the current database
+        con.execute(f"ATTACH '{path}' AS s (READ_ONLY)")
+        con.execute("USE s")
+        got = con.sql("SELECT predicted_margin FROM counterfactual_all(remove := [3, 17, 40])").fetchnumpy()
+        np.testing.assert_allclose(got["predicted_margin"], expect, atol=1e-9)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import polars as pl
 import pytest
@@ -64,6 +65,20 @@ def test_sql_sees_the_same_bits_and_margins(exp: dmdb.Experiment) -> None:
     assert nested["l"] == nested["a"] == f"[{row['mask']}]" and nested["s"] == f"{{'m': {row['mask']}, 'n': 1}}"
     assert nested["ints"] == [1, 2]
     assert nested["m"] == "{1=2 days}"
+
+
+def test_plain_duckdb_reads_masks_as_the_readme_says(db: dmdb.Database, db_path: Path) -> None:
+    """A user without dmdb: a read-only duckdb connection, the macros stored in the file."""
+    exp = db.create_experiment("small", n_train=37, n_targets=5, alpha=0.5)  # 37: pad bits
+    masks, margins = random_runs(6, 37, 5, seed=2)
+    masks[0] = False  # an empty subset gives an empty list, not NULL
+    exp.record_batch(np.arange(6), masks, margins)
+    db.close()
+    with duckdb.connect(str(db_path), read_only=True) as con:
+        rows = con.execute("SELECT mask_indices(mask), mask::BLOB, margins[3] FROM runs ORDER BY run_id").fetchall()
+    assert [r[0] for r in rows] == [np.flatnonzero(m).tolist() for m in masks]  # there was no way but get_bit per index
+    assert [r[1] for r in rows] == [np.packbits(m).tobytes() for m in masks]
+    np.testing.assert_array_equal([r[2] for r in rows], margins[:, 2])  # margins[t + 1] is target t
 
 
 def test_metadata_columns(exp: dmdb.Experiment) -> None:
