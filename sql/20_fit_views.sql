@@ -2,14 +2,17 @@
 -- --where), its holdout runs from holdout_pool (never narrowed, so every fit of an experiment is
 -- scored on the same held-out runs) and its targets from target_pool (narrowed by --targets).
 -- Redefine a view to change the default for every fit; the fit records what it used in fit_runs.
+-- These three are created once (IF NOT EXISTS): a writable open that re-applies sql/ (a new dmdb
+-- release) keeps a redefinition, where OR REPLACE put every fit back on all the runs, silently.
+-- CREATE OR REPLACE the definition below to return to the default.
 
-CREATE OR REPLACE VIEW fit_pool AS
+CREATE VIEW IF NOT EXISTS fit_pool AS
 SELECT experiment, run_id FROM runs WHERE role = 'fit';
 
-CREATE OR REPLACE VIEW holdout_pool AS
+CREATE VIEW IF NOT EXISTS holdout_pool AS
 SELECT experiment, run_id FROM runs WHERE role = 'holdout';
 
-CREATE OR REPLACE VIEW target_pool AS
+CREATE VIEW IF NOT EXISTS target_pool AS
 SELECT e.name AS experiment, t.i::INTEGER AS target
 FROM experiments e, range(e.n_targets) t(i);
 

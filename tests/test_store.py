@@ -52,6 +52,22 @@ def test_a_database_from_before_fit_order_gains_the_column(db_path: Path) -> Non
         assert db.sql("SELECT count(*) AS n FROM fit_runs WHERE fit_order IS NULL")["n"][0] == 12
 
 
+def test_a_redefined_pool_view_survives_a_new_release(db_path: Path) -> None:
+    """README: redefine fit_pool (or holdout_pool, target_pool) to change what every fit uses. A new
+    dmdb release re-applies sql/ on the next writable open; that put fit_pool back on every run."""
+    with dmdb.open(db_path) as db:
+        exp = db.create_experiment("e", n_train=6, n_targets=3)
+        runs = list(exp.plan(12, seed=0))
+        exp.record_batch([r.run_id for r in runs], np.stack([r.mask for r in runs]), np.zeros((12, 3)))
+        db.sql("CREATE OR REPLACE VIEW fit_pool AS SELECT experiment, run_id FROM runs WHERE role = 'fit' AND run_id < 8")
+        db.sql("CREATE OR REPLACE VIEW target_pool AS SELECT 'e' AS experiment, 1 AS target")
+        db.sql("UPDATE dmdb_meta SET value = 'older' WHERE key = 'sql_sha256'")  # as written by another release
+    with dmdb.open(db_path) as db:
+        assert db.sql("SELECT value FROM dmdb_meta WHERE key = 'sql_sha256'")["value"][0] != "older"  # re-applied
+        assert db.sql("SELECT run_id FROM fit_pool ORDER BY run_id")["run_id"].to_list() == list(range(8))
+        assert db.sql("SELECT target FROM target_pool")["target"].to_list() == [1]
+
+
 def test_unknown_schema_version_refused(db_path: Path) -> None:
     dmdb.open(db_path).close()
     con = duckdb.connect(str(db_path))
