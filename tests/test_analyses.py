@@ -431,6 +431,11 @@ def test_id_columns_have_the_tables_types(small):
     assert stacked.schema == {"fit_id": pl.Int32, "target": pl.Int32}
     near = frames[-1]
     assert near.schema["neighbor"] == pl.Int32 and near.schema["neighbor_label"] == frames[0].schema["label"]
+    # and a Python frame stacks with its SQL macro's (counterfactual's removed was List(Int64) against INTEGER[])
+    for frame, macro in zip(frames[1:], (f"counterfactual(fit := {fid}, target := 1, k := 3)",
+                                         f"counterfactual_all(fit := {fid}, remove := [1, 2])", f"brittleness(fit := {fid})",
+                                         f"nearest_targets(fit := {fid}, target := 1, k := 3)")):
+        assert frame.schema == db.sql(f"SELECT * FROM {macro}").schema, macro
 
 
 # -- plain DuckDB, no dmdb in the reading process -----------------------------------------------

@@ -123,11 +123,11 @@ def counterfactual(
             "predicted_margin": [pred],
             "predicted_change": [change],
             "flips": [(base < 0) != (pred < 0)],
-            "removed": [removed.astype(np.int64).tolist()],
+            "removed": [removed.astype(np.int32).tolist()],
         },
         schema={"fit_id": pl.Int32, "target": pl.Int32, "mode": pl.Utf8, "n_removed": pl.Int64,
                 "base_margin": pl.Float64, "predicted_margin": pl.Float64, "predicted_change": pl.Float64,
-                "flips": pl.Boolean, "removed": pl.List(pl.Int64)},
+                "flips": pl.Boolean, "removed": pl.List(pl.Int32)},  # train_idx is INTEGER
     )
 
 
