@@ -1,9 +1,9 @@
 -- Views over recorded runs for ad hoc SQL. Re-created on every writable open.
 
--- The long form: one row per (run, target).
+-- The long form: one row per (run, target); target is INTEGER as in every other table (range() gives BIGINT).
 CREATE OR REPLACE VIEW margins_long AS
 SELECT experiment, run_id, role,
-       unnest(range(len(margins))) AS target,
+       unnest(range(len(margins))::INTEGER[]) AS target,
        unnest(margins)             AS margin
 FROM runs;
 

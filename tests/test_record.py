@@ -53,6 +53,7 @@ def test_sql_sees_the_same_bits_and_margins(exp: dmdb.Experiment) -> None:
     long = exp.db.sql("SELECT run_id, target, margin FROM margins_long ORDER BY run_id, target")
     np.testing.assert_array_equal(long["margin"].to_numpy().reshape(8, 5), margins)
     assert long["target"].to_list()[:6] == [0, 1, 2, 3, 4, 0]
+    assert long.schema["target"] == pl.Int32  # as fit_targets.target, so frames stack and join (it was Int64)
     # masks as bit strings, intervals (e.g. between two created_at) as text: DuckDB shell's forms
     # (polars refused intervals: "POLARS_IMPORT_INTERVAL_AS_STRUCT")
     row = exp.db.sql("SELECT mask, INTERVAL 90 MINUTE AS took, created_at - TIMESTAMP '2000-01-01' AS span "
