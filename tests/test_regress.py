@@ -179,6 +179,53 @@ def test_diff_means_matches_brute_force_loop():
     assert np.isnan(res.lam).all()
 
 
+def test_examples_in_every_run_or_none_get_no_weight_along_the_whole_lasso_path() -> None:
+    """Example 5 is in every run, 4 in none: their centred columns are 0, so is their weight at
+    every lambda (scikit-learn's too). The float32 X'Y sums left example 5 a correlation of
+    rounding noise (margins near 1000), and below that lambda the path grew it a weight of 0.16."""
+    rng = np.random.default_rng(1)
+    X = rng.random((800, 30)) < 0.5
+    X[:, 5], X[:, 4] = True, False
+    Y = (1000 + X[:, :2] @ np.array([[1.0], [0.5]]) + 5 * rng.normal(size=(800, 1))).astype(np.float32)
+    path = lasso_path(X, Y, n_lambdas=30, eps=1e-6, device="cpu")
+    assert not path.coefs[:, 4:6, :].any()
+    assert np.delete(path.coefs[-1, :, 0], [4, 5]).all()  # at lambda near 0 every other example has one
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_ridge_gives_examples_in_every_run_or_none_exactly_zero(dtype: torch.dtype) -> None:
+    """The ridge solution's row of such an example is 0 (lambda w_i = 0), as scikit-learn's; the
+    eigenbasis of G mixed rounding into it (7.9e-07 in float32, 6e-16 in float64)."""
+    rng = np.random.default_rng(1)
+    X = rng.random((300, 6)) < 0.5
+    X[:, 5], X[:, 4] = True, False
+    Y = 50 + X[:, :2] @ np.array([[1.0, -2.0], [0.5, 0.0]]) + 0.5 * rng.normal(size=(300, 2))
+    fit, val = np.arange(225), np.arange(225, 300)
+    res = select_ridge(X, Y, fit, val, dtype=dtype, device="cpu")
+    assert not res.W[4:6].any()
+    for t in (0, 1):
+        sk = Ridge(alpha=300 * res.lam[t]).fit(X.astype(np.float64), Y[:, t])
+        assert not sk.coef_[4:6].any()
+        np.testing.assert_allclose(res.W[:, t], sk.coef_, atol=1e-9 if dtype == torch.float64 else 1e-5)
+
+
+@pytest.mark.parametrize("gram", ["matrix", "masks"])
+def test_lasso_when_no_example_varies(gram: str) -> None:
+    """N = 1, or every example in every run or none: G = 0 and nothing to fit; the weights are 0
+    and the bias is the mean margin. It was a RuntimeError (1/L overflowed float32)."""
+    rng = np.random.default_rng(2)
+    X = np.zeros((20, 3), dtype=bool)
+    X[:, 1] = True
+    Y = rng.normal(size=(20, 2))
+    res = select_lasso(X, Y, np.arange(15), np.arange(15, 20), gram=gram, device="cpu")
+    assert not res.W.any() and res.converged.all()
+    np.testing.assert_allclose(res.bias, Y.mean(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(res.val_mse, ((Y[15:] - Y[:15].mean(axis=0)) ** 2).mean(axis=0), rtol=1e-6)
+    one = lasso_path(X[:, 1:2], Y, n_lambdas=3, gram=gram, device="cpu")
+    assert not one.coefs.any()
+    np.testing.assert_allclose(one.intercepts, np.tile(Y.mean(axis=0), (3, 1)), rtol=1e-6)
+
+
 @pytest.mark.parametrize("n, N, gram", [(300, 20, "matrix"), (300, 20, "masks"), (300, 500, None), (300, 500, "matrix")])
 def test_ridge_matches_sklearn_ridge_with_alpha_n_lambda(n: int, N: int, gram: str | None):
     """Both forms (G's eigendecomposition; the kernel form, the default with fit runs <= N/2)."""

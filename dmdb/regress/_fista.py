@@ -62,15 +62,19 @@ def curvature(op: GramOperator) -> Curvature:
     subspace iteration on G and on L*I - G (applied, never formed). The top of a random-mask
     spectrum is a dense cluster, so L is padded by 1%; mu is halved, since too much momentum
     could stall the solver while too little only slows it. A centred Gram matrix of n <= N
-    runs has rank < N: mu is 0 without estimating it."""
+    runs has rank < N: mu is 0 without estimating it. G = 0 (every example in every run or in
+    none, e.g. N = 1) has nothing to solve, every weight stays 0: L is then 1, a step that fits
+    the solver's dtype (1/L of a vanishing L overflowed float32)."""
     singular = op.n_runs <= op.N
     small = op.small_spectrum()
     if small is not None:
         ev = torch.linalg.eigvalsh(small.to(torch.float64))
-        L, bottom = float(ev[-1]) * (1 + 1e-9) + 1e-300, float(ev[0])
+        L, bottom = float(ev[-1]) * (1 + 1e-9), float(ev[0])
     else:
         L = _top_eigenvalue(op.apply, op.N, op.device, op.dtype) * 1.01
         bottom = 0.0 if singular else L - _top_eigenvalue(lambda V: L * V - op.apply(V), op.N, op.device, op.dtype)
+    if not L > 0:
+        return Curvature(L=1.0, mu=0.0)
     mu = 0.0 if singular else 0.5 * bottom
     return Curvature(L=L, mu=mu if mu > 1e-3 * L else 0.0)
 

@@ -137,7 +137,9 @@ def select_ridge(
     else:
         st_out = st_fit
     W = Q @ (Qc / (evals[:, None] + lam[None, :]))
-    W = torch.where(const[None, :], torch.zeros_like(W), W)
+    # exact zeros where the solution is 0: constant targets, and examples in every run or none (whose
+    # rows of G are 0, but an eigenbasis with other null directions mixes rounding into them)
+    W = torch.where(const[None, :] | ~st_out.varying[:, None], torch.zeros_like(W), W)
     bias = st_out.y_mean - st_out.x_mean @ W.to(torch.float64)
     return SolverResult(
         method="ridge",

@@ -114,9 +114,18 @@ class GramStats:
         """Targets whose margins are all equal on these runs: nothing to regress on."""
         return self.y_max == self.y_min
 
+    @property
+    def varying(self) -> torch.Tensor:
+        """Examples in some but not all of these runs; the others' centred mask columns are zero."""
+        return (self.col_sum > 0) & (self.col_sum < self.n)
+
     def cross(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """c = Xc'yc/n (N, T) and yc'yc/n (T,), formed in float64 then cast once."""
+        """c = Xc'yc/n (N, T) and yc'yc/n (T,), formed in float64 then cast once. The row of an
+        example in every run or in none is 0 exactly: X'Y sums in the solver's float32 leave it
+        rounding noise, which its zero column of G cannot hold back, so the lasso path would
+        grow that example a weight without bound once lambda fell below the noise."""
         c = self.xty / self.n - torch.outer(self.x_mean, self.y_sum / self.n)
+        c = torch.where(self.varying[:, None], c, 0.0)
         return c.to(dtype), self.y_var.to(dtype)
 
     def take_gram(self, dtype: torch.dtype) -> torch.Tensor:
