@@ -452,3 +452,33 @@ def test_python_fit_warns_about_unconverged_targets(db: dmdb.Database) -> None:
     with pytest.warns(dmdb.ConvergenceWarning, match=rf"{T - 1} target\(s\) did not reach tol 1e-12"):
         capped = exp.fit("lasso", k=10, max_iter=1, tol=1e-12)
     assert len(capped.not_converged) == T - 1
+
+
+def test_a_missing_lds_says_why(db: dmdb.Database, capsys: pytest.CaptureFixture[str]) -> None:
+    """With 2 holdout runs `dmdb fit` printed 'LDS on 2 holdout runs: n/a (no holdout runs)', and the
+    same for holdout margins that are constant for every target; import-scores said only 'n/a'."""
+    rng = np.random.default_rng(0)
+    for name, n_holdout, flat in (("none", 0, False), ("two", 2, False), ("flat", 5, True)):
+        exp = db.create_experiment(name, n_train=6, n_targets=2, alpha=0.5)
+        for n, role in ((30, "fit"), (n_holdout, "holdout")):
+            runs = list(exp.plan(n, seed=1, role=role)) if n else []
+            if runs:
+                M = np.stack([r.mask for r in runs])
+                Y = np.ones((n, 2)) if flat and role == "holdout" else M @ rng.normal(size=(6, 2))
+                exp.record_batch([r.run_id for r in runs], M, Y, role=role)
+    fits = {name: db.experiment(name).fit("ridge") for name in ("none", "two", "flat")}
+    assert {k: (f.lds, f.lds_missing) for k, f in fits.items()} == {
+        "none": (None, "no holdout runs"),
+        "two": (None, "2 holdout runs; a rank correlation needs at least 3"),
+        "flat": (None, "every target's holdout margins are constant"),
+    }
+    assert fits["two"].targets()["holdout_spearman"].to_list() == [None, None]
+    scored = db.experiment("syn").fit("diff-means")
+    assert scored.lds is not None and scored.lds_missing is None
+    path = db.path
+    db.close()
+    assert main(["fit", "two", "--db", path, "--estimator", "diff-means", "--quiet"]) == 0
+    assert "LDS on 2 holdout runs: n/a (2 holdout runs; a rank correlation needs at least 3)" in capsys.readouterr().err
+    np.save(Path(path).parent / "s.npy", np.ones((6, 2)))
+    assert main(["import-scores", "flat", str(Path(path).parent / "s.npy"), "--db", path]) == 0
+    assert "LDS n/a (every target's holdout margins are constant)" in capsys.readouterr().err

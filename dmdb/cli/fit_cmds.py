@@ -86,7 +86,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
             warnings.simplefilter("always", DmdbWarning)
             fit = exp.fit(args.estimator, where=args.where, targets=args.targets, device=args.device,
                           curve=args.curve, progress=bar, **options)
-        lds = "n/a (no holdout runs)" if fit.lds is None else f"{fit.lds:.4f}"
+        lds = f"n/a ({fit.lds_missing})" if fit.lds is None else f"{fit.lds:.4f}"
         STDERR.print(
             f"fit {fit.fit_id}: {fit.estimator} on {fit.experiment!r}, {fit.n_fit_runs} fit + {fit.n_val_runs} val runs, "
             f"{fit.seconds:.1f} s on {fit.device}; LDS on {fit.n_holdout_runs} holdout runs: {lds}"
@@ -129,7 +129,7 @@ def cmd_import_scores(args: argparse.Namespace) -> int:
     with store.open(args.db, create=False) as db, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", DmdbWarning)
         fit = db.experiment(args.experiment).import_scores(args.path, name=args.name, calibrate=not args.no_calibrate)
-        lds = "n/a" if fit.lds is None else f"{fit.lds:.4f}"
+        lds = f"n/a ({fit.lds_missing})" if fit.lds is None else f"{fit.lds:.4f}"
     STDERR.print(f"fit {fit.fit_id}: {fit.estimator} on {fit.experiment!r}; LDS {lds}")
     print_warnings(caught)
     return 0

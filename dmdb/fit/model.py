@@ -11,6 +11,7 @@ import polars as pl
 from ..analyses.weights import FitWeights, load_weights, resolve_fit
 from ..errors import BadInputError
 from ..validate import is_int
+from .options import MIN_HOLDOUT_RUNS
 
 if TYPE_CHECKING:
     from ..store import Database
@@ -35,6 +36,18 @@ class Fit:
         self.n_fit_runs, self.n_val_runs, self.n_holdout_runs = row[2], row[3], row[4]
         self.device: str = row[5]
         self.seconds: float = row[6]
+
+    @property
+    def lds_missing(self) -> str | None:
+        """Why the fit has no LDS, in words (None when it has one)."""
+        if self.lds is not None:
+            return None
+        n = self.n_holdout_runs
+        if n == 0:
+            return "no holdout runs"
+        if n < MIN_HOLDOUT_RUNS:
+            return f"{n} holdout run{'s' if n > 1 else ''}; a rank correlation needs at least {MIN_HOLDOUT_RUNS}"
+        return "every target's holdout margins are constant"
 
     @property
     def not_converged(self) -> list[int]:

@@ -84,3 +84,6 @@ class FitOptions:
 
 DEFAULT_CURVE = (0.1, 0.25, 0.5, 1.0)
 """Fractions of the fit runs a learning curve refits on (`--curve` without a value)."""
+
+MIN_HOLDOUT_RUNS = 3
+"""The fewest holdout runs an LDS is computed on: the rank correlation of two runs is always +-1."""

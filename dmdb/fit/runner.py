@@ -15,7 +15,7 @@ from ..regress import SolverResult, predict, spearman_per_target
 from ..regress._inputs import Progress, resolve_device
 from ..validate import as_real
 from .estimators import SOLVERS
-from .options import FitOptions
+from .options import MIN_HOLDOUT_RUNS, FitOptions
 from .selection import Selection, select
 from .write import CurvePoint, FitRecord, write_fit
 
@@ -58,11 +58,12 @@ def holdout_scores(data: FitData, W: np.ndarray, bias: np.ndarray) -> tuple[np.n
     """Per-target Spearman of predicted vs actual holdout margins, and their mean (the LDS).
 
     Targets whose holdout margins are constant have no rank correlation (NaN, stored as NULL)
-    and are left out of the mean. A datamodel that predicts one margin for every run (a lasso
-    target with no nonzero weight) ranks nothing: it counts as 0, so that an estimator cannot
-    raise its LDS by giving up on hard targets.
+    and are left out of the mean; with fewer than MIN_HOLDOUT_RUNS holdout runs no target has
+    one. A datamodel that predicts one margin for every run (a lasso target with no nonzero
+    weight) ranks nothing: it counts as 0, so that an estimator cannot raise its LDS by giving
+    up on hard targets.
     """
-    if data.X_holdout.shape[0] < 3:
+    if data.X_holdout.shape[0] < MIN_HOLDOUT_RUNS:
         return np.full(W.shape[1], np.nan), None
     pred = predict(data.X_holdout, W, bias)
     rho = spearman_per_target(pred, data.Y_holdout)
