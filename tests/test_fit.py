@@ -319,6 +319,20 @@ def test_fit_options_are_checked_and_stored_as_plain_values(db: dmdb.Database) -
     assert lasso.config["k"] == 5 and lasso.config["patience"] == 3
 
 
+def test_a_lasso_path_of_lambda_max_alone_is_refused(db: dmdb.Database) -> None:
+    """k=1 or eps=1 made every lambda lambda_max: the fit was stored with 0 or 1 nonzero weight per
+    target and an LDS of 0.28 on this study (0.97 with the default path), and nothing said why."""
+    exp = db.experiment("syn")
+    for bad in (dict(k=1), dict(eps=1), dict(eps=1.0, k=5)):
+        with pytest.raises(dmdb.BadInputError, match="lasso path of lambda_max alone.*use k >= 2 and eps < 1"):
+            exp.fit("lasso", **bad)
+    assert db.fits().height == 0
+    # k and eps do not shape ridge or the difference in means
+    assert exp.fit("ridge", k=1, eps=1, targets=[0]).lds is not None
+    two = exp.fit("lasso", k=2, eps=0.5, targets=[0])
+    assert two.targets()["lam"][0] > 0 and two.targets()["nnz"][0] > 0
+
+
 def test_where_and_curve_of_the_wrong_type_are_clear_errors(db: dmdb.Database) -> None:
     """where=5 raised AttributeError, curve=0.5 and curve=['a'] TypeErrors (after the runs were
     read), a numpy array of fractions ValueError (its truth value); now a BadInputError, or for

@@ -67,6 +67,13 @@ class FitOptions:
         put("eps", as_real(self.eps, "eps"))
         if not 0 < self.eps <= 1:
             raise BadInputError(f"eps must be in (0, 1], got {self.eps}")
+        if self.estimator == "lasso" and (self.k == 1 or self.eps == 1):
+            # every lambda of the path would be the fit runs' lambda_max, where all their weights are
+            # 0 (the refit on fit + validation runs keeps at most a stray one): an LDS near 0, unexplained
+            raise BadInputError(
+                f"k={self.k}, eps={self.eps} makes a lasso path of lambda_max alone, the lambda at which every weight is 0: "
+                "use k >= 2 and eps < 1 (the path runs from lambda_max down to eps * lambda_max)"
+            )
         put("tol", as_real(self.tol, "tol"))
         if not (self.tol >= 0 and math.isfinite(self.tol)):
             raise BadInputError(f"tol must be a finite number >= 0, got {self.tol}")
