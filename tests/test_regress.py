@@ -192,8 +192,9 @@ def test_examples_in_every_run_or_none_get_no_weight_along_the_whole_lasso_path(
     assert np.delete(path.coefs[-1, :, 0], [4, 5]).all()  # at lambda near 0 every other example has one
 
 
+@pytest.mark.parametrize("gram", ["matrix", "masks"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_ridge_gives_examples_in_every_run_or_none_exactly_zero(dtype: torch.dtype) -> None:
+def test_ridge_gives_examples_in_every_run_or_none_exactly_zero(dtype: torch.dtype, gram: str) -> None:
     """The ridge solution's row of such an example is 0 (lambda w_i = 0), as scikit-learn's; the
     eigenbasis of G mixed rounding into it (7.9e-07 in float32, 6e-16 in float64)."""
     rng = np.random.default_rng(1)
@@ -201,7 +202,7 @@ def test_ridge_gives_examples_in_every_run_or_none_exactly_zero(dtype: torch.dty
     X[:, 5], X[:, 4] = True, False
     Y = 50 + X[:, :2] @ np.array([[1.0, -2.0], [0.5, 0.0]]) + 0.5 * rng.normal(size=(300, 2))
     fit, val = np.arange(225), np.arange(225, 300)
-    res = select_ridge(X, Y, fit, val, dtype=dtype, device="cpu")
+    res = select_ridge(X, Y, fit, val, dtype=dtype, gram=gram, device="cpu")
     assert not res.W[4:6].any()
     for t in (0, 1):
         sk = Ridge(alpha=300 * res.lam[t]).fit(X.astype(np.float64), Y[:, t])
