@@ -12,7 +12,7 @@ import polars as pl
 from . import examples, readback
 from .errors import BadInputError, ConvergenceWarning, DmdbError
 from .packing import PackedMasks
-from .plan import SAMPLING, Plan, PlannedRun
+from .plan import SAMPLING, Plan, PlannedRun, fixed_size
 from .readback import RunSelection
 from .record import make_batch, write_batch
 from .transaction import transaction
@@ -292,6 +292,13 @@ def create_experiment(
         raise BadInputError(f"alpha (the fraction of train examples each run keeps) must be in (0, 1), got {alpha}")
     if sampling not in SAMPLING:
         raise BadInputError(f"sampling must be one of {', '.join(SAMPLING)}, got {sampling!r}")
+    kept = fixed_size(n_train, alpha)
+    if sampling == "fixed" and not 0 < kept < n_train:  # every planned run would be the same subset
+        raise BadInputError(
+            f"alpha={alpha} of n_train={n_train} keeps {kept} examples in every run ('fixed' sampling keeps "
+            f"round(alpha * n_train)): every run would train on the same subset, and no datamodel can be fitted; "
+            "choose an alpha that keeps between 1 and n_train - 1 examples, or sampling='bernoulli'"
+        )
     if config is not None and not isinstance(config, dict):
         raise BadInputError(f"config must be a dict, got {type(config).__name__}")
     try:

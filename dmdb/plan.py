@@ -19,6 +19,11 @@ def _rng(seed: int, role: str, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(role.encode()), index])
 
 
+def fixed_size(n_train: int, alpha: float) -> int:
+    """How many examples each run of a 'fixed' sampling experiment keeps: round(alpha * n_train)."""
+    return int(round(alpha * n_train))
+
+
 def sample_mask(n_train: int, alpha: float, sampling: str, seed: int, role: str, index: int) -> tuple[np.ndarray, int]:
     """The mask and training seed of run `index` of a plan.
 
@@ -31,7 +36,7 @@ def sample_mask(n_train: int, alpha: float, sampling: str, seed: int, role: str,
     train_seed = int(rng.integers(0, 2**31 - 1))
     if sampling == "bernoulli":
         return u < alpha, train_seed
-    k = int(round(alpha * n_train))
+    k = fixed_size(n_train, alpha)
     mask = np.zeros(n_train, dtype=bool)
     if k > 0:
         mask[np.argpartition(u, k - 1)[:k]] = True

@@ -45,6 +45,10 @@ def test_unknown_experiment_names_known_ones(db: dmdb.Database) -> None:
         (dict(n_train=5, n_targets=2, alpha=1.0), "alpha"),
         (dict(n_train=5, n_targets=2, alpha=0.0), "alpha"),
         (dict(n_train=5, n_targets=2, sampling="poisson"), "sampling"),
+        # 'fixed' keeps round(alpha * n_train): 0 or all of them in every run, one subset for all runs
+        (dict(n_train=10, n_targets=2, alpha=0.04), r"alpha=0.04 of n_train=10 keeps 0 examples in every run"),
+        (dict(n_train=1, n_targets=2, alpha=0.5), r"keeps 0 examples"),
+        (dict(n_train=3, n_targets=2, alpha=0.9), r"keeps 3 examples in every run"),
         # json.dumps' own TypeError came through
         (dict(n_train=5, n_targets=2, config={"when": object()}), "config must be a JSON-serialisable dict"),
         (dict(n_train=5, n_targets=2, config=[1, 2]), "config must be a dict"),
@@ -54,6 +58,16 @@ def test_bad_experiment_arguments(db: dmdb.Database, kwargs: dict, match: str) -
     with pytest.raises(dmdb.BadInputError, match=match):
         db.create_experiment("x", **kwargs)
     assert table_counts(db)["experiments"] == 0
+
+
+def test_tiny_n_train_plans_varying_subsets() -> None:
+    """The smallest experiments 'fixed' sampling allows still plan runs that differ; Bernoulli
+    sampling of one example is allowed (its runs differ at random)."""
+    with dmdb.open(":memory:") as mem:
+        two = mem.create_experiment("two", n_train=2, n_targets=1, alpha=0.5).plan(20, seed=0)
+        assert {tuple(r.mask) for r in two} == {(True, False), (False, True)}
+        one = mem.create_experiment("one", n_train=1, n_targets=1, alpha=0.5, sampling="bernoulli").plan(20, seed=0)
+        assert {bool(r.mask[0]) for r in one} == {True, False}
 
 
 def test_example_payloads_round_trip(exp: dmdb.Experiment) -> None:
