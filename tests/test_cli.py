@@ -99,6 +99,20 @@ def test_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str])
         main(["info", "--db", str(tmp_path / "missing.duckdb"), "--debug"])
 
 
+def test_every_option_of_every_verb_says_what_it_does() -> None:
+    """`dmdb VERB --help` is where a user looks: an option listed there without a line (fit's --max-iter,
+    --split-seed, --dtype, embed's --seed, collect's --engine were) leaves them guessing."""
+    import argparse
+
+    from dmdb.cli import build_parser
+
+    verbs = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    bare = [f"{verb} {'/'.join(action.option_strings) or action.dest}"
+            for verb, parser in verbs.items() for action in parser._actions
+            if action.option_strings and not action.help]
+    assert len(verbs) == 21 and bare == []
+
+
 def test_ingest_and_import_npy(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     db = str(tmp_path / "x.duckdb")
     masks, margins, completed = make_store(tmp_path / "store")

@@ -59,7 +59,7 @@ def register(sub: Any, parents: tuple[argparse.ArgumentParser, argparse.Argument
 
     p = sub.add_parser("similar", parents=parents_,
                        help="a target's most helpful and harmful train examples, or with --nearest its nearest targets")
-    p.add_argument("--target", "-t", type=int, required=True)
+    p.add_argument("--target", "-t", type=int, required=True, help="the target")
     p.add_argument("--k", type=int, default=10, help="rows per direction, or neighbours (default 10)")
     p.add_argument("--nearest", action="store_true", help="nearest targets by cosine similarity of weight vectors")
     p.set_defaults(func=cmd_similar)
@@ -75,8 +75,9 @@ def register(sub: Any, parents: tuple[argparse.ArgumentParser, argparse.Argument
                        help="PCA and spectral clusters of the targets' weight vectors; stores them and prints a summary")
     p.add_argument("--components", type=int, default=10, help="PCA components (default 10)")
     p.add_argument("--clusters", type=int, default=8, help="spectral clusters (default 8)")
-    p.add_argument("--seed", type=at_least(0), default=0)
-    p.add_argument("--method", choices=["auto", "exact", "randomized"], default="auto")
+    p.add_argument("--seed", type=at_least(0), default=0, help="seed of the randomized SVD and of k-means (default 0)")
+    p.add_argument("--method", choices=["auto", "exact", "randomized"], default="auto",
+                   help="SVD: exact (dense), randomized, or auto: exact for small fits (default auto)")
     p.add_argument("--ends", type=at_least(1), default=5, help="ids listed at either end of a component or cluster (default 5)")
     p.add_argument("--per-target", action="store_true", help="print each target's cluster and scores instead")
     p.set_defaults(func=cmd_embed)

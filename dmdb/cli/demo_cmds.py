@@ -29,7 +29,7 @@ def register(sub: Any, parents: tuple[argparse.ArgumentParser, argparse.Argument
         help="train thousands of small models on scikit-learn's digits, fit datamodels, verify them, summarise",
     )
     p.add_argument("--runs", type=at_least(10), help="fit runs to train (default 1000; 300 with --quick)")
-    p.add_argument("--quick", action="store_true", help="a smaller study (300 fit runs; about half a minute on an idle 2-core machine)")
+    p.add_argument("--quick", action="store_true", help="a smaller study (300 fit and 80 holdout runs; what the tests run)")
     p.add_argument("--model", choices=KINDS, default="linear", help="linear softmax (default) or a 1-hidden-layer MLP")
     p.add_argument("--threads", type=at_least(1), help="torch threads for training (default: torch's choice)")
     p.set_defaults(func=cmd_demo)

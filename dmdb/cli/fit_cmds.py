@@ -34,18 +34,24 @@ def register(sub: Any, parents: tuple[argparse.ArgumentParser, argparse.Argument
         "holdout_pool and targets from target_pool (narrowed by --targets).",
     )
     p.add_argument("experiment")
-    p.add_argument("--estimator", "-e", choices=ESTIMATORS, default="lasso")
+    p.add_argument("--estimator", "-e", choices=ESTIMATORS, default="lasso",
+                   help="lasso path (default), ridge, or diff-means (difference in means)")
     p.add_argument("--k", type=int, default=_DEFAULTS.k, help=f"lambdas on the path (default {_DEFAULTS.k})")
     p.add_argument("--eps", type=float, default=_DEFAULTS.eps, help=f"smallest lambda / lambda_max (default {_DEFAULTS.eps})")
     p.add_argument("--tol", type=float, default=_DEFAULTS.tol, help=f"duality-gap tolerance (default {_DEFAULTS.tol})")
-    p.add_argument("--max-iter", type=int, default=_DEFAULTS.max_iter)
+    p.add_argument("--max-iter", type=int, default=_DEFAULTS.max_iter,
+                   help="lasso: iterations per lambda; a target that reaches it before --tol keeps its last "
+                   f"iterate and is listed as not converged (default {_DEFAULTS.max_iter})")
     p.add_argument("--patience", type=int, default=_DEFAULTS.patience,
                    help="stop a target's path after this many lambdas without validation gain "
                    f"(default {_DEFAULTS.patience}; 0: solve the whole path)")
     p.add_argument("--no-refit", action="store_true", help="keep the fit-run solution instead of refitting on fit+val")
     p.add_argument("--val-frac", type=float, default=_DEFAULTS.val_frac, help=f"validation share of the fit pool (default {_DEFAULTS.val_frac})")
-    p.add_argument("--split-seed", type=at_least(0), default=_DEFAULTS.split_seed)
-    p.add_argument("--dtype", choices=["float32", "float64"], default=_DEFAULTS.dtype)
+    p.add_argument("--split-seed", type=at_least(0), default=_DEFAULTS.split_seed,
+                   help="seed of the shuffle that splits the fit pool into fit and validation runs, whose order "
+                   f"is also the learning curve's (default {_DEFAULTS.split_seed})")
+    p.add_argument("--dtype", choices=["float32", "float64"], default=_DEFAULTS.dtype,
+                   help=f"precision of the solver (default {_DEFAULTS.dtype})")
     p.add_argument("--device", help="cpu or cuda (default: cuda when present)")
     p.add_argument("--gram", choices=["matrix", "masks"],
                    help="lasso and ridge: hold G = Xc'Xc/n as an N x N matrix, or work through the centred masks "

@@ -33,7 +33,7 @@ def register(sub: Any, parents: tuple[argparse.ArgumentParser, argparse.Argument
     p.add_argument("experiment")
     p.add_argument("--runs", type=at_least(1), required=True, help="runs in the plan")
     p.add_argument("--seed", type=at_least(0), default=0, help="plan seed (default 0)")
-    p.add_argument("--role", choices=ROLES, default="fit")
+    p.add_argument("--role", choices=ROLES, default="fit", help="role of the planned runs (default fit)")
     p.add_argument("--out", help="plan file to write (default: print the JSON)")
     p.set_defaults(func=cmd_plan)
 
@@ -65,8 +65,9 @@ def register(sub: Any, parents: tuple[argparse.ArgumentParser, argparse.Argument
     p.add_argument("--train", required=True, help=TRAIN_HELP)
     p.add_argument("--runs", type=at_least(1), required=True, help="runs in the plan")
     p.add_argument("--seed", type=at_least(0), default=0, help="plan seed (default 0)")
-    p.add_argument("--role", choices=ROLES, default="fit")
-    p.add_argument("--engine", choices=ENGINES, default="local")
+    p.add_argument("--role", choices=ROLES, default="fit", help="role of the planned runs (default fit)")
+    p.add_argument("--engine", choices=ENGINES, default="local",
+                   help="local: worker processes on this machine (default); ray: tasks on a Ray cluster")
     p.add_argument("--workers", type=at_least(1), help="local: worker processes (default: CPU count)")
     p.add_argument("--retries", type=at_least(0), default=3, help="extra tries of a run whose worker died or raised (default 3)")
     p.add_argument("--shards", help="shard folder (default: DB.shards next to the database; shared by all nodes for Ray)")

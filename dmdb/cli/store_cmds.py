@@ -58,7 +58,7 @@ def register(sub: Any, parents: tuple[argparse.ArgumentParser, argparse.Argument
     p.set_defaults(func=cmd_ingest)
 
     p = sub.add_parser("import-npy", parents=[common], help="import a reference store (masks.npy, margins.npy, _completed.npy)")
-    p.add_argument("directory")
+    p.add_argument("directory", help="folder holding masks.npy, margins.npy and _completed.npy")
     p.add_argument("--name", required=True, help="experiment to create or extend")
     p.add_argument("--role", default="fit", choices=["fit", "holdout"], help="role of the imported runs (default: fit)")
     p.add_argument("--alpha", type=float, help="subset fraction (default: estimated from the masks)")

@@ -25,8 +25,8 @@ Progress = Callable[[str, int, int], None]
 
 @dataclass(frozen=True)
 class DemoConfig:
-    """Sizes of the demo. The defaults take about a minute on 2 idle CPU cores; `quick()` about half
-    a minute (README: 55 s and 26 s)."""
+    """Sizes of the demo: the defaults, and `quick()`, the smaller study the tests run (README's
+    demo section has the times and results measured for both)."""
 
     fit_runs: int = 1000
     holdout_runs: int = 200
