@@ -387,6 +387,14 @@ def test_export_cli(db_path: Path, tmp_path: Path) -> None:
     assert pl.read_parquet(tmp_path / "w.parquet").equals(expected_w)
     assert main(["export", "syn", *base]) == 1
     assert main(["export", "syn", "--weights-out", str(tmp_path / "x.parquet"), *base]) == 1
+    # a --fit that cannot be written (no file for it, unknown, another experiment's) fails before the runs file
+    with dmdb.open(db_path) as db:
+        create_synthetic(db, "other", SPEC, fit_runs=6, holdout_runs=2)
+        other_fit = db.fits().filter(pl.col("experiment") == "other")["fit_id"][0]
+    for fit_args in (["--fit", str(fit_id)], ["--fit", "99", "--weights-out", str(tmp_path / "x.parquet")],
+                     ["--fit", str(other_fit), "--weights-out", str(tmp_path / "x.parquet")]):
+        assert main(["export", "syn", "--runs-out", str(tmp_path / "r2.parquet"), *fit_args, *base]) == 1
+        assert not (tmp_path / "r2.parquet").exists() and not (tmp_path / "x.parquet").exists()
 
 
 def test_read_shards_macro_matches_the_ingested_runs(db: dmdb.Database, tmp_path: Path) -> None:

@@ -218,19 +218,23 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    if not (args.runs_out or args.weights_out or args.fit_targets_out):
+    fit_out = args.weights_out or args.fit_targets_out
+    if not (args.runs_out or fit_out):
         raise BadInputError("nothing to export: give --runs-out and/or --fit ID with --weights-out / --fit-targets-out")
-    if (args.weights_out or args.fit_targets_out) and args.fit is None:
+    if fit_out and args.fit is None:
         raise BadInputError("--weights-out and --fit-targets-out need --fit ID (see `dmdb fits`)")
+    if args.fit is not None and not fit_out:
+        raise BadInputError(f"--fit {args.fit} needs --weights-out and/or --fit-targets-out: the files to write it to")
     with store.open(args.db, read_only=True) as db:
         exp = db.experiment(args.experiment)
+        # the fit is checked before anything is written, so a wrong --fit leaves no runs file behind
+        fit = None if args.fit is None else db.fit(args.fit)
+        if fit is not None and fit.experiment != exp.name:
+            raise DmdbError(f"fit {fit.fit_id} belongs to experiment {fit.experiment!r}, not {exp.name!r}")
         if args.runs_out:
             n = export_runs(exp, args.runs_out, role=args.role)
             STDOUT.print(f"{n} runs of {exp.name!r} written to {args.runs_out}")
-        if args.fit is not None:
-            fit = db.fit(args.fit)
-            if fit.experiment != exp.name:
-                raise DmdbError(f"fit {fit.fit_id} belongs to experiment {fit.experiment!r}, not {exp.name!r}")
+        if fit is not None:
             n = export_weights(fit, args.weights_out, args.fit_targets_out)
             for what, path in (("weights", args.weights_out), ("per-target table", args.fit_targets_out)):
                 if path:
