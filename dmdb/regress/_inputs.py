@@ -24,11 +24,11 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as exc:
-        raise FitError(f"unknown device {device!r}: use 'cpu', 'cuda' or None") from exc
+        raise FitError(f"unknown device {device!r}: use 'cpu', 'cuda' or None (CLI: --device cpu|cuda, or none)") from exc
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise FitError(
             f"device {str(device)!r} was requested but torch sees no CUDA device; "
-            "use device='cpu' (or None to pick automatically)"
+            "use device='cpu' (CLI: --device cpu), or None (no --device) to pick automatically"
         )
     if dev.type not in ("cpu", "cuda"):
         raise FitError(f"device {str(device)!r} is not supported: use 'cpu' or 'cuda'")
