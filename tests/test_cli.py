@@ -99,6 +99,17 @@ def test_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str])
         main(["info", "--db", str(tmp_path / "missing.duckdb"), "--debug"])
 
 
+def test_a_verb_with_progress_bars_that_fails_before_any_prints_its_error_alone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "x.duckdb"
+    with dmdb.open(db) as d:
+        masks, margins = random_runs(12, 20, 3)
+        d.create_experiment("e", 20, 3).record_batch(np.arange(12), masks, margins, role=["fit"] * 10 + ["holdout"] * 2)
+    code, out, err = run_cli(capsys, "fit", "e", "--targets", "7", "--db", str(db))
+    assert (code, out, err) == (1, "", "dmdb fit: error: target 7 is outside 0..2\n")
+
+
 def test_every_option_of_every_verb_says_what_it_does() -> None:
     """`dmdb VERB --help` is where a user looks: an option listed there without a line (fit's --max-iter,
     --split-seed, --dtype, embed's --seed, collect's --engine were) leaves them guessing."""

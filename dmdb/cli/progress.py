@@ -46,12 +46,20 @@ def stage_progress(quiet: bool = False) -> Iterator[Callable[[str, int, int | No
     if quiet:
         yield lambda stage, done, total: None
         return
-    with _bars() as bar:
-        tasks: dict[str, TaskID] = {}
+    # started by the first report: a command that fails before one (a bad --targets) prints its error
+    # line alone, not after the empty line an empty display leaves on stderr
+    bar = _bars()
+    tasks: dict[str, TaskID] = {}
 
-        def update(stage: str, done: int, total: int | None) -> None:
-            if stage not in tasks:
-                tasks[stage] = bar.add_task(stage, total=total)
-            bar.update(tasks[stage], completed=done, total=total)
+    def update(stage: str, done: int, total: int | None) -> None:
+        if not tasks:
+            bar.start()
+        if stage not in tasks:
+            tasks[stage] = bar.add_task(stage, total=total)
+        bar.update(tasks[stage], completed=done, total=total)
 
+    try:
         yield update
+    finally:
+        if tasks:
+            bar.stop()
