@@ -248,3 +248,24 @@ def test_a_failing_database_file_is_named_not_unexpected(
     err = capsys.readouterr().err
     assert err.startswith(f"dmdb info: error: the database file could not be written or read ({error})")
     assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize("argv, option, low", [
+    (["leakage", "--top", "0"], "--top", 1),
+    (["leakage", "--min-nnz", "2"], "--min-nnz", 3),
+    (["similar", "-t", "0", "--k", "0"], "--k", 1),
+    (["embed", "--components", "0"], "--components", 1),
+    (["embed", "--clusters", "0"], "--clusters", 1),
+    (["fit", "e", "--k", "0"], "--k", 1),
+    (["fit", "e", "--max-iter", "0"], "--max-iter", 1),
+    (["fit", "e", "--patience", "-1"], "--patience", 0),
+])
+def test_a_count_out_of_range_is_refused_under_its_option_name(
+    argv: list[str], option: str, low: int, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Not later by the library under its parameter name (`leakage --top 0` said 'limit must be a
+    positive integer', `fit --k 0` 'k must be in 1..9223372036854775807')."""
+    with pytest.raises(SystemExit) as exited:
+        main([*argv, "--db", str(tmp_path / "x.duckdb")])
+    err = capsys.readouterr().err.splitlines()
+    assert exited.value.code == 2 and err[-1].endswith(f"error: argument {option}: must be at least {low}, got {argv[-1]}")

@@ -60,21 +60,21 @@ def register(sub: Any, parents: tuple[argparse.ArgumentParser, argparse.Argument
     p = sub.add_parser("similar", parents=parents_,
                        help="a target's most helpful and harmful train examples, or with --nearest its nearest targets")
     p.add_argument("--target", "-t", type=int, required=True, help="the target")
-    p.add_argument("--k", type=int, default=10, help="rows per direction, or neighbours (default 10)")
+    p.add_argument("--k", type=at_least(1), default=10, help="rows per direction, or neighbours (default 10)")
     p.add_argument("--nearest", action="store_true", help="nearest targets by cosine similarity of weight vectors")
     p.set_defaults(func=cmd_similar)
 
     p = sub.add_parser("leakage", parents=parents_,
                        help="(target, train example) pairs whose weight stands far above the target's others")
-    p.add_argument("--top", type=int, default=100, help="at most this many candidates (default 100)")
+    p.add_argument("--top", type=at_least(1), default=100, help="at most this many candidates (default 100)")
     p.add_argument("--min-z", type=float, default=6.0, help="robust z-score threshold (default 6)")
-    p.add_argument("--min-nnz", type=int, default=3, help="skip targets with fewer nonzero weights (default 3)")
+    p.add_argument("--min-nnz", type=at_least(3), default=3, help="skip targets with fewer nonzero weights (default 3)")
     p.set_defaults(func=cmd_leakage)
 
     p = sub.add_parser("embed", parents=parents_,
                        help="PCA and spectral clusters of the targets' weight vectors; stores them and prints a summary")
-    p.add_argument("--components", type=int, default=10, help="PCA components (default 10)")
-    p.add_argument("--clusters", type=int, default=8, help="spectral clusters (default 8)")
+    p.add_argument("--components", type=at_least(1), default=10, help="PCA components (default 10)")
+    p.add_argument("--clusters", type=at_least(1), default=8, help="spectral clusters (default 8)")
     p.add_argument("--seed", type=at_least(0), default=0, help="seed of the randomized SVD and of k-means (default 0)")
     p.add_argument("--method", choices=["auto", "exact", "randomized"], default="auto",
                    help="SVD: exact (dense), randomized, or auto: exact for small fits (default auto)")

@@ -36,13 +36,13 @@ def register(sub: Any, parents: tuple[argparse.ArgumentParser, argparse.Argument
     p.add_argument("experiment")
     p.add_argument("--estimator", "-e", choices=ESTIMATORS, default="lasso",
                    help="lasso path (default), ridge, or diff-means (difference in means)")
-    p.add_argument("--k", type=int, default=_DEFAULTS.k, help=f"lambdas on the path (default {_DEFAULTS.k})")
+    p.add_argument("--k", type=at_least(1), default=_DEFAULTS.k, help=f"lambdas on the path (default {_DEFAULTS.k})")
     p.add_argument("--eps", type=float, default=_DEFAULTS.eps, help=f"smallest lambda / lambda_max (default {_DEFAULTS.eps})")
     p.add_argument("--tol", type=float, default=_DEFAULTS.tol, help=f"duality-gap tolerance (default {_DEFAULTS.tol})")
-    p.add_argument("--max-iter", type=int, default=_DEFAULTS.max_iter,
+    p.add_argument("--max-iter", type=at_least(1), default=_DEFAULTS.max_iter,
                    help="lasso: iterations per lambda; a target that reaches it before --tol keeps its last "
                    f"iterate and is listed as not converged (default {_DEFAULTS.max_iter})")
-    p.add_argument("--patience", type=int, default=_DEFAULTS.patience,
+    p.add_argument("--patience", type=at_least(0), default=_DEFAULTS.patience,
                    help="stop a target's path after this many lambdas without validation gain "
                    f"(default {_DEFAULTS.patience}; 0: solve the whole path)")
     p.add_argument("--no-refit", action="store_true", help="keep the fit-run solution instead of refitting on fit+val")
