@@ -16,9 +16,8 @@ from .plan import SAMPLING, Plan, PlannedRun, fixed_size
 from .readback import RunSelection
 from .record import make_batch, write_batch
 from .transaction import transaction
-from .validate import as_array, as_int, as_real, as_role
+from .validate import INT64_MAX, as_array, as_int, as_real, as_role
 
-INT64_MAX = 2**63 - 1
 
 if TYPE_CHECKING:
     from .fit import Fit

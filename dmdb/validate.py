@@ -89,12 +89,17 @@ def is_int(value: Any) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
-def as_int(value: Any, what: str, low: int, high: int = 2**63 - 1) -> int:
+INT64_MAX = 2**63 - 1
+
+
+def as_int(value: Any, what: str, low: int, high: int = INT64_MAX) -> int:
     """An integer in [low, high]; floats (even 2.0), bools and strings are refused, not rounded."""
     if not is_int(value):
         raise BadInputError(f"{what} must be an integer, got {value!r}")
     if not low <= int(value) <= high:
-        raise BadInputError(f"{what} must be in {low}..{high}, got {value}")
+        # below the floor, the floor alone ('k must be >= 1', not 'in 1..9223372036854775807')
+        bound = f">= {low}" if int(value) < low and high == INT64_MAX else f"in {low}..{high}"
+        raise BadInputError(f"{what} must be {bound}, got {value}")
     return int(value)
 
 

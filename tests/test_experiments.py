@@ -38,7 +38,7 @@ def test_unknown_experiment_names_known_ones(db: dmdb.Database) -> None:
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(n_train=0, n_targets=2), "n_train must be in 1"),
+        (dict(n_train=0, n_targets=2), "n_train must be >= 1, got 0"),
         (dict(n_train=20.7, n_targets=2), "n_train must be an integer"),
         (dict(n_train=5, n_targets=True), "n_targets must be an integer"),
         (dict(n_train=5, n_targets=2, alpha="0.5"), "alpha must be a number"),

@@ -301,6 +301,10 @@ def test_bad_input_errors(db: dmdb.Database) -> None:
         exp.fit("trak")
     with pytest.raises(dmdb.BadInputError, match="val_frac"):
         exp.fit(val_frac=1.5)
+    with pytest.raises(dmdb.BadInputError, match=r"^k must be >= 1, got 0$"):
+        exp.fit(k=0)
+    with pytest.raises(dmdb.BadInputError, match=r"^patience must be >= 0, got -1$"):
+        exp.fit(patience=-1)
     assert db.fits().height == 0
 
 

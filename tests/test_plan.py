@@ -42,8 +42,8 @@ def test_plan_is_idempotent_and_allocates_fresh_ids(exp: dmdb.Experiment) -> Non
     assert Plan.from_dict(p.to_dict()) == p
     assert [q.role for q in exp.plans()] == ["fit", "holdout"]
     # a plan that numpy could not sample from is refused before it is stored
-    for n, seed, msg in ((3, -1, "seed must be in 0"), (3, 2**64, "seed must be in 0"), (2.5, 1, "n_runs must be an integer"),
-                         (0, 1, "n_runs must be in 1")):
+    for n, seed, msg in ((3, -1, "seed must be >= 0, got -1"), (3, 2**64, "seed must be in 0..9223372036854775807"),
+                         (2.5, 1, "n_runs must be an integer"), (0, 1, "n_runs must be >= 1, got 0")):
         with pytest.raises(dmdb.BadInputError, match=msg):
             exp.plan(n, seed=seed)
     assert len(exp.plans()) == 2
