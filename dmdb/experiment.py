@@ -166,6 +166,11 @@ class Experiment:
             raise BadInputError(f"margins of one run must be 1-D (one per target), got shape {y.shape}")
         if m.ndim != 1:
             raise BadInputError(f"the mask of one run must be 1-D (one per train example), got shape {m.shape}")
+        # the lengths here, in one run's terms: record_batch would report shape (1, 31) for 31 margins
+        if y.size != self.n_targets:
+            raise BadInputError(f"margins of one run must hold one value per target ({self.n_targets}), got {y.size}")
+        if m.size != self.n_train:
+            raise BadInputError(f"the mask of one run must hold one value per train example ({self.n_train}), got {m.size}")
         return (
             self.record_batch(
                 [run_id], m[None, :], y[None, :], role=role,

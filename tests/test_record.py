@@ -140,6 +140,11 @@ def test_bad_ids_and_roles(exp: dmdb.Experiment) -> None:
         exp.record_batch([1, 2], masks, margins, role="validation")
     with pytest.raises(dmdb.BadInputError, match="1-D"):
         exp.record(1, margins, mask=masks[0], role="fit")
+    # one run's lengths in its own terms (said 'margins must have shape (runs, n_targets) = (1, 5), got (1, 6)')
+    with pytest.raises(dmdb.BadInputError, match=r"^margins of one run must hold one value per target \(5\), got 6$"):
+        exp.record(1, np.zeros(6), mask=masks[0], role="fit")
+    with pytest.raises(dmdb.BadInputError, match=r"^the mask of one run must hold one value per train example \(37\), got 36$"):
+        exp.record(1, margins[0], mask=masks[0][:36], role="fit")
     with pytest.raises(dmdb.BadInputError, match=r"first: NaN at target 2$"):  # one run: no 'run row 0'
         exp.record(1, np.where(np.arange(5) == 2, np.nan, margins[0]), mask=masks[0], role="fit")
     assert exp.n_runs() == 0
