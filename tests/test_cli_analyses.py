@@ -148,6 +148,20 @@ def test_counterfactual_table_and_latest_fit(fitted, capsys):
     assert got[0]["fit_id"] == other
 
 
+def test_counterfactual_title_says_when_k_exceeds_the_weights_of_that_sign(fitted, capsys):
+    """--k beyond a target's positive weights removes only those: the title said 'its top 200' over
+    a row that removed fewer. --seed with top/bottom was silently ignored."""
+    path, W, bias, fid, _ = fitted
+    n_pos = int((W[:, 3] > 0).sum())
+    assert 0 < n_pos < N
+    code, out, _ = cli(capsys, "counterfactual", "--db", path, "--fit", fid, "-t", 3, "--k", N)
+    assert code == 0 and f"without its top {n_pos} (--k {N}, but it has only {n_pos} positive weights)" in out
+    code, out, _ = cli(capsys, "counterfactual", "--db", path, "--fit", fid, "--all-targets", "-t", 3, "--k", N)
+    assert code == 0 and f"every target without its top {n_pos} (--k {N}" in out
+    code, _, err = cli(capsys, "counterfactual", "--db", path, "--fit", fid, "-t", 3, "--k", 2, "--seed", 5)
+    assert code != 0 and "--seed draws the examples of --mode random" in err
+
+
 # -- brittle -------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("fmt", FORMATS)

@@ -43,7 +43,7 @@ def register(sub: Any, parents: tuple[argparse.ArgumentParser, argparse.Argument
     how.add_argument("--remove", metavar="IDS", help="train ids to remove, like 3,17,40-49")
     how.add_argument("--keep", metavar="IDS", help="train ids to keep (everything else is removed)")
     p.add_argument("--mode", choices=MODES, default="top", help="with --k: top, bottom or random (default top)")
-    p.add_argument("--seed", type=at_least(0), default=0, help="with --mode random (default 0)")
+    p.add_argument("--seed", type=at_least(0), help="with --mode random (default 0)")
     p.add_argument("--all-targets", action="store_true", help="apply the removal set to every target of the fit")
     p.set_defaults(func=cmd_counterfactual)
 
@@ -115,6 +115,9 @@ def _emit(df: pl.DataFrame, args: argparse.Namespace, title: str) -> None:
 def cmd_counterfactual(args: argparse.Namespace) -> int:
     if args.mode != "top" and args.k is None:
         raise BadInputError("--mode chooses what --k removes; it does not apply to --remove/--keep")
+    if args.seed is not None and args.mode != "random":  # it was ignored: the same removal for every seed
+        raise BadInputError("--seed draws the examples of --mode random; top and bottom removals have no randomness")
+    seed = 0 if args.seed is None else args.seed
     if args.target is None and not (args.all_targets and args.k is None):
         raise BadInputError("give --target T (only --all-targets with --remove/--keep needs none)")
     with store.open(args.db, read_only=True) as db:
@@ -124,20 +127,27 @@ def cmd_counterfactual(args: argparse.Namespace) -> int:
         keep = _ids(args.keep, "--keep", below=n_train) if args.keep is not None else None
         if args.all_targets:
             if args.k is not None:
-                remove = A.removal_set(db, args.target, args.k, mode=args.mode, fit=fid, seed=args.seed).tolist()
+                remove = A.removal_set(db, args.target, args.k, mode=args.mode, fit=fid, seed=seed).tolist()
             out = A.counterfactual_all(db, remove, keep=keep, fit=fid)
-            title = f"fit {fid}: every target without {_what(args)}"
+            title = f"fit {fid}: every target without {_what(args, len(remove) if remove is not None else None)}"
         else:
             out = A.counterfactual(db, args.target, fit=fid, k=args.k, mode=args.mode, remove=remove, keep=keep,
-                                   seed=args.seed)
-            title = f"fit {fid}: target {args.target} without {_what(args)}"
+                                   seed=seed)
+            title = f"fit {fid}: target {args.target} without {_what(args, int(out['n_removed'][0]))}"
     _emit(out, args, title)
     return 0
 
 
-def _what(args: argparse.Namespace) -> str:
+def _what(args: argparse.Namespace, n_removed: int | None) -> str:
+    """The removal in words; a top/bottom k beyond the target's positive/negative weights says so
+    (the title read 'its top 5' over a row that removed 2)."""
     if args.k is not None:
-        return f"its {args.mode} {args.k}" if args.mode != "random" else f"{args.k} random examples"
+        if args.mode == "random":
+            return f"{args.k} random examples"
+        if n_removed is not None and n_removed < args.k:
+            sign = "positive" if args.mode == "top" else "negative"
+            return f"its {args.mode} {n_removed} (--k {args.k}, but it has only {n_removed} {sign} weights)"
+        return f"its {args.mode} {args.k}"
     return f"train ids {args.remove}" if args.remove is not None else f"all but train ids {args.keep}"
 
 
