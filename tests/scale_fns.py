@@ -30,6 +30,13 @@ def train_or_die(run: PlannedRun, config: dict[str, Any]) -> np.ndarray:
     return train_synthetic(run, config)
 
 
+def slow_on(run: PlannedRun, config: dict[str, Any]) -> np.ndarray:
+    """The true margins, after config['slow_s'] seconds for the run ids in config['slow_on'] (a long training)."""
+    if run.run_id in config.get("slow_on", []):
+        time.sleep(config["slow_s"])
+    return train_synthetic(run, config)
+
+
 def always_raise(run: PlannedRun, config: dict[str, Any]) -> np.ndarray:
     raise RuntimeError(f"training of run {run.run_id} diverged")
 

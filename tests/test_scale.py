@@ -223,14 +223,16 @@ def test_collect_gives_up_after_retries(db: dmdb.Database, tmp_path: Path) -> No
     assert exp.n_runs() == 0
 
 
-def start_collect(db_path: Path, tmp_path: Path, runs: int, shards: int) -> tuple[list[str], dict[str, str], subprocess.Popen]:
+def start_collect(db_path: Path, tmp_path: Path, runs: int, shards: int, train: str = KILLER,
+                  **config: object) -> tuple[list[str], dict[str, str], subprocess.Popen]:
     """`dmdb collect` of a slow synthetic experiment in its own process group, once `shards` runs are done."""
     with dmdb.open(db_path) as db:
-        make_exp(db, tmp_path, sleep=0.3)
+        make_exp(db, tmp_path, **(config or {"sleep": 0.3}))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
-    cmd = [sys.executable, "-m", "dmdb", "collect", "syn", "--train", KILLER, "--runs", str(runs), "--workers", "2",
+    cmd = [sys.executable, "-m", "dmdb", "collect", "syn", "--train", train, "--runs", str(runs), "--workers", "2",
            "--shards", str(tmp_path / "sh"), "--db", str(db_path), "-q"]
-    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+    with open(tmp_path / "collect.err", "w") as err:
+        proc = subprocess.Popen(cmd, env=env, start_new_session=True, stderr=err)
     deadline = time.monotonic() + 120
     while len(list((tmp_path / "sh").glob("*.parquet"))) < shards and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.1)
@@ -255,17 +257,64 @@ def test_workers_die_with_a_killed_collector(db_path: Path, tmp_path: Path) -> N
     _, _, proc = start_collect(db_path, tmp_path, runs=40, shards=2)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    deadline = time.monotonic() + 30
-    alive = True
-    while alive and time.monotonic() < deadline:
+    assert group_ends(proc.pid, 30), "the collector's workers outlived it"
+
+
+def group_ends(pgid: int, within: float) -> bool:
+    """Whether every process of the group has exited within `within` seconds (those left are killed)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
         try:
-            os.killpg(proc.pid, 0)  # anyone left in the collector's process group?
-            time.sleep(0.2)
+            os.killpg(pgid, 0)  # anyone left in the collector's process group?
         except ProcessLookupError:
-            alive = False
-    if alive:
-        os.killpg(proc.pid, signal.SIGKILL)
-    assert not alive, "the collector's workers outlived it"
+            return True
+        time.sleep(0.1)
+    os.killpg(pgid, signal.SIGKILL)
+    return False
+
+
+def test_collector_interrupted_alone_stops_at_once(db_path: Path, tmp_path: Path) -> None:
+    """SIGINT to the collecting process alone (`kill -INT`, a notebook's interrupt) while runs 2 and
+    3 train for a minute: it gave up only once both had finished (under polars' SIGINT handler its
+    untimed wait is restarted, not interrupted, and the pool's shutdown waited for its workers).
+    Now: one line, exit 130 within seconds, no worker left, no shard of the killed runs; a rerun
+    collects every run once."""
+    cmd, env, proc = start_collect(db_path, tmp_path, runs=4, shards=2, train="scale_fns:slow_on",
+                                   slow_on=[2, 3], slow_s=60)
+    time.sleep(0.5)  # runs 2 and 3 are in flight
+    os.kill(proc.pid, signal.SIGINT)
+    t0 = time.monotonic()
+    try:
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert time.monotonic() - t0 < 10 and proc.returncode == 130
+    assert (tmp_path / "collect.err").read_text().strip() == "dmdb collect: interrupted"
+    assert group_ends(proc.pid, 10), "a worker of the interrupted collector is still running"
+    with dmdb.open(db_path) as db:
+        exp = db.experiment("syn")
+        plan = exp.plan(4)
+        assert set(exp.run_ids().tolist()) <= {0, 1}  # run 1 may not have been ingested yet
+        assert [find_shard(tmp_path / "sh", "syn", r) is None for r in plan.run_ids] == [False, False, True, True]
+        rep = collect(exp, plan, "dmdb.scale.synth:train_synthetic", EngineOptions(workers=2), tmp_path / "sh")
+        assert (rep.already_recorded + rep.from_earlier_shards, rep.trained) == (2, 2) and rep.ok
+        assert_exactly_once(exp, plan)
+
+
+def test_leaving_the_local_engine_early_kills_the_runs_in_flight(db: dmdb.Database, tmp_path: Path) -> None:
+    """The caller stops iterating (an ingest error in collect, an interrupt between two runs): the
+    run still training is killed instead of waited for."""
+    from dmdb.scale.engines import run_local
+
+    exp = make_exp(db, tmp_path, slow_on=[1], slow_s=60)
+    plan = exp.plan(2)
+    engine = run_local(EngineOptions(workers=2), Job.of(exp, plan), [0, 1], "scale_fns:slow_on", tmp_path / "sh")
+    assert next(engine).run_id == 0
+    t0 = time.monotonic()
+    engine.close()
+    assert time.monotonic() - t0 < 10
+    assert find_shard(tmp_path / "sh", "syn", 1) is None
 
 
 def test_collect_on_ray_retries_a_killed_task(db: dmdb.Database, tmp_path: Path) -> None:

@@ -21,6 +21,9 @@ from .task import Job, find_shard, run_one
 
 ENGINES = ("local", "ray")
 
+WAKE_S = 0.5
+"""How often the local engine's collector looks up from waiting on its workers (see _first_done)."""
+
 
 @dataclass(frozen=True)
 class Outcome:
@@ -108,7 +111,7 @@ def run_local(opts: EngineOptions, job: Job, run_ids: list[int], train: str, sha
                 run_id = queue.popleft()
                 attempts[run_id] += 1
                 in_flight[future] = run_id
-            done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+            done = _first_done(in_flight)
             if broken or any(isinstance(f.exception(), BrokenProcessPool) for f in done):
                 done, _ = wait(in_flight)  # the broken pool fails every other run in flight at once
                 pool.shutdown(wait=True, cancel_futures=True)
@@ -127,8 +130,31 @@ def run_local(opts: EngineOptions, job: Job, run_ids: list[int], train: str, sha
                 out = failed(run_id, why)
                 if out is not None:
                     yield out
+    except BaseException:  # Ctrl-C, a notebook's interrupt, the caller leaving early (an ingest error)
+        _kill_workers(pool)
+        raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _first_done(in_flight: dict[Future[Path], int]) -> set[Future[Path]]:
+    """wait(FIRST_COMPLETED) in slices of WAKE_S: polars (imported by the CLI and the database side)
+    installs its SIGINT handler with SA_RESTART, so a main thread blocked in one untimed wait is not
+    woken by Ctrl-C or `kill -INT` and would raise KeyboardInterrupt only when a run finishes,
+    maybe hours later."""
+    while in_flight:
+        done, _ = wait(in_flight, timeout=WAKE_S, return_when=FIRST_COMPLETED)
+        if done:
+            return done
+    return set()
+
+
+def _kill_workers(pool: ProcessPoolExecutor) -> None:
+    """Give up the runs in flight: shutdown() alone waits for each to finish training (hours on a
+    GPU) after the collector was told to stop. A killed worker's shard is still under its
+    temporary name, which ingest never reads; the run is trained again on resume."""
+    for proc in list((pool._processes or {}).values()):  # no public way before Python 3.14's kill_workers()
+        proc.kill()
 
 
 # -- Ray -------------------------------------------------------------------------------------
