@@ -27,7 +27,12 @@ class SchemaVersionError(DmdbError):
 
 
 class DatabaseLockedError(DmdbError):
-    """Another process holds the database file open for writing."""
+    """Another process holds the database file open for writing. `situation` says who holds it and
+    how; the message adds what to do, which a caller that knows better can replace."""
+
+    def __init__(self, situation: str, advice: str) -> None:
+        super().__init__(f"{situation}. {advice}")
+        self.situation = situation
 
 
 class CorruptShardError(DmdbError):

@@ -195,8 +195,9 @@ def _open_error(path: str, e: Exception, read_only: bool) -> DmdbError:
             held = ("has it open, for writing or read-only (the TUI, `dmdb sql`): while any process has "
                     "the file open, DuckDB lets no other open it for writing")
         return DatabaseLockedError(
-            f"{path} is locked: another process{who} {held}. Wait for that process to finish; workers "
-            "that train runs should write shard files for one `dmdb ingest` instead of opening the database."
+            f"{path} is locked: another process{who} {held}",
+            "Wait for that process to finish; workers that train runs should write shard files for one "
+            "`dmdb ingest` instead of opening the database.",
         )
     if "not a valid DuckDB database" in msg or "database file" in msg.lower():
         return DmdbError(f"{path} is not a DuckDB database file (or it is corrupt): {msg}")

@@ -74,6 +74,13 @@ def test_writer_holds_the_file_while_others_open_it(tmp_path: Path, capsys: pyte
         assert main(["sql", "SELECT count(*) FROM runs", "--db", str(path)]) == 1
         err = capsys.readouterr().err
         assert "is locked" in err and "Wait for that process" in err and len(err.strip().splitlines()) == 1
+        # a worker without --plan reads the plan from the database: told to use a plan file, not to wait
+        assert main(["worker", "c", "--index", "0", "--train", "dmdb.scale.synth:train_synthetic",
+                     "--shards", str(tmp_path / "sh"), "--db", str(path)]) == 1
+        err = capsys.readouterr().err
+        assert "is locked: another process (" in err and f"PID {p.pid}) has it open for writing" in err
+        assert "`dmdb plan c --runs N --seed 0 --role fit --out plan.json`" in err and "Wait for" not in err
+        assert len(err.strip().splitlines()) == 1
         from tui.service import Service  # the TUI opens through the same read-only path
 
         with pytest.raises(dmdb.DatabaseLockedError):

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import store
-from ..errors import BadInputError, DmdbError
+from ..errors import BadInputError, DatabaseLockedError, DmdbError
 from ..plan import ROLES
 from ..scale import ENGINES, EngineOptions, Job, SynthSpec, collect, create_synthetic, default_shards_dir, run_one
 from ..scale.engines import check_engine
@@ -125,7 +125,16 @@ def _worker_job(args: argparse.Namespace) -> Job:
                 raise BadInputError(f"the plan file is for {what} {actual!r}, not {given!r}")
         return job
     role, seed = args.role or "fit", 0 if args.plan_seed is None else args.plan_seed
-    with store.open(args.db, read_only=True) as db:
+    try:
+        db = store.open(args.db, read_only=True)
+    except DatabaseLockedError as e:  # an ingest, collect or fit holds it; waiting is no advice for an array job
+        raise DatabaseLockedError(
+            e.situation,
+            f"Without --plan a worker opens the database to read its plan: write a plan file once (`dmdb plan "
+            f"{args.experiment} --runs N --seed {seed} --role {role} --out plan.json`) and give the workers "
+            "--plan plan.json, so that they never open the database.",
+        ) from e
+    with db:
         exp = db.experiment(args.experiment)
         plans = [p for p in exp.plans() if p.role == role and p.seed == seed]
         if not plans:
