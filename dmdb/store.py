@@ -160,7 +160,7 @@ def open(path: str | Path, read_only: bool = False, create: bool = True) -> Data
     the schema and views from sql/ (never dropping data) and records the schema version. A
     read-only open needs an existing dmdb file.
     While one process has the file open read-write, DuckDB lets no other process open it at all:
-    that case raises DatabaseLockedError.
+    that case raises DatabaseLockedError, as does a file this process has open in the other mode.
     """
     path = str(path)
     if not path.strip():  # DuckDB would open an in-memory database: everything written would be lost
@@ -172,6 +172,15 @@ def open(path: str | Path, read_only: bool = False, create: bool = True) -> Data
         con = duckdb.connect(path, read_only=read_only)
     except duckdb.IOException as e:
         raise _open_error(path, e, read_only) from e
+    except duckdb.ConnectionException as e:
+        if "different configuration" not in str(e):
+            raise DmdbError(f"cannot open {path}: {e}") from e
+        other = "read-write" if read_only else "read-only"
+        raise DatabaseLockedError(
+            f"{path} is open {other} in this process already (an earlier dmdb.open or duckdb.connect of it is "
+            "still open), and DuckDB opens a file in one mode per process",
+            "Use that connection, or close it (db.close()) before opening the file again.",
+        ) from e
     except duckdb.Error as e:
         raise DmdbError(f"cannot open {path}: {e}") from e
     try:

@@ -168,6 +168,24 @@ def test_locked_database_gives_clear_error(db_path: Path) -> None:
             time.sleep(0.1)
 
 
+def test_open_in_another_mode_in_the_same_process_says_so(db_path: Path) -> None:
+    """A notebook that holds the file read-write and opens it read-only (or the other way round)
+    got DuckDB's 'Can't open a connection to same database file with a different configuration'."""
+    for first, then, other in ((False, True, "read-write"), (True, False, "read-only")):
+        with dmdb.open(db_path, read_only=first):
+            with pytest.raises(dmdb.DatabaseLockedError) as e:
+                dmdb.open(db_path, read_only=then)
+            assert str(e.value) == (
+                f"{db_path} is open {other} in this process already (an earlier dmdb.open or duckdb.connect of it "
+                "is still open), and DuckDB opens a file in one mode per process. Use that connection, or close it "
+                "(db.close()) before opening the file again."
+            )
+            with dmdb.open(db_path, read_only=first) as same:  # the same mode shares the file
+                assert same.sql("SELECT count(*) AS n FROM experiments")["n"][0] == 0
+        with dmdb.open(db_path, read_only=then) as db:  # closed: the other mode opens
+            assert db.read_only is then
+
+
 def test_sql_errors_are_dmdb_errors(db: dmdb.Database) -> None:
     with pytest.raises(dmdb.DmdbError, match="SQL error"):
         db.sql("SELECT * FROM no_such_table")
