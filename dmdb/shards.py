@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .errors import BadInputError, CorruptShardError, DmdbError, UnknownExperimentError
+from .files import replaced
 from .packing import margins_from_arrow, unpack_masks
 from .plan import PlannedRun
 from .record import RunBatch, batch_table, make_batch, write_batch
@@ -67,16 +68,10 @@ def write_shard(
     directory.mkdir(parents=True, exist_ok=True)
     first = int(batch.run_ids.min()) if len(batch) else 0
     final = directory / f"{file_stem(experiment)}-{first}-{uuid.uuid4().hex[:12]}.parquet"
-    tmp = directory / f".{final.name}.tmp"
-    try:
-        with open(tmp, "wb") as f:
-            pq.write_table(table, f, write_page_checksum=True)  # a flipped bit on disk is caught at ingest
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with replaced(final) as tmp, open(tmp, "wb") as f:
+        pq.write_table(table, f, write_page_checksum=True)  # a flipped bit on disk is caught at ingest
+        f.flush()
+        os.fsync(f.fileno())
     _fsync_dir(directory)
     return final
 

@@ -268,3 +268,24 @@ def test_file_size_limit_reports_the_write_error_and_writes_nothing(tmp_path: Pa
             assert db.sql("SELECT count(*) AS n FROM fits")["n"][0] == 0
             assert db.sql("SELECT count(*) AS n FROM runs")["n"][0] == 360
             assert [r[0] for r in db.con.execute("SELECT name FROM experiments ORDER BY name").fetchall()] in (["f"], ["f", "g"])
+
+
+def test_export_that_fails_midway_leaves_no_partial_file(tmp_path: Path) -> None:
+    """`dmdb export` that hits the file-size limit (as a full disk would) left its partial
+    `runs.parquet.tmp` beside the target, as big as the disk allowed; now the error names the limit,
+    nothing is left but the export that was there before, unchanged."""
+    path = tmp_path / "x.duckdb"
+    with dmdb.open(path) as db:
+        plan = db.create_experiment("crash", N_TRAIN, N_TARGETS, alpha=0.5).plan(400, seed=1)
+        db.experiment("crash").record_batch(list(plan.run_ids), plan.masks(), rp.expected_margins(plan, N_TARGETS))
+    out = tmp_path / "out" / "runs.parquet"
+    out.parent.mkdir()
+    out.write_bytes(b"an earlier export")
+    err = tmp_path / "err"
+    argv = ["export", "crash", "--runs-out", str(out), "--db", str(path), "-q"]
+    p = rp.context().Process(target=rp.cli_with_file_limit, args=(argv, str(err), 64 << 10))
+    p.start()
+    p.join(120)
+    assert p.exitcode == 1 and "File too large" in err.read_text(), err.read_text()
+    assert sorted(f.name for f in out.parent.iterdir()) == ["runs.parquet"]
+    assert out.read_bytes() == b"an earlier export"

@@ -10,7 +10,6 @@ in record batches, so memory stays bounded whatever the experiment's size.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import BadInputError
+from ..files import replaced
 from ..shards import _META, SHARD_VERSION
 from ..validate import as_role
 
@@ -79,8 +79,6 @@ def export_weights(fit: "Fit", weights_path: str | Path | None, targets_path: st
 
 def _write(path: str | Path, schema: pa.Schema, tables: Any) -> None:
     """Write under a temporary name, then rename: a reader never sees half a file."""
-    tmp = Path(f"{path}.tmp")
-    with pq.ParquetWriter(tmp, schema) as writer:
+    with replaced(path) as tmp, pq.ParquetWriter(tmp, schema) as writer:
         for t in tables:
             writer.write_table(t)
-    os.replace(tmp, path)

@@ -29,6 +29,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ..errors import BadInputError, CorruptShardError, DmdbError
+from ..files import replaced
 from ..plan import ROLES, SAMPLING, Plan, PlannedRun
 from ..shards import file_stem, read_shard, write_run
 from ..validate import as_array, as_margins, is_int
@@ -89,9 +90,8 @@ class Job:
             raise BadInputError(f"not a dmdb plan file (write one with `dmdb plan`): {e}") from e
 
     def save(self, path: str | Path) -> None:
-        tmp = Path(f"{path}.tmp")
-        tmp.write_text(self.to_json())
-        os.replace(tmp, path)
+        with replaced(path) as tmp:
+            tmp.write_text(self.to_json())
 
     @classmethod
     def load(cls, path: str | Path) -> "Job":

@@ -1,0 +1,23 @@
+"""Files that appear whole or not at all."""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+
+@contextmanager
+def replaced(path: str | Path) -> Iterator[Path]:
+    """A temporary dot-name beside `path` for the block to write; renamed onto `path` when the block
+    ends, removed when it fails or is interrupted (a full disk, Ctrl-C), so that `path` is either
+    the new file or what it was before, and no partial file is left behind."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
