@@ -23,6 +23,7 @@ from typing import Any, Callable
 import numpy as np
 
 import dmdb
+from dmdb.cli import MODULES
 from dmdb.plan import Plan
 from dmdb.shards import ingest, write_run, write_shard
 
@@ -36,7 +37,7 @@ def iterations(default: int, stress: int) -> int:
 
 def context() -> multiprocessing.context.BaseContext:
     ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["dmdb", "dmdb.cli", "reliability_procs"])
+    ctx.set_forkserver_preload(["dmdb", *(f"dmdb.cli.{m}" for m in MODULES), "reliability_procs"])
     return ctx
 
 

@@ -221,6 +221,27 @@ def test_ctrl_c_inside_a_duckdb_query_reads_interrupted(
     assert capsys.readouterr().err.strip() == "dmdb info: interrupted"
 
 
+def test_ctrl_c_while_the_cli_loads_reads_interrupted(tmp_path: Path) -> None:
+    """Ctrl-C in the first second or more of any command, while its libraries load (polars here),
+    printed Python's KeyboardInterrupt traceback through the import machinery; now one line, 130."""
+    import subprocess
+    import sys
+
+    child = (
+        "import os, signal, sys\n"
+        "class CtrlC:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'polars':\n"
+        "            sys.meta_path.remove(self)\n"
+        "            os.kill(os.getpid(), signal.SIGINT)\n"
+        "sys.meta_path.insert(0, CtrlC())\n"
+        "from dmdb.cli import main\n"
+        f"sys.exit(main(['info', '--db', {str(tmp_path / 'x.duckdb')!r}]))\n"
+    )
+    run = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=120)
+    assert (run.returncode, run.stderr) == (130, "dmdb: interrupted\n")
+
+
 @pytest.mark.parametrize(
     "error",
     [

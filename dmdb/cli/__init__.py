@@ -5,16 +5,17 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Callable, Sequence
+from importlib import import_module
+from typing import Sequence
 
 from ..errors import DmdbError
-from . import analyses_cmds, demo_cmds, fit_cmds, scale_cmds, store_cmds, tui_cmds
-from .output import FORMATS
 
 DEFAULT_DB = "dmdb.duckdb"
 
-# Each module registers its verbs: register(subparsers, common_parents).
-MODULES: list[Callable[..., None]] = [store_cmds.register, fit_cmds.register, demo_cmds.register, analyses_cmds.register, tui_cmds.register, scale_cmds.register]
+# Each module registers its verbs: register(subparsers, common_parents). They are imported when the
+# parser is built, inside main, so that Ctrl-C while they load (duckdb, polars, pyarrow: a second or
+# more, far longer from a network file system) is one line, not a traceback.
+MODULES = ("store_cmds", "fit_cmds", "demo_cmds", "analyses_cmds", "tui_cmds", "scale_cmds")
 
 
 def common_parser() -> argparse.ArgumentParser:
@@ -30,6 +31,8 @@ def common_parser() -> argparse.ArgumentParser:
 
 
 def format_parser() -> argparse.ArgumentParser:
+    from .output import FORMATS
+
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument("--format", "-f", choices=FORMATS, default="table", help="output format (default: table)")
     p.add_argument("--output", "-o", help="write the result to this file instead of stdout")
@@ -44,13 +47,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     sub.required = True
     parents = (common_parser(), format_parser())
-    for register in MODULES:
-        register(sub, parents)
+    for name in MODULES:
+        import_module(f"{__name__}.{name}").register(sub, parents)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    try:
+        parser = build_parser()
+    except KeyboardInterrupt:
+        print("dmdb: interrupted", file=sys.stderr)
+        return 130
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
