@@ -31,8 +31,11 @@ class DatabaseLockedError(DmdbError):
     how; the message adds what to do, which a caller that knows better can replace."""
 
     def __init__(self, situation: str, advice: str) -> None:
-        super().__init__(f"{situation}. {advice}")
-        self.situation = situation
+        super().__init__(situation, advice)  # both in args: it pickles (from a worker process) whole
+        self.situation, self.advice = situation, advice
+
+    def __str__(self) -> str:
+        return f"{self.situation}. {self.advice}"
 
 
 class CorruptShardError(DmdbError):

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import pickle
 import subprocess
 import sys
 import time
@@ -175,6 +176,7 @@ def test_open_in_another_mode_in_the_same_process_says_so(db_path: Path) -> None
         with dmdb.open(db_path, read_only=first):
             with pytest.raises(dmdb.DatabaseLockedError) as e:
                 dmdb.open(db_path, read_only=then)
+            assert str(pickle.loads(pickle.dumps(e.value))) == str(e.value)  # as a worker process sends it
             assert str(e.value) == (
                 f"{db_path} is open {other} in this process already (an earlier dmdb.open or duckdb.connect of it "
                 "is still open), and DuckDB opens a file in one mode per process. Use that connection, or close it "
