@@ -13,8 +13,8 @@ def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
     """BEGIN; the block; COMMIT. Any exception in the block or the commit (KeyboardInterrupt
     too) rolls back and is raised again: that exception, not the ROLLBACK's own complaint when
     DuckDB has already ended the transaction (a COMMIT that failed to write the file)."""
-    con.execute("BEGIN TRANSACTION")
     try:
+        con.execute("BEGIN TRANSACTION")  # inside: Ctrl-C that arrives while BEGIN runs is raised as it returns
         yield
         con.execute("COMMIT")
     except BaseException:

@@ -192,3 +192,27 @@ def test_sql_errors_are_dmdb_errors(db: dmdb.Database) -> None:
     with pytest.raises(dmdb.DmdbError, match="SQL error"):
         db.sql("SELECT * FROM no_such_table")
     assert db.sql("SELECT ?::INT + 1 AS x", [41])["x"][0] == 42
+
+
+def test_ctrl_c_as_begin_returns_leaves_no_transaction_open(db: dmdb.Database) -> None:
+    """A KeyboardInterrupt that arrives while BEGIN runs is raised as it returns, outside the block
+    that rolled back: the transaction stayed open, so a notebook's next record_batch failed with
+    'cannot start a transaction within a transaction' and later statements were never committed."""
+    from dmdb.transaction import transaction
+
+    class CtrlCDuringBegin:
+        def execute(self, query: str) -> object:
+            result = db.con.execute(query)
+            if query == "BEGIN TRANSACTION":
+                raise KeyboardInterrupt
+            return result
+
+    with pytest.raises(KeyboardInterrupt):
+        with transaction(CtrlCDuringBegin()):  # type: ignore[arg-type]
+            pass
+    exp = db.create_experiment("e", 8, 2)
+    plan = exp.plan(2)
+    assert exp.record_batch(list(plan.run_ids), plan.masks(), np.zeros((2, 2))) == 2
+    db.close()
+    with dmdb.open(db.path, read_only=True) as again:  # committed, not left in a transaction that closing dropped
+        assert again.experiment("e").run_ids().tolist() == [0, 1]
