@@ -180,12 +180,14 @@ def test_acknowledged_record_and_ingest_survive_kill_right_after_return(tmp_path
         p.kill()  # right after ingest returned
         p.join()
         assert rp.read_acks(acks)[-1] == "ingested 40"
-        with dmdb.open(d / "db.duckdb") as db:
-            for name, pl_ in (("crash", plan), ("sharded", other)):
-                exp = db.experiment(name)
-                assert exp.missing() == []
-                assert rp.run_counts(db, name) == (len(pl_), len(pl_))
-                rp.check_runs_whole(exp, pl_)
+        assert (d / "db.duckdb.wal").exists()  # the killed writer's log: read-only opens replay it in memory
+        for read_only in (True, False):
+            with dmdb.open(d / "db.duckdb", read_only=read_only) as db:
+                for name, pl_ in (("crash", plan), ("sharded", other)):
+                    exp = db.experiment(name)
+                    assert exp.missing() == []
+                    assert rp.run_counts(db, name) == (len(pl_), len(pl_))
+                    rp.check_runs_whole(exp, pl_)
 
 
 FIT_TABLES = ("fit_targets", "fit_runs", "weights", "fit_curve")
