@@ -169,7 +169,7 @@ def open(path: str | Path, read_only: bool = False, create: bool = True) -> Data
     if (read_only or not create) and path != ":memory:" and not Path(path).exists():
         raise DmdbError(f"no database at {path}; create one with `dmdb init --db {path}`")
     try:
-        con = duckdb.connect(path, read_only=read_only)
+        con = _connect(path, read_only, create)
     except duckdb.IOException as e:
         raise _open_error(path, e, read_only) from e
     except duckdb.ConnectionException as e:
@@ -191,6 +191,24 @@ def open(path: str | Path, read_only: bool = False, create: bool = True) -> Data
         con.close()
         raise
     return Database(con, path, read_only)
+
+
+def _connect(path: str, read_only: bool, create: bool) -> duckdb.DuckDBPyConnection:
+    """duckdb.connect, which refuses a 0-byte file as 'not a valid DuckDB database': what a process
+    stopped while creating the database leaves. That file holds nothing, so a writable open that
+    may create the database replaces it; the others say what it is."""
+    try:
+        return duckdb.connect(path, read_only=read_only)
+    except duckdb.IOException as e:
+        file = Path(path)
+        if "not a valid DuckDB database" not in str(e) or not file.is_file() or file.stat().st_size:
+            raise
+        # DuckDB locks a file before it reads the header, so no process is writing this one now
+        if read_only or not create:
+            raise DmdbError(f"{path} is an empty file (0 bytes), not a database: a process creating it was "
+                            f"probably stopped; `dmdb init --db {path}` makes it one") from e
+        file.unlink()
+        return duckdb.connect(path, read_only=read_only)
 
 
 def _open_error(path: str, e: Exception, read_only: bool) -> DmdbError:

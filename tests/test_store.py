@@ -135,6 +135,27 @@ def test_garbage_file_refused(tmp_path: Path) -> None:
         dmdb.open(p)
 
 
+def test_empty_file_left_by_a_stopped_creation(tmp_path: Path) -> None:
+    """A process killed while creating the database leaves a 0-byte file, which DuckDB refuses as 'not a
+    valid DuckDB database' on every later open: a creating open now replaces it (it holds nothing),
+    the others say what it is; a non-empty file that is not a database is never replaced."""
+    p = tmp_path / "half.duckdb"
+    p.touch()
+    for kwargs in (dict(read_only=True), dict(create=False)):
+        with pytest.raises(dmdb.DmdbError, match=r"half.duckdb is an empty file \(0 bytes\).*dmdb init"):
+            dmdb.open(p, **kwargs)
+        assert p.stat().st_size == 0
+    with dmdb.open(p) as db:
+        db.create_experiment("a", 10, 2)
+    with dmdb.open(p, read_only=True) as db:
+        assert db.experiments()["name"].to_list() == ["a"]
+    junk = tmp_path / "junk.duckdb"
+    junk.write_bytes(b"x")
+    with pytest.raises(dmdb.DmdbError, match="not a DuckDB database file"):
+        dmdb.open(junk)
+    assert junk.read_bytes() == b"x"
+
+
 def test_read_only_needs_existing_file_and_refuses_writes(db_path: Path) -> None:
     with pytest.raises(dmdb.DmdbError, match="dmdb init"):
         dmdb.open(db_path, read_only=True)
