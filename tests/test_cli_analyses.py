@@ -157,9 +157,23 @@ def test_counterfactual_title_says_when_k_exceeds_the_weights_of_that_sign(fitte
     code, out, _ = cli(capsys, "counterfactual", "--db", path, "--fit", fid, "-t", 3, "--k", N)
     assert code == 0 and f"without its top {n_pos} (--k {N}, but it has only {n_pos} positive weights)" in out
     code, out, _ = cli(capsys, "counterfactual", "--db", path, "--fit", fid, "--all-targets", "-t", 3, "--k", N)
-    assert code == 0 and f"every target without its top {n_pos} (--k {N}" in out
+    assert code == 0 and f"every target without target 3's top {n_pos} (--k {N}, but target 3 has only" in out
     code, _, err = cli(capsys, "counterfactual", "--db", path, "--fit", fid, "-t", 3, "--k", 2, "--seed", 5)
     assert code != 0 and "--seed draws the examples of --mode random" in err
+
+
+def test_counterfactual_titles_name_whose_weights_all_targets_lose(fitted, capsys):
+    """With --all-targets, --k ranks the weights of the one --target: the title read 'every target
+    without its top 2', as if each target had lost its own top 2. --seed with --remove said 'top and
+    bottom removals have no randomness', about a --mode the user never gave."""
+    path, W, bias, fid, _ = fitted
+    code, out, _ = cli(capsys, "counterfactual", "--db", path, "--fit", fid, "--all-targets", "-t", 3, "--k", 2)
+    assert code == 0 and f"fit {fid}: every target without target 3's top 2" in out
+    code, out, _ = cli(capsys, "counterfactual", "--db", path, "--fit", fid, "--all-targets", "-t", 3, "--k", 2,
+                       "--mode", "random", "--seed", 1)
+    assert code == 0 and f"fit {fid}: every target without 2 random examples" in out
+    code, _, err = cli(capsys, "counterfactual", "--db", path, "--fit", fid, "-t", 3, "--remove", "1,2", "--seed", 5)
+    assert code != 0 and err.endswith("--seed draws the examples of --k with --mode random; it does not apply to --remove/--keep\n")
 
 
 # -- brittle -------------------------------------------------------------------------------------

@@ -115,6 +115,8 @@ def _emit(df: pl.DataFrame, args: argparse.Namespace, title: str) -> None:
 def cmd_counterfactual(args: argparse.Namespace) -> int:
     if args.mode != "top" and args.k is None:
         raise BadInputError("--mode chooses what --k removes; it does not apply to --remove/--keep")
+    if args.seed is not None and args.k is None:  # checked first: --mode is 'top' by default here
+        raise BadInputError("--seed draws the examples of --k with --mode random; it does not apply to --remove/--keep")
     if args.seed is not None and args.mode != "random":  # it was ignored: the same removal for every seed
         raise BadInputError("--seed draws the examples of --mode random; top and bottom removals have no randomness")
     seed = 0 if args.seed is None else args.seed
@@ -129,25 +131,28 @@ def cmd_counterfactual(args: argparse.Namespace) -> int:
             if args.k is not None:
                 remove = A.removal_set(db, args.target, args.k, mode=args.mode, fit=fid, seed=seed).tolist()
             out = A.counterfactual_all(db, remove, keep=keep, fit=fid)
-            title = f"fit {fid}: every target without {_what(args, len(remove) if remove is not None else None)}"
+            n_removed = len(remove) if remove is not None else None
+            title = f"fit {fid}: every target without {_what(args, n_removed, f'target {args.target}')}"
         else:
             out = A.counterfactual(db, args.target, fit=fid, k=args.k, mode=args.mode, remove=remove, keep=keep,
                                    seed=seed)
-            title = f"fit {fid}: target {args.target} without {_what(args, int(out['n_removed'][0]))}"
+            title = f"fit {fid}: target {args.target} without {_what(args, int(out['n_removed'][0]), 'it')}"
     _emit(out, args, title)
     return 0
 
 
-def _what(args: argparse.Namespace, n_removed: int | None) -> str:
-    """The removal in words; a top/bottom k beyond the target's positive/negative weights says so
-    (the title read 'its top 5' over a row that removed 2)."""
+def _what(args: argparse.Namespace, n_removed: int | None, owner: str) -> str:
+    """The removal in words; `owner` is the target whose weights --k ranks ('it', or with --all-targets
+    'target T': 'every target without its top 5' read as each target's own top 5). A top/bottom k beyond
+    that target's positive/negative weights says so (the title read 'its top 5' over a row that removed 2)."""
     if args.k is not None:
         if args.mode == "random":
             return f"{args.k} random examples"
+        whose = "its" if owner == "it" else f"{owner}'s"
         if n_removed is not None and n_removed < args.k:
             sign = "positive" if args.mode == "top" else "negative"
-            return f"its {args.mode} {n_removed} (--k {args.k}, but it has only {n_removed} {sign} weights)"
-        return f"its {args.mode} {args.k}"
+            return f"{whose} {args.mode} {n_removed} (--k {args.k}, but {owner} has only {n_removed} {sign} weights)"
+        return f"{whose} {args.mode} {args.k}"
     return f"train ids {args.remove}" if args.remove is not None else f"all but train ids {args.keep}"
 
 
