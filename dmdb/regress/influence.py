@@ -48,8 +48,7 @@ def diff_means(
     n0 = n - n1
     s1 = st.xty  # sums of shifted margins over runs containing i; the shift cancels below
     s0 = st.y_sum[None, :] - s1
-    contrast = (n1 > 0) & (n0 > 0)
-    W64 = torch.where(contrast, s1 / n1.clamp(min=1) - s0 / n0.clamp(min=1), 0.0)
+    W64 = torch.where(st.varying[:, None], s1 / n1.clamp(min=1) - s0 / n0.clamp(min=1), 0.0)
     const = st.constant
     W64 = torch.where(const[None, :], 0.0, W64)
     bias = st.y_mean - st.x_mean @ W64
