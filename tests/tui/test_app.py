@@ -216,6 +216,27 @@ def test_keys_typed_in_a_burst_after_slash_reach_the_filter(study: Path) -> None
     drive(study, script)
 
 
+def test_keys_typed_in_a_burst_after_slash_reach_the_sql_query_line(study: Path) -> None:
+    """The SQL screen's '/' had the Targets filter's race: from the results table, '/' then 'S' typed
+    faster than a frame sent the 'S' to the table (the query line got ''), and a '1' went to the screen
+    key that switches to the overview. In the query line, '/' is typed as a character."""
+    async def script(app, pilot):
+        await pilot.press("5")
+        await until_screen(pilot, SqlScreen)
+        await submit(pilot, "#query", "SELECT 1 AS a")
+        table = await until_table(pilot, "#result")
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: app.focused is table.table, what="the result table focused")
+        query = app.screen.query_one("#query", Input)
+        query.value = ""
+        for key, char in (("slash", "/"), ("1", "1"), ("slash", "/"), ("2", "2")):
+            app.post_message(events.Key(key, char))
+        await wait_for(pilot, lambda: query.value == "1/2", what="'1/2' in the query line")
+        assert isinstance(app.screen, SqlScreen) and app.focused is query
+
+    drive(study, script)
+
+
 def test_targets_that_never_flip_sort_as_the_most_robust(study: Path, tmp_path: Path) -> None:
     """Support largest first put the targets no removal flips (support null: never) last, below
     targets that flip after one removal; they are the most robust, so they lead."""

@@ -5,9 +5,10 @@ from __future__ import annotations
 import inspect
 from typing import TYPE_CHECKING, Any, Callable
 
+from textual.actions import SkipAction
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import Static
+from textual.widgets import Input, Static
 from textual.worker import get_current_worker
 
 from ..service import DmdbError, Service
@@ -47,6 +48,15 @@ class DataScreen(Screen):
 
     def reload(self) -> None:
         """Start the workers that fill this screen."""
+
+    def focus_input_now(self, box: Input) -> None:
+        """The action of a key that jumps to an input line ('/'), bound with priority=True so that it
+        runs when the App takes the key from the terminal: the focus moves at once (`Input.focus`
+        waits a turn of the App's queue, and keys typed in a burst meanwhile went to the widget that
+        still had it). In the box itself the key is typed as usual."""
+        if self.focused is box:  # not box.has_focus: that turns true only once the box handles its Focus event
+            raise SkipAction()
+        self.set_focus(box)
 
     @property
     def dmdb_app(self) -> "DmdbApp":

@@ -38,7 +38,10 @@ class HistoryInput(Input):
 
 
 class SqlScreen(DataScreen):
-    BINDINGS = [Binding("slash", "focus_query", "Query", show=True), Binding("escape", "focus_result", "Results", show=True)]
+    BINDINGS = [
+        Binding("slash", "focus_query", "Query", show=True, priority=True),  # priority: see focus_input_now
+        Binding("escape", "focus_result", "Results", show=True),
+    ]
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -81,7 +84,7 @@ class SqlScreen(DataScreen):
         self.query_one("#result", FrameTable).show(pl.DataFrame())
 
     def action_focus_query(self) -> None:
-        self.query_one("#query").focus()
+        self.focus_input_now(self.query_one("#query", Input))
 
     def action_focus_result(self) -> None:
         """Leave the query line for the results (or for nothing, before any), so that the screen

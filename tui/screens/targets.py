@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import polars as pl
 from textual.app import ComposeResult
-from textual.actions import SkipAction
 from textual.binding import Binding
 from textual.widgets import Header, Input, Static
 
@@ -25,8 +24,7 @@ def filter_frame(frame: pl.DataFrame, text: str) -> pl.DataFrame:
 class TargetsScreen(DataScreen):
     AUTO_FOCUS = "DataTable"  # not the filter box: it would take 1-5 and q while the table loads, or with no fit
     BINDINGS = [
-        # priority: run when the App takes the key from the terminal, before it forwards the next one
-        Binding("slash", "search", "Filter", priority=True),
+        Binding("slash", "search", "Filter", priority=True),  # priority: see focus_input_now
         Binding("s", "sort", "Sort"),
         Binding("r", "reverse", "Reverse"),
         Binding("escape", "clear", "Clear filter", show=False),
@@ -83,12 +81,7 @@ class TargetsScreen(DataScreen):
         self.refresh_table(focus=True)
 
     def action_search(self) -> None:
-        """Focus the filter box at once (`Input.focus` waits a turn of the App's queue, and keys typed
-        in a burst after '/' went to the table meanwhile); in the box, '/' is typed as usual."""
-        box = self.query_one("#filter", Input)
-        if self.focused is box:  # not box.has_focus: that turns true only once the box handles its Focus event
-            raise SkipAction()
-        self.set_focus(box)
+        self.focus_input_now(self.query_one("#filter", Input))
 
     def action_clear(self) -> None:
         self.query_one("#filter", Input).value = ""
