@@ -298,10 +298,12 @@ def create_experiment(
         raise BadInputError(f"sampling must be one of {', '.join(SAMPLING)}, got {sampling!r}")
     kept = fixed_size(n_train, alpha)
     if sampling == "fixed" and not 0 < kept < n_train:  # every planned run would be the same subset
+        # with one example no alpha keeps between 1 and n_train - 1 of them: only Bernoulli sampling varies
+        other_alpha = f"choose an alpha that keeps between 1 and {n_train - 1} examples, or " if n_train > 1 else ""
         raise BadInputError(
             f"alpha={alpha} of n_train={n_train} keeps {kept} examples in every run ('fixed' sampling keeps "
             f"round(alpha * n_train)): every run would train on the same subset, and no datamodel can be fitted; "
-            "choose an alpha that keeps between 1 and n_train - 1 examples, or sampling='bernoulli'"
+            f"{other_alpha}use sampling='bernoulli' (CLI: dmdb create --sampling bernoulli)"
         )
     if config is not None and not isinstance(config, dict):
         raise BadInputError(f"config must be a dict, got {type(config).__name__}")
