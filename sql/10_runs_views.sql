@@ -1,4 +1,5 @@
--- Views over recorded runs for ad hoc SQL. Re-created on every writable open.
+-- Views over recorded runs for ad hoc SQL. Re-created by the writable open that first sees a
+-- changed sql/ (a new dmdb release): a view or macro dropped or redefined by hand stays so until then.
 
 -- The long form: one row per (run, target); target is INTEGER as in every other table (range() gives BIGINT).
 CREATE OR REPLACE VIEW margins_long AS

@@ -1,5 +1,6 @@
 -- Analyses of fitted datamodels: tables that store embeddings, and table macros that answer the
--- five applications in plain SQL. Re-created on every writable open (tables IF NOT EXISTS).
+-- five applications in plain SQL. Re-created by the writable open that first sees a changed sql/
+-- (a new dmdb release; tables IF NOT EXISTS): a macro dropped or redefined by hand stays so until then.
 --
 -- Conventions shared with dmdb.analyses (the Python functions give the same numbers):
 --  * fit := NULL means the latest fit (highest fit_id).

@@ -1,4 +1,5 @@
--- Shard files queried in place, without ingesting them. Re-created on every writable open.
+-- Shard files queried in place, without ingesting them. Re-created by the writable open that first sees a
+-- changed sql/ (a new dmdb release): a view or macro dropped or redefined by hand stays so until then.
 --
 --   SELECT experiment, role, count(*), avg(n_kept) FROM read_shards('study.duckdb.shards/*.parquet') GROUP BY ALL;
 --   SELECT run_id, get_bit(mask, 17) AS has_17, margins[1] FROM read_shards('shards/**/*.parquet');
