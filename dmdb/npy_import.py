@@ -103,6 +103,8 @@ def import_npy(
             config={"imported_from": str(directory.resolve())},
         )
     added = 0
+    if progress is not None:
+        progress(0, len(done_rows))
     for start in range(0, len(done_rows), rows):
         ids = done_rows[start : start + rows]
         added += exp.record_batch(first_run_id + ids, np.asarray(masks[ids]), np.asarray(margins[ids], dtype=np.float32),

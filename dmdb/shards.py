@@ -150,6 +150,8 @@ def ingest(
     done = {r[0] for r in db.con.execute("SELECT name FROM ingested_shards").fetchall()}
     report = IngestReport()
     experiments: dict[str, "Experiment"] = {}
+    if progress is not None:
+        progress(0, len(files))
     for i, path in enumerate(files):
         name = str(path.relative_to(directory))
         if name in done:

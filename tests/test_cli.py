@@ -110,6 +110,25 @@ def test_a_verb_with_progress_bars_that_fails_before_any_prints_its_error_alone(
     assert (code, out, err) == (1, "", "dmdb fit: error: target 7 is outside 0..2\n")
 
 
+def test_verbs_with_one_bar_that_fail_before_a_report_print_their_error_alone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """ingest, import-npy and collect drew their bar before the library had checked anything: a
+    missing folder or a bad masks.npy printed 'importing runs ━━━ 0/? 0:00:00' above the error line.
+    A verb that gets as far as its work still shows the bar."""
+    db = str(tmp_path / "x.duckdb")
+    dmdb.open(db).close()
+    code, out, err = run_cli(capsys, "ingest", str(tmp_path / "nowhere"), "--db", db)
+    assert (code, out, err) == (1, "", f"dmdb ingest: error: shard directory {tmp_path / 'nowhere'} does not exist\n")
+    make_store(tmp_path / "store")
+    np.save(tmp_path / "store" / "masks.npy", np.load(tmp_path / "store" / "masks.npy").astype(np.uint8))
+    code, out, err = run_cli(capsys, "import-npy", str(tmp_path / "store"), "--name", "e", "--db", db)
+    assert (code, out, err) == (1, "", "dmdb import-npy: error: masks and _completed must be bool arrays, got uint8 and bool\n")
+    make_store(tmp_path / "store")
+    code, _, err = run_cli(capsys, "import-npy", str(tmp_path / "store"), "--name", "e", "--db", db)
+    assert code == 0 and err.startswith("importing runs") and " 0:00:00" in err.splitlines()[0]
+
+
 def test_every_option_of_every_verb_says_what_it_does() -> None:
     """`dmdb VERB --help` is where a user looks: an option listed there without a line (fit's --max-iter,
     --split-seed, --dtype, embed's --seed, collect's --engine were) leaves them guessing."""

@@ -30,7 +30,8 @@ def test_imports_only_completed_rows_in_chunks(db: dmdb.Database, tmp_path: Path
     seen: list[tuple[int, int]] = []
     exp, added = import_npy(db, tmp_path / "store", "ref", chunk_rows=8, progress=lambda d, t: seen.append((d, t)))
     rows = np.flatnonzero(completed)
-    assert added == len(rows) and len(seen) == -(-len(rows) // 8) and seen[-1] == (len(rows), len(rows))
+    assert added == len(rows) and seen[0] == (0, len(rows))  # once the input is checked: the CLI's bar starts there
+    assert len(seen) == 1 + -(-len(rows) // 8) and seen[-1] == (len(rows), len(rows))
     assert (exp.n_train, exp.n_targets, exp.sampling) == (45, 7, "fixed")
     assert exp.alpha == pytest.approx(1 / 3, abs=1e-4)
     np.testing.assert_array_equal(exp.run_ids(), rows)

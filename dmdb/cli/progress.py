@@ -34,9 +34,9 @@ def _bars() -> Progress:
 
 @contextmanager
 def progress_bar(description: str, quiet: bool = False) -> Iterator[Callable[[int, int], None]]:
-    """Yields callback(done, total) driving one bar; a no-op when quiet."""
+    """Yields callback(done, total) driving one bar; a no-op when quiet. The bar shows from the first
+    report, as stage_progress's do (the library reports 0 once its input is checked)."""
     with stage_progress(quiet) as update:
-        update(description, 0, None)  # the bar shows (without a total) before the first report
         yield lambda done, total: update(description, done, total)
 
 
