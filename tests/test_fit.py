@@ -341,6 +341,24 @@ def test_a_lasso_path_of_lambda_max_alone_is_refused(db: dmdb.Database) -> None:
     assert two.targets()["lam"][0] > 0 and two.targets()["nnz"][0] > 0
 
 
+def test_a_pool_view_that_cannot_be_read_is_named(db: dmdb.Database) -> None:
+    """README invites redefining fit_pool, holdout_pool and target_pool; one dropped (or whose new
+    definition no longer binds) failed as '--where None is not valid SQL here: ... fit_pool does not
+    exist', blaming an option never given ('holdout_pool None' for the holdout view)."""
+    exp = db.experiment("syn")
+    for view in ("fit_pool", "holdout_pool", "target_pool"):
+        default = db.sql(f"SELECT sql FROM duckdb_views() WHERE view_name = '{view}'")["sql"][0]
+        db.sql(f"DROP VIEW {view}")
+        for where in (None, "  "):
+            with pytest.raises(dmdb.BadInputError, match=rf"^the view {view} cannot be read \(Catalog Error: .*{view}.*\); "
+                               rf"redefine it, or restore the default of sql/20_fit_views.sql"):
+                exp.fit("diff-means", where=where)
+        db.sql(default)
+    with pytest.raises(dmdb.BadInputError, match=r"^--where 'no_such_column > 1' is not valid SQL here"):
+        exp.fit("diff-means", where="no_such_column > 1")  # the user's own SQL is still named as theirs
+    assert db.fits().height == 0 and exp.fit("diff-means").lds is not None
+
+
 def test_where_and_curve_of_the_wrong_type_are_clear_errors(db: dmdb.Database) -> None:
     """where=5 raised AttributeError, curve=0.5 and curve=['a'] TypeErrors (after the runs were
     read), a numpy array of fractions ValueError (its truth value); now a BadInputError, or for

@@ -61,6 +61,9 @@ def _ids(exp: "Experiment", sql: str, params: Sequence[Any], what: str, spec: st
         rows = exp.db.con.execute(sql, list(params)).fetchall()
     except duckdb.Error as e:
         first = str(e).splitlines()[0]
+        if spec is None:  # the pool view alone failed: dropped, or a redefinition that no longer binds
+            raise BadInputError(f"the view {what} cannot be read ({first}); redefine it, or restore the default of "
+                                f"sql/20_fit_views.sql with `dmdb sql --write \"CREATE OR REPLACE VIEW {what} AS ...\"`") from e
         if "user_query" in first:
             column = "target" if what == "--targets" else "run_id"
             raise BadInputError(f"{what} {spec!r} must give a `{column}` column ({first})") from e
@@ -74,12 +77,13 @@ def fit_pool_ids(exp: "Experiment", where: str | None) -> np.ndarray:
         raise BadInputError(f"where must be SQL text (an expression over runs columns, a query or a view name), got {where!r}")
     sql = "SELECT run_id FROM fit_pool WHERE experiment = ?"
     params: list[Any] = [exp.name]
-    if where is not None and where.strip():
-        if _QUERY.match(where) or _IDENT.match(where):
-            sql += f" AND run_id IN ({_relation(where, 'run_id')})"
-        else:
-            sql += f" AND run_id IN (SELECT run_id FROM runs WHERE experiment = ? AND ({where}))"
-            params.append(exp.name)
+    if where is None or not where.strip():
+        return _ids(exp, sql, params, "fit_pool", None)
+    if _QUERY.match(where) or _IDENT.match(where):
+        sql += f" AND run_id IN ({_relation(where, 'run_id')})"
+    else:
+        sql += f" AND run_id IN (SELECT run_id FROM runs WHERE experiment = ? AND ({where}))"
+        params.append(exp.name)
     return _ids(exp, sql, params, "--where", where)
 
 
