@@ -140,7 +140,7 @@ def test_every_option_of_every_verb_says_what_it_does() -> None:
     bare = [f"{verb} {'/'.join(action.option_strings) or action.dest}"
             for verb, parser in verbs.items() for action in parser._actions
             if action.option_strings and not action.help]
-    assert len(verbs) == 21 and bare == []
+    assert {"fit", "sql", "ingest", "counterfactual"} <= set(verbs) and bare == []  # the walk saw the verbs
 
 
 def test_ingest_and_import_npy(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
