@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,6 +124,12 @@ class IngestReport:
     runs_already_present: int = 0
     files_already_ingested: int = 0
     bad: list[tuple[str, str]] = field(default_factory=list)
+    abandoned: list[str] = field(default_factory=list)
+    """Temporary files of shard writers that stopped mid-write (untouched for ABANDONED_AFTER_S): never
+    ingested, left in place (a live writer's file has the same name pattern), listed so they can go."""
+
+
+ABANDONED_AFTER_S = 3600.0
 
 
 def ingest(
@@ -172,6 +179,9 @@ def ingest(
                 report.bad.append((name, why))
         if progress is not None:
             progress(i + 1, len(files))
+    now = time.time()
+    report.abandoned = sorted(str(p.relative_to(directory)) for p in directory.rglob(".*.parquet.tmp")
+                              if now - p.stat().st_mtime > ABANDONED_AFTER_S)
     return report
 
 

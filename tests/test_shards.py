@@ -160,3 +160,33 @@ def test_write_shard_validates_before_writing(tmp_path: Path) -> None:
     with pytest.raises(dmdb.BadInputError, match=r"margins of one run must be 1-D \(one per target\), got shape \(1, 5\)"):
         write_run(tmp_path, "small", run, margins[:1])  # said 'must be 2-D ... (1, 1, 5)', a CorruptShardError
     assert list(tmp_path.iterdir()) == []
+
+
+def test_unfinished_shard_files_of_stopped_writers_are_listed(exp: dmdb.Experiment, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """A worker killed mid-write leaves its shard under a temporary name; ingest never reads it, and
+    nothing said it was there (it stayed forever, as large as the shard). Ingest now lists those not
+    written to for over an hour (a live writer's is newer) and says how to delete them; it deletes none."""
+    import os
+    import time
+
+    from dmdb.cli import main
+    from dmdb.shards import ABANDONED_AFTER_S
+
+    masks, margins = random_runs(2, 37, 5)
+    shards = tmp_path / "sh"
+    write_shard(shards, "small", np.arange(2), masks, margins)
+    old = shards / "node1" / ".small-7-ab.parquet.tmp"
+    old.parent.mkdir()
+    old.write_bytes(b"half a shard")
+    then = time.time() - ABANDONED_AFTER_S - 60
+    os.utime(old, (then, then))
+    live = shards / ".small-8-cd.parquet.tmp"
+    live.write_bytes(b"being written")
+    report = ingest(exp.db, shards)
+    assert report.abandoned == ["node1/.small-7-ab.parquet.tmp"] and report.bad == [] and report.runs_added == 2
+    assert main(["ingest", str(shards), "--db", exp.db.path, "-q"]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "1 unfinished shard files" in err and "node1/.small-7-ab.parquet.tmp" in err
+    assert f"find {shards} -name '.*.parquet.tmp' -mmin +60 -delete" in err
+    assert old.exists() and live.exists()
