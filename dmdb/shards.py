@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .errors import BadInputError, CorruptShardError, DmdbError, UnknownExperimentError
-from .files import replaced
+from .files import replaced, temporary
 from .packing import margins_from_arrow, unpack_masks
 from .plan import PlannedRun
 from .record import RunBatch, batch_table, make_batch, write_batch
@@ -130,6 +130,8 @@ class IngestReport:
 
 
 ABANDONED_AFTER_S = 3600.0
+UNFINISHED_GLOB = temporary(Path("*.parquet")).name
+"""What a shard's temporary name matches ('.*.parquet.tmp')."""
 
 
 def ingest(
@@ -180,7 +182,7 @@ def ingest(
         if progress is not None:
             progress(i + 1, len(files))
     now = time.time()
-    report.abandoned = sorted(str(p.relative_to(directory)) for p in directory.rglob(".*.parquet.tmp")
+    report.abandoned = sorted(str(p.relative_to(directory)) for p in directory.rglob(UNFINISHED_GLOB)
                               if now - p.stat().st_mtime > ABANDONED_AFTER_S)
     return report
 

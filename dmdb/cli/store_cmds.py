@@ -14,7 +14,7 @@ from .. import store
 from ..errors import BadInputError, DmdbError
 from ..npy_import import import_npy
 from ..plan import SAMPLING
-from ..shards import ABANDONED_AFTER_S, ingest
+from ..shards import ABANDONED_AFTER_S, UNFINISHED_GLOB, ingest
 from ..transaction import transaction
 from .argtypes import at_least, open_fraction
 from .output import STDOUT, emit
@@ -158,7 +158,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         STDERR.print(
             f"{len(report.abandoned)} unfinished shard files (temporary names untouched for over {hours:g} h: their "
             f"writers were stopped, and their runs are retrained on resume) are never ingested, e.g. "
-            f"{report.abandoned[0]}; delete them with: find {args.directory} -name '.*.parquet.tmp' -mmin +{minutes:g} -delete"
+            f"{report.abandoned[0]}; delete them with: find {args.directory} -name '{UNFINISHED_GLOB}' -mmin +{minutes:g} -delete"
         )
     return 1 if report.bad else 0
 
