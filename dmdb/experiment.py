@@ -303,7 +303,7 @@ def create_experiment(
         raise BadInputError(
             f"alpha={alpha} of n_train={n_train} keeps {kept} examples in every run ('fixed' sampling keeps "
             f"round(alpha * n_train)): every run would train on the same subset, and no datamodel can be fitted; "
-            f"{other_alpha}use sampling='bernoulli' (CLI: dmdb create --sampling bernoulli)"
+            f"{other_alpha}use sampling='bernoulli' (CLI: --sampling bernoulli)"
         )
     if config is not None and not isinstance(config, dict):
         raise BadInputError(f"config must be a dict, got {type(config).__name__}")

@@ -47,7 +47,7 @@ def test_unknown_experiment_names_known_ones(db: dmdb.Database) -> None:
         (dict(n_train=5, n_targets=2, sampling="poisson"), "sampling"),
         # 'fixed' keeps round(alpha * n_train): 0 or all of them in every run, one subset for all runs
         (dict(n_train=10, n_targets=2, alpha=0.04), r"alpha=0.04 of n_train=10 keeps 0 examples in every run.*"
-         r"choose an alpha that keeps between 1 and 9 examples, or use sampling='bernoulli' \(CLI: dmdb create --sampling"),
+         r"choose an alpha that keeps between 1 and 9 examples, or use sampling='bernoulli' \(CLI: --sampling bernoulli\)"),
         # no alpha keeps between 1 and 0 examples: the advice was impossible to follow
         (dict(n_train=1, n_targets=2, alpha=0.5), r"keeps 0 examples.*fitted; use sampling='bernoulli' \(CLI"),
         (dict(n_train=3, n_targets=2, alpha=0.9), r"keeps 3 examples in every run"),

@@ -377,6 +377,24 @@ def test_synth_cli(db_path: Path) -> None:
         assert db.fits()["estimator"].to_list() == ["scores:truth"]
 
 
+def test_synth_cli_bernoulli_sampling(db_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """alpha 0.01 of 50 examples keeps none under 'fixed' sampling; the error's advice, --sampling
+    bernoulli, used to exist only on `dmdb create`, so a synth user had no way to follow it."""
+    args = ["synth", "s", "--runs", "200", "--train", "50", "--targets", "2", "--alpha", "0.01", "--db", str(db_path), "-q"]
+    assert main(args) == 1
+    assert "(CLI: --sampling bernoulli)" in capsys.readouterr().err
+    assert main([*args, "--sampling", "bernoulli", "--alpha", "0.2"]) == 0
+    with dmdb.open(db_path, read_only=True) as db:
+        exp = db.experiment("s")
+        assert (exp.sampling, exp.alpha) == ("bernoulli", 0.2)
+        kept = exp.masks().sum(axis=1)
+        assert kept.min() < kept.max()  # subsets of varying size, as Bernoulli(0.2) draws them
+        assert abs(kept.mean() / 50 - 0.2) < 0.02
+    # a rerun under the other rule is refused, naming the difference
+    assert main([*args[:-3], "--alpha", "0.2", "--db", str(db_path), "-q"]) == 1
+    assert "asked for sampling fixed (it has bernoulli)" in capsys.readouterr().err
+
+
 # -- Parquet out, and shards queried in place ---------------------------------------------------
 
 

@@ -1,9 +1,12 @@
-"""Argument types that refuse bad numbers while parsing, before a verb opens or writes anything."""
+"""Argument types that refuse bad numbers while parsing, before a verb opens or writes anything, and
+the options that several verbs share."""
 
 from __future__ import annotations
 
 import argparse
 from typing import Callable
+
+from ..plan import SAMPLING
 
 
 def at_least(low: int) -> Callable[[str], int]:
@@ -31,3 +34,10 @@ def open_fraction(text: str) -> float:
     if not 0 < value < 1:
         raise argparse.ArgumentTypeError(f"must be between 0 and 1 (exclusive), got {value}")
     return value
+
+
+def add_subset_options(p: argparse.ArgumentParser) -> None:
+    """--alpha and --sampling: how a new experiment's runs pick their subsets (create, synth)."""
+    p.add_argument("--alpha", type=open_fraction, default=0.5, help="fraction of train examples each run keeps (default 0.5)")
+    p.add_argument("--sampling", choices=SAMPLING, default="fixed",
+                   help="fixed: subsets of exactly round(alpha N) examples (the paper); bernoulli: each kept with prob. alpha")

@@ -14,7 +14,7 @@ from ..scale import ENGINES, EngineOptions, Job, SynthSpec, collect, create_synt
 from ..scale.engines import check_engine
 from ..scale.export import export_runs, export_weights
 from ..scale.task import find_shard, load_train_fn
-from .argtypes import at_least
+from .argtypes import add_subset_options, at_least
 from .output import STDOUT
 from .progress import STDERR, progress_bar, stage_progress
 
@@ -85,7 +85,7 @@ def register(sub: Any, parents: tuple[argparse.ArgumentParser, argparse.Argument
     p.add_argument("--targets", type=at_least(1), required=True, help="targets T")
     p.add_argument("--density", type=float, default=0.01, help="share of train examples with a true nonzero weight per target")
     p.add_argument("--noise", type=float, default=0.5, help="noise std relative to the signal's (default 0.5)")
-    p.add_argument("--alpha", type=float, default=0.5, help="fraction of train examples each run keeps (default 0.5)")
+    add_subset_options(p)
     p.add_argument("--seed", type=at_least(0), default=0, help="seed of the true weights, masks and noise (default 0)")
     p.add_argument("--chunk", type=at_least(1), help="runs per transaction (default: about 64 MB of masks)")
     p.add_argument("--no-truth-fit", action="store_true", help="do not store the truth as a fit (it reads every run back)")
@@ -218,7 +218,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
     spec = SynthSpec(args.train, args.targets, density=args.density, noise=args.noise, seed=args.seed, alpha=args.alpha)
     holdout = args.runs // 10 if args.holdout is None else args.holdout
     with store.open(args.db) as db, stage_progress(args.quiet) as bar:
-        exp, truth = create_synthetic(db, args.name, spec, args.runs, holdout, args.chunk, not args.no_truth_fit, bar)
+        exp, truth = create_synthetic(db, args.name, spec, args.runs, holdout, args.chunk, not args.no_truth_fit, bar,
+                                       args.sampling)
         n = exp.n_runs()
     lds = "" if truth is None or truth.lds is None else f"; the truth (fit {truth.fit_id}) has LDS {truth.lds:.4f}"
     STDERR.print(f"synthetic experiment {args.name!r}: {n} runs x {spec.n_train} train x {spec.n_targets} targets, "

@@ -13,10 +13,9 @@ import polars as pl
 from .. import store
 from ..errors import BadInputError, DmdbError
 from ..npy_import import import_npy
-from ..plan import SAMPLING
 from ..shards import ABANDONED_AFTER_S, UNFINISHED_GLOB, ingest
 from ..transaction import transaction
-from .argtypes import at_least, open_fraction
+from .argtypes import add_subset_options, at_least
 from .output import STDOUT, emit
 from .progress import STDERR, progress_bar
 
@@ -31,9 +30,7 @@ def register(sub: Any, parents: tuple[argparse.ArgumentParser, argparse.Argument
     p.add_argument("experiment")
     p.add_argument("--n-train", type=at_least(1), required=True, help="train examples N (mask length)")
     p.add_argument("--n-targets", type=at_least(1), required=True, help="targets T (margins per run)")
-    p.add_argument("--alpha", type=open_fraction, default=0.5, help="fraction of train examples each run keeps (default 0.5)")
-    p.add_argument("--sampling", choices=SAMPLING, default="fixed",
-                   help="fixed: subsets of exactly round(alpha N) examples (the paper); bernoulli: each kept with prob. alpha")
+    add_subset_options(p)
     p.add_argument("--exist-ok", action="store_true", help="succeed if it exists with the same shape")
     p.set_defaults(func=cmd_create)
 

@@ -108,9 +108,12 @@ def train_synthetic(run: PlannedRun, experiment_config: dict[str, Any]) -> np.nd
 
 def create_synthetic(
     db: "Database", name: str, spec: SynthSpec, fit_runs: int, holdout_runs: int = 0, chunk: int | None = None,
-    truth_fit: bool = True, progress: Callable[[str, int, int], None] | None = None,
+    truth_fit: bool = True, progress: Callable[[str, int, int], None] | None = None, sampling: str = "fixed",
 ) -> tuple["Experiment", "Fit | None"]:
     """Create (or resume) a synthetic experiment and record its runs, `chunk` runs per transaction.
+
+    `sampling` is the experiment's rule for the runs' subsets ('fixed' or 'bernoulli', as in
+    `create_experiment`); the true weights do not depend on it.
 
     Memory stays bounded by one chunk (default: about 64 MB of masks). With `truth_fit`, the true
     weights are stored as a fit named `scores:truth` (uncalibrated: only its bias is fitted), so
@@ -122,8 +125,8 @@ def create_synthetic(
     if truth_fit and fit_runs < need:
         raise BadInputError(f"the truth fit needs at least {need} fit runs (the default validation split takes "
                             f"{val_frac:.0%}), got {fit_runs}; record more or skip it (--no-truth-fit)")
-    exp = db.create_experiment(name, spec.n_train, spec.n_targets, alpha=spec.alpha, config=spec.config(),
-                               exist_ok=True)
+    exp = db.create_experiment(name, spec.n_train, spec.n_targets, alpha=spec.alpha, sampling=sampling,
+                               config=spec.config(), exist_ok=True)
     if SynthSpec.from_config(exp.config) != spec:
         raise BadInputError(f"experiment {name!r} exists with another synthetic spec: {exp.config['synthetic']}")
     chunk = chunk or max(1, (64 << 20) // spec.n_train)
