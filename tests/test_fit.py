@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -258,12 +259,23 @@ def test_import_scores_columns_follow_the_given_targets(db: dmdb.Database, study
     rho3 = spearmanr(Xh @ W[:, 3], Yh[:, 3]).statistic
     assert flat.targets()["holdout_spearman"].to_list() == [0.0, pytest.approx(rho3, abs=1e-6)]
     assert flat.lds == pytest.approx(rho3 / 2, abs=1e-6)
+    # a constant column predicts the same for every run (each keeps N/2 examples): calibrating it divided
+    # by the rounding noise of that prediction and stored weights near 1e9 with a bias near -1e11 (or, where
+    # the noise ran the other way, warned that the column runs against the margins)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", dmdb.ScoresWarning)
+        const = exp.import_scores(np.stack([W[:, 3], np.full(N, 0.37)], axis=1), targets=[3, 1])
+    split = fit_split(exp, const)
+    Y1 = exp.margins(runs=np.union1d(split["fit"], split["val"]))[:, 1].astype(np.float64)
+    ft = const.targets()
+    assert ft["nnz"].to_list() == [0, int((W[:, 3] != 0).sum())]
+    assert ft["bias"][0] == pytest.approx(Y1.mean(), abs=1e-6)
     bad = [(W[:, [1, 1]], [1, 1], "repeat"), (W[:, [1]] * 1e39, [1], "float32 range"),
            (W[:, [1]] + 1j, [1], "real numbers"), (W[:, [1]], [1.5], "integer target ids")]
     for S, tg, msg in bad:
         with pytest.raises(dmdb.BadInputError, match=msg):
             exp.import_scores(S, targets=tg)
-    assert len(db.fits()) == 2
+    assert len(db.fits()) == 3
     tiny = np.zeros((N, 1))
     tiny[0, 0], tiny[1, 0] = 1e-50, 1.0
     fit = exp.import_scores(tiny, targets=[2], calibrate=False)

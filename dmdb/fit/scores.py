@@ -57,7 +57,9 @@ def import_scores(
     LDS above what the scores themselves earn. A target whose scores run against its fit-run
     margins gets scale 0 (one margin for every run, which counts 0 in the LDS), is listed in
     `config.anticorrelated` and named in a warning. With scales >= 0 the holdout Spearman is the
-    scores' own. Without `calibrate`, the bias alone is fitted.
+    scores' own. A column whose prediction is the same for every run (a constant column when every
+    run keeps the same number of examples) explains nothing and gets scale 0 as well. Without
+    `calibrate`, the bias alone is fitted.
     """
     exp.db.require_writable()
     S = load_scores(scores)
@@ -83,7 +85,10 @@ def import_scores(
     if calibrate:
         pc = pred - pred.mean(axis=0)
         var = (pc * pc).mean(axis=0)
-        scale = np.where(var > 0, (pc * (y - y.mean(axis=0))).mean(axis=0) / np.where(var > 0, var, 1), 0.0)
+        # a prediction that is the same for every run (a constant column under 'fixed' sampling) varies only
+        # by rounding: dividing by that variance gave weights near 1e9; it explains nothing, so scale 0
+        varies = var > (1e-9 * np.abs(pred).max(axis=0, initial=0.0)) ** 2
+        scale = np.where(varies, (pc * (y - y.mean(axis=0))).mean(axis=0) / np.where(varies, var, 1), 0.0)
         against = sel.targets[scale < 0]
         scale = np.maximum(scale, 0.0)
         W = W * scale[None, :]
