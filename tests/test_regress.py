@@ -135,7 +135,7 @@ def test_selected_lambda_is_brute_force_argmin_of_validation_mse_with_sklearn_co
         np.testing.assert_allclose(res.W[:, t], sk.coef_, atol=1e-6)
         assert res.bias[t] == pytest.approx(sk.intercept_, abs=1e-6)
         assert res.nnz[t] == np.count_nonzero(sk.coef_)
-    assert not res.W[:, 1].any() and res.bias[1] == pytest.approx(-0.5)
+    assert not res.W[:, 1].any() and res.bias[1] == pytest.approx(-0.5) and res.lam[1] == 0
     assert np.isnan(res.val_r2[1]) and res.val_mse[1] == pytest.approx(0.0)
 
 
@@ -236,6 +236,7 @@ def test_ridge_matches_sklearn_ridge_with_alpha_n_lambda(n: int, N: int, gram: s
     grid = [1e-3, 1e-2, 0.1, 1.0]
     res = select_ridge(X, Y, fit, val, lambdas=grid, gram=gram, **F64)
     assert not res.W[:, 1].any() and res.bias[1] == pytest.approx(0.5)
+    assert res.lam[1] == 0  # as the lasso records for a constant target (it was the grid's first value)
     Xf = X.astype(np.float64)
     for t in (0, 2):
         mses = []

@@ -126,7 +126,7 @@ def select_ridge(
         grid, path_mse = _widen_at_edges(grid, path_mse, mse_at, const, floor)
     k = grid.numel()
     best = path_mse.argmin(dim=0)  # ties go to the first grid value
-    lam = grid[best]
+    lam = torch.where(const, 0, grid[best])  # a constant target chooses nothing: 0, as the lasso records
     val_mse = path_mse.gather(0, best[None, :])[0]
     val_r2 = r2_from(val_mse, st_val.y_var, st_val.constant)
 
