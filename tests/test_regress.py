@@ -10,6 +10,7 @@ from sklearn.linear_model import Lasso, Ridge
 from sklearn.linear_model import lasso_path as sk_lasso_path
 
 from dmdb.errors import FitError
+from dmdb.regress import _fista
 from dmdb.regress import (
     diff_means,
     lasso_path,
@@ -65,6 +66,34 @@ def test_lasso_path_matches_sklearn_along_whole_path_including_constant_target(g
     assert not path.coefs[:, :, 2].any()
     np.testing.assert_allclose(path.intercepts[:, 2], 1.25)
     assert path.constant.tolist() == [False, False, True, False]
+
+
+@pytest.mark.parametrize("gram, n", [("matrix", 300), ("masks", 30)])
+def test_lasso_path_retakes_steps_too_long_for_the_curvature(gram: str, n: int,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each target's step starts at 1/(0.01 L), far too long for G (its Rayleigh quotient along a
+    step reaches L), so nearly every target's first steps must be retaken with a larger estimate;
+    the path still equals scikit-learn's, with fewer runs than examples too (G singular)."""
+    monkeypatch.setattr(_fista, "STEP_START", 0.01)
+    retaken = []
+    real = _fista._backtrack
+
+    def counting(*args):  # type: ignore[no-untyped-def]
+        Lb_in = args[7].clone()
+        out = real(*args)
+        retaken.append(int((out[2] > Lb_in).sum()))  # targets whose estimate had to grow
+        return out
+
+    monkeypatch.setattr(_fista, "_backtrack", counting)
+    X, Y, _ = _data(n, 40, 3, seed=5)
+    path = lasso_path(X, Y, n_lambdas=15, eps=1e-2, tol=1e-14, max_iter=100_000, gram=gram, **F64)
+    assert path.converged.all()
+    Xf = X.astype(np.float64)
+    for t in range(3):
+        coefs, intercepts = _sk_path(Xf, Y[:, t], path.lambdas[:, t])
+        np.testing.assert_allclose(path.coefs[:, :, t], coefs, atol=1e-7)
+        np.testing.assert_allclose(path.intercepts[:, t], intercepts, atol=1e-7)
+    assert retaken[:2] == [0, 3]  # at lambda_max every weight stays 0; the next step is retaken by all 3
 
 
 def test_lasso_matches_sklearn_lasso_estimator_with_intercept_float32():
@@ -429,19 +458,18 @@ def test_masks_form_holds_centred_rows_and_extends_like_the_matrix() -> None:
     st_extra = stats.gram_stats(X, Y, extra, device=dev, dtype=torch.float64, with_gram=False, shift=st_fit.shift)
     op = CentredMasks(X, fit, st_fit.x_mean, reserve=extra.size, device=dev, dtype=torch.float64, block_rows=16)
     Z = torch.from_numpy(rng.normal(size=(3, 200)))
-    C = torch.from_numpy(rng.normal(size=(3, 200)))
 
     def gram(rows: np.ndarray) -> np.ndarray:
         Xc = X[rows] - X[rows].mean(axis=0)
         return Xc.T @ Xc / rows.size
 
-    np.testing.assert_allclose(op.grad(C, Z).numpy(), Z.numpy() @ gram(fit) - C.numpy(), atol=1e-12)
+    np.testing.assert_allclose(op.product(Z).numpy(), Z.numpy() @ gram(fit), atol=1e-12)
     op.extend(st_fit, st_extra, X, extra)
-    np.testing.assert_allclose(op.grad(C, Z).numpy(), Z.numpy() @ gram(np.arange(90)) - C.numpy(), atol=1e-12)
+    np.testing.assert_allclose(op.product(Z).numpy(), Z.numpy() @ gram(np.arange(90)), atol=1e-12)
     with pytest.raises(FitError, match="room for 90 runs"):
         op.extend(st_fit + st_extra, st_extra, X, extra)
     # ...and the refused extend left the held rows as they were
-    np.testing.assert_allclose(op.grad(C, Z).numpy(), Z.numpy() @ gram(np.arange(90)) - C.numpy(), atol=1e-12)
+    np.testing.assert_allclose(op.product(Z).numpy(), Z.numpy() @ gram(np.arange(90)), atol=1e-12)
     assert choose_form(100, 200) == "masks" and choose_form(101, 200) == "matrix"
     with pytest.raises(FitError, match="gram form"):
         choose_form(10, 20, "dense")

@@ -47,9 +47,9 @@ class GramMatrix:
         self.N = G.shape[0]
         self.device, self.dtype = G.device, G.dtype
 
-    def grad(self, C: torch.Tensor, Z: torch.Tensor) -> torch.Tensor:
-        """Z G - C for a (B, N) batch of iterates."""
-        return torch.addmm(C, Z, self.G, beta=-1)
+    def product(self, Z: torch.Tensor) -> torch.Tensor:
+        """Z G for a (B, N) batch of iterates."""
+        return Z @ self.G
 
     def apply(self, V: torch.Tensor) -> torch.Tensor:
         """G V for a (N, m) block (G is symmetric)."""
@@ -100,9 +100,9 @@ class CentredMasks:
             torch.sub(mask_block(X, idx, self._buf.device, self._buf.dtype), m, out=dst)
             self.n_runs += idx.size
 
-    def grad(self, C: torch.Tensor, Z: torch.Tensor) -> torch.Tensor:
+    def product(self, Z: torch.Tensor) -> torch.Tensor:
         Xc = self.Xc
-        return torch.addmm(C, Z @ Xc.T, Xc, beta=-1, alpha=1.0 / self.n_runs)
+        return (Z @ Xc.T).div_(self.n_runs) @ Xc  # the division on the (B, n) factor
 
     def apply(self, V: torch.Tensor) -> torch.Tensor:
         Xc = self.Xc
