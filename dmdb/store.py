@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -11,9 +10,8 @@ import duckdb
 import polars as pl
 from duckdb.sqltypes import DuckDBPyType
 
+from . import schema
 from .errors import DatabaseLockedError, DmdbError, ReadOnlyError, SchemaVersionError, UnknownExperimentError
-from .sqlfiles import sql_files
-from .transaction import transaction
 
 if TYPE_CHECKING:
     from .experiment import Experiment
@@ -185,8 +183,10 @@ def open(path: str | Path, read_only: bool = False, create: bool = True) -> Data
         raise DmdbError(f"cannot open {path}: {e}") from e
     try:
         _check_version(con, path, read_only)
-        if not read_only:
-            _apply_schema(con)
+        if read_only:
+            schema.overlay(con, path)
+        else:
+            schema.apply(con, SCHEMA_VERSION)
     except BaseException:
         con.close()
         raise
@@ -249,28 +249,3 @@ def _check_version(con: duckdb.DuckDBPyConnection, path: str, read_only: bool) -
             f"{path} has {found}, this dmdb knows version {SCHEMA_VERSION}; "
             "open it with the dmdb release that wrote it"
         )
-
-
-def _apply_schema(con: duckdb.DuckDBPyConnection) -> None:
-    """Run the sql/ files, unless this exact text was applied before (a writable open then costs
-    one small query instead of re-creating every view and macro)."""
-    texts = [f.read_text() for f in sql_files()]
-    digest = hashlib.sha256("\0".join(texts).encode()).hexdigest()
-    try:
-        applied = con.execute("SELECT value FROM dmdb_meta WHERE key = 'sql_sha256'").fetchall()
-    except duckdb.CatalogException:
-        applied = []
-    if applied and applied[0][0] == digest:
-        return
-    with transaction(con):
-        for text in texts:
-            con.execute(text)
-        con.execute(
-            "INSERT INTO dmdb_meta VALUES ('schema_version', ?) ON CONFLICT (key) DO NOTHING", [str(SCHEMA_VERSION)]
-        )
-        con.execute(
-            "INSERT INTO dmdb_meta VALUES ('sql_sha256', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            [digest],
-        )
-
-

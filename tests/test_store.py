@@ -8,6 +8,7 @@ from pathlib import Path
 
 import duckdb
 import numpy as np
+import polars as pl
 import pytest
 
 import dmdb
@@ -51,6 +52,67 @@ def test_a_database_from_before_fit_order_gains_the_column(db_path: Path) -> Non
     with dmdb.open(db_path) as db:
         assert db.fit(1).runs().equals(old)
         assert db.sql("SELECT count(*) AS n FROM fit_runs WHERE fit_order IS NULL")["n"][0] == 12
+
+
+def _as_an_older_release(db_path: Path, *statements: str) -> None:
+    """Give a file written by this dmdb the shape an older release left (the statements undo what
+    came since) and the older release's mark, so opens see it as not yet brought up to date."""
+    con = duckdb.connect(str(db_path))
+    for statement in statements:
+        con.execute(statement)
+    con.execute("UPDATE dmdb_meta SET value = 'older' WHERE key = 'sql_sha256'")
+    con.close()
+
+
+def test_a_file_from_an_older_release_reads_as_current_read_only(db_path: Path) -> None:
+    """A read-only open (dmdb sql, info, fits, the TUI) used to see an older file's own views and
+    macros: one added since was 'does not exist' (mask_indices; fit_overview for `dmdb fits` on a file
+    from before fits), a changed one kept its old behaviour (margins_long.target BIGINT), a table added
+    since was a catalog error. Now it sees this release's, as temporary objects: the file is unchanged,
+    and a pool view the file has (perhaps a user's redefinition) is kept."""
+    with dmdb.open(db_path) as db:
+        exp = db.create_experiment("e", n_train=6, n_targets=2)
+        runs = list(exp.plan(12, seed=0))
+        exp.record_batch([r.run_id for r in runs], np.stack([r.mask for r in runs]),
+                         np.random.default_rng(0).normal(size=(12, 2)))
+        exp.fit("diff-means")
+    _as_an_older_release(
+        db_path,
+        "DROP MACRO mask_indices",
+        "CREATE OR REPLACE VIEW margins_long AS SELECT experiment, run_id, role, "
+        "unnest(range(len(margins))) AS target, unnest(margins) AS margin FROM runs",
+        "DROP VIEW fit_overview",
+        "DROP TABLE fit_curve",
+        "CREATE OR REPLACE VIEW fit_pool AS SELECT experiment, run_id FROM runs WHERE role = 'fit' AND run_id < 5",
+    )
+    with dmdb.open(db_path, read_only=True) as db:
+        first = db.sql("SELECT mask_indices(mask) AS kept FROM runs ORDER BY run_id LIMIT 1")["kept"].to_list()
+        assert first == [np.flatnonzero(runs[0].mask).tolist()]
+        assert db.sql("SELECT target FROM margins_long LIMIT 1").dtypes == [pl.Int32]
+        assert db.fits()["estimator"].to_list() == ["diff-means"]
+        assert db.fit(1).curve().height == 0
+        assert db.sql("SELECT run_id FROM fit_pool ORDER BY run_id")["run_id"].to_list() == [0, 1, 2, 3, 4]
+    con = duckdb.connect(str(db_path), read_only=True)  # untouched
+    assert con.execute("SELECT value FROM dmdb_meta WHERE key = 'sql_sha256'").fetchall() == [("older",)]
+    assert con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'fit_curve'").fetchall() == [(0,)]
+    con.close()
+
+
+@pytest.mark.parametrize("extra, says", [
+    ("CREATE OR REPLACE VIEW broken AS SELECT no_such_column FROM runs;",
+     "was written by an older dmdb, and this one cannot read it read-only .*no_such_column.*; open it once for "
+     "writing \\(`dmdb init --db .*study.duckdb`\\)"),
+    ("CREATE INDEX run_roles ON runs (role);", "holds a statement a read-only open cannot stand in for"),
+])
+def test_an_older_file_this_release_cannot_read_read_only_says_what_to_do(
+    db_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, extra: str, says: str
+) -> None:
+    dmdb.open(db_path).close()
+    _as_an_older_release(db_path)
+    (tmp_path / "99_extra.sql").write_text(extra)
+    monkeypatch.setattr("dmdb.schema.sql_files", lambda: [*sql_files(), tmp_path / "99_extra.sql"])
+    with pytest.raises(dmdb.DmdbError, match=says):
+        dmdb.open(db_path, read_only=True)
 
 
 def test_a_redefined_pool_view_survives_a_new_release(db_path: Path) -> None:

@@ -82,11 +82,7 @@ class Fit:
     def runs(self) -> pl.DataFrame:
         """Which run ids the fit used, by split (fit, val, holdout). `fit_order` is a fit run's
         place in the seeded shuffle: the learning-curve point of n fit runs used fit_order < n."""
-        has_order = self.db.con.execute(
-            "SELECT count(*) FROM information_schema.columns WHERE table_name = 'fit_runs' AND column_name = 'fit_order'"
-        ).fetchall()[0][0]
-        order = "fit_order" if has_order else "NULL::INTEGER AS fit_order"  # a file from before it, opened read-only
-        return self._frame(f"SELECT run_id, split, {order} FROM fit_runs WHERE fit_id = ? "
+        return self._frame("SELECT run_id, split, fit_order FROM fit_runs WHERE fit_id = ? "
                            "ORDER BY split, fit_order, run_id", [self.fit_id])
 
     def curve(self) -> pl.DataFrame:
