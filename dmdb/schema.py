@@ -4,7 +4,11 @@ A writable open applies sql/ to the file (`apply`). A read-only open cannot chan
 older dmdb applied the file's sql/ (its recorded sha256 differs), `overlay` creates this release's views
 and macros as temporary objects of the connection, which DuckDB looks up before the file's: a file from
 an older release reads as a current one (tables added since are empty, columns added since NULL) and
-is left untouched."""
+is left untouched.
+
+The pool views (fit_pool, holdout_pool, target_pool) are created IF NOT EXISTS, so that a user's
+redefinition survives a release; dmdb_meta records each as dmdb created it, so that one still as dmdb
+created it takes a new release's definition."""
 
 from __future__ import annotations
 
@@ -16,6 +20,12 @@ import duckdb
 from .errors import DmdbError
 from .sqlfiles import sql_files
 from .transaction import transaction
+
+
+_COMMENT = re.compile(r"\A(\s*--[^\n]*\n|\s+)*")
+_CREATE = re.compile(r"CREATE\s+(OR\s+REPLACE\s+)?(TABLE|VIEW|MACRO|SEQUENCE)\s+(IF\s+NOT\s+EXISTS\s+)?(\w+)", re.I)
+_ADD_COLUMN = re.compile(r"ALTER\s+TABLE\s+(\w+)\s+ADD\s+COLUMN\s+IF\s+NOT\s+EXISTS\s+(\w+)\s+([\w\[\]]+)\s*;?\s*\Z", re.I)
+
 
 
 def shipped() -> tuple[list[str], str]:
@@ -35,13 +45,21 @@ def applied(con: duckdb.DuckDBPyConnection) -> str | None:
 
 def apply(con: duckdb.DuckDBPyConnection, schema_version: int) -> None:
     """Run the sql/ files, unless this exact text was applied before (a writable open then costs
-    one small query instead of re-creating every view and macro)."""
+    one small query instead of re-creating every view and macro). A pool view still as dmdb made it
+    takes the shipped definition; one redefined since (by its user) stays."""
     texts, digest = shipped()
     if applied(con) == digest:
         return
+    pools = _pool_views(texts)
     with transaction(con):
+        made = [name for name, sql in pools.items() if _as_dmdb_made(con, name, sql)]
+        for name in made:
+            con.execute(f"DROP VIEW IF EXISTS {name}")  # created below, as shipped
         for text in texts:
             con.execute(text)
+        for name in made:
+            con.execute("INSERT INTO dmdb_meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                        [_POOL_MARK + name, _printed(con, name)])
         con.execute(
             "INSERT INTO dmdb_meta VALUES ('schema_version', ?) ON CONFLICT (key) DO NOTHING", [str(schema_version)]
         )
@@ -51,15 +69,57 @@ def apply(con: duckdb.DuckDBPyConnection, schema_version: int) -> None:
         )
 
 
-_COMMENT = re.compile(r"\A(\s*--[^\n]*\n|\s+)*")
-_CREATE = re.compile(r"CREATE\s+(OR\s+REPLACE\s+)?(TABLE|VIEW|MACRO|SEQUENCE)\s+(IF\s+NOT\s+EXISTS\s+)?(\w+)", re.I)
-_ADD_COLUMN = re.compile(r"ALTER\s+TABLE\s+(\w+)\s+ADD\s+COLUMN\s+IF\s+NOT\s+EXISTS\s+(\w+)\s+([\w\[\]]+)\s*;?\s*\Z", re.I)
+_POOL_MARK = "pool_view:"
+"""dmdb_meta key prefix: the pool view's definition (as DuckDB prints it) when dmdb last created it."""
+
+
+def _pool_views(texts: list[str]) -> dict[str, str]:
+    """The views sql/ creates IF NOT EXISTS (fit_pool, holdout_pool, target_pool), name -> statement."""
+    views = {}
+    for text in texts:
+        for statement in duckdb.extract_statements(text):
+            sql = _COMMENT.sub("", statement.query)
+            create = _CREATE.match(sql)
+            if create and create.group(2).upper() == "VIEW" and not create.group(1):
+                views[create.group(4)] = sql
+    return views
+
+
+def _printed(con: duckdb.DuckDBPyConnection, name: str, temporary: bool = False) -> str | None:
+    """A view's definition as DuckDB prints it (None: no such view)."""
+    row = con.execute(
+        "SELECT sql FROM duckdb_views() WHERE view_name = ? AND temporary = ? "
+        "AND database_name = (CASE WHEN ? THEN 'temp' ELSE current_database() END)", [name, temporary, temporary]
+    ).fetchall()
+    return row[0][0] if row else None
+
+
+def _as_dmdb_made(con: duckdb.DuckDBPyConnection, name: str, sql: str) -> bool:
+    """Whether the file lacks the pool view or has it as dmdb created it: as recorded then, or, in a
+    file from before dmdb recorded it, the shipped definition (every release before then shipped it)."""
+    now = _printed(con, name)
+    if now is None:
+        return True
+    mark = con.execute("SELECT value FROM dmdb_meta WHERE key = ?", [_POOL_MARK + name]).fetchall()
+    if mark:
+        return now == mark[0][0]
+    con.execute(_as_temp(sql))
+    shipped_default = str(_printed(con, name, temporary=True))
+    con.execute(f"DROP VIEW temp.{name}")
+    return now == shipped_default.replace("CREATE TEMP VIEW", "CREATE VIEW", 1)
+
+
+def _as_temp(create: str) -> str:
+    """A CREATE statement of sql/ made to create a TEMP object."""
+    kind = _CREATE.match(create)
+    assert kind, create
+    return create[:kind.start(2)] + "TEMP " + create[kind.start(2):]
 
 
 def overlay(con: duckdb.DuckDBPyConnection, path: str) -> None:
     """On a read-only connection to a file whose sql/ an older dmdb applied: this release's views and
-    macros as TEMP objects. A table or pool view (created IF NOT EXISTS, so a user's redefinition
-    stays) is made only where the file lacks it; a column added since (ALTER TABLE ... ADD COLUMN IF
+    macros as TEMP objects. A table is made only where the file lacks it, a pool view also where the
+    file's is still as dmdb created it (a user's redefinition stays); a column added since (ALTER TABLE ... ADD COLUMN IF
     NOT EXISTS) is a TEMP view of the file's table with that column NULL; sequences only serve inserts."""
     texts, digest = shipped()
     if applied(con) == digest:
@@ -89,9 +149,12 @@ def _temporary(con: duckdb.DuckDBPyConnection, sql: str, catalog: str, in_file: 
     create = _CREATE.match(sql)
     if create:
         replace, kind, _, name = create.groups()
-        if kind.upper() == "SEQUENCE" or (not replace and name in in_file):
+        kind = kind.upper()
+        if kind == "SEQUENCE":
             return None
-        return sql[:create.start(2)] + "TEMP " + sql[create.start(2):]
+        if not replace and name in in_file and (kind == "TABLE" or not _as_dmdb_made(con, name, sql)):
+            return None  # the file's table, or a pool view its user redefined
+        return _as_temp(sql)
     add = _ADD_COLUMN.match(sql)
     if add:
         table, column, type_ = add.groups()

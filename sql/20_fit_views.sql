@@ -4,7 +4,8 @@
 -- Redefine a view to change the default for every fit; the fit records what it used in fit_runs.
 -- These three are created once (IF NOT EXISTS): a writable open that re-applies sql/ (a new dmdb
 -- release) keeps a redefinition, where OR REPLACE put every fit back on all the runs, silently.
--- CREATE OR REPLACE the definition below to return to the default.
+-- dmdb_meta ('pool_view:NAME') records each as dmdb created it: one still so takes a new release's
+-- definition. CREATE OR REPLACE the definition below to return to the default.
 
 CREATE VIEW IF NOT EXISTS fit_pool AS
 SELECT experiment, run_id FROM runs WHERE role = 'fit';

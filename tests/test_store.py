@@ -131,6 +131,43 @@ def test_a_redefined_pool_view_survives_a_new_release(db_path: Path) -> None:
         assert db.sql("SELECT target FROM target_pool")["target"].to_list() == [1]
 
 
+def test_a_pool_view_as_dmdb_made_it_takes_a_new_release_default(db_path: Path) -> None:
+    """The pool views are created IF NOT EXISTS, so a redefinition survives a release; that also kept an
+    older release's default in every older file when a release changed it. dmdb_meta now records each
+    as dmdb created it: one still so takes the new default (read-only opens see it too), one its user
+    redefined stays."""
+    with dmdb.open(db_path) as db:
+        exp = db.create_experiment("e", n_train=6, n_targets=3)
+        runs = [*exp.plan(6, seed=0), *exp.plan(4, seed=1, role="holdout")]
+        exp.record_batch([r.run_id for r in runs], np.stack([r.mask for r in runs]), np.zeros((10, 3)),
+                         role=[r.role for r in runs])
+        marks = db.sql("SELECT key FROM dmdb_meta WHERE key LIKE 'pool_view:%' ORDER BY key")["key"].to_list()
+        assert marks == ["pool_view:fit_pool", "pool_view:holdout_pool", "pool_view:target_pool"]
+        db.sql("CREATE OR REPLACE VIEW fit_pool AS SELECT experiment, run_id FROM runs WHERE role = 'fit' AND run_id < 2")
+    older_default = "CREATE OR REPLACE VIEW holdout_pool AS SELECT experiment, run_id FROM runs WHERE run_id < 1"
+    _as_an_older_release(  # an older release whose holdout_pool default was older_default
+        db_path, older_default, "UPDATE dmdb_meta SET value = (SELECT sql FROM duckdb_views() WHERE view_name = "
+        "'holdout_pool') WHERE key = 'pool_view:holdout_pool'")
+    for read_only in (True, False):
+        with dmdb.open(db_path, read_only=read_only) as db:
+            assert db.sql("SELECT run_id FROM holdout_pool ORDER BY run_id")["run_id"].to_list() == [6, 7, 8, 9]
+            assert db.sql("SELECT run_id FROM fit_pool ORDER BY run_id")["run_id"].to_list() == [0, 1]
+    con = duckdb.connect(str(db_path), read_only=True)
+    assert con.execute("SELECT count(*) FROM holdout_pool").fetchall() == [(4,)]  # in the file now
+    con.close()
+
+
+def test_a_file_from_before_the_pool_marks_gets_them_for_its_default_views_only(db_path: Path) -> None:
+    dmdb.open(db_path).close()
+    _as_an_older_release(
+        db_path, "DELETE FROM dmdb_meta WHERE key LIKE 'pool_view:%'",
+        "CREATE OR REPLACE VIEW target_pool AS SELECT 'e' AS experiment, 1 AS target")
+    with dmdb.open(db_path) as db:
+        marks = db.sql("SELECT key FROM dmdb_meta WHERE key LIKE 'pool_view:%' ORDER BY key")["key"].to_list()
+        assert marks == ["pool_view:fit_pool", "pool_view:holdout_pool"]
+        assert db.sql("SELECT target FROM target_pool")["target"].to_list() == [1]
+
+
 def test_unknown_schema_version_refused(db_path: Path) -> None:
     dmdb.open(db_path).close()
     con = duckdb.connect(str(db_path))
