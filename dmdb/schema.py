@@ -21,11 +21,11 @@ from .errors import DmdbError
 from .sqlfiles import sql_files
 from .transaction import transaction
 
-
 _COMMENT = re.compile(r"\A(\s*--[^\n]*\n|\s+)*")
 _CREATE = re.compile(r"CREATE\s+(OR\s+REPLACE\s+)?(TABLE|VIEW|MACRO|SEQUENCE)\s+(IF\s+NOT\s+EXISTS\s+)?(\w+)", re.I)
-_ADD_COLUMN = re.compile(r"ALTER\s+TABLE\s+(\w+)\s+ADD\s+COLUMN\s+IF\s+NOT\s+EXISTS\s+(\w+)\s+([\w\[\]]+)\s*;?\s*\Z", re.I)
-
+_ADD_COLUMN = re.compile(
+    r"ALTER\s+TABLE\s+(\w+)\s+ADD\s+COLUMN\s+IF\s+NOT\s+EXISTS\s+(\w+)\s+([\w\[\]]+)\s*;?\s*\Z", re.I
+)
 
 
 def shipped() -> tuple[list[str], str]:
@@ -75,7 +75,7 @@ _POOL_MARK = "pool_view:"
 
 def _pool_views(texts: list[str]) -> dict[str, str]:
     """The views sql/ creates IF NOT EXISTS (fit_pool, holdout_pool, target_pool), name -> statement."""
-    views = {}
+    views: dict[str, str] = {}
     for text in texts:
         for statement in duckdb.extract_statements(text):
             sql = _COMMENT.sub("", statement.query)
@@ -119,8 +119,9 @@ def _as_temp(create: str) -> str:
 def overlay(con: duckdb.DuckDBPyConnection, path: str) -> None:
     """On a read-only connection to a file whose sql/ an older dmdb applied: this release's views and
     macros as TEMP objects. A table is made only where the file lacks it, a pool view also where the
-    file's is still as dmdb created it (a user's redefinition stays); a column added since (ALTER TABLE ... ADD COLUMN IF
-    NOT EXISTS) is a TEMP view of the file's table with that column NULL; sequences only serve inserts."""
+    file's is still as dmdb created it (a user's redefinition stays); a column added since (ALTER TABLE
+    ... ADD COLUMN IF NOT EXISTS) is a TEMP view of the file's table with that column NULL; sequences
+    only serve inserts."""
     texts, digest = shipped()
     if applied(con) == digest:
         return

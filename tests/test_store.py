@@ -143,7 +143,8 @@ def test_a_pool_view_as_dmdb_made_it_takes_a_new_release_default(db_path: Path) 
                          role=[r.role for r in runs])
         marks = db.sql("SELECT key FROM dmdb_meta WHERE key LIKE 'pool_view:%' ORDER BY key")["key"].to_list()
         assert marks == ["pool_view:fit_pool", "pool_view:holdout_pool", "pool_view:target_pool"]
-        db.sql("CREATE OR REPLACE VIEW fit_pool AS SELECT experiment, run_id FROM runs WHERE role = 'fit' AND run_id < 2")
+        db.sql("CREATE OR REPLACE VIEW fit_pool AS SELECT experiment, run_id FROM runs "
+               "WHERE role = 'fit' AND run_id < 2")
     older_default = "CREATE OR REPLACE VIEW holdout_pool AS SELECT experiment, run_id FROM runs WHERE run_id < 1"
     _as_an_older_release(  # an older release whose holdout_pool default was older_default
         db_path, older_default, "UPDATE dmdb_meta SET value = (SELECT sql FROM duckdb_views() WHERE view_name = "
