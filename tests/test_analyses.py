@@ -127,6 +127,9 @@ def test_counterfactual_rejects_bad_input(small):
         A.counterfactual_all(db, [1], keep=[2], fit=fid)
     with pytest.raises(BadInputError, match="mode"):
         A.counterfactual(db, 0, k=3, mode="middle", fit=fid)
+    # no removal asked for: the message named remove= and keep= only, not the k= a user most likely forgot
+    with pytest.raises(BadInputError, match=r"^give one of k= \(with mode=\), remove= \(examples to drop\) or keep="):
+        A.counterfactual(db, 0, fit=fid)
     with pytest.raises(BadInputError, match="no target"):
         A.counterfactual(db, T + 5, k=3, fit=fid)
     with pytest.raises(BadInputError, match="no fit 999"):

@@ -101,6 +101,8 @@ def counterfactual(
     flips, removed (list of the removed train indices; in removal order for top/bottom).
     """
     fw = load_weights(db, fit)
+    if k is None and remove is None and keep is None:
+        raise BadInputError("give one of k= (with mode=), remove= (examples to drop) or keep= (the subset to keep)")
     if k is not None:
         if remove is not None or keep is not None:
             raise BadInputError("give k (with mode) or remove=/keep=, not both")
