@@ -143,8 +143,15 @@ class DmdbApp(App[None]):
 
     # -- actions ---------------------------------------------------------------------------
     def action_show(self, mode: str) -> None:
-        if self.service is not None:
+        """Show `mode`'s screen; in that mode already, its key leaves the screens pushed over it
+        (a target's detail), as the footer's 'Targets' on a detail opened from Targets promises."""
+        if self.service is None:
+            return
+        if mode != self.current_mode:
             self.switch_mode(mode)
+            return
+        while len(self.screen_stack) > 1:
+            self.pop_screen()
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen())

@@ -425,6 +425,32 @@ def test_detail_screen_refilled_for_the_next_target_shows_only_its_numbers(study
     drive(study, script)
 
 
+def test_the_key_of_the_screen_a_detail_was_opened_from_goes_back_to_it(study: Path) -> None:
+    """On a target's detail opened from Targets, the footer's '2 Targets' did nothing (the app was
+    already in that mode, the detail on top of its list); '3' on one opened from Leakage the same.
+    Now the key shows the list, as the other screen keys show theirs."""
+    async def script(app, pilot):
+        await pilot.press("2")
+        await until_screen(pilot, TargetsScreen)
+        await until_table(pilot, "#targets")
+        await open_detail(pilot, 4)
+        await pilot.press("2")
+        await until_screen(pilot, TargetsScreen)
+        assert app.screen.query_one("#targets", FrameTable).frame.height == 30
+        screen = await open_detail(pilot, 6)  # the kept detail screen opens again
+        assert screen.target == 6 and screen.trail == []
+        await pilot.press("3")
+        await until_screen(pilot, LeakageScreen)
+        await wait_for(pilot, lambda: app.screen.pair == LEAK, what="pair pictures")
+        await pilot.press("enter")
+        await until_screen(pilot, TargetDetailScreen)
+        assert app.screen.target == LEAK[0]
+        await pilot.press("3")
+        await until_screen(pilot, LeakageScreen)
+
+    drive(study, script)
+
+
 def test_nearest_target_opens_its_own_detail(study: Path) -> None:
     with api(study) as db:
         first = int(analyses.nearest_targets(db, 2, k=1)["neighbor"][0])

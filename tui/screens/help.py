@@ -29,7 +29,8 @@ Browse a datamodels database read-only. Every screen's keys are in the footer;
 
 **Target detail**: the target, its most helpful and most harmful train examples with their weights,
 the counterfactual panel (`+`/`-` change k, type k and Enter, `m` cycles top / bottom / random), and
-its nearest targets (`n` moves to them, Enter opens one). `escape` goes back. Browsing another fit
+its nearest targets (`n` moves to them, Enter opens one). `escape` goes back; the key of the screen
+it was opened from (`2` from Targets) returns to that list at once. Browsing another fit
 (Overview) shows the same target under that fit when you come back.
 
 **SQL**: Enter runs the query; up/down walk the history; `escape` leaves the query line for the
