@@ -20,6 +20,9 @@ from dmdb import analyses
 from dmdb.analyses.spectral import normalised_rows, pca
 from dmdb.errors import DatabaseLockedError, DmdbError
 
+POLL = 0.05
+"""Seconds between interrupts of a query that is to stop (one sent before DuckDB starts it is lost)."""
+
 __all__ = ["Counterfactual", "DatabaseLockedError", "DmdbError", "NoFitError", "Service", "TargetInfo", "Verified"]
 
 
@@ -74,6 +77,8 @@ class Service:
         self.db = db
         self._lock = threading.RLock()
         self._targets: pl.DataFrame | None = None
+        self._state = threading.Lock()  # guards _console_running: a new console query stops no other call's
+        self._console_running = False
 
     @classmethod
     def open(cls, path: str | Path) -> "Service":
@@ -81,8 +86,13 @@ class Service:
         return cls(dmdb.open(path, read_only=True))
 
     def close(self) -> None:
-        with self._lock:
+        """Close, stopping the queries of a call still running: quitting does not wait for them."""
+        while not self._lock.acquire(timeout=POLL):
+            self.db.con.interrupt()  # again until the call lets go: it may run several queries
+        try:
             self.db.close()
+        finally:
+            self._lock.release()
 
     @property
     def path(self) -> str:
@@ -242,10 +252,22 @@ class Service:
 
     # -- SQL console -----------------------------------------------------------------------
     def sql(self, query: str) -> tuple[pl.DataFrame, int]:
-        """The result of the last statement (as db.sql), and how many statements the text held."""
-        with self._lock:
+        """The result of the last statement (as db.sql), and how many statements the text held.
+        A console query still running is stopped (its call raises a DmdbError): this one replaces
+        it. The other calls' queries are waited for."""
+        while not self._lock.acquire(timeout=POLL):
+            with self._state:
+                if self._console_running:
+                    self.db.con.interrupt()
+        try:
+            with self._state:
+                self._console_running = True
             frame = self.db.sql(query)  # a syntax error is raised here, as a DmdbError
             return frame, len(self.db.con.extract_statements(query))
+        finally:
+            with self._state:
+                self._console_running = False
+            self._lock.release()
 
     def __enter__(self) -> "Service":
         return self

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Awaitable, Callable
 
@@ -28,7 +30,7 @@ from tui.screens import (
     TargetsScreen,
 )
 from tui.screens.detail import N_EXAMPLES
-from tui.service import Service
+from tui.service import DmdbError, Service
 from tui.widgets import FrameTable, RowList
 
 from analyses_fixtures import insert_fit
@@ -629,6 +631,66 @@ def test_sql_console_runs_queries_keeps_history_and_reports_errors(study: Path) 
     drive(study, script)
     with api(study) as db:
         assert db.sql("SELECT count(*) AS n FROM weights")["n"][0] > 0
+
+
+RUNAWAY = "SELECT count(*) AS n FROM range(1000000) a, range(1000000) b WHERE a.range + b.range = 7"
+"""A query that runs for hours: a join without an equality, over 10^12 pairs."""
+
+
+def running_query(svc: Service) -> bool:
+    """Whether another thread is inside a service call (holds its lock): the runaway query started."""
+    if not svc._lock.acquire(blocking=False):
+        return True
+    svc._lock.release()
+    return False
+
+
+def test_a_new_console_query_stops_the_one_still_running(study: Path) -> None:
+    """A runaway query held the database: the next query waited for it (for hours), and so did every
+    other screen. Enter on a new query now stops the one running."""
+    async def script(app, pilot):
+        await pilot.press("5")
+        await until_screen(pilot, SqlScreen)
+        try:
+            await submit(pilot, "#query", RUNAWAY)
+            await wait_for(pilot, lambda: running_query(app.service), what="the runaway query running")
+            await submit(pilot, "#query", "SELECT 42 AS answer")
+            table = await until_table(pilot, "#result")
+            await wait_for(pilot, lambda: table.frame.rows() == [(42,)] and "1 row(s) x 1 column(s)" in screen_text(app),
+                           what="the new query's result")
+        finally:
+            app.service.db.con.interrupt()  # leaves no runaway query behind if the test fails
+
+    drive(study, script)
+
+
+def test_closing_the_service_stops_the_query_running(study: Path) -> None:
+    """Quitting while a long query ran waited for the query to end (the app's unmount closes the
+    service, which waited for its lock): `q` left the screen frozen for as long as the query took."""
+    svc = Service.open(study)
+    errors: list[Exception] = []
+
+    def run() -> None:
+        try:
+            svc.sql(RUNAWAY)
+        except DmdbError as e:
+            errors.append(e)
+
+    query = threading.Thread(target=run, daemon=True)
+    query.start()
+    for _ in range(600):
+        if running_query(svc):
+            break
+        time.sleep(0.05)
+    closing = threading.Thread(target=svc.close, daemon=True)
+    closing.start()
+    closing.join(30)
+    if closing.is_alive():
+        svc.db.con.interrupt()  # leaves no runaway query behind
+    assert not closing.is_alive(), "close() waited for the running query"
+    query.join(30)
+    assert [str(e) for e in errors] == ["SQL error: INTERRUPT Error: Interrupted!"]
+    svc.close()  # a second close is harmless
 
 
 def test_sql_results_show_small_numbers_as_stored(study: Path) -> None:

@@ -33,8 +33,8 @@ its nearest targets (`n` moves to them, Enter opens one). `escape` goes back; th
 it was opened from (`2` from Targets) returns to that list at once. Browsing another fit
 (Overview) shows the same target under that fit when you come back.
 
-**SQL**: Enter runs the query; up/down walk the history; `escape` leaves the query line for the
-results (so that `1`-`5`, `q` and `?` work again), `/` goes back to it.
+**SQL**: Enter runs the query (and stops one still running); up/down walk the history; `escape`
+leaves the query line for the results (so that `1`-`5`, `q` and `?` work again), `/` goes back to it.
 
 A counterfactual removes k train examples: *top* the largest positive weights, *bottom* the most
 negative, *random* k drawn with seed 0. Predicted margin = base margin - sum of the removed weights;

@@ -62,7 +62,7 @@ class SqlScreen(DataScreen):
         if not query:
             return
         self.query_one(HistoryInput).remember(query)
-        self.query_one("#status", Static).update("running ...")
+        self.query_one("#status", Static).update("running ... (Enter on another query stops this one)")
         self.fetch("result", self.timed_sql, query)
 
     def timed_sql(self, query: str) -> tuple[pl.DataFrame, int, float]:
