@@ -723,12 +723,18 @@ def test_help_names_every_key_each_screen_shows_in_its_footer(study: Path) -> No
             key = binding.key.split(",")[0]
             assert f"`{shown_as.get(key, key)}`" in paragraph, f"{title} does not name the key {key}"
 
+    # the help has no footer: it names its own keys, which close it (there `q` does not quit)
+    row = next(line for line in HELP.splitlines() if line.startswith("| `?` |"))
+    for key in HelpScreen.BINDINGS[0].key.split(","):
+        assert f"`{shown_as.get(key, key)}`" in row.split("closes it")[0], f"the help does not say {key} closes it"
+
     async def script(app, pilot):
         await pilot.press("question_mark")
         await until_screen(pilot, HelpScreen)
         text = " ".join(screen_text(app).split())
         assert "nearest targets (n moves to them, Enter opens one)" in text
         assert "escape leaves the query line for the results" in text
+        assert "this help (escape, q or ? closes it)" in text
 
     drive(study, script)
 
