@@ -15,41 +15,24 @@ as much, up to ~0.5 on margins of ~4, while the median difference stays ~1e-5).
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from dmdb.demo import DEFAULTS, KINDS, DigitsData, init_params, load_digits_split, train_models
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the reference trainer
+
+from dmdb.demo import DEFAULTS, KINDS, DigitsData, load_digits_split, train_models  # noqa: E402
+from reference_train import train_one  # noqa: E402
 
 
 def one_at_a_time(data: DigitsData, masks: np.ndarray, seeds: np.ndarray, kind: str, steps: int, lr: float,
                   wd: float, hidden: int) -> np.ndarray:
-    xte = torch.tensor(data.x_test)
-    out = []
-    for mask, seed in zip(masks, seeds):
-        p = {k: v.clone().requires_grad_(True) for k, v in init_params(kind, int(seed), data.n_features, 10, hidden).items()}
-        x = torch.tensor(data.x_train[mask])
-        y = torch.tensor(data.y_train[mask])
-
-        def logits(inp):
-            if kind == "linear":
-                return inp @ p["w"].T + p["b"]
-            return torch.relu(inp @ p["w1"].T + p["b1"]) @ p["w2"].T + p["b2"]
-
-        opt = torch.optim.Adam(list(p.values()), lr=lr)
-        for _ in range(steps):
-            opt.zero_grad()
-            loss = torch.nn.functional.cross_entropy(logits(x), y)
-            loss = loss + 0.5 * wd * sum((v**2).sum() for k, v in p.items() if k.startswith("w"))
-            loss.backward()
-            opt.step()
-        with torch.no_grad():
-            z = logits(xte)
-            yt = torch.tensor(data.y_test)
-            correct = z.gather(1, yt[:, None]).squeeze(1)
-            out.append((correct - z.scatter(1, yt[:, None], float("-inf")).amax(1)).numpy())
-    return np.stack(out)
+    """The baseline: each model alone, by the tests' reference trainer; (models, targets) margins."""
+    return np.stack([train_one(data, mask, int(seed), kind, steps, lr, wd, hidden)[0]
+                     for mask, seed in zip(masks, seeds)])
 
 
 def main() -> None:

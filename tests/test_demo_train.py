@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from dmdb.demo import DEFAULTS, TrainResult, init_params, load_digits_split, margins_from_logits, train_models
+from dmdb.demo import DEFAULTS, TrainResult, load_digits_split, margins_from_logits, train_models
 from dmdb.errors import BadInputError
+
+from reference_train import train_one
 
 
 @pytest.fixture(scope="module")
@@ -20,33 +22,6 @@ def _half_masks(n_models: int, n: int, seed: int) -> np.ndarray:
     return np.stack([rng.permutation(n) < n // 2 for _ in range(n_models)])
 
 
-def _reference(data, mask, seed, kind, steps, lr, wd, hidden) -> tuple[np.ndarray, float]:
-    """One model, plain autograd and torch.optim.Adam: mean CE over its subset + 0.5*wd*||weights||^2."""
-    p = {k: v.clone().requires_grad_(True) for k, v in init_params(kind, seed, 64, 10, hidden).items()}
-    x = torch.tensor(data.x_train[mask])
-    y = torch.tensor(data.y_train[mask])
-
-    def logits(inp):
-        if kind == "linear":
-            return inp @ p["w"].T + p["b"]
-        return torch.relu(inp @ p["w1"].T + p["b1"]) @ p["w2"].T + p["b2"]
-
-    opt = torch.optim.Adam(list(p.values()), lr=lr)
-    for _ in range(steps):
-        opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(logits(x), y)
-        loss = loss + 0.5 * wd * sum((v**2).sum() for k, v in p.items() if k.startswith("w"))
-        loss.backward()
-        opt.step()
-    with torch.no_grad():
-        z = logits(torch.tensor(data.x_test)).numpy()
-    yt = data.y_test
-    correct = z[np.arange(len(yt)), yt]
-    others = z.copy()
-    others[np.arange(len(yt)), yt] = -np.inf
-    return correct - others.max(1), float((z.argmax(1) == yt).mean())
-
-
 @pytest.mark.parametrize("kind", ["linear", "mlp"])
 def test_batched_equals_one_model_at_a_time(data, kind):
     # Three different subsets, of different sizes, so the padded gather is exercised too.
@@ -57,7 +32,7 @@ def test_batched_equals_one_model_at_a_time(data, kind):
     steps, lr, wd, hidden = 40, DEFAULTS[kind].lr, 1e-3, 16
     got = train_models(data, masks, seeds, kind, steps=steps, lr=lr, weight_decay=wd, hidden=hidden, batch_models=2)
     for b in range(3):
-        want_m, want_acc = _reference(data, masks[b], seeds[b], kind, steps, lr, wd, hidden)
+        want_m, want_acc = train_one(data, masks[b], seeds[b], kind, steps, lr, wd, hidden)
         np.testing.assert_allclose(got.margins[b], want_m, rtol=1e-4, atol=1e-4)
         assert got.accuracy[b] == pytest.approx(want_acc, abs=2 / data.n_targets)
     # Chunking and model order do not change a model's result.
