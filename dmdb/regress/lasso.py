@@ -63,6 +63,14 @@ def _given_lambdas(lambdas: ArrayLike, T: int, dev: torch.device, dtype: torch.d
     return lam.to(dtype).contiguous()
 
 
+def _path_lambdas(c: torch.Tensor, const: torch.Tensor, lambdas: ArrayLike | None, n_lambdas: int,
+                  eps: float) -> torch.Tensor:
+    """The (k, T) lambdas to solve: `lambdas` if given, else lambda_grid's; 0 for constant targets."""
+    T = c.shape[1]
+    lam = lambda_grid(c, n_lambdas, eps) if lambdas is None else _given_lambdas(lambdas, T, c.device, c.dtype)
+    return torch.where(const[None, :], torch.zeros_like(lam), lam)
+
+
 def _check_solver_args(tol: float, max_iter: int) -> None:
     if not tol >= 0:
         raise FitError(f"tol must be non-negative, got {tol}")
@@ -107,8 +115,7 @@ def lasso_path(
     c, yy = st.cross(p.dtype)
     N, T = c.shape
     const = st.constant
-    lams = lambda_grid(c, n_lambdas, eps) if lambdas is None else _given_lambdas(lambdas, T, p.device, p.dtype)
-    lams = torch.where(const[None, :], torch.zeros_like(lams), lams)
+    lams = _path_lambdas(c, const, lambdas, n_lambdas, eps)
     k = lams.shape[0]
     coefs = torch.zeros(k, T, N, dtype=p.dtype, device=p.device)  # (k, T, N): rows are contiguous
 
@@ -170,8 +177,7 @@ def select_lasso(
     c, yy = st_fit.cross(p.dtype)
     N, T = c.shape
     const = st_fit.constant
-    lams = lambda_grid(c, n_lambdas, eps) if lambdas is None else _given_lambdas(lambdas, T, p.device, p.dtype)
-    lams = torch.where(const[None, :], torch.zeros_like(lams), lams)
+    lams = _path_lambdas(c, const, lambdas, n_lambdas, eps)
     k = lams.shape[0]
 
     Xv, yv = centred_rows(p, val, st_fit.x_mean, st_fit.y_mean)
