@@ -27,7 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dmdb.regress import SolverResult, lasso_path, select_lasso, select_ridge  # noqa: E402
+from dmdb.regress import SolverResult, lasso_path, r2_per_target, select_lasso, select_ridge  # noqa: E402
 
 
 def synth(runs: int, n_train: int, targets: int, k_true: int, ceiling: float,
@@ -48,17 +48,13 @@ def synth(runs: int, n_train: int, targets: int, k_true: int, ceiling: float,
     return X, Y
 
 
-def r2(y: np.ndarray, pred: np.ndarray) -> np.ndarray:
-    return 1 - ((y - pred) ** 2).mean(axis=0) / y.var(axis=0)
-
-
 def select_and_score(coefs_t: np.ndarray, intercept_t: np.ndarray, X_val: np.ndarray, y_val: np.ndarray,
                      X_test: np.ndarray, y_test: np.ndarray) -> float:
     """Pick lambda by validation MSE for one target's path (k, N); return test R^2."""
     mse = ((y_val[:, None] - intercept_t[None, :] - X_val @ coefs_t.T) ** 2).mean(axis=0)
     j = int(np.argmin(mse))
     pred = intercept_t[j] + X_test @ coefs_t[j]
-    return float(r2(y_test[:, None], pred[:, None])[0])
+    return float(r2_per_target(pred[:, None], y_test[:, None])[0])
 
 
 def main() -> None:
@@ -109,7 +105,7 @@ def main() -> None:
         pred = res.bias[None, :] + (X[test].astype(np.float32) @ res.W)
         peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
         print(f"select_{res.method} {label}(fit, choose on val, refit): {dt:.1f}s, peak RSS {peak_gib:.2f} GiB, "
-              f"mean test R^2 {r2(Y[test], pred).mean():.4f} (ceiling {a.ceiling}), "
+              f"mean test R^2 {r2_per_target(pred, Y[test]).mean():.4f} (ceiling {a.ceiling}), "
               f"mean nnz {res.nnz.mean():.1f}, all converged {bool(res.converged.all())}, "
               f"GEMM iterations/target {res.n_iter.mean():.0f}", flush=True)
         return dt, res
@@ -147,7 +143,7 @@ def main() -> None:
     t_sel = time.perf_counter() - t0
     pred = res.bias[None, :] + (X[test].astype(np.float32) @ res.W)
     print(f"dmdb select_lasso (path + validation + refit, patience={a.patience}): {t_sel:.2f}s, "
-          f"mean test R^2 {r2(Y[test], pred).mean():.4f}, {res.n_iter.mean():.0f} GEMM iterations/target",
+          f"mean test R^2 {r2_per_target(pred, Y[test]).mean():.4f}, {res.n_iter.mean():.0f} GEMM iterations/target",
           flush=True)
 
     from sklearn.linear_model import lasso_path as sk_lasso_path

@@ -8,6 +8,7 @@ import torch
 from scipy.stats import spearmanr
 from sklearn.linear_model import Lasso, Ridge
 from sklearn.linear_model import lasso_path as sk_lasso_path
+from sklearn.metrics import r2_score
 
 from dmdb.errors import FitError
 from dmdb.regress import _fista
@@ -15,6 +16,7 @@ from dmdb.regress import (
     diff_means,
     lasso_path,
     predict,
+    r2_per_target,
     select_lasso,
     select_ridge,
     spearman_per_target,
@@ -321,6 +323,17 @@ def test_spearman_matches_scipy_with_ties_and_nan_for_constant():
     for t in range(2):
         assert rho[t] == pytest.approx(spearmanr(pred[:, t], actual[:, t]).statistic, abs=1e-12)
     assert np.isnan(rho[2])
+
+
+def test_r2_matches_sklearn_and_nan_for_constant():
+    rng = np.random.default_rng(9)
+    actual = rng.normal(size=(40, 3))
+    pred = actual + rng.normal(scale=0.5, size=(40, 3))
+    actual[:, 2] = 3.0
+    r2 = r2_per_target(pred, actual)
+    np.testing.assert_allclose(r2[:2], r2_score(actual[:, :2], pred[:, :2], multioutput="raw_values"), rtol=1e-12)
+    assert 0.5 < r2[0] < 1
+    assert np.isnan(r2[2])
 
 
 # ---------------------------------------------------------------- bad input
