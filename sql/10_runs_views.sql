@@ -19,10 +19,6 @@ SELECT pr.*
 FROM planned_runs pr
 ANTI JOIN runs r ON r.experiment = pr.experiment AND r.run_id = pr.run_id;
 
-CREATE OR REPLACE VIEW run_counts AS
-SELECT experiment, role, count(*) AS n_runs
-FROM runs GROUP BY ALL;
-
 -- A mask's kept train examples as ascending indices (INTEGER[]): get_bit(mask, i) is example i, and
 -- the pad bits past n_train are 0. In plain DuckDB, `mask::BLOB` gives np.packbits' bytes; a bare
 -- `mask` through Arrow (polars, `.pl()`) carries DuckDB's padding-count byte in front of them.
