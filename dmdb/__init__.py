@@ -34,8 +34,10 @@ _HOMES = {"Experiment": "experiment", "Database": "store", "open": "store", "SCH
           "Fit": "fit", "FitOptions": "fit"}
 __getattr__ = lazy_attributes(__name__, _HOMES | {m: m for m in _SUBPACKAGES})
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # what type checkers see instead of __getattr__ (tests/test_packaging.py keeps it equal to _HOMES)
+    from . import analyses, demo, fit, regress, scale, shards
     from .experiment import Experiment
+    from .fit import Fit, FitOptions
     from .store import SCHEMA_VERSION, Database, open
 
 

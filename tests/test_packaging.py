@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import importlib
 import subprocess
 import sys
 import zipfile
@@ -85,3 +87,19 @@ def test_solvers_import_without_the_database_side() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "True", "True", "True"]
+
+
+@pytest.mark.parametrize("package", ["dmdb", "dmdb.fit", "dmdb.demo"])
+def test_type_checking_imports_match_the_lazy_names(package: str) -> None:
+    """Python resolves these packages' names through the lazy table, type checkers and IDEs through
+    the `if TYPE_CHECKING:` imports: both must give the same names from the same modules."""
+    mod = importlib.import_module(package)
+    lazy = mod._HOMES | {m: m for m in mod._SUBPACKAGES} if package == "dmdb" else mod._HOME
+    checked: dict[str, str] = {}
+    for node in ast.parse(Path(mod.__file__).read_text()).body:
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            for imp in node.body:
+                assert isinstance(imp, ast.ImportFrom) and imp.level == 1
+                checked |= {a.name: imp.module or a.name for a in imp.names}
+    assert checked == lazy
+

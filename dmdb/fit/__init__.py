@@ -5,6 +5,8 @@ Names load on first use: the options and SQL selection are torch-free, the solve
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ..lazy import lazy_attributes
 
 _HOME = {
@@ -21,5 +23,12 @@ _HOME = {
 }
 
 __getattr__ = lazy_attributes(__name__, _HOME)
+
+if TYPE_CHECKING:  # what type checkers see instead of __getattr__ (tests/test_packaging.py keeps it equal to _HOME)
+    from .model import Fit
+    from .options import DEFAULT_CURVE, ESTIMATORS, FitOptions
+    from .runner import run_fit
+    from .scores import import_scores
+    from .selection import Selection, format_id_list, parse_id_list, select
 
 __all__ = sorted(_HOME)
