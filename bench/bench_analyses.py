@@ -112,7 +112,7 @@ def main() -> None:
         sql = db.sql("SELECT * FROM nearest_targets(fit := ?, target := ?, k := 10)", [fid, int(queries[0])])
         assert ours["neighbor"].to_list() == sql["neighbor"].to_list()
         if dense is not None:
-            def dense_nn(q):
+            def dense_nn(q: int) -> np.ndarray:
                 w = dense[:, q]
                 cos = (dense.T @ w) / (np.linalg.norm(dense, axis=0) * np.linalg.norm(w) + 1e-30)
                 cos[q] = -np.inf
