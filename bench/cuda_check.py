@@ -21,9 +21,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_regress import r2, synth  # noqa: E402
+from bench_regress import synth  # noqa: E402
 
-from dmdb.regress import SolverResult, select_lasso, select_ridge  # noqa: E402
+from dmdb.regress import SolverResult, r2_per_target, select_lasso, select_ridge  # noqa: E402
 
 
 def main() -> None:
@@ -60,7 +60,7 @@ def main() -> None:
         dt = time.perf_counter() - t0
         pred = res.bias[None, :] + X[test].astype(np.float32) @ res.W
         peak = f", GPU peak {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB" if device == "cuda" else ""
-        print(f"{device}: select_{res.method} {dt:.2f} s{peak}, test R^2 {r2(Y[test], pred).mean():.5f}, "
+        print(f"{device}: select_{res.method} {dt:.2f} s{peak}, test R^2 {r2_per_target(pred, Y[test]).mean():.5f}, "
               f"nnz {res.nnz.mean():.1f}, GEMM iterations/target {res.n_iter.mean():.0f}, "
               f"all converged {bool(res.converged.all())}", flush=True)
         return dt, res
