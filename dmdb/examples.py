@@ -93,10 +93,10 @@ def examples_frame(exp: "Experiment", kind: str) -> pl.DataFrame:
 def image(exp: "Experiment", kind: str, idx: int) -> np.ndarray | None:
     """The stored image of one example as a numpy array, or None."""
     table = TABLES[kind]
-    row = exp.db.con.execute(
+    rows = exp.db.con.execute(
         f"SELECT image, image_shape, image_dtype FROM {table} WHERE experiment = ? AND idx = ?", [exp.name, idx]
     ).fetchall()
-    row = row[0] if row else None
+    row = rows[0] if rows else None
     if row is None or row[0] is None:
         return None
     return np.frombuffer(row[0], dtype=np.dtype(row[2])).reshape(row[1])

@@ -70,11 +70,11 @@ class Experiment:
         n_runs = as_int(n_runs, "n_runs", 1)
         seed = as_int(seed, "seed", 0)  # numpy's generators take no negative seed
         con = self.db.con
-        row = con.execute(
+        rows = con.execute(
             "SELECT first_run_id, n_runs FROM plans WHERE experiment = ? AND role = ? AND seed = ?",
             [self.name, role, seed],
         ).fetchall()
-        row = row[0] if row else None
+        row = rows[0] if rows else None
         if row is not None:
             if row[1] != n_runs:
                 raise BadInputError(
@@ -311,8 +311,8 @@ def create_experiment(
         config_json = json.dumps(config or {})
     except (TypeError, ValueError) as e:
         raise BadInputError(f"config must be a JSON-serialisable dict: {e}") from e
-    row = db.con.execute("SELECT n_train, n_targets, alpha, sampling FROM experiments WHERE name = ?", [name]).fetchall()
-    row = row[0] if row else None
+    rows = db.con.execute("SELECT n_train, n_targets, alpha, sampling FROM experiments WHERE name = ?", [name]).fetchall()
+    row = rows[0] if rows else None
     if row is not None:
         asked = (int(n_train), int(n_targets), float(alpha), sampling)
         if exist_ok and tuple(row) == asked:

@@ -83,10 +83,10 @@ class Database:
     def experiment(self, name: str) -> "Experiment":
         from .experiment import Experiment
 
-        row = self.con.execute(
+        rows = self.con.execute(
             "SELECT name, n_train, n_targets, alpha, sampling, config FROM experiments WHERE name = ?", [name]
         ).fetchall()
-        row = row[0] if row else None
+        row = rows[0] if rows else None
         if row is None:
             known = [r[0] for r in self.con.execute("SELECT name FROM experiments ORDER BY name").fetchall()]
             hint = f"known: {', '.join(known)}" if known else "this database has no experiments yet"

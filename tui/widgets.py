@@ -10,6 +10,7 @@ import polars as pl
 import polars.selectors as cs
 from rich.text import Text
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Container, Vertical
 from textual.message import Message
 from textual.widget import AwaitMount
@@ -189,7 +190,7 @@ class KeyFooter(Footer):
     screen's focus moves and each return to a kept screen make dozens of those."""
 
     _pending = False
-    _drawn: list[tuple[object, ...]] | None = None
+    _drawn: list[tuple[str, Binding, bool, str]] | None = None
     NARROW_BELOW = 120
     """Terminal columns under which the footer is compact: less padding, no palette key, and the
     screen keys 1-5 as one '1-5 screens' (at 80 columns the Targets footer ended at '3 Leaka',

@@ -141,7 +141,7 @@ def embedding_summary(db: "Database", *, fit: int | None = None, n_ends: int = 5
     sizes = db.sql("SELECT cluster, n_targets FROM cluster_sizes WHERE fit_id = ? ORDER BY cluster", [fid])
     for cl, n in sizes.iter_rows():
         ends = db.sql("SELECT * FROM cluster_ends(fit := ?, cluster := ?, k := ?)", [fid, cl, n_ends])
-        e = _ends(ends)
+        e: dict[str, list[int] | None] = {**_ends(ends)}
         e["targets_high"] = ends.filter(pl.col("kind") == "target")["idx"].to_list()
         e["targets_low"] = None
         rows.append(dict(kind="cluster", id=cl, explained_variance_ratio=None, n_targets=n, **e))

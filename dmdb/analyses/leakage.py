@@ -59,8 +59,8 @@ def leakage(
         q += " LIMIT ?"
         params.append(int(limit))
     frame = db.sql(q, params)
-    dist = [None] * frame.height
-    corr = [None] * frame.height
+    dist: list[float | None] = [None] * frame.height
+    corr: list[float | None] = [None] * frame.height
     if pixels and frame.height and frame["both_images"].any():
         sel = frame.filter(pl.col("both_images"))
         timgs = _images(db, info.experiment, "targets", sel["target"].to_list())

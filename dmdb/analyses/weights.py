@@ -122,10 +122,10 @@ def resolve_fit(db: "Database", fit: int | None) -> FitInfo:
     """The fit with this id, or the latest one (highest fit_id) when fit is None."""
     con = db.con
     if fit is None:
-        row = con.execute("SELECT max(fit_id) FROM fits").fetchall()[0]
-        if row[0] is None:
+        latest = con.execute("SELECT max(fit_id) FROM fits").fetchall()[0][0]
+        if latest is None:
             raise DmdbError(f"{db.path} has no fits yet; run `dmdb fit` first")
-        fit = int(row[0])
+        fit = int(latest)
     if isinstance(fit, (bool, np.bool_)) or (isinstance(fit, (float, np.floating)) and not float(fit).is_integer()):
         raise BadInputError(f"fit must be an integer fit id, got {fit!r}")  # int() would make 1.7 fit 1
     try:

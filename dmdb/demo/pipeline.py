@@ -68,7 +68,7 @@ class DemoResult:
     curve: pl.DataFrame
     brittle: pl.DataFrame  # the most brittle targets: target, label, support, base_margin, margin_after
     verification: Verification
-    images: dict[int, np.ndarray] = field(default_factory=dict)  # target -> 8x8 image, for the summary
+    images: dict[int, np.ndarray | None] = field(default_factory=dict)  # target -> 8x8 image, for the summary
 
 
 def run_demo(db_path: str | Path, cfg: DemoConfig, progress: Progress | None = None) -> DemoResult:

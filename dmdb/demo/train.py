@@ -71,10 +71,14 @@ DEFAULT_BATCH_MODELS = 64
 class TrainData(Protocol):
     """Anything with train and target arrays (``DigitsData`` is one)."""
 
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
+    @property
+    def x_train(self) -> np.ndarray: ...
+    @property
+    def y_train(self) -> np.ndarray: ...
+    @property
+    def x_test(self) -> np.ndarray: ...
+    @property
+    def y_test(self) -> np.ndarray: ...
 
 
 @dataclass(frozen=True, eq=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -64,7 +65,7 @@ def split_stats(p: Prepared, fit_rows: ArrayLike | slice, val_rows: ArrayLike | 
     val = rows_index(val_rows, p.n_runs, "val_rows")
     check_split(fit, val)
     shift = row_mean(p.Y, np.concatenate([fit, val]))
-    kw = dict(device=p.device, dtype=p.dtype, block_rows=block_rows, progress=progress, shift=shift)
+    kw: dict[str, Any] = dict(device=p.device, dtype=p.dtype, block_rows=block_rows, progress=progress, shift=shift)
     form = choose_form(fit.size, p.n_train, gram)
     st_fit = gram_stats(p.X, p.Y, fit, with_gram=form == "matrix", **kw)
     st_val = gram_stats(p.X, p.Y, val, with_gram=False, **kw)

@@ -12,6 +12,7 @@ the Gram matrix of more runs, again in place. At N = 50,000 that is 10 GB in flo
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -147,7 +148,7 @@ class GramStats:
 
 
 def _new_sums(N: int, T: int, device: torch.device) -> dict[str, torch.Tensor]:
-    f64 = dict(dtype=torch.float64, device=device)
+    f64: dict[str, Any] = dict(dtype=torch.float64, device=device)
     return dict(col_sum=torch.zeros(N, **f64), xty=torch.zeros(N, T, **f64), y_sum=torch.zeros(T, **f64),
                 y_sq=torch.zeros(T, **f64), y_min=torch.full((T,), float("inf"), **f64),
                 y_max=torch.full((T,), float("-inf"), **f64))
@@ -264,7 +265,8 @@ class _Counts:
     def total(self) -> torch.Tensor:
         """The symmetric N x N counts; the accumulator is handed over, not copied (float64 only
         past 2**23 runs of float32 sums)."""
-        acc, self.acc = self.acc, None
+        acc = self.acc
+        del self.acc
         out = acc if self.flushed is None else self.flushed.add_(acc)
         mirror_upper(out)
         return out

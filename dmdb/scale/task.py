@@ -50,7 +50,7 @@ def load_train_fn(spec: str) -> TrainFn:
         module = importlib.import_module(module_name)
     except ImportError as e:
         raise BadInputError(f"cannot import the training module {module_name!r}: {e} (is it on PYTHONPATH?)") from e
-    fn = module
+    fn: Any = module
     for part in attr.split("."):
         fn = getattr(fn, part, None)
         if fn is None:
