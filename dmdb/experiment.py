@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import warnings
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Literal, Sequence, overload
 
 import numpy as np
 import polars as pl
@@ -203,6 +203,21 @@ class Experiment:
     def margins(self, role: str | Sequence[str] | None = None, runs: RunSelection = None) -> np.ndarray:
         """(runs, n_targets) float32, rows in run id order (the same order as masks)."""
         return readback.margins(self, role, runs)
+
+    @overload
+    def masks_and_margins(
+        self, role: str | Sequence[str] | None = None, runs: RunSelection = None, packed: Literal[False] = False
+    ) -> tuple[np.ndarray, np.ndarray]: ...
+
+    @overload
+    def masks_and_margins(
+        self, role: str | Sequence[str] | None = None, runs: RunSelection = None, *, packed: Literal[True]
+    ) -> tuple[PackedMasks, np.ndarray]: ...
+
+    @overload
+    def masks_and_margins(
+        self, role: str | Sequence[str] | None = None, runs: RunSelection = None, packed: bool = False
+    ) -> tuple[np.ndarray | PackedMasks, np.ndarray]: ...
 
     def masks_and_margins(
         self, role: str | Sequence[str] | None = None, runs: RunSelection = None, packed: bool = False
