@@ -747,20 +747,19 @@ def test_help_screen_command_palette_and_q_quits(study: Path) -> None:
         assert "Target detail" in screen_text(app)
         await pilot.press("escape")
         await until_screen(pilot, OverviewScreen)
+        async def open_from_palette(target: str) -> None:
+            await pilot.press("ctrl+p")
+            await pilot.pause(0.2)
+            await pilot.press(*target)
+            await wait_for(pilot, lambda: f"Open target {target}" in screen_text(app), what="palette hit")
+            await pilot.press("enter")
+
         # first, a target the fit does not have: a message, and no half-drawn detail screen
-        await pilot.press("ctrl+p")
-        await pilot.pause(0.2)
-        await pilot.press(*"99999")
-        await wait_for(pilot, lambda: "Open target 99999" in screen_text(app), what="palette hit")
-        await pilot.press("enter")
+        await open_from_palette("99999")
         await wait_for(pilot, lambda: any("no target 99999" in str(n.message) for n in app._notifications),
                        what="the error notice")
         await until_screen(pilot, OverviewScreen)
-        await pilot.press("ctrl+p")
-        await pilot.pause(0.2)
-        await pilot.press(*"12")
-        await wait_for(pilot, lambda: "Open target 12" in screen_text(app), what="palette hit")
-        await pilot.press("enter")
+        await open_from_palette("12")
         await until_screen(pilot, TargetDetailScreen)
         assert app.screen.target == 12
         await pilot.press("q")
