@@ -89,6 +89,29 @@ def test_lasso_fit_recovers_known_datamodel(db: dmdb.Database, study: tuple[Path
     assert ft["val_r2"].head(T - 1).min() > 0.85
 
 
+def test_fit_lists_the_targets_that_chose_the_paths_smallest_lambda(db: dmdb.Database,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """A short path (lambda_max down to eps = 0.3 of it) ends where every signal target's validation
+    error still falls; the fit lists exactly the targets whose chosen lambda is eps * lambda_max,
+    computed here from the fit runs by numpy (the constant target has lambda 0: not listed)."""
+    exp = db.experiment("syn")
+    for k, eps in ((4, 0.3), (30, 1e-3)):
+        fit = exp.fit("lasso", k=k, eps=eps)
+        runs = fit_split(exp, fit)["fit"]
+        X, Y = exp.masks(runs=runs).astype(np.float64), exp.margins(runs=runs)
+        lam_max = np.abs((X - X.mean(0)).T @ (Y - Y.mean(0))).max(axis=0) / X.shape[0]
+        lam = fit.targets()["lam"].to_numpy()
+        at_end = [t for t in range(T) if lam_max[t] > 0 and abs(lam[t] - eps * lam_max[t]) < 1e-5 * lam_max[t]]
+        assert fit.at_path_end == at_end
+        assert at_end == (list(range(T - 1)) if eps == 0.3 else [2])  # eps 1e-3 goes far enough for all but one
+    assert exp.fit("ridge").at_path_end == []
+    path = db.path
+    db.close()
+    assert main(["fit", "syn", "--k", "4", "--eps", "0.3", "--db", path, "-q"]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "7 of 8 targets chose the path's smallest lambda (0.3 x lambda_max)" in err
+
+
 def test_lds_is_mean_holdout_spearman_of_stored_weights(db: dmdb.Database) -> None:
     exp = db.experiment("syn")
     fit = exp.fit("lasso", k=20)

@@ -97,6 +97,11 @@ def cmd_fit(args: argparse.Namespace) -> int:
             f"fit {fit.fit_id}: {fit.estimator} on {fit.experiment!r}, {fit.n_fit_runs} fit + {fit.n_val_runs} val runs, "
             f"{fit.seconds:.1f} s on {fit.device}; LDS on {fit.n_holdout_runs} holdout runs: {lds}"
         )
+        if fit.at_path_end:
+            n, eps = len(fit.at_path_end), fit.config["eps"]
+            STDERR.print(f"{n} of {fit.targets().height} targets chose the path's smallest lambda ({eps:g} x lambda_max): "
+                         "their validation error was still falling there; a smaller --eps lets the path go further "
+                         "(fit.at_path_end lists them)")
         print_warnings(caught)  # after the summary line, and outside the progress display
         if args.curve:
             emit(fit.curve(), args.format, args.output, title=f"learning curve of fit {fit.fit_id}")

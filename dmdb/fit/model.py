@@ -55,6 +55,13 @@ class Fit:
         tolerance (their weights are the last iterate); empty for the other estimators."""
         return list(self.config.get("not_converged") or [])
 
+    @property
+    def at_path_end(self) -> list[int]:
+        """Lasso targets that chose the path's smallest lambda (eps * lambda_max): their validation
+        error was still falling there, so a smaller eps (CLI: --eps) might fit them better; empty for
+        the other estimators and for fits stored before this was recorded."""
+        return list(self.config.get("at_path_end") or [])
+
     def __repr__(self) -> str:
         lds = "n/a" if self.lds is None else f"{self.lds:.3f}"
         return f"<dmdb.Fit {self.fit_id}: {self.estimator} on {self.experiment!r}, {self.n_fit_runs} fit runs, LDS {lds}>"

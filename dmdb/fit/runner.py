@@ -78,6 +78,16 @@ def _nanmean(a: np.ndarray) -> float | None:
     return float(a[finite].mean()) if finite.any() else None
 
 
+def _at_path_end(sel: Selection, result: SolverResult) -> list[int]:
+    """Lasso targets whose validation error was lowest at the path's smallest lambda (eps *
+    lambda_max): still falling there, so a smaller eps might fit them better. None for a
+    constant target (lambda 0) or another estimator."""
+    if result.method != "lasso" or result.lambdas is None:
+        return []
+    end = (result.lam == result.lambdas[-1]) & ~np.asarray(result.constant, dtype=bool)
+    return [int(t) for t in sel.targets[end]]
+
+
 def _solve(data: FitData, sel: Selection, opts: FitOptions, device: object, progress: Progress | None) -> SolverResult:
     solver = SOLVERS[opts.estimator]
     return solver(data.X, data.Y, data.rows(sel.fit), data.rows(sel.val), opts, device, progress)  # type: ignore[arg-type]
@@ -146,7 +156,8 @@ def run_fit(
     # the solver's verdict, kept with the options (fits has no other JSON column): targets whose
     # path stopped at max_iter GEMMs at some lambda before reaching the duality-gap tolerance
     not_converged = [int(t) for t in sel.targets[~np.asarray(result.converged, dtype=bool)]]
-    config = options.config() | {"curve": list(curve) if curve else None, "not_converged": not_converged}
+    config = options.config() | {"curve": list(curve) if curve else None, "not_converged": not_converged,
+                                 "at_path_end": _at_path_end(sel, result)}
     rec = FitRecord(
         experiment=exp.name, estimator=options.estimator, config=config, selection=sel,
         W=result.W, bias=result.bias, lam=result.lam, val_mse=result.val_mse, val_r2=result.val_r2,
