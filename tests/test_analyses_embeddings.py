@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 from sklearn.cluster import SpectralClustering
 from sklearn.decomposition import PCA
 from sklearn.metrics import adjusted_rand_score
@@ -141,3 +142,26 @@ def test_embed_errors(planted, tmp_path):
     with pytest.raises(DmdbError, match=f"fit {f3} has no stored embeddings"):
         db2.sql("SELECT * FROM component_ends()")
     db2.close()
+
+
+def test_auto_pca_of_a_mid_sized_fit_is_randomized_and_matches_the_exact_svd():
+    """A 2-component PCA of 300 x 600 was a full dense SVD (seconds at the demo's 797 x 1000); auto now
+    takes the seeded randomized SVD, reproducibly, and it agrees with the exact one."""
+    rng = np.random.default_rng(5)
+    Tm, Nm = 300, 600
+    dirs = np.linalg.qr(rng.standard_normal((Nm, 3)))[0].T  # three planted directions, clear gaps
+    Xd = (rng.standard_normal((Tm, 3)) * [3.0, 2.0, 1.5]) @ dirs + 0.02 * rng.standard_normal((Tm, Nm))
+    X = sp.csr_matrix(Xd / np.linalg.norm(Xd, axis=1, keepdims=True))
+    ref = PCA(n_components=2, svd_solver="full").fit(X.toarray())
+    scores, s, load, ev, ratio, used = pca(X, 2, seed=0)
+    assert used == "randomized"
+    np.testing.assert_allclose(ratio, ref.explained_variance_ratio_, rtol=1e-8)
+    ref_scores = ref.transform(X.toarray())
+    for j in range(2):
+        sgn = np.sign(scores[:, j] @ ref_scores[:, j])
+        np.testing.assert_allclose(scores[:, j], sgn * ref_scores[:, j], atol=1e-8)
+    again = pca(X, 2, seed=0)
+    assert np.array_equal(again[0], scores) and np.array_equal(again[2], load)  # same seed, same numbers
+    assert pca(X, 70, seed=0)[5] == "exact"  # 82 random vectors of 300: the dense SVD is as cheap
+    assert pca(X[:20, :30].tocsr(), 2, seed=0)[5] == "exact"  # tiny
+    assert spectral_clusters(X, 3, seed=0).max() == 2
