@@ -268,6 +268,17 @@ def test_embed(planted, capsys, tmp_path, fmt):
     np.testing.assert_allclose(np.abs(per["pc0"].to_numpy()), np.abs(scores[:, 0]), atol=1e-8)
 
 
+def test_embed_table_title_says_how_much_variance_the_components_explain(planted, capsys, tmp_path):
+    path, W, _, fid = planted
+    out = tmp_path / "embed.txt"
+    code, _, err = cli(capsys, "embed", "--db", path, "--components", 2, "--clusters", 4, "--per-target", "--output", out)
+    assert code == 0, err
+    ratio = PCA(n_components=2, svd_solver="full").fit(dense_normalised(W)).explained_variance_ratio_
+    shares = f"pc0 {100 * ratio[0]:.3g}%, pc1 {100 * ratio[1]:.3g}% of the variance"
+    title = " ".join(out.read_text().split())  # rich wraps a title wider than the table
+    assert f"fit {fid}: embeddings (2 components: {shares}; 4 clusters)" in title
+
+
 # -- errors --------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize(

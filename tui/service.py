@@ -23,7 +23,7 @@ from dmdb.errors import DatabaseLockedError, DmdbError
 POLL = 0.05
 """Seconds between interrupts of a query that is to stop (one sent before DuckDB starts it is lost)."""
 
-__all__ = ["Counterfactual", "DatabaseLockedError", "DmdbError", "NoFitError", "Service", "TargetInfo", "Verified"]
+__all__ = ["Counterfactual", "DatabaseLockedError", "DmdbError", "Embedding", "NoFitError", "Service", "TargetInfo", "Verified"]
 
 
 class NoFitError(DmdbError):
@@ -68,6 +68,23 @@ class Counterfactual:
     predicted_change: float
     flips: bool
     verified: Verified | None
+
+
+@dataclass(frozen=True)
+class Embedding:
+    """Targets on two PCA axes (target, cluster or null, pc0, pc1), where they came from, and the
+    share of the total variance each axis explains."""
+
+    points: pl.DataFrame
+    source: str
+    explained: tuple[float, float]
+
+
+def _two(ratios: np.ndarray) -> tuple[float, float]:
+    """The first two explained-variance ratios; a missing second axis (one target or train example,
+    or one stored component) explains nothing."""
+    r = [float(x) for x in ratios[:2]] + [0.0, 0.0]
+    return r[0], r[1]
 
 
 class Service:
@@ -233,22 +250,30 @@ class Service:
             ).fetchall()[0][0])
             return frame, total
 
-    def embedding(self, fit: int) -> tuple[pl.DataFrame, str]:
-        """(target, cluster, pc0, pc1) and where they came from: the stored `dmdb embed` results
-        when present, else a 2-component PCA computed now (a read-only session cannot store it)."""
+    def embedding(self, fit: int) -> Embedding:
+        """Targets on two PCA axes: the stored `dmdb embed` results when present, else a
+        2-component PCA computed now (a read-only session cannot store it)."""
         with self._lock:
             try:
                 frame = analyses.target_embeddings(self.db, fit=fit)
-                return frame.select("target", "cluster", "pc0", "pc1"), "stored embeddings (dmdb embed)"
             except DmdbError:
                 fw = analyses.load_weights(self.db, fit)
+            else:
+                ratios = self.db.con.execute(
+                    "SELECT explained_variance_ratio FROM embedding_components WHERE fit_id = ? AND component < 2 "
+                    "ORDER BY component", [fit]
+                ).fetchall()
+                if "pc1" not in frame.columns:  # `dmdb embed --components 1`
+                    frame = frame.with_columns(pc1=pl.lit(0.0))
+                return Embedding(frame.select("target", "cluster", "pc0", "pc1"), "stored embeddings (dmdb embed)",
+                                 _two(np.array([r[0] for r in ratios])))
         # outside the lock: PCA is numpy work on the cached matrix
-        scores = pca(normalised_rows(fw), min(2, fw.n_targets, fw.n_train), seed=0)[0]
+        scores, _, _, _, ratio, _ = pca(normalised_rows(fw), min(2, fw.n_targets, fw.n_train), seed=0)
         if scores.shape[1] < 2:
             scores = np.hstack([scores, np.zeros((scores.shape[0], 1))])
         frame = pl.DataFrame({"target": fw.targets, "cluster": pl.Series([None] * fw.n_targets, dtype=pl.Int32),
                               "pc0": scores[:, 0], "pc1": scores[:, 1]})
-        return frame, "PCA computed now (run `dmdb embed` to store it with clusters)"
+        return Embedding(frame, "PCA computed now (run `dmdb embed` to store it with clusters)", _two(ratio))
 
     # -- SQL console -----------------------------------------------------------------------
     def sql(self, query: str) -> tuple[pl.DataFrame, int]:

@@ -19,6 +19,8 @@ from textual.widgets import Footer, Label, OptionList, Static
 from textual_fastdatatable import ArrowBackend, DataTable
 from textual_plotext import PlotextPlot
 
+from dmdb.analyses import variance_shares
+
 
 NULL = "·"  # how a missing value is shown
 SHORT_ROWS = 10  # rows a FrameTable of class "short" shows at most
@@ -251,13 +253,18 @@ class Scatter(PlotextPlot):
         super().__init__(id=id)
         self.points: pl.DataFrame = pl.DataFrame()
         self.marked: int | None = None
+        self.explained: tuple[float, float] | None = None
 
-    def plot(self, points: pl.DataFrame, marked: int | None = None) -> None:
-        """points: target, cluster (may be null), pc0, pc1."""
+    def plot(self, points: pl.DataFrame, marked: int | None = None,
+             explained: tuple[float, float] | None = None) -> None:
+        """points: target, cluster (may be null), pc0, pc1; explained: the share of the variance
+        each axis explains (kept from the last plot when not given)."""
         self.points, self.marked = points, marked
+        if explained is not None:
+            self.explained = explained
         plt = self.plt
         plt.clear_data()
-        plt.title("targets by datamodel embedding (pc0 x pc1)")
+        plt.title("targets: pc0 x pc1" if self.explained is None else f"targets: {variance_shares(self.explained)}")
         if points.height:
             groups = points.partition_by("cluster", as_dict=True, maintain_order=True)
             for (cluster,), g in sorted(groups.items(), key=lambda kv: (kv[0][0] is None, kv[0][0] or 0)):

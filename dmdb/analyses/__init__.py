@@ -7,7 +7,7 @@ which the SQL table macros in sql/30_analyses.sql share.
 
 from .brittleness import DEFAULT_THRESHOLDS, brittleness, brittleness_summary
 from .counterfactual import counterfactual, counterfactual_all, removal_set
-from .embeddings import embed, embedding_summary, target_embeddings
+from .embeddings import embed, embedding_summary, target_embeddings, variance_shares
 from .leakage import leakage, pixel_distance
 from .similar import nearest_targets, top_weights
 from .weights import FitInfo, FitWeights, clear_cache, load_weights, resolve_fit
@@ -31,4 +31,5 @@ __all__ = [
     "resolve_fit",
     "target_embeddings",
     "top_weights",
+    "variance_shares",
 ]

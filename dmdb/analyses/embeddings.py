@@ -154,6 +154,13 @@ def embedding_summary(db: "Database", *, fit: int | None = None, n_ends: int = 5
     ) if rows else pl.DataFrame()
 
 
+def variance_shares(ratios: "list[float] | np.ndarray") -> str:
+    """How much of the total variance each component explains, e.g. 'pc0 4.42%, pc1 4.11% of the
+    variance': near-equal small shares mean the components are close to arbitrary directions."""
+    parts = [f"pc{i} {100 * float(r):.3g}%" for i, r in enumerate(ratios)]
+    return ", ".join(parts) + " of the variance"
+
+
 def _ends(ends: pl.DataFrame) -> dict[str, list[int]]:
     def pick(kind: str, end: str) -> list[int]:
         return ends.filter((pl.col("kind") == kind) & (pl.col("end") == end)).sort("rank")["idx"].to_list()

@@ -205,5 +205,6 @@ def cmd_embed(args: argparse.Namespace) -> int:
         summary = A.embed(db, fit=fid, n_components=args.components, n_clusters=args.clusters, seed=args.seed,
                           method=args.method, n_ends=args.ends)
         out = A.target_embeddings(db, fit=fid) if args.per_target else summary
-    _emit(out, args, f"fit {fid}: embeddings ({args.components} components, {args.clusters} clusters)")
+    shares = A.variance_shares(summary.filter(pl.col("kind") == "component")["explained_variance_ratio"].to_list())
+    _emit(out, args, f"fit {fid}: embeddings ({args.components} components: {shares}; {args.clusters} clusters)")
     return 0

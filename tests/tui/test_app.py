@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import subprocess
 import sys
 import threading
@@ -583,16 +584,32 @@ def test_embeddings_scatter_and_jump(study: Path) -> None:
         with api(study) as db:  # the same PCA the analyses module computes
             from dmdb.analyses.spectral import normalised_rows, pca
 
-            scores = pca(normalised_rows(analyses.load_weights(db, cache=False)), 2, seed=0)[0]
+            scores, _, _, _, ratio, _ = pca(normalised_rows(analyses.load_weights(db, cache=False)), 2, seed=0)
         by_target = pts.sort("target")
         np.testing.assert_allclose(by_target["pc0"].to_numpy(), scores[:, 0], atol=1e-9)
         text = screen_text(app)
-        assert "targets by datamodel embedding" in text and f"target {int(pts['target'][0])}" in text
+        # the plot says how much of the variance its axes explain (near-equal small shares: little structure)
+        assert f"targets: {analyses.variance_shares(ratio)}" in text and f"target {int(pts['target'][0])}" in text
         await pilot.press("down", "enter")
         await until_screen(pilot, TargetDetailScreen)
         assert app.screen.target == int(pts["target"][1])
 
     drive(study, script)
+
+
+def test_service_embedding_gives_the_variance_share_of_each_axis(study: Path, tmp_path: Path) -> None:
+    path = tmp_path / "embedded.duckdb"
+    shutil.copy(study, path)
+    for n in (3, 1):
+        with dmdb.open(path) as db:
+            stored = analyses.embed(db, fit=1, n_components=n, n_clusters=2)
+        ratios = stored.filter(pl.col("kind") == "component")["explained_variance_ratio"].to_list()
+        with Service.open(path) as svc:
+            got = svc.embedding(1)
+        assert got.source == "stored embeddings (dmdb embed)" and got.points.height == 30
+        assert got.explained == (ratios[0], ratios[1] if n > 1 else 0.0)
+        if n == 1:  # one stored component: the second axis is zero (it raised ColumnNotFoundError on pc1)
+            assert got.points["pc1"].to_list() == [0.0] * 30
 
 
 def test_sql_console_runs_queries_keeps_history_and_reports_errors(study: Path) -> None:

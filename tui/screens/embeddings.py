@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import polars as pl
 from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.widgets import Header, Static
 
+from ..service import Embedding
 from ..widgets import FrameTable, KeyFooter, Scatter
 from .base import DataScreen
 
@@ -26,12 +26,12 @@ class EmbeddingsScreen(DataScreen):
     def reload(self) -> None:
         self.fetch_for_fit("points", self.service.embedding, "computing the embedding ...")
 
-    def show_points(self, value: tuple[pl.DataFrame, str]) -> None:
-        points, source = value
+    def show_points(self, value: Embedding) -> None:
+        points = value.points
         self.query_one("#status", Static).update(
-            f"fit {self.fit_id}: {points.height} targets; {source}. Sorted by pc0; Enter opens a target."
+            f"fit {self.fit_id}: {points.height} targets; {value.source}. Sorted by pc0; Enter opens a target."
         )
-        self.query_one(Scatter).plot(points)
+        self.query_one(Scatter).plot(points, explained=value.explained)
         table = self.query_one("#points", FrameTable)
         table.show(points.sort("pc0", descending=True))
         table.focus_table()
