@@ -332,7 +332,10 @@ def test_leakage_matches_brute_force(small):
         assert row["rank_in_target"] == r + 1
         if r + 1 < len(nxt):
             assert row["ratio_to_next"] == pytest.approx(nxt[r] / nxt[r + 1])
-    assert A.leakage(db, fit=fid, min_z=2.0, limit=3).height == 3
+    top3 = A.leakage(db, fit=fid, min_z=2.0, limit=3)  # the first 3, and how many there are in all
+    assert top3.height == 3 and top3["n_candidates"].to_list() == [len(expect)] * 3
+    assert top3.drop("n_candidates").equals(got.head(3).drop("n_candidates"))
+    assert got["n_candidates"].to_list() == [len(expect)] * len(expect)
     # SQL refuses what Python refuses (it returned rows for min_nnz 1, and none for NULLs)
     sql = db.sql("SELECT target, train_idx FROM leakage_candidates(fit := ?, min_z := 2.0, min_nnz := 4)", [fid])
     assert list(zip(sql["target"].to_list(), sql["train_idx"].to_list())) == [(t, i) for _, t, i in brute_leakage(W, 2.0, 4)]

@@ -241,14 +241,10 @@ class Service:
     def leakage(self, fit: int, min_z: float = 6.0, limit: int = 200) -> tuple[pl.DataFrame, int]:
         """The `limit` most extreme leakage candidates, and how many there are in all."""
         with self._lock:
-            frame = analyses.leakage(self.db, fit=fit, min_z=min_z, limit=limit).select(
-                "rank", "target", "train_idx", "weight", "robust_z", "ratio_to_next", "target_label",
-                "train_label", "pixel_dist",
-            )
-            total = frame.height if frame.height < limit else int(self.db.con.execute(
-                "SELECT count(*) FROM leakage_candidates(fit := ?, min_z := ?)", [fit, float(min_z)]
-            ).fetchall()[0][0])
-            return frame, total
+            found = analyses.leakage(self.db, fit=fit, min_z=min_z, limit=limit)
+        total = int(found["n_candidates"][0]) if found.height else 0
+        return found.select("rank", "target", "train_idx", "weight", "robust_z", "ratio_to_next", "target_label",
+                            "train_label", "pixel_dist"), total
 
     def embedding(self, fit: int) -> Embedding:
         """Targets on two PCA axes: the stored `dmdb embed` results when present, else a

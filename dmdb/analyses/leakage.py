@@ -42,8 +42,9 @@ def leakage(
     """Ranked leakage candidates (the SQL macro leakage_candidates) plus pixel_dist, pixel_corr.
 
     Columns: rank, fit_id, target, train_idx, weight, robust_z, ratio_to_next, rank_in_target,
-    target_nnz, target_label, train_label, same_label, both_images, pixel_dist, pixel_corr.
-    limit=None returns every candidate.
+    target_nnz, target_label, train_label, same_label, both_images, n_candidates, pixel_dist,
+    pixel_corr. n_candidates is how many candidates there are in all, beyond `limit` too (counted in
+    the same query). limit=None returns every candidate.
     """
     if not is_int(min_nnz) or min_nnz < 3:
         raise BadInputError(f"min_nnz must be at least 3 (a median and MAD of fewer weights mean nothing), got {min_nnz!r}")
@@ -53,7 +54,8 @@ def leakage(
     if limit is not None and (not is_int(limit) or limit < 1):
         raise BadInputError(f"limit must be a positive integer or None, got {limit!r}")
     info = resolve_fit(db, fit)
-    q = "SELECT * FROM leakage_candidates(fit := ?, min_z := ?, min_nnz := ?)"
+    q = ("SELECT *, count(*) OVER () AS n_candidates FROM leakage_candidates(fit := ?, min_z := ?, min_nnz := ?) "
+         'ORDER BY "rank"')
     params: list[object] = [info.fit_id, float(min_z), int(min_nnz)]
     if limit is not None:
         q += " LIMIT ?"
