@@ -12,6 +12,7 @@ import polars as pl
 import pytest
 
 import dmdb
+from dmdb.plan import PlannedRun
 from dmdb.sqlfiles import sql_files
 
 
@@ -32,16 +33,22 @@ def test_reopen_keeps_data(db_path: Path) -> None:
         assert db.experiment("a").n_train == 10
 
 
-def test_a_database_from_before_fit_order_gains_the_column(db_path: Path) -> None:
-    """fit_runs.fit_order came after schema version 1 shipped: an older file opened read-only (the
-    TUI, dmdb sql) gives fit.runs() with fit_order NULL, and gets the column (NULL for its fits) on
-    its next writable open, keeping its rows."""
+def _fitted_study(db_path: Path) -> list[PlannedRun]:
+    """Experiment 'e' (6 examples, 2 targets), 12 fit runs (returned) and one diff-means fit (fit 1)."""
     with dmdb.open(db_path) as db:
         exp = db.create_experiment("e", n_train=6, n_targets=2)
         runs = list(exp.plan(12, seed=0))
         exp.record_batch([r.run_id for r in runs], np.stack([r.mask for r in runs]),
                          np.random.default_rng(0).normal(size=(12, 2)))
         exp.fit("diff-means")
+    return runs
+
+
+def test_a_database_from_before_fit_order_gains_the_column(db_path: Path) -> None:
+    """fit_runs.fit_order came after schema version 1 shipped: an older file opened read-only (the
+    TUI, dmdb sql) gives fit.runs() with fit_order NULL, and gets the column (NULL for its fits) on
+    its next writable open, keeping its rows."""
+    _fitted_study(db_path)
     con = duckdb.connect(str(db_path))
     con.execute("ALTER TABLE fit_runs DROP COLUMN fit_order")
     con.execute("DELETE FROM dmdb_meta WHERE key = 'sql_sha256'")  # as written by the older sql/
@@ -70,12 +77,7 @@ def test_a_file_from_an_older_release_reads_as_current_read_only(db_path: Path) 
     from before fits), a changed one kept its old behaviour (margins_long.target BIGINT), a table added
     since was a catalog error. Now it sees this release's, as temporary objects: the file is unchanged,
     and a pool view the file has (perhaps a user's redefinition) is kept."""
-    with dmdb.open(db_path) as db:
-        exp = db.create_experiment("e", n_train=6, n_targets=2)
-        runs = list(exp.plan(12, seed=0))
-        exp.record_batch([r.run_id for r in runs], np.stack([r.mask for r in runs]),
-                         np.random.default_rng(0).normal(size=(12, 2)))
-        exp.fit("diff-means")
+    runs = _fitted_study(db_path)
     _as_an_older_release(
         db_path,
         "DROP MACRO mask_indices",
