@@ -99,7 +99,7 @@ def test_brittleness_flips_count_only_predictions_the_full_set_models_got_right(
     """A target whose full-train-set models are already wrong cannot flip; the summary counted it as
     flipped when its retrained margin was negative (the TUI said 'did not flip' for the same runs)."""
     from analyses_fixtures import insert_fit
-    from dmdb.demo.verify import verification
+    from dmdb.analyses import verification
 
     with dmdb.open(tmp_path / "v.duckdb") as db:
         exp = db.create_experiment("v", n_train=4, n_targets=3, alpha=0.5)
@@ -112,6 +112,6 @@ def test_brittleness_flips_count_only_predictions_the_full_set_models_got_right(
         masks = np.ones((4, 4), bool)
         masks[1:, :2] = False
         exp.record_batch(np.arange(4), masks, np.stack(margins), role="counterfactual", infos=infos)
-        v = verification(exp, fid)
+        v = verification(db, fid)
     # target 0 flipped (0.8 -> -0.3); target 1 was wrong already; target 2 stayed right
     assert (v.brittle_tested, v.brittle_flipped, v.brittle_already_wrong) == (3, 1, 1)

@@ -212,30 +212,17 @@ class Service:
             )
 
     def verified(self, fit: int, target: int, k: int, mode: str) -> Verified | None:
-        """Mean actual margin of the retraining runs recorded for this removal, if any.
-
-        Counterfactual runs carry info {"fit_id", "target", "k", "mode", "purpose", "removed"}; the
-        baseline (full train set) runs have purpose 'baseline' and no target. The one place that
-        knows this layout.
-        """
+        """Mean actual margin of the retraining runs recorded for this removal, if any
+        (dmdb.analyses.counterfactual_runs reads them; the baseline runs trained on the full train set)."""
         with self._lock:
-            exp = analyses.resolve_fit(self.db, fit).experiment
-            rows = self.db.con.execute(
-                """SELECT info->>'purpose' = 'baseline' AS is_base, count(*), avg(margins[? + 1])
-                   FROM runs
-                   WHERE experiment = ? AND role = 'counterfactual'
-                     AND coalesce((info->>'fit_id')::INTEGER = ?, true)
-                     AND ((info->>'purpose' = 'baseline')
-                          OR ((info->>'target')::INTEGER = ? AND (info->>'k')::INTEGER = ?
-                              AND coalesce(info->>'mode', 'top') = ?))
-                   GROUP BY ALL""",
-                [int(target), exp, fit, int(target), int(k), mode],
-            ).fetchall()
-        found = {bool(b): (int(n), float(m)) for b, n, m in rows}
-        if False not in found:
+            runs = analyses.counterfactual_runs(self.db, fit, margin_of=target)
+        base = runs.filter(pl.col("purpose") == "baseline")
+        mine = runs.filter((pl.col("purpose") != "baseline") & (pl.col("target") == target) & (pl.col("k") == k)
+                           & (pl.col("mode") == mode))
+        if mine.is_empty():
             return None
-        n, mean = found[False]
-        return Verified(n, mean, found[True][1] if True in found else None)
+        return Verified(mine.height, float(mine["margin"].to_numpy().mean()),
+                        None if base.is_empty() else float(base["margin"].to_numpy().mean()))
 
     # -- whole-fit views -------------------------------------------------------------------
     def leakage(self, fit: int, min_z: float = 6.0, limit: int = 200) -> tuple[pl.DataFrame, int]:

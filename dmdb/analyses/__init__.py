@@ -2,7 +2,9 @@
 
 Every function takes the Database first and `fit=` (default: the latest fit). Counterfactuals use
 the full train set as the baseline mask; see each module's docstring for the exact definitions,
-which the SQL table macros in sql/30_analyses.sql share.
+which the SQL table macros in sql/30_analyses.sql share. `verification` checks a fit's
+counterfactual predictions against models retrained without the removed examples
+(`plan_counterfactuals` lists them, for your own training code to train).
 """
 
 from .brittleness import DEFAULT_THRESHOLDS, brittleness, brittleness_summary
@@ -10,26 +12,34 @@ from .counterfactual import counterfactual, counterfactual_all, removal_set
 from .embeddings import embed, embedding_summary, target_embeddings, variance_shares
 from .leakage import leakage, pixel_distance
 from .similar import nearest_targets, top_weights
+from .verification import (CounterfactualPlan, Verification, counterfactual_runs, full_set_margins,
+                           plan_counterfactuals, verification)
 from .weights import FitInfo, FitWeights, clear_cache, load_weights, resolve_fit
 
 __all__ = [
+    "CounterfactualPlan",
     "DEFAULT_THRESHOLDS",
     "FitInfo",
     "FitWeights",
+    "Verification",
     "brittleness",
     "brittleness_summary",
     "clear_cache",
     "counterfactual",
     "counterfactual_all",
+    "counterfactual_runs",
     "embed",
     "embedding_summary",
+    "full_set_margins",
     "leakage",
     "load_weights",
     "nearest_targets",
     "pixel_distance",
+    "plan_counterfactuals",
     "removal_set",
     "resolve_fit",
     "target_embeddings",
     "top_weights",
     "variance_shares",
+    "verification",
 ]

@@ -1,4 +1,4 @@
-"""Verbs that ask a fit questions: counterfactual, brittle, similar, leakage, embed.
+"""Verbs that ask a fit questions: counterfactual, brittle, similar, leakage, embed, verify.
 
 Each is a thin shell over dmdb.analyses, so the CLI prints the same numbers as the Python API and
 the SQL macros. Reading verbs open the database read-only; `embed` stores its results, so it opens
@@ -81,6 +81,18 @@ def register(sub: Any, parents: tuple[argparse.ArgumentParser, argparse.Argument
     p.add_argument("--ends", type=at_least(1), default=5, help="ids listed at either end of a component or cluster (default 5)")
     p.add_argument("--per-target", action="store_true", help="print each target's cluster and scores instead")
     p.set_defaults(func=cmd_embed)
+
+    p = sub.add_parser(
+        "verify", parents=parents_,
+        help="the fit's predicted counterfactual changes against the recorded retraining runs",
+        description="Compare each removal's predicted margin change with the actual one: the mean margin of the "
+        "models retrained without the removed examples (role 'counterfactual', recorded from a "
+        "dmdb.analyses.plan_counterfactuals plan or by `dmdb demo`) minus that of the models trained on the full "
+        "train set. The table's title gives the Spearman and Pearson correlation of predicted vs actual change "
+        "and how many brittleness checks flipped.",
+    )
+    p.add_argument("--summary", action="store_true", help="print only the one-row summary (correlations, flips)")
+    p.set_defaults(func=cmd_verify)
 
 
 def _ids(spec: str, flag: str, what: str = "train ids", below: int | None = None) -> list[int]:
@@ -208,3 +220,18 @@ def cmd_embed(args: argparse.Namespace) -> int:
     shares = A.variance_shares(summary.filter(pl.col("kind") == "component")["explained_variance_ratio"].to_list())
     _emit(out, args, f"fit {fid}: embeddings ({args.components} components: {shares}; {args.clusters} clusters)")
     return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    with store.open(args.db, read_only=True) as db:
+        v = A.verification(db, _fit_id(db, args))
+    brittle = f"brittleness: {v.brittle_flipped} of {v.brittle_tested - v.brittle_already_wrong} flipped" + (
+        f" ({v.brittle_already_wrong} wrong on the full train set already)" if v.brittle_already_wrong else "")
+    title = (f"fit {v.fit_id}: predicted vs actual change; Spearman {_fmt(v.spearman)}, Pearson {_fmt(v.pearson)}; "
+             + brittle)
+    _emit(v.summary() if args.summary else v.rows, args, title)
+    return 0
+
+
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3f}"  # under 3 counterfactual rows, or a constant change

@@ -13,12 +13,12 @@ import numpy as np
 import polars as pl
 
 from .. import store
-from ..analyses import brittleness
+from ..analyses import Verification, brittleness, full_set_margins, plan_counterfactuals, verification
 from ..fit import Fit
 from .collect import collect, digits_experiment
 from .data import load_digits_split
 from .worker_fn import digits_config
-from .verify import BASELINE, Verification, full_set_margins, plan_removals, retrain, verification
+from .verify import retrain
 
 Progress = Callable[[str, int, int], None]
 
@@ -83,13 +83,12 @@ def run_demo(db_path: str | Path, cfg: DemoConfig, progress: Progress | None = N
         dm = exp.fit("diff-means", progress=progress)
         lasso = exp.fit("lasso", k=cfg.k, patience=cfg.patience, tol=cfg.tol, curve=cfg.curve, progress=progress)
 
-        rng = np.random.default_rng(cfg.seed)
-        targets = np.sort(rng.choice(data.n_targets, size=min(cfg.cf_targets, data.n_targets), replace=False))
         seeds = np.arange(cfg.cf_seeds, dtype=np.int64) + 10_000
         # the full-set models first: a brittleness check can only flip a prediction they get right
         # (the datamodel's full-mask extrapolation disagreed with them for 3 of 6 targets chosen without)
-        retrained = retrain(exp, data, lasso.fit_id, [BASELINE], seeds, cfg.model, cfg.threads, progress)
-        full_set = full_set_margins(exp, lasso.fit_id)
+        retrained = retrain(exp, data, plan_counterfactuals(db, fit=lasso.fit_id, seeds=seeds), cfg.model,
+                            cfg.threads, progress)
+        full_set = full_set_margins(db, lasso.fit_id)
         assert full_set is not None
         most_brittle = (
             brittleness(db, fit=lasso.fit_id)
@@ -97,9 +96,10 @@ def run_demo(db_path: str | Path, cfg: DemoConfig, progress: Progress | None = N
                     & pl.col("target").is_in(np.flatnonzero(full_set >= 0).tolist()))
             .sort("support")
         )
-        removals = plan_removals(exp, lasso.fit_id, targets, cfg.cf_ks, most_brittle.head(cfg.brittle_targets))
-        retrained += retrain(exp, data, lasso.fit_id, removals, seeds, cfg.model, cfg.threads, progress)
-        ver = verification(exp, lasso.fit_id)
+        plan = plan_counterfactuals(db, fit=lasso.fit_id, sample=cfg.cf_targets, sample_seed=cfg.seed, ks=cfg.cf_ks,
+                                    brittle=most_brittle.head(cfg.brittle_targets)["target"].to_list(), seeds=seeds)
+        retrained += retrain(exp, data, plan, cfg.model, cfg.threads, progress)
+        ver = verification(db, lasso.fit_id)
 
         labels = exp.targets().select("idx", "label")
         br = (

@@ -1,0 +1,247 @@
+"""Checking a fit's counterfactual predictions by retraining without the removed examples.
+
+`plan_counterfactuals` lists the models to train: for each target and k, the full train set minus
+the target's k largest positive weights ("counterfactual"); for each brittle target, minus its
+estimated support ("brittleness"); and the full train set itself ("baseline"); each with every
+seed. Train them with your own code and record them with
+``exp.record_batch(plan.run_ids, plan.masks, margins, role="counterfactual", seeds=plan.seeds,
+infos=plan.infos)``. Every such run's info says what was removed and why (the one definition of
+this layout is `run_info`):
+  {"fit_id": f, "target": t, "k": k, "mode": "top", "purpose": "counterfactual"|"brittleness"|"baseline",
+   "removed": [train idx...]}
+`verification` compares them: the actual change of a target is the mean margin over the removal's
+seeds minus the mean margin over the baseline's seeds; the prediction is minus the sum of the
+removed examples' weights (`counterfactual` with that removal).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
+
+import numpy as np
+import polars as pl
+
+from ..errors import BadInputError, DmdbError
+from ..regress import spearman_per_target
+from ..validate import as_int
+from .brittleness import brittleness
+from .counterfactual import counterfactual, select_removal
+from .weights import load_weights, resolve_fit
+
+if TYPE_CHECKING:
+    from ..store import Database
+
+PURPOSES = ("counterfactual", "brittleness", "baseline")
+HOW_TO_RECORD = (
+    "plan them with dmdb.analyses.plan_counterfactuals, train each planned mask with your code and record them "
+    "with exp.record_batch(plan.run_ids, plan.masks, margins, role='counterfactual', seeds=plan.seeds, "
+    "infos=plan.infos) (README: Verifying counterfactuals with your own training code), or run `dmdb demo`"
+)
+
+
+def run_info(fit_id: int, purpose: str, removed: Sequence[int], target: int | None = None, k: int = 0,
+             mode: str = "top") -> dict[str, Any]:
+    """The info of a counterfactual run: which fit it checks, which removal it trained without and why."""
+    if purpose not in PURPOSES:
+        raise BadInputError(f"purpose must be one of {', '.join(PURPOSES)}, got {purpose!r}")
+    return {"fit_id": int(fit_id), "target": None if target is None else int(target), "k": int(k), "mode": mode,
+            "purpose": purpose, "removed": [int(i) for i in removed]}
+
+
+def counterfactual_runs(db: "Database", fit: int | None = None, *, margin_of: int | None = None) -> pl.DataFrame:
+    """The counterfactual runs recorded for a fit, their info unpacked.
+
+    Columns: run_id, seed, purpose, target, k, mode, removed (list of train indices; null if the info
+    has none), margin: the
+    run's margin for its own target (null for baseline runs), or for target `margin_of` when given.
+    Runs of other fits, and runs whose info has no fit_id, are left out.
+    """
+    info = resolve_fit(db, fit)
+    own = "(info->>'target')::INTEGER + 1" if margin_of is None else str(as_int(margin_of, "margin_of", 0) + 1)
+    return db.sql(
+        f"""SELECT run_id, seed, info->>'purpose' AS purpose, (info->>'target')::INTEGER AS target,
+                   (info->>'k')::INTEGER AS k, coalesce(info->>'mode', 'top') AS mode,
+                   (info->'removed')::INTEGER[] AS removed, margins[{own}]::DOUBLE AS margin
+            FROM runs
+            WHERE experiment = ? AND role = 'counterfactual' AND (info->>'fit_id')::INTEGER = ?
+            ORDER BY run_id""",
+        [info.experiment, info.fit_id],
+    )
+
+
+def full_set_margins(db: "Database", fit: int | None = None) -> np.ndarray | None:
+    """Every target's mean margin over the fit's baseline runs (full train set); None before any is recorded."""
+    info = resolve_fit(db, fit)
+    rows = db.con.execute(
+        """SELECT margins FROM runs WHERE experiment = ? AND role = 'counterfactual'
+           AND (info->>'fit_id')::INTEGER = ? AND info->>'purpose' = 'baseline'""",
+        [info.experiment, info.fit_id],
+    ).fetchall()
+    return np.asarray([r[0] for r in rows], dtype=np.float64).mean(axis=0) if rows else None
+
+
+@dataclass(frozen=True)
+class CounterfactualPlan:
+    """Models still to train, row by row: run id, mask (full train set minus the removal), training
+    seed and the info to record with them (see `run_info`)."""
+
+    experiment: str
+    fit_id: int
+    run_ids: np.ndarray
+    masks: np.ndarray
+    seeds: np.ndarray
+    infos: list[dict[str, Any]]
+
+    def __len__(self) -> int:
+        return len(self.infos)
+
+
+def _ints(values: Iterable[int] | np.ndarray, what: str, low: int) -> list[int]:
+    """Distinct integers >= low, in the order given."""
+    items = values.tolist() if isinstance(values, np.ndarray) else values
+    return list(dict.fromkeys(as_int(v, what, low) for v in items))
+
+
+def plan_counterfactuals(
+    db: "Database",
+    *,
+    fit: int | None = None,
+    targets: Iterable[int] | None = None,
+    sample: int | None = None,
+    sample_seed: int = 0,
+    ks: Iterable[int] = (),
+    brittle: Iterable[int] = (),
+    seeds: Iterable[int] = (0,),
+) -> CounterfactualPlan:
+    """The counterfactual runs to train to check a fit, less those already recorded (same purpose,
+    removal and seed), so planning again after recording some plans only the rest.
+
+    targets (or `sample` of the fit's targets drawn with numpy's default_rng(sample_seed)) are each
+    planned without their top k for every k in `ks` (a target with no positive weight is skipped);
+    every target in `brittle` without its estimated support (`brittleness`); and always the
+    baseline. Run ids start at `exp.next_run_id()`: record the plan before planning anything else.
+    """
+    fw = load_weights(db, fit)
+    seed_list = _ints(seeds, "seeds", 0)
+    if not seed_list:
+        raise BadInputError("seeds must hold at least one training seed")
+    if targets is not None and sample is not None:
+        raise BadInputError("give targets= or sample=, not both")
+    if sample is not None:
+        n = as_int(sample, "sample", 1)
+        rng = np.random.default_rng(as_int(sample_seed, "sample_seed", 0))
+        chosen = np.sort(rng.choice(fw.targets, size=min(n, fw.n_targets), replace=False))
+        target_list = chosen.tolist()
+    else:
+        target_list = _ints(targets if targets is not None else (), "targets", 0)
+    k_list = _ints(ks, "ks", 1)
+    if target_list and not k_list:
+        raise BadInputError("targets need ks= (how many top examples to remove)")
+    removals: list[tuple[str, int | None, int, np.ndarray]] = [("baseline", None, 0, np.zeros(0, np.int64))]
+    removals += [("counterfactual", t, k, select_removal(fw, t, k)) for t in target_list for k in k_list]
+    brittle_list = _ints(brittle, "brittle", 0)
+    if brittle_list:
+        support = dict(brittleness(db, fit=fw.fit_id).select("target", "support").iter_rows())
+        for t in brittle_list:
+            fw.col(t)  # an unknown target fails with the fit's range
+            if not support.get(t):
+                why = ("it is predicted wrong on the full train set already" if support.get(t) == 0
+                       else "removing its positive weights is not predicted to flip it")
+                raise BadInputError(f"target {t} has no estimated support to remove ({why}): leave it out of brittle=")
+            removals.append(("brittleness", t, int(support[t]), select_removal(fw, t, int(support[t]))))
+
+    done = {(r["purpose"], r["target"], r["k"], r["mode"], tuple(r["removed"] or ()), r["seed"])
+            for r in counterfactual_runs(db, fw.fit_id).iter_rows(named=True)}
+    masks, run_seeds, infos = [], [], []
+    for purpose, t, k, removed in removals:
+        if purpose != "baseline" and removed.size == 0:
+            continue
+        for s in seed_list:
+            if (purpose, t, k, "top", tuple(removed.tolist()), s) in done:
+                continue
+            mask = np.ones(fw.n_train, dtype=bool)
+            mask[removed] = False
+            masks.append(mask)
+            run_seeds.append(s)
+            infos.append(run_info(fw.fit_id, purpose, removed.tolist(), t, k))
+    first = db.experiment(fw.info.experiment).next_run_id()
+    return CounterfactualPlan(
+        experiment=fw.info.experiment, fit_id=fw.fit_id, run_ids=np.arange(first, first + len(infos), dtype=np.int64),
+        masks=np.stack(masks) if masks else np.zeros((0, fw.n_train), dtype=bool),
+        seeds=np.asarray(run_seeds, dtype=np.int64), infos=infos,
+    )
+
+
+ROWS_SCHEMA = {
+    "target": pl.Int32, "k": pl.Int32, "mode": pl.Utf8, "purpose": pl.Utf8, "n_removed": pl.Int64, "seeds": pl.Int64,
+    "predicted_base": pl.Float64, "predicted_margin": pl.Float64, "predicted_change": pl.Float64,
+    "actual_base": pl.Float64, "actual_margin": pl.Float64, "actual_change": pl.Float64,
+}
+
+
+@dataclass(frozen=True)
+class Verification:
+    """One row per recorded removal (target, k, mode, purpose): predicted and actual margins and changes."""
+
+    fit_id: int
+    rows: pl.DataFrame
+    spearman: float | None  # predicted vs actual change over the counterfactual rows (None under 3 rows)
+    pearson: float | None
+    brittle_tested: int
+    brittle_flipped: int  # the full-set models were right (margin >= 0) and the retrained ones are wrong
+    brittle_already_wrong: int  # the full-set models were wrong already: nothing left to flip
+
+    def summary(self) -> pl.DataFrame:
+        """The figures above as a one-row frame."""
+        n_cf = self.rows.filter(pl.col("purpose") == "counterfactual").height
+        return pl.DataFrame(
+            {"fit_id": [self.fit_id], "counterfactuals": [n_cf], "spearman": [self.spearman], "pearson": [self.pearson],
+             "brittle_tested": [self.brittle_tested], "brittle_flipped": [self.brittle_flipped],
+             "brittle_already_wrong": [self.brittle_already_wrong]},
+            schema={"fit_id": pl.Int32, "counterfactuals": pl.Int64, "spearman": pl.Float64, "pearson": pl.Float64,
+                    "brittle_tested": pl.Int64, "brittle_flipped": pl.Int64, "brittle_already_wrong": pl.Int64},
+        )
+
+
+def _correlations(pred: np.ndarray, actual: np.ndarray) -> tuple[float | None, float | None]:
+    if pred.size < 3 or np.ptp(pred) == 0 or np.ptp(actual) == 0:
+        return None, None
+    rho = float(spearman_per_target(pred[:, None], actual[:, None])[0])
+    return rho, float(np.corrcoef(pred, actual)[0, 1])
+
+
+def verification(db: "Database", fit: int | None = None) -> Verification:
+    """Predicted against actual outcomes of the counterfactual runs recorded for this fit.
+
+    Raises DmdbError when the fit has no counterfactual runs, or no baseline runs to compare with.
+    """
+    fit_id = resolve_fit(db, fit).fit_id
+    runs = counterfactual_runs(db, fit_id)
+    if runs.is_empty():
+        raise DmdbError(f"fit {fit_id} has no counterfactual runs recorded: {HOW_TO_RECORD}")
+    base_margin = full_set_margins(db, fit_id)
+    if base_margin is None:
+        raise DmdbError(f"fit {fit_id} has counterfactual runs but no baseline (full train set) runs to compare "
+                        f"them with: {HOW_TO_RECORD}")
+    rows = []
+    groups = runs.filter(pl.col("purpose") != "baseline").group_by(
+        ["target", "k", "mode", "purpose", "removed"], maintain_order=True)
+    for (t, k, mode, purpose, removed), g in groups:
+        # the removal the runs trained without; runs recorded without their removed list: the k of mode
+        cf = (counterfactual(db, int(t), fit=fit_id, k=int(k), mode=mode) if removed is None
+              else counterfactual(db, int(t), fit=fit_id, remove=list(removed))).row(0, named=True)
+        actual = float(g["margin"].to_numpy().mean())
+        rows.append({
+            "target": t, "k": k, "mode": mode, "purpose": purpose, "n_removed": cf["n_removed"], "seeds": g.height,
+            "predicted_base": cf["base_margin"], "predicted_margin": cf["predicted_margin"],
+            "predicted_change": cf["predicted_change"], "actual_base": float(base_margin[t]), "actual_margin": actual,
+            "actual_change": actual - float(base_margin[t]),
+        })
+    frame = pl.DataFrame(rows, schema=ROWS_SCHEMA)
+    cfr = frame.filter(pl.col("purpose") == "counterfactual")
+    rho, r = _correlations(cfr["predicted_change"].to_numpy(), cfr["actual_change"].to_numpy())
+    br = frame.filter(pl.col("purpose") == "brittleness")
+    right = br["actual_base"] >= 0
+    return Verification(fit_id, frame, rho, r, br.height, int((right & (br["actual_margin"] < 0)).sum()),
+                        int((~right).sum()))

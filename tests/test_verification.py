@@ -1,0 +1,162 @@
+"""Counterfactual verification with the user's own training code: plan, "retrain" (a synthetic
+experiment's exact margins for any mask), record, compare; checked against brute-force numpy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from scipy.stats import spearmanr
+
+import dmdb
+from dmdb import analyses as A
+from dmdb.cli import main
+from dmdb.errors import BadInputError, DmdbError
+from dmdb.scale.synth import SynthSpec, create_synthetic, synth_margins
+
+SPEC = SynthSpec(n_train=80, n_targets=10, density=0.1, noise=0.3, seed=4)
+TARGETS, KS, SEEDS = [1, 4, 7, 8], [2, 5], [0, 1, 2]
+
+
+@pytest.fixture()
+def study(tmp_path: Path) -> tuple[dmdb.Database, int]:
+    db = dmdb.open(tmp_path / "v.duckdb")
+    exp, _ = create_synthetic(db, "s", SPEC, fit_runs=200, truth_fit=False)
+    fit = exp.fit("diff-means")  # not the truth: its predictions differ from the retrained outcomes
+    yield db, fit.fit_id
+    db.close()
+
+
+def train(plan: A.CounterfactualPlan) -> np.ndarray:
+    """The user's training function: here the synthetic experiment's margins for each mask and seed."""
+    return synth_margins(SPEC, plan.masks, plan.seeds)
+
+
+def record(db: dmdb.Database, plan: A.CounterfactualPlan, rows: slice = slice(None)) -> int:
+    return db.experiment(plan.experiment).record_batch(
+        plan.run_ids[rows], plan.masks[rows], train(plan)[rows], role="counterfactual", seeds=plan.seeds[rows],
+        infos=plan.infos[rows])
+
+
+def brute_force_change(w: np.ndarray, t: int, k: int) -> tuple[np.ndarray, float, float]:
+    """Target t's top-k positive weights (ties by index), the predicted change (minus their sum) and the
+    actual one: the mean over SEEDS of margins without them minus the mean over SEEDS of full-set margins."""
+    col = w[:, t]
+    pos = np.flatnonzero(col > 0)
+    removed = pos[np.lexsort((pos, -col[pos]))][:k]
+    full = np.ones((len(SEEDS), SPEC.n_train), bool)
+    without = full.copy()
+    without[:, removed] = False
+    actual = synth_margins(SPEC, without, SEEDS)[:, t].mean() - synth_margins(SPEC, full, SEEDS)[:, t].mean()
+    return removed, -float(col[removed].sum()), float(actual)
+
+
+def test_verification_of_planned_and_recorded_runs_matches_numpy(study: tuple[dmdb.Database, int]) -> None:
+    db, fid = study
+    w = A.load_weights(db, fid).csr.toarray()
+    plan = A.plan_counterfactuals(db, fit=fid, targets=TARGETS, ks=KS, seeds=SEEDS)
+    # the baseline first, then each (target, k), each with every seed; run ids after every recorded run
+    assert plan.infos[0] == {"fit_id": fid, "target": None, "k": 0, "mode": "top", "purpose": "baseline", "removed": []}
+    assert [(i["target"], i["k"]) for i in plan.infos[3::3]] == [(t, k) for t in TARGETS for k in KS]
+    assert plan.seeds.tolist() == SEEDS * (1 + len(TARGETS) * len(KS))
+    assert plan.run_ids.tolist() == list(range(200, 200 + len(plan)))
+    for mask, info in zip(plan.masks, plan.infos):
+        assert np.flatnonzero(~mask).tolist() == sorted(info["removed"])
+    assert record(db, plan) == len(plan) == 27
+
+    v = A.verification(db, fid)
+    assert v.rows.select("target", "k").rows() == [(t, k) for t in TARGETS for k in KS]
+    assert (v.rows["purpose"] == "counterfactual").all() and (v.rows["seeds"] == 3).all()
+    for row in v.rows.iter_rows(named=True):
+        removed, predicted, actual = brute_force_change(w, row["target"], row["k"])
+        assert row["n_removed"] == removed.size and removed.size > 0
+        assert row["predicted_change"] == pytest.approx(predicted, abs=1e-6)
+        assert row["actual_change"] == pytest.approx(actual, abs=1e-5)
+    assert not np.allclose(v.rows["predicted_change"], v.rows["actual_change"], atol=1e-3)  # a real check
+    pred, act = v.rows["predicted_change"].to_numpy(), v.rows["actual_change"].to_numpy()
+    assert v.pearson == pytest.approx(np.corrcoef(pred, act)[0, 1], abs=1e-9)
+    assert v.spearman == pytest.approx(spearmanr(pred, act).statistic, abs=1e-9)
+    assert v.summary().row(0, named=True)["counterfactuals"] == 8
+
+
+def test_planning_again_plans_only_what_is_not_recorded(study: tuple[dmdb.Database, int]) -> None:
+    db, fid = study
+    plan = A.plan_counterfactuals(db, fit=fid, targets=TARGETS, ks=KS, seeds=SEEDS)
+    assert record(db, plan, slice(0, 10)) == 10
+    rest = A.plan_counterfactuals(db, fit=fid, targets=TARGETS, ks=KS, seeds=SEEDS)
+    assert rest.infos == plan.infos[10:] and rest.seeds.tolist() == plan.seeds[10:].tolist()
+    assert (rest.masks == plan.masks[10:]).all() and rest.run_ids.tolist() == plan.run_ids[10:].tolist()
+    assert record(db, rest) == len(rest) == 17
+    assert len(A.plan_counterfactuals(db, fit=fid, targets=TARGETS, ks=KS, seeds=SEEDS)) == 0
+    more = A.plan_counterfactuals(db, fit=fid, targets=TARGETS, ks=KS, seeds=[*SEEDS, 9])  # one more seed only
+    assert more.seeds.tolist() == [9] * 9 and more.run_ids[0] == 227
+
+
+def test_brittleness_checks_remove_the_estimated_support(study: tuple[dmdb.Database, int]) -> None:
+    db, fid = study
+    br = A.brittleness(db, fit=fid).filter(pl.col("support") > 0)
+    targets = br["target"].to_list()[:3]
+    plan = A.plan_counterfactuals(db, fit=fid, brittle=targets, seeds=[5])
+    assert [(i["purpose"], i["target"], i["k"]) for i in plan.infos] == [("baseline", None, 0)] + [
+        ("brittleness", t, s) for t, s in zip(targets, br["support"].to_list()[:3])]
+    record(db, plan)
+    v = A.verification(db, fid)
+    margins = synth_margins(SPEC, plan.masks, plan.seeds)
+    base, after = margins[0, targets], margins[np.arange(1, 4), targets]
+    assert v.rows["actual_margin"].to_list() == pytest.approx(after.tolist(), abs=1e-6)
+    assert (v.brittle_tested, v.brittle_flipped, v.brittle_already_wrong) == (
+        3, int(((base >= 0) & (after < 0)).sum()), int((base < 0).sum()))
+    assert v.spearman is None and v.pearson is None  # no counterfactual rows
+
+
+def test_bad_plans_and_missing_runs_say_what_to_do(study: tuple[dmdb.Database, int]) -> None:
+    db, fid = study
+    with pytest.raises(DmdbError, match=f"^fit {fid} has no counterfactual runs recorded: plan them with "
+                                        "dmdb.analyses.plan_counterfactuals"):
+        A.verification(db, fid)
+    br = A.brittleness(db, fit=fid)
+    wrong = br.filter(pl.col("support") == 0)["target"][0]
+    with pytest.raises(BadInputError, match=f"^target {wrong} has no estimated support to remove \\(it is predicted "
+                                            "wrong on the full train set already\\)"):
+        A.plan_counterfactuals(db, fit=fid, brittle=[wrong])
+    with pytest.raises(BadInputError, match="^targets need ks="):
+        A.plan_counterfactuals(db, fit=fid, targets=[1])
+    with pytest.raises(BadInputError, match="^seeds must hold at least one training seed"):
+        A.plan_counterfactuals(db, fit=fid, seeds=[])
+    assert len(A.plan_counterfactuals(db, fit=fid, targets=[1, 1], ks=[3, 3], seeds=[2, 2])) == 2  # baseline, (1, 3)
+    with pytest.raises(BadInputError, match=r"^ks must be >= 1, got 0"):
+        A.plan_counterfactuals(db, fit=fid, targets=[1], ks=[0])
+    plan = A.plan_counterfactuals(db, fit=fid, targets=[1], ks=[3])
+    record(db, plan, slice(1, None))  # no baseline
+    with pytest.raises(DmdbError, match=f"^fit {fid} has counterfactual runs but no baseline"):
+        A.verification(db, fid)
+
+
+def test_sample_draws_sorted_distinct_targets_of_the_fit(study: tuple[dmdb.Database, int]) -> None:
+    db, fid = study
+    plan = A.plan_counterfactuals(db, fit=fid, sample=4, sample_seed=3, ks=[1], seeds=[0])
+    want = np.sort(np.random.default_rng(3).choice(SPEC.n_targets, size=4, replace=False)).tolist()
+    assert [i["target"] for i in plan.infos[1:]] == [t for t in want if (A.load_weights(db, fid).dense_column(t) > 0).any()]
+
+
+def test_cli_verify(study: tuple[dmdb.Database, int], capsys: pytest.CaptureFixture[str]) -> None:
+    db, fid = study
+    path = db.path
+    plan = A.plan_counterfactuals(db, fit=fid, targets=TARGETS, ks=KS, seeds=SEEDS)
+    db.close()
+    assert main(["verify", "--db", path]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith(f"dmdb verify: error: fit {fid} has no counterfactual runs recorded") and \
+        err.count("\n") == 1 and "README: Verifying counterfactuals with your own training code" in err
+    with dmdb.open(path) as db:
+        record(db, plan)
+        want = A.verification(db, fid)
+    assert main(["verify", "--db", path, "--format", "csv"]) == 0
+    got = pl.read_csv(capsys.readouterr()[0].encode())
+    assert got["actual_change"].to_list() == pytest.approx(want.rows["actual_change"].to_list(), rel=1e-5)
+    assert main(["verify", "--db", path, "--summary", "--format", "json", "--fit", str(fid)]) == 0
+    assert f'"spearman":{want.spearman}' in capsys.readouterr()[0].replace(" ", "")
+    assert main(["verify", "--db", path]) == 0
+    assert f"Spearman {want.spearman:.3f}, Pearson {want.pearson:.3f}" in capsys.readouterr()[0].replace("\n", "")
