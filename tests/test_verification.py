@@ -126,6 +126,9 @@ def test_bad_plans_and_missing_runs_say_what_to_do(study: tuple[dmdb.Database, i
     with pytest.raises(BadInputError, match="^seeds must hold at least one training seed"):
         A.plan_counterfactuals(db, fit=fid, seeds=[])
     assert len(A.plan_counterfactuals(db, fit=fid, targets=[1, 1], ks=[3, 3], seeds=[2, 2])) == 2  # baseline, (1, 3)
+    n_pos = int((A.load_weights(db, fid).dense_column(1) > 0).sum())
+    every = A.plan_counterfactuals(db, fit=fid, targets=[1], ks=[n_pos, n_pos + 5, 3], seeds=[0])
+    assert [(i["k"], len(i["removed"])) for i in every.infos[1:]] == [(n_pos, n_pos), (3, 3)]  # n_pos + 5: the same
     with pytest.raises(BadInputError, match=r"^ks must be >= 1, got 0"):
         A.plan_counterfactuals(db, fit=fid, targets=[1], ks=[0])
     plan = A.plan_counterfactuals(db, fit=fid, targets=[1], ks=[3])

@@ -118,7 +118,8 @@ def plan_counterfactuals(
     removal and seed), so planning again after recording some plans only the rest.
 
     targets (or `sample` of the fit's targets drawn with numpy's default_rng(sample_seed)) are each
-    planned without their top k for every k in `ks` (a target with no positive weight is skipped);
+    planned without their top k for every k in `ks` (a target with no positive weight is skipped, and
+    a k beyond a target's positive weights when a smaller k removed them all already);
     every target in `brittle` without its estimated support (`brittleness`); and always the
     baseline. Run ids start at `exp.next_run_id()`: record the plan before planning anything else.
     """
@@ -154,9 +155,12 @@ def plan_counterfactuals(
     done = {(r["purpose"], r["target"], r["k"], r["mode"], tuple(r["removed"] or ()), r["seed"])
             for r in counterfactual_runs(db, fw.fit_id).iter_rows(named=True)}
     masks, run_seeds, infos = [], [], []
+    seen: set[tuple[str, int | None, tuple[int, ...]]] = set()
     for purpose, t, k, removed in removals:
-        if purpose != "baseline" and removed.size == 0:
+        # nothing to remove; or the removal of a smaller k again (the target has fewer positive weights)
+        if (purpose != "baseline" and removed.size == 0) or (purpose, t, tuple(removed.tolist())) in seen:
             continue
+        seen.add((purpose, t, tuple(removed.tolist())))
         for s in seed_list:
             if (purpose, t, k, "top", tuple(removed.tolist()), s) in done:
                 continue
