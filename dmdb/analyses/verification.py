@@ -23,7 +23,6 @@ import numpy as np
 import polars as pl
 
 from ..errors import BadInputError, DmdbError
-from ..regress import spearman_per_target
 from ..validate import as_int
 from .brittleness import brittleness
 from .counterfactual import counterfactual, select_removal
@@ -208,11 +207,12 @@ class Verification:
         )
 
 
-def _correlations(pred: np.ndarray, actual: np.ndarray) -> tuple[float | None, float | None]:
-    if pred.size < 3 or np.ptp(pred) == 0 or np.ptp(actual) == 0:
+def _correlations(pred: pl.Series, actual: pl.Series) -> tuple[float | None, float | None]:
+    """Spearman (Pearson of average ranks; polars ranks, so the TUI's import loads no torch) and Pearson."""
+    if pred.len() < 3 or pred.n_unique() == 1 or actual.n_unique() == 1:
         return None, None
-    rho = float(spearman_per_target(pred[:, None], actual[:, None])[0])
-    return rho, float(np.corrcoef(pred, actual)[0, 1])
+    rho = np.corrcoef(pred.rank("average").to_numpy(), actual.rank("average").to_numpy())[0, 1]
+    return float(rho), float(np.corrcoef(pred.to_numpy(), actual.to_numpy())[0, 1])
 
 
 def verification(db: "Database", fit: int | None = None) -> Verification:
@@ -244,7 +244,7 @@ def verification(db: "Database", fit: int | None = None) -> Verification:
         })
     frame = pl.DataFrame(rows, schema=ROWS_SCHEMA)
     cfr = frame.filter(pl.col("purpose") == "counterfactual")
-    rho, r = _correlations(cfr["predicted_change"].to_numpy(), cfr["actual_change"].to_numpy())
+    rho, r = _correlations(cfr["predicted_change"], cfr["actual_change"])
     br = frame.filter(pl.col("purpose") == "brittleness")
     right = br["actual_base"] >= 0
     return Verification(fit_id, frame, rho, r, br.height, int((right & (br["actual_margin"] < 0)).sum()),
