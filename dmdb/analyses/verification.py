@@ -57,15 +57,16 @@ def counterfactual_runs(db: "Database", fit: int | None = None, *, margin_of: in
     Runs of other fits, and runs whose info has no fit_id, are left out.
     """
     info = resolve_fit(db, fit)
-    own = "(info->>'target')::INTEGER + 1" if margin_of is None else str(as_int(margin_of, "margin_of", 0) + 1)
+    other = None if margin_of is None else as_int(margin_of, "margin_of", 0)
     return db.sql(
-        f"""SELECT run_id, seed, info->>'purpose' AS purpose, (info->>'target')::INTEGER AS target,
-                   (info->>'k')::INTEGER AS k, coalesce(info->>'mode', 'top') AS mode,
-                   (info->'removed')::INTEGER[] AS removed, margins[{own}]::DOUBLE AS margin
-            FROM runs
-            WHERE experiment = ? AND role = 'counterfactual' AND (info->>'fit_id')::INTEGER = ?
-            ORDER BY run_id""",
-        [info.experiment, info.fit_id],
+        """SELECT run_id, seed, info->>'purpose' AS purpose, (info->>'target')::INTEGER AS target,
+                  (info->>'k')::INTEGER AS k, coalesce(info->>'mode', 'top') AS mode,
+                  (info->'removed')::INTEGER[] AS removed,
+                  margins[coalesce(?::INTEGER, (info->>'target')::INTEGER) + 1]::DOUBLE AS margin
+           FROM runs
+           WHERE experiment = ? AND role = 'counterfactual' AND (info->>'fit_id')::INTEGER = ?
+           ORDER BY run_id""",
+        [other, info.experiment, info.fit_id],
     )
 
 
