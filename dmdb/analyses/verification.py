@@ -52,8 +52,8 @@ def counterfactual_runs(db: "Database", fit: int | None = None, *, margin_of: in
     """The counterfactual runs recorded for a fit, their info unpacked.
 
     Columns: run_id, seed, purpose, target, k, mode, removed (list of train indices; null if the info
-    has none), margin: the
-    run's margin for its own target (null for baseline runs), or for target `margin_of` when given.
+    has none), margin: the run's margin for its own target (null for baseline runs), or for target
+    `margin_of` when given.
     Runs of other fits, and runs whose info has no fit_id, are left out.
     """
     info = resolve_fit(db, fit)
