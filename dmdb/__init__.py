@@ -26,18 +26,19 @@ from .lazy import lazy_attributes
 from .plan import Plan, PlannedRun
 
 # The database side (duckdb, polars), Fit and the subpackages (torch) load on first use
-# (`dmdb.open(...)`, `dmdb.analyses.leakage(...)`, `dmdb.shards.write_run(...)` work after a
-# bare `import dmdb`), so that `import dmdb` stays light for workers and `dmdb.regress` needs
-# only torch and numpy (e.g. on a GPU machine whose image has no duckdb).
+# (`dmdb.open(...)`, `dmdb.ingest(...)`, `dmdb.analyses.leakage(...)`, `dmdb.shards.write_run(...)`
+# work after a bare `import dmdb`), so that `import dmdb` stays light for workers and `dmdb.regress`
+# needs only torch and numpy (e.g. on a GPU machine whose image has no duckdb).
 _SUBPACKAGES = ("analyses", "demo", "fit", "regress", "scale", "shards")
 _HOMES = {"Experiment": "experiment", "Database": "store", "open": "store", "SCHEMA_VERSION": "store",
-          "Fit": "fit", "FitOptions": "fit"}
+          "Fit": "fit", "FitOptions": "fit", "ingest": "ingestion", "IngestReport": "ingestion"}
 __getattr__ = lazy_attributes(__name__, _HOMES | {m: m for m in _SUBPACKAGES})
 
 if TYPE_CHECKING:  # what type checkers see instead of __getattr__ (tests/test_packaging.py keeps it equal to _HOMES)
     from . import analyses, demo, fit, regress, scale, shards
     from .experiment import Experiment
     from .fit import Fit, FitOptions
+    from .ingestion import IngestReport, ingest
     from .store import SCHEMA_VERSION, Database, open
 
 
@@ -54,6 +55,7 @@ __all__ = [
     "Fit",
     "FitOptions",
     "FitError",
+    "IngestReport",
     "Plan",
     "PlannedRun",
     "ReadOnlyError",
@@ -61,5 +63,6 @@ __all__ = [
     "SchemaVersionError",
     "ScoresWarning",
     "UnknownExperimentError",
+    "ingest",
     "open",
 ]

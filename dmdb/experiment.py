@@ -10,11 +10,12 @@ import numpy as np
 import polars as pl
 
 from . import examples, readback
+from .batch import make_batch
 from .errors import BadInputError, ConvergenceWarning, DmdbError
 from .packing import PackedMasks
 from .plan import SAMPLING, Plan, PlannedRun, fixed_size
 from .readback import RunSelection
-from .record import make_batch, write_batch
+from .record import write_batch
 from .transaction import transaction
 from .validate import INT64_MAX, as_array, as_int, as_real, as_role
 

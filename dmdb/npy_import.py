@@ -8,8 +8,9 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
+from .batch import make_batch
 from .errors import BadInputError, DmdbError
-from .record import check_batch, make_batch
+from .record import check_batch
 from .validate import as_int
 
 if TYPE_CHECKING:

@@ -1,84 +1,20 @@
-"""Writing runs: validate a batch, check it against plans and earlier records, insert it in one transaction."""
+"""Writing runs: check a validated batch against plans and earlier records, insert it in one transaction."""
 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Callable
 
 import duckdb
 import numpy as np
-import pyarrow as pa
 
+from .batch import RunBatch, batch_table
 from .errors import BadInputError, DuplicateRunError
-from .packing import count_kept, margins_from_arrow, margins_to_arrow, pack_masks, packed_to_arrow, unpack_masks
+from .packing import margins_from_arrow, unpack_masks
 from .transaction import transaction
-from .validate import as_infos, as_margins, as_masks, as_optional_column, as_roles, as_run_ids
 
 if TYPE_CHECKING:
     from .experiment import Experiment
-
-
-@dataclass(frozen=True)
-class RunBatch:
-    """A validated batch of runs of one experiment, ready to insert."""
-
-    run_ids: np.ndarray  # int64 (R,)
-    roles: np.ndarray  # str (R,)
-    masks: np.ndarray  # bool (R, N)
-    margins: np.ndarray  # float32 (R, T)
-    seeds: np.ndarray | None
-    workers: np.ndarray | None
-    durations: np.ndarray | None
-    infos: list[str | None] | None
-
-    def __len__(self) -> int:
-        return len(self.run_ids)
-
-    def take(self, rows: np.ndarray) -> "RunBatch":
-        def pick(a: np.ndarray | None) -> np.ndarray | None:
-            return None if a is None else a[rows]
-
-        return RunBatch(
-            self.run_ids[rows],
-            self.roles[rows],
-            self.masks[rows],
-            self.margins[rows],
-            pick(self.seeds),
-            pick(self.workers),
-            pick(self.durations),
-            None if self.infos is None else [self.infos[i] for i in rows],
-        )
-
-
-def make_batch(
-    exp: "Experiment",
-    run_ids: Any,
-    masks: Any,
-    margins: Any,
-    role: str | Sequence[str],
-    seeds: Any = None,
-    worker: Any = None,
-    durations: Any = None,
-    infos: Sequence[dict[str, Any] | None] | None = None,
-) -> RunBatch:
-    """Validate user arrays against the experiment's shape; raises BadInputError naming the problem."""
-    ids = as_run_ids(run_ids)
-    r = len(ids)
-    m = as_masks(masks, r, exp.n_train)
-    y = as_margins(margins, r, exp.n_targets)
-    roles = as_roles(role, r)
-    info_json = None if infos is None else as_infos(infos, r)
-    return RunBatch(
-        ids,
-        roles,
-        m,
-        y,
-        as_optional_column(seeds, r, "seeds", np.int64),
-        as_optional_column(worker, r, "worker", str),
-        as_optional_column(durations, r, "durations", np.float64),
-        info_json,
-    )
 
 
 def write_batch(
@@ -113,30 +49,6 @@ def write_batch(
     finally:
         con.unregister(name)
     return len(fresh)
-
-
-def batch_table(b: RunBatch, fixed_margins: bool = False) -> pa.Table:
-    """The batch as an Arrow table with packed masks: the shape of the runs table and of shard files.
-    `fixed_margins`: margins as fixed_size_list (faster to insert; see margins_to_arrow)."""
-    r = len(b)
-    packed = pack_masks(b.masks)
-
-    def col(a: np.ndarray | None, typ: pa.DataType) -> pa.Array:
-        return pa.nulls(r, typ) if a is None else pa.array(a, typ)
-
-    return pa.table(
-        {
-            "run_id": pa.array(b.run_ids, pa.int64()),
-            "role": pa.array(b.roles.tolist(), pa.string()),
-            "mask": packed_to_arrow(packed),
-            "n_kept": pa.array(count_kept(packed), pa.int32()),
-            "margins": margins_to_arrow(b.margins, fixed=fixed_margins),
-            "seed": col(b.seeds, pa.int64()),
-            "worker": pa.nulls(r, pa.string()) if b.workers is None else pa.array(b.workers.tolist(), pa.string()),
-            "duration_s": col(b.durations, pa.float64()),
-            "info": pa.array(b.infos if b.infos is not None else [None] * r, pa.string()),
-        }
-    )
 
 
 def check_batch(exp: "Experiment", batch: RunBatch) -> None:

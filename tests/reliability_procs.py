@@ -23,9 +23,10 @@ from typing import Any, Callable
 import numpy as np
 
 import dmdb
+from dmdb import ingest
 from dmdb.cli import MODULES
 from dmdb.plan import Plan
-from dmdb.shards import ingest, write_run, write_shard
+from dmdb.shards import write_run, write_shard
 
 STRESS = os.environ.get("DMDB_STRESS") == "1"
 """DMDB_STRESS=1 runs the many-kills variant (50+ kills per scenario) instead of the default ~10."""

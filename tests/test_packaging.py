@@ -69,11 +69,12 @@ def test_subpackages_load_on_first_use() -> None:
 
 
 def test_shards_reachable_after_bare_import() -> None:
-    """README's worker call, `dmdb.shards.write_run(...)`, works after a bare `import dmdb`."""
-    code = "import dmdb; print(dmdb.shards.write_run.__name__, dmdb.shards.ingest.__name__)"
+    """README's worker and ingest calls, `dmdb.shards.write_run(...)` and `dmdb.ingest(...)`, work
+    after a bare `import dmdb`."""
+    code = "import dmdb; print(dmdb.shards.write_run.__name__, dmdb.ingest.__name__, dmdb.IngestReport.__name__)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["write_run", "ingest"]
+    assert out.stdout.split() == ["write_run", "ingest", "IngestReport"]
 
 
 

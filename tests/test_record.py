@@ -201,7 +201,8 @@ def test_torch_tensors_from_a_training_loop_are_taken(exp: dmdb.Experiment, tmp_
     """Margins straight from a model (a tensor that requires grad; on a GPU in real use) and torch
     masks are recorded as their values, by record, record_batch and a worker's write_run."""
     torch = pytest.importorskip("torch")
-    from dmdb.shards import ingest, write_run
+    from dmdb import ingest
+    from dmdb.shards import write_run
 
     plan = exp.plan(4, seed=0)
     runs = list(exp.pending(plan))

@@ -12,8 +12,9 @@ import pytest
 
 import dmdb
 import reliability_procs as rp
+from dmdb import ingest
 from dmdb.cli import main
-from dmdb.shards import ingest, write_shard
+from dmdb.shards import write_shard
 
 N_TRAIN, N_TARGETS = 500, 8
 

@@ -17,7 +17,8 @@ import pytest
 
 import dmdb
 import reliability_procs as rp
-from dmdb.shards import ingest, write_shard
+from dmdb import ingest
+from dmdb.shards import write_shard
 
 N_TRAIN, N_TARGETS = 3000, 16
 

@@ -22,8 +22,9 @@ from hypothesis import strategies as st
 
 import dmdb
 import reliability_procs as rp
+from dmdb import ingest
 from dmdb.npy_import import import_npy
-from dmdb.shards import ingest, write_shard
+from dmdb.shards import write_shard
 
 N, T = 37, 5
 FUZZ = settings(

@@ -15,6 +15,7 @@ import polars as pl
 import pytest
 
 import dmdb
+from dmdb import ingest
 from dmdb.cli import main
 from dmdb.scale import (
     EngineOptions, Job, SynthSpec, collect, create_synthetic, find_shard, load_train_fn, run_one, train_synthetic,
@@ -22,7 +23,6 @@ from dmdb.scale import (
 )
 from dmdb.scale.export import export_runs, export_weights
 from dmdb.scale.synth import true_model
-from dmdb.shards import ingest
 
 TESTS = Path(__file__).resolve().parent
 SPEC = SynthSpec(n_train=50, n_targets=3, density=0.1, noise=0.2, seed=4)

@@ -8,8 +8,9 @@ import pytest
 
 import dmdb
 from runs_util import random_runs, table_counts
+from dmdb import ingest
 from dmdb.plan import Plan, PlannedRun
-from dmdb.shards import ingest, write_run, write_shard
+from dmdb.shards import write_run, write_shard
 
 
 def _margins_of(mask: np.ndarray) -> np.ndarray:
@@ -171,7 +172,7 @@ def test_unfinished_shard_files_of_stopped_writers_are_listed(exp: dmdb.Experime
     import time
 
     from dmdb.cli import main
-    from dmdb.shards import ABANDONED_AFTER_S
+    from dmdb.ingestion import ABANDONED_AFTER_S
 
     masks, margins = random_runs(2, 37, 5)
     shards = tmp_path / "sh"

@@ -12,8 +12,9 @@ import polars as pl
 
 from .. import store
 from ..errors import BadInputError, DmdbError
+from ..ingestion import ABANDONED_AFTER_S, ingest
 from ..npy_import import import_npy
-from ..shards import ABANDONED_AFTER_S, UNFINISHED_GLOB, ingest
+from ..shards import UNFINISHED_GLOB
 from ..transaction import transaction
 from .argtypes import add_subset_options, at_least
 from .output import STDOUT, emit

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from ..shards import IngestReport, ingest
+from ..ingestion import IngestReport, ingest
 from .engines import EngineOptions, run_engine
 from .task import Job, load_train_fn
 
