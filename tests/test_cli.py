@@ -143,6 +143,20 @@ def test_every_option_of_every_verb_says_what_it_does() -> None:
     assert {"fit", "sql", "ingest", "counterfactual"} <= set(verbs) and bare == []  # the walk saw the verbs
 
 
+def test_each_verb_loads_only_its_module() -> None:
+    """main builds the parser of `dmdb VERB` from VERBS[VERB] alone: each module must register
+    exactly the verbs VERBS gives it, and all of them in VERBS' order make `dmdb --help`."""
+    import argparse
+
+    from dmdb.cli import MODULES, VERBS, build_parser
+
+    def verbs(modules: tuple[str, ...]) -> list[str]:
+        return list(next(a for a in build_parser(modules)._actions if isinstance(a, argparse._SubParsersAction)).choices)
+
+    assert {verb: module for module in MODULES for verb in verbs((module,))} == VERBS
+    assert verbs(MODULES) == list(VERBS)
+
+
 def test_ingest_and_import_npy(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     db = str(tmp_path / "x.duckdb")
     masks, margins, completed = make_store(tmp_path / "store")

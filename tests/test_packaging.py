@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import ast
-import importlib
+import importlib.util
+import os
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,6 +80,48 @@ def test_shards_reachable_after_bare_import() -> None:
 
 
 
+HEAVY = ("duckdb", "polars", "torch")
+
+
+@pytest.mark.parametrize("module", ["dmdb.shards", "dmdb.batch", "dmdb.plan", "dmdb.scale.task", "dmdb.cli.worker_cmds"])
+def test_worker_path_imports_no_database_side(module: str) -> None:
+    """What a training worker imports to write its results loads neither duckdb, polars nor torch
+    (the worker's own training may need torch; dmdb does not make it pay for the rest)."""
+    code = f"import sys, {module}; print(*[m for m in {HEAVY!r} if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == []
+
+
+def test_dmdb_worker_trains_and_writes_a_shard_without_the_database_side(tmp_path: Path) -> None:
+    """`dmdb worker --plan FILE`, run to the end (parse, read the plan, train, write the shard), in a
+    fresh interpreter: none of duckdb, polars, torch is loaded, and the shard holds what the
+    training function returned for the planned subset."""
+    from dmdb.plan import Plan
+    from dmdb.scale.task import Job
+    from dmdb.shards import read_shard
+
+    (tmp_path / "light_train.py").write_text(
+        "import numpy as np\n"
+        "def train(run, config):\n"
+        "    return np.bincount(run.indices % config['k'], minlength=config['k']).astype(np.float32)\n"
+    )
+    plan = Plan("light", "fit", seed=3, first_run_id=10, n_runs=4, n_train=50, alpha=0.5, sampling="fixed")
+    Job(plan, n_targets=3, config={"k": 3}).save(tmp_path / "plan.json")
+    argv = ["worker", "light", "--plan", str(tmp_path / "plan.json"), "--index", "2", "--train", "light_train:train",
+            "--shards", str(tmp_path / "sh"), "-q"]
+    code = f"import sys; from dmdb.cli import main; print(main({argv!r}), *[m for m in {HEAVY!r} if m in sys.modules])"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["0"]
+    (shard,) = (tmp_path / "sh").glob("*.parquet")
+    table, meta = read_shard(shard)
+    mask = plan.run(12).mask
+    assert meta["experiment"] == "light" and table["run_id"].to_pylist() == [12]
+    assert table["margins"].to_pylist() == [[float(np.sum(np.flatnonzero(mask) % 3 == r)) for r in range(3)]]
+
+
 def test_solvers_import_without_the_database_side() -> None:
     """dmdb.regress needs torch and numpy only (a GPU machine's image may have no duckdb or polars);
     the database side loads on first use and is the same object however it is reached."""
@@ -90,7 +134,7 @@ def test_solvers_import_without_the_database_side() -> None:
     assert out.split() == ["False", "True", "True", "True"]
 
 
-@pytest.mark.parametrize("package", ["dmdb", "dmdb.fit", "dmdb.demo"])
+@pytest.mark.parametrize("package", ["dmdb", "dmdb.fit", "dmdb.demo", "dmdb.scale"])
 def test_type_checking_imports_match_the_lazy_names(package: str) -> None:
     """Python resolves these packages' names through the lazy table, type checkers and IDEs through
     the `if TYPE_CHECKING:` imports: both must give the same names from the same modules."""
@@ -104,3 +148,12 @@ def test_type_checking_imports_match_the_lazy_names(package: str) -> None:
                 checked |= {a.name: imp.module or a.name for a in imp.names}
     assert checked == lazy
 
+
+@pytest.mark.parametrize("package", ["dmdb", "dmdb.fit", "dmdb.demo", "dmdb.scale"])
+def test_lazy_names_are_not_module_names(package: str) -> None:
+    """A lazy name spelled like a module of its package (dmdb.scale's `collect` when it lived in
+    collect.py) becomes that module once the module is loaded: `from dmdb.scale import collect` then
+    gave the module, not the function."""
+    mod = importlib.import_module(package)
+    lazy = mod._HOMES if package == "dmdb" else mod._HOME
+    assert [name for name in lazy if importlib.util.find_spec(f"{package}.{name}") is not None] == []

@@ -11,11 +11,27 @@ from typing import Sequence
 from ..errors import DmdbError
 
 DEFAULT_DB = "dmdb.duckdb"
+FORMATS = ("table", "csv", "json", "parquet")
+"""What --format offers; output.emit writes each."""
 
 # Each module registers its verbs: register(subparsers, common_parents). They are imported when the
 # parser is built, inside main, so that Ctrl-C while they load (duckdb, polars, pyarrow: a second or
-# more, far longer from a network file system) is one line, not a traceback.
-MODULES = ("store_cmds", "fit_cmds", "demo_cmds", "analyses_cmds", "tui_cmds", "scale_cmds")
+# more, far longer from a network file system) is one line, not a traceback. `dmdb VERB ...` loads
+# only VERB's module: `dmdb worker`, started once per array task, then runs the user's training
+# without duckdb or polars loaded. Anything else (no verb, --help, a typo) loads them all, in this
+# order, the order of the verbs in `dmdb --help`. (tests/test_cli.py keeps VERBS true.)
+VERBS = {
+    "init": "store_cmds", "create": "store_cmds", "info": "store_cmds", "sql": "store_cmds",
+    "ingest": "store_cmds", "import-npy": "store_cmds",
+    "fit": "fit_cmds", "fits": "fit_cmds", "import-scores": "fit_cmds",
+    "demo": "demo_cmds",
+    "counterfactual": "analyses_cmds", "brittle": "analyses_cmds", "similar": "analyses_cmds",
+    "leakage": "analyses_cmds", "embed": "analyses_cmds", "verify": "analyses_cmds",
+    "tui": "tui_cmds",
+    "plan": "scale_cmds", "collect": "scale_cmds", "synth": "scale_cmds", "export": "scale_cmds",
+    "worker": "worker_cmds",
+}
+MODULES = tuple(dict.fromkeys(VERBS.values()))
 
 
 def common_parser() -> argparse.ArgumentParser:
@@ -31,15 +47,14 @@ def common_parser() -> argparse.ArgumentParser:
 
 
 def format_parser() -> argparse.ArgumentParser:
-    from .output import FORMATS
-
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument("--format", "-f", choices=FORMATS, default="table", help="output format (default: table)")
     p.add_argument("--output", "-o", help="write the result to this file instead of stdout")
     return p
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(modules: Sequence[str] = MODULES) -> argparse.ArgumentParser:
+    """The parser with the verbs of `modules` (all by default)."""
     parser = argparse.ArgumentParser(
         prog="dmdb",
         description="dmdb: a datamodels database. Record training runs, fit datamodels, ask what data made a prediction.",
@@ -47,14 +62,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     sub.required = True
     parents = (common_parser(), format_parser())
-    for name in MODULES:
+    for name in modules:
         import_module(f"{__name__}.{name}").register(sub, parents)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    verb = argv[0] if argv else None
     try:
-        parser = build_parser()
+        parser = build_parser((VERBS[verb],) if verb in VERBS else MODULES)
     except KeyboardInterrupt:
         print("dmdb: interrupted", file=sys.stderr)
         return 130

@@ -8,6 +8,9 @@ from typing import Callable
 
 from ..plan import SAMPLING
 
+TRAIN_HELP = ("training function as module:function, called fn(run: dmdb.PlannedRun, experiment_config: dict) "
+              "and returning the run's margins, shape (n_targets,); e.g. dmdb.demo.worker_fn:train_digits")
+
 
 def at_least(low: int) -> Callable[[str], int]:
     """An integer >= low (argparse reports anything else as a usage error)."""

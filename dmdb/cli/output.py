@@ -12,7 +12,6 @@ from rich.table import Table
 
 from ..errors import DmdbError
 
-FORMATS = ("table", "csv", "json", "parquet")
 STDOUT = Console(soft_wrap=True)
 
 

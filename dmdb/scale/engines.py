@@ -2,7 +2,7 @@
 
 An engine takes a Job and run ids and yields one Outcome per run as runs finish: the shard the
 run's worker wrote, or the error that remained after the retries. Engines never touch the
-database; the one collecting process ingests the shards (see collect.py).
+database; the one collecting process ingests the shards (see collector.py).
 """
 
 from __future__ import annotations
