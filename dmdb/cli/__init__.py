@@ -67,7 +67,16 @@ def build_parser(modules: Sequence[str] = MODULES) -> argparse.ArgumentParser:
     return parser
 
 
+def _sleeping_waits() -> None:
+    """Threads that wait in OpenMP barriers sleep instead of spinning (unless the user chose):
+    a spinning thread holds a core that another process, or a descheduled sibling, needs, so on a
+    busy machine a two-thread solve ran 8x slower than on one thread (bench/README.md, "Threads").
+    OpenMP reads this once, when torch loads it, which the CLI does only after this."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    _sleeping_waits()
     argv = sys.argv[1:] if argv is None else list(argv)
     verb = argv[0] if argv else None
     try:

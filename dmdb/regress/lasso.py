@@ -25,6 +25,7 @@ from ._inputs import MIN_FIT_RUNS, ArrayLike, Progress, rows_index
 from .operators import choose_form, gram_operator
 from .result import SolverResult
 from .stats import GramStats, gram_stats
+from .threads import threads_by_size
 
 
 @dataclass
@@ -78,6 +79,7 @@ def _check_solver_args(tol: float, max_iter: int) -> None:
         raise FitError(f"max_iter must be at least 1, got {max_iter}")
 
 
+@threads_by_size
 def lasso_path(
     X: ArrayLike,
     Y: ArrayLike,
@@ -139,6 +141,7 @@ def lasso_path(
     )
 
 
+@threads_by_size
 def select_lasso(
     X: ArrayLike,
     Y: ArrayLike,

@@ -23,6 +23,7 @@ from ._inputs import ArrayLike, Progress
 from .operators import GramMatrix, GramOperator
 from .result import SolverResult
 from .stats import GramStats
+from .threads import threads_by_size
 
 
 def _basis(op: GramOperator, c: torch.Tensor, p: Prepared, rows: np.ndarray, st: GramStats,
@@ -65,6 +66,7 @@ def _widen_at_edges(grid: torch.Tensor, mse: torch.Tensor, mse_at: Callable[[tor
     return grid, mse
 
 
+@threads_by_size
 def select_ridge(
     X: ArrayLike,
     Y: ArrayLike,
