@@ -3,6 +3,7 @@ experiment's exact margins for any mask), record, compare; checked against brute
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ from scipy.stats import spearmanr
 import dmdb
 from dmdb import analyses as A
 from dmdb.cli import main
+from dmdb.analyses.verification import run_info
 from dmdb.errors import BadInputError, DmdbError
 from dmdb.scale.synth import SynthSpec, create_synthetic, synth_margins
 
@@ -79,6 +81,48 @@ def test_verification_of_planned_and_recorded_runs_matches_numpy(study: tuple[dm
     assert v.pearson == pytest.approx(np.corrcoef(pred, act)[0, 1], abs=1e-9)
     assert v.spearman == pytest.approx(spearmanr(pred, act).statistic, abs=1e-9)
     assert v.summary().row(0, named=True)["counterfactuals"] == 8
+
+
+def test_every_recorded_removal_is_predicted_as_numpy_sums_it(study: tuple[dmdb.Database, int],
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Many removals of many sizes per target (unsorted, with repeats), and runs recorded without their
+    removed list: each row's figures are numpy's sums over the dense weights, to the last bit."""
+    db, fid = study
+    monkeypatch.setattr(importlib.import_module("dmdb.analyses.counterfactual"), "DENSE_ELEMENTS", 3 * SPEC.n_train)
+    fw = A.load_weights(db, fid)
+    w, bias = fw.csr.toarray(), fw.bias
+    rng = np.random.default_rng(7)
+    infos = [run_info(fid, "baseline", [])]
+    for t in range(SPEC.n_targets):
+        for size in rng.choice(np.arange(1, 40), size=4, replace=False):
+            infos.append(run_info(fid, "counterfactual", rng.integers(0, SPEC.n_train, size).tolist(), t, int(size)))
+    listless = [{"fit_id": fid, "target": t, "k": 3, "mode": mode, "purpose": "counterfactual"}
+                for t, mode in [(2, "bottom"), (5, "top")]]
+    infos += listless
+    masks = np.ones((len(infos), SPEC.n_train), bool)
+    for mask, info in zip(masks, infos):
+        mask[info.get("removed") or []] = False
+    for mask, t in zip(masks[-2:], (2, 5)):
+        mask[A.removal_set(db, t, 3, mode=infos[-2 if t == 2 else -1]["mode"], fit=fid)] = False
+    seeds = np.zeros(len(infos), np.int64)
+    exp = db.experiment("s")
+    exp.record_batch(np.arange(len(infos)) + exp.next_run_id(), masks, synth_margins(SPEC, masks, seeds),
+                     role="counterfactual", seeds=seeds, infos=infos)
+
+    rows = A.verification(db, fid).rows
+    assert rows.height == len(infos) - 1
+    for row, info, mask in zip(rows.iter_rows(named=True), infos[1:], masks[1:]):
+        t = info["target"]
+        removed = np.flatnonzero(~mask)  # as numpy sums them: ascending, each once
+        if "removed" not in info:  # the k of mode: its removal order
+            col = w[:, t]
+            sel = np.flatnonzero(col < 0 if info["mode"] == "bottom" else col > 0)
+            removed = sel[np.lexsort((sel, col[sel] if info["mode"] == "bottom" else -col[sel]))][:3]
+        base = bias[t] + np.ascontiguousarray(w[:, t]).sum()
+        change = 0.0 - w[removed, t].sum()
+        assert (row["target"], row["k"], row["n_removed"]) == (t, info["k"], removed.size)
+        assert (row["predicted_base"], row["predicted_change"]) == (base, change)
+        assert row["predicted_margin"] == base + change
 
 
 def test_planning_again_plans_only_what_is_not_recorded(study: tuple[dmdb.Database, int]) -> None:

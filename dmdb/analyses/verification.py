@@ -11,7 +11,7 @@ this layout is `run_info`):
    "removed": [train idx...]}
 `verification` compares them: the actual change of a target is the mean margin over the removal's
 seeds minus the mean margin over the baseline's seeds; the prediction is minus the sum of the
-removed examples' weights (`counterfactual` with that removal).
+removed examples' weights (`predict_removals`, the rule `counterfactual` applies).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import polars as pl
 from ..errors import BadInputError, DmdbError
 from ..validate import as_int
 from .brittleness import brittleness
-from .counterfactual import counterfactual, select_removal
+from .counterfactual import as_indices, predict_removals, select_removal
 from .weights import load_weights, resolve_fit
 
 if TYPE_CHECKING:
@@ -229,21 +229,21 @@ def verification(db: "Database", fit: int | None = None) -> Verification:
     if base_margin is None:
         raise DmdbError(f"fit {fit_id} has counterfactual runs but no baseline (full train set) runs to compare "
                         f"them with: {HOW_TO_RECORD}")
-    rows = []
+    fw = load_weights(db, fit_id)
     groups = runs.filter(pl.col("purpose") != "baseline").group_by(
-        ["target", "k", "mode", "purpose", "removed"], maintain_order=True)
-    for (t, k, mode, purpose, removed), g in groups:
-        # the removal the runs trained without; runs recorded without their removed list: the k of mode
-        cf = (counterfactual(db, int(t), fit=fit_id, k=int(k), mode=mode) if removed is None
-              else counterfactual(db, int(t), fit=fit_id, remove=list(removed))).row(0, named=True)
-        actual = float(g["margin"].to_numpy().mean())
-        rows.append({
-            "target": t, "k": k, "mode": mode, "purpose": purpose, "n_removed": cf["n_removed"], "seeds": g.height,
-            "predicted_base": cf["base_margin"], "predicted_margin": cf["predicted_margin"],
-            "predicted_change": cf["predicted_change"], "actual_base": float(base_margin[t]), "actual_margin": actual,
-            "actual_change": actual - float(base_margin[t]),
-        })
-    frame = pl.DataFrame(rows, schema=ROWS_SCHEMA)
+        ["target", "k", "mode", "purpose", "removed"], maintain_order=True).agg("margin", pl.len().alias("seeds"))
+    # the removal the runs trained without; runs recorded without their removed list: the k of mode
+    removals = [select_removal(fw, t, k, mode) if removed is None else as_indices(fw, removed, "remove")
+                for t, k, mode, removed in groups.select("target", "k", "mode", "removed").iter_rows()]
+    targets = groups["target"].to_numpy()
+    base, pred, change = predict_removals(fw, targets, removals)
+    actual = np.asarray([np.mean(np.asarray(m, np.float64)) for m in groups["margin"].to_list()], np.float64)
+    actual_base = base_margin[targets.astype(np.int64)]
+    frame = groups.select("target", "k", "mode", "purpose").with_columns(
+        n_removed=pl.Series([len(r) for r in removals], dtype=pl.Int64), seeds=groups["seeds"].cast(pl.Int64),
+        predicted_base=base, predicted_margin=pred, predicted_change=change, actual_base=actual_base,
+        actual_margin=actual, actual_change=actual - actual_base,
+    ).cast(ROWS_SCHEMA)
     cfr = frame.filter(pl.col("purpose") == "counterfactual")
     rho, r = _correlations(cfr["predicted_change"], cfr["actual_change"])
     br = frame.filter(pl.col("purpose") == "brittleness")
