@@ -85,12 +85,7 @@ class Experiment:
             return self._plan(role, seed, row[0], n_runs)
         self.db.require_writable()
         with transaction(con):
-            first = self.next_run_id()
-            if first + n_runs - 1 > INT64_MAX:  # ids past int64 would break missing(), pending() and later plans
-                raise BadInputError(
-                    f"no room for {n_runs} more run ids in experiment {self.name!r}: they would start at {first} "
-                    f"(after every planned and recorded run) and pass int64's maximum {INT64_MAX}"
-                )
+            first = self.fresh_run_ids(n_runs)
             con.execute(
                 "INSERT INTO plans (experiment, role, seed, first_run_id, n_runs) VALUES (?, ?, ?, ?, ?)",
                 [self.name, role, seed, first, n_runs],
@@ -98,14 +93,26 @@ class Experiment:
         return self._plan(role, seed, int(first), n_runs)
 
     def next_run_id(self) -> int:
-        """The first run id after every planned and recorded one: where a new plan, or runs recorded
-        outside any plan (e.g. retraining checks), can start without clashing."""
+        """The first run id after every planned (seeded plans and plan_counterfactuals) and recorded one:
+        where a new plan, or runs recorded outside any plan, can start without clashing."""
         return int(self.db.con.execute(
             """SELECT greatest(
                    (SELECT coalesce(max(first_run_id::HUGEINT + n_runs), 0) FROM plans WHERE experiment = $1),
+                   (SELECT coalesce(max(run_id)::HUGEINT + 1, 0) FROM planned_counterfactuals WHERE experiment = $1),
                    (SELECT coalesce(max(run_id)::HUGEINT + 1, 0) FROM runs WHERE experiment = $1))""",
             [self.name],
         ).fetchall()[0][0])
+
+    def fresh_run_ids(self, n_runs: int) -> int:
+        """The first of n_runs run ids no plan or run holds (`next_run_id`); BadInputError when they
+        would pass int64. Call it inside the transaction that plans them."""
+        first = self.next_run_id()
+        if first + n_runs - 1 > INT64_MAX:  # ids past int64 would break missing(), pending() and later plans
+            raise BadInputError(
+                f"no room for {n_runs} more run ids in experiment {self.name!r}: they would start at {first} "
+                f"(after every planned and recorded run) and pass int64's maximum {INT64_MAX}"
+            )
+        return first
 
     def _plan(self, role: str, seed: int, first: int, n_runs: int) -> Plan:
         return Plan(self.name, role, int(seed), int(first), int(n_runs), self.n_train, self.alpha, self.sampling)
@@ -118,7 +125,7 @@ class Experiment:
         return [self._plan(*r) for r in rows]
 
     def missing(self, role: str | None = None) -> list[int]:
-        """Run ids that are planned but not recorded yet."""
+        """Run ids that are planned (by a seeded plan or plan_counterfactuals) but not recorded yet."""
         sql = "SELECT run_id FROM missing_runs WHERE experiment = ?"
         params: list[Any] = [self.name]
         if role is not None:
@@ -127,7 +134,8 @@ class Experiment:
         return [r[0] for r in self.db.con.execute(sql + " ORDER BY run_id", params).fetchall()]
 
     def pending(self, plan: Plan | None = None) -> Iterator[PlannedRun]:
-        """The planned runs still to train (of one plan, or of every plan), masks generated lazily."""
+        """The planned runs still to train (of one seeded plan, or of every one), masks generated lazily.
+        Counterfactual runs planned by plan_counterfactuals are not among them: train its plan's rows."""
         if plan is not None and plan.experiment != self.name:
             raise BadInputError(f"that plan is of experiment {plan.experiment!r}, not {self.name!r}")
         missing = set(self.missing())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import TYPE_CHECKING, Callable
 
@@ -104,7 +105,9 @@ def _drop_identical_existing(exp: "Experiment", batch: RunBatch) -> RunBatch:
 
 
 def _check_against_plans(exp: "Experiment", batch: RunBatch) -> None:
-    """A planned run id must carry its planned role and mask: otherwise the plan and data disagree."""
+    """A planned run id must carry its planned role and mask (and a counterfactual one its planned
+    seed and info): otherwise the plan and data disagree."""
+    _check_against_counterfactual_plans(exp, batch)
     for plan in exp.plans():
         ids = plan.run_ids
         rows = np.flatnonzero((batch.run_ids >= ids.start) & (batch.run_ids < ids.stop))
@@ -121,3 +124,35 @@ def _check_against_plans(exp: "Experiment", batch: RunBatch) -> None:
                     "the one given: record the planned run's mask (run.mask from exp.plan(...))"
                 )
 
+
+
+def _check_against_counterfactual_plans(exp: "Experiment", batch: RunBatch) -> None:
+    """Runs of dmdb.analyses.plan_counterfactuals' plans: role 'counterfactual', mask the full train
+    set minus info's removed list, the planned seed and info (what verification and re-planning read)."""
+    if len(batch) == 0:
+        return
+    rows = exp.db.con.execute(
+        """SELECT run_id, seed, info FROM planned_counterfactuals
+           WHERE experiment = ? AND run_id BETWEEN ? AND ? AND run_id IN (SELECT unnest(?::BIGINT[]))""",
+        [exp.name, int(batch.run_ids.min()), int(batch.run_ids.max()), batch.run_ids.tolist()],
+    ).fetchall()
+    row_of = {int(rid): i for i, rid in enumerate(batch.run_ids)}
+    for rid, seed, info_json in rows:
+        i = row_of[int(rid)]
+        info = json.loads(info_json)
+        mask = np.ones(exp.n_train, dtype=bool)
+        mask[info["removed"]] = False
+        given = None if batch.infos is None or batch.infos[i] is None else json.loads(batch.infos[i])
+        what = [w for w, differs in [
+            (f"role {batch.roles[i]!r}, not 'counterfactual'", batch.roles[i] != "counterfactual"),
+            ("another mask", not np.array_equal(batch.masks[i], mask)),
+            (f"seed {None if batch.seeds is None else int(batch.seeds[i])}, not {seed}",
+             batch.seeds is None or int(batch.seeds[i]) != seed),
+            ("another info", given != info),
+        ] if differs]
+        if what:
+            raise BadInputError(
+                f"run {rid} is planned by plan_counterfactuals (fit {info['fit_id']}, {info['purpose']}, target "
+                f"{info['target']}, k {info['k']}) but was given {'; '.join(what)}: record the plan's rows with "
+                "plan.masks, role='counterfactual', seeds=plan.seeds and infos=plan.infos; nothing was written"
+            )

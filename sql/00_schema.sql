@@ -54,6 +54,19 @@ CREATE TABLE IF NOT EXISTS plans (
     PRIMARY KEY (experiment, role, seed)
 );
 
+-- Counterfactual runs planned by dmdb.analyses.plan_counterfactuals: each planned run id with the
+-- training seed and the info (verification.run_info) to record it with; its mask is the full train set
+-- minus info's removed list. Planning again gives a run not recorded yet its id back, and next_run_id
+-- starts after every planned one, so two plans never share an id.
+CREATE TABLE IF NOT EXISTS planned_counterfactuals (
+    experiment VARCHAR NOT NULL,
+    run_id     BIGINT  NOT NULL,
+    seed       BIGINT  NOT NULL,
+    info       JSON    NOT NULL,
+    created_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
+    PRIMARY KEY (experiment, run_id)
+);
+
 -- One row per recorded run: its subset and its margin on every target, written together.
 CREATE TABLE IF NOT EXISTS runs (
     experiment VARCHAR NOT NULL,

@@ -8,10 +8,14 @@ SELECT experiment, run_id, role,
        unnest(margins)             AS margin
 FROM runs;
 
--- Every planned run id, recorded or not.
+-- Every planned run id, recorded or not: the seeded plans' runs, and the counterfactual runs planned
+-- by plan_counterfactuals (plan_seed and plan_index NULL: their masks come from planned_counterfactuals).
 CREATE OR REPLACE VIEW planned_runs AS
 SELECT p.experiment, p.first_run_id + i AS run_id, p.role, p.seed AS plan_seed, i AS plan_index
-FROM plans p, range(p.n_runs) t(i);
+FROM plans p, range(p.n_runs) t(i)
+UNION ALL
+SELECT experiment, run_id, 'counterfactual' AS role, NULL::BIGINT AS plan_seed, NULL::BIGINT AS plan_index
+FROM planned_counterfactuals;
 
 -- Planned but not yet recorded: what a resumed collection still has to train.
 CREATE OR REPLACE VIEW missing_runs AS

@@ -12,6 +12,7 @@ import polars as pl
 import pytest
 
 import dmdb
+from dmdb import analyses as A
 from dmdb.plan import PlannedRun
 from dmdb.sqlfiles import sql_files
 
@@ -86,8 +87,15 @@ def test_a_file_from_an_older_release_reads_as_current_read_only(db_path: Path) 
         "DROP VIEW fit_overview",
         "DROP TABLE fit_curve",
         "CREATE OR REPLACE VIEW fit_pool AS SELECT experiment, run_id FROM runs WHERE role = 'fit' AND run_id < 5",
+        "CREATE OR REPLACE VIEW planned_runs AS SELECT p.experiment, p.first_run_id + i AS run_id, p.role, "
+        "p.seed AS plan_seed, i AS plan_index FROM plans p, range(p.n_runs) t(i)",
+        "DROP TABLE planned_counterfactuals",
     )
     with dmdb.open(db_path, read_only=True) as db:
+        exp = db.experiment("e")
+        assert exp.missing() == [] and exp.next_run_id() == 12  # planned_counterfactuals: an empty TEMP table
+        with pytest.raises(dmdb.ReadOnlyError):  # planning counterfactuals writes them down
+            A.plan_counterfactuals(db, fit=1)
         first = db.sql("SELECT mask_indices(mask) AS kept FROM runs ORDER BY run_id LIMIT 1")["kept"].to_list()
         assert first == [np.flatnonzero(runs[0].mask).tolist()]
         assert db.sql("SELECT target FROM margins_long LIMIT 1").dtypes == [pl.Int32]
@@ -98,6 +106,9 @@ def test_a_file_from_an_older_release_reads_as_current_read_only(db_path: Path) 
     assert con.execute("SELECT value FROM dmdb_meta WHERE key = 'sql_sha256'").fetchall() == [("older",)]
     assert con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'fit_curve'").fetchall() == [(0,)]
     con.close()
+    with dmdb.open(db_path) as db:  # a writable open adds the table: the baseline run is planned as run 12
+        assert A.plan_counterfactuals(db, fit=1).run_ids.tolist() == [12]
+        assert db.experiment("e").missing() == [12] and db.experiment("e").next_run_id() == 13
 
 
 @pytest.mark.parametrize("extra, says", [

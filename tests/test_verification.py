@@ -138,6 +138,67 @@ def test_planning_again_plans_only_what_is_not_recorded(study: tuple[dmdb.Databa
     assert more.seeds.tolist() == [9] * 9 and more.run_ids[0] == 227
 
 
+def test_plans_for_two_fits_get_their_own_ids_and_record_in_any_order(study: tuple[dmdb.Database, int]) -> None:
+    db, fid = study
+    exp = db.experiment("s")
+    other = exp.fit("diff-means", val_frac=0.3).fit_id  # another split: other weights, other removals
+    first = A.plan_counterfactuals(db, fit=fid, targets=TARGETS, ks=KS, seeds=SEEDS)
+    second = A.plan_counterfactuals(db, fit=other, targets=TARGETS, ks=KS, seeds=SEEDS)
+    assert first.run_ids.tolist() == list(range(200, 227)) and second.run_ids.tolist() == list(range(227, 254))
+    assert exp.missing("counterfactual") == list(range(200, 254)) and exp.next_run_id() == 254
+    assert A.plan_counterfactuals(db, fit=other, targets=TARGETS, ks=KS, seeds=SEEDS).run_ids.tolist() == \
+        second.run_ids.tolist()  # planned again: the ids it was given, not next_run_id's
+    seeded = exp.plan(5, seed=9, role="holdout")  # a seeded plan made now starts after both
+    assert list(seeded.run_ids) == list(range(254, 259))
+    assert record(db, second) == record(db, first) == 27  # the second plan first: no clash
+    assert exp.missing("counterfactual") == []
+    w = A.load_weights(db, other).csr.toarray()
+    rows = A.verification(db, other).rows
+    assert rows.height == 8
+    for row in rows.iter_rows(named=True):  # the second fit's rows: its own weights' removals
+        removed, predicted, actual = brute_force_change(w, row["target"], row["k"])
+        assert (row["n_removed"], row["predicted_change"]) == (removed.size, pytest.approx(predicted, abs=1e-6))
+        assert row["actual_change"] == pytest.approx(actual, abs=1e-5)
+    assert A.verification(db, fid).rows.height == 8
+
+
+def test_planning_again_before_recording_gives_the_same_runs(study: tuple[dmdb.Database, int]) -> None:
+    """A script that plans, crashes before recording and plans again gets the same runs and ids; a
+    planned run recorded with other data than planned is refused, writing nothing."""
+    db, fid = study
+    path = db.path
+    plan = A.plan_counterfactuals(db, fit=fid, targets=TARGETS, ks=KS, seeds=SEEDS)
+    db.close()  # the crash
+    db = dmdb.open(path)
+    again = A.plan_counterfactuals(db, fit=fid, targets=TARGETS, ks=KS, seeds=SEEDS)
+    assert again.run_ids.tolist() == plan.run_ids.tolist() and again.infos == plan.infos
+    assert (again.masks == plan.masks).all() and again.seeds.tolist() == plan.seeds.tolist()
+    wider = A.plan_counterfactuals(db, fit=fid, targets=[*TARGETS, 9], ks=KS, seeds=SEEDS)  # target 9 is new
+    assert wider.run_ids[:27].tolist() == plan.run_ids.tolist() and wider.run_ids[27:].tolist() == [
+        227 + i for i in range(len(wider) - 27)]
+    exp = db.experiment("s")
+    margins = train(plan)
+    one = dict(role="counterfactual", seeds=plan.seeds[3:4], infos=plan.infos[3:4])  # run 203: target 1, k 2, seed 0
+    for mask_row, bad, says in [
+        (3, dict(infos=plan.infos[6:7]), "another info"),  # target 1, k 5's
+        (6, {}, "another mask"),
+        (3, dict(seeds=None), "seed None, not 0"),
+        (3, dict(seeds=[2]), "seed 2, not 0"),
+        (3, dict(role="fit"), "role 'fit', not 'counterfactual'"),
+    ]:
+        with pytest.raises(BadInputError, match=f"^run 203 is planned by plan_counterfactuals \\(fit {fid}, "
+                                                f"counterfactual, target 1, k 2\\) but was given {says}: record "):
+            exp.record_batch(plan.run_ids[3:4], plan.masks[mask_row:mask_row + 1], margins[3:4], **(one | bad))
+    assert exp.n_runs("counterfactual") == 0
+    assert record(db, plan) == 27 and A.verification(db, fid).rows.height == 8
+    db.close()
+    with dmdb.open(path, read_only=True) as ro:  # planned before: no write needed; new runs need one
+        assert A.plan_counterfactuals(ro, fit=fid, targets=[*TARGETS, 9], ks=KS, seeds=SEEDS).run_ids.tolist() == \
+            wider.run_ids[27:].tolist()
+        with pytest.raises(dmdb.ReadOnlyError):
+            A.plan_counterfactuals(ro, fit=fid, targets=[0], ks=KS, seeds=SEEDS)
+
+
 def test_brittleness_checks_remove_the_estimated_support(study: tuple[dmdb.Database, int]) -> None:
     db, fid = study
     br = A.brittleness(db, fit=fid).filter(pl.col("support") > 0)

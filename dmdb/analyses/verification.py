@@ -16,6 +16,7 @@ removed examples' weights (`predict_removals`, the rule `counterfactual` applies
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
@@ -23,6 +24,7 @@ import numpy as np
 import polars as pl
 
 from ..errors import BadInputError, DmdbError
+from ..transaction import transaction
 from ..validate import as_int
 from .brittleness import brittleness
 from .counterfactual import as_indices, predict_removals, select_removal
@@ -121,7 +123,15 @@ def plan_counterfactuals(
     planned without their top k for every k in `ks` (a target with no positive weight is skipped, and
     a k beyond a target's positive weights when a smaller k removed them all already);
     every target in `brittle` without its estimated support (`brittleness`); and always the
-    baseline. Run ids start at `exp.next_run_id()`: record the plan before planning anything else.
+    baseline.
+
+    The plan is stored in the database (table planned_counterfactuals), so a run planned before and
+    not recorded yet gets the run id it was given (planning again after a crash gives the same runs
+    the same ids), and a new one an id after every planned and recorded run (`exp.next_run_id()`):
+    plans for several fits, or for other targets, never share an id and can be recorded in any order.
+    Planning new runs needs a writable database. Planned runs not recorded yet are listed by
+    `exp.missing('counterfactual')` (not by `exp.pending`: train the plan's rows); recording one
+    needs the plan's mask, role, seed and info.
     """
     fw = load_weights(db, fit)
     seed_list = _ints(seeds, "seeds", 0)
@@ -152,9 +162,10 @@ def plan_counterfactuals(
                 raise BadInputError(f"target {t} has no estimated support to remove ({why}): leave it out of brittle=")
             removals.append(("brittleness", t, int(support[t]), select_removal(fw, t, int(support[t]))))
 
-    done = {(r["purpose"], r["target"], r["k"], r["mode"], tuple(r["removed"] or ()), r["seed"])
-            for r in counterfactual_runs(db, fw.fit_id).iter_rows(named=True)}
-    masks, run_seeds, infos = [], [], []
+    exp = db.experiment(fw.info.experiment)
+    done = {_key(r) for r in counterfactual_runs(db, fw.fit_id).iter_rows(named=True)}
+    planned = _planned_ids(db, exp.name, fw.fit_id)
+    masks, run_seeds, infos, run_ids = [], [], [], []
     seen: set[tuple[str, int | None, tuple[int, ...]]] = set()
     for purpose, t, k, removed in removals:
         # nothing to remove; or the removal of a smaller k again (the target has fewer positive weights)
@@ -162,19 +173,50 @@ def plan_counterfactuals(
             continue
         seen.add((purpose, t, tuple(removed.tolist())))
         for s in seed_list:
-            if (purpose, t, k, "top", tuple(removed.tolist()), s) in done:
+            info = run_info(fw.fit_id, purpose, removed.tolist(), t, k)
+            key = _key({**info, "seed": s})
+            if key in done:
                 continue
             mask = np.ones(fw.n_train, dtype=bool)
             mask[removed] = False
             masks.append(mask)
             run_seeds.append(s)
-            infos.append(run_info(fw.fit_id, purpose, removed.tolist(), t, k))
-    first = db.experiment(fw.info.experiment).next_run_id()
+            infos.append(info)
+            run_ids.append(planned.get(key, -1))
+    ids = np.asarray(run_ids, dtype=np.int64)
+    new = np.flatnonzero(ids < 0)
+    if new.size:
+        db.require_writable()
+        with transaction(db.con):
+            ids[new] = exp.fresh_run_ids(new.size) + np.arange(new.size)
+            db.con.execute(
+                """INSERT INTO planned_counterfactuals (experiment, run_id, seed, info)
+                   SELECT ?, unnest(?::BIGINT[]), unnest(?::BIGINT[]), unnest(?::VARCHAR[])::JSON""",
+                [exp.name, ids[new].tolist(), [run_seeds[i] for i in new], [json.dumps(infos[i]) for i in new]],
+            )
     return CounterfactualPlan(
-        experiment=fw.info.experiment, fit_id=fw.fit_id, run_ids=np.arange(first, first + len(infos), dtype=np.int64),
+        experiment=exp.name, fit_id=fw.fit_id, run_ids=ids,
         masks=np.stack(masks) if masks else np.zeros((0, fw.n_train), dtype=bool),
         seeds=np.asarray(run_seeds, dtype=np.int64), infos=infos,
     )
+
+
+def _key(run: dict[str, Any]) -> tuple[Any, ...]:
+    """What makes two counterfactual runs of a fit the same: purpose, target, k, mode, removal, seed
+    (a recorded run's row of `counterfactual_runs`, or a planned run's info with its seed)."""
+    return (run["purpose"], run["target"], run["k"], run.get("mode") or "top", tuple(run.get("removed") or ()),
+            run["seed"])
+
+
+def _planned_ids(db: "Database", experiment: str, fit_id: int) -> dict[tuple[Any, ...], int]:
+    """The run ids plan_counterfactuals gave this fit's runs that are not recorded yet, by `_key`."""
+    rows = db.con.execute(
+        """SELECT run_id, seed, info FROM planned_counterfactuals p
+           WHERE experiment = ? AND (info->>'fit_id')::INTEGER = ?
+             AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.experiment = p.experiment AND r.run_id = p.run_id)""",
+        [experiment, fit_id],
+    ).fetchall()
+    return {_key({**json.loads(info), "seed": seed}): int(run_id) for run_id, seed, info in rows}
 
 
 ROWS_SCHEMA = {
