@@ -242,6 +242,24 @@ def test_bad_plans_and_missing_runs_say_what_to_do(study: tuple[dmdb.Database, i
         A.verification(db, fid)
 
 
+def test_a_fit_without_runs_names_the_fits_that_have_them(study: tuple[dmdb.Database, int],
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """Runs recorded for one fit, then a new fit: it became the default, and `dmdb verify` said only that
+    it had no counterfactual runs recorded, as if none were."""
+    db, fid = study
+    record(db, A.plan_counterfactuals(db, fit=fid, targets=TARGETS[:1], ks=KS[:1], seeds=[0]))
+    later = db.experiment("s").fit("diff-means").fit_id
+    with pytest.raises(DmdbError, match=f"^fit {later} has no counterfactual runs recorded \\(the recorded ones check "
+                                        f"fit {fid}: `dmdb verify --fit {fid}`, in Python fit={fid}\\): plan them"):
+        A.verification(db)
+    assert A.verification(db, fid).rows.height == 1
+    path = db.path
+    db.close()
+    assert main(["verify", "--db", path]) == 1
+    assert f"the recorded ones check fit {fid}: `dmdb verify --fit {fid}`" in capsys.readouterr()[1]
+    assert main(["verify", "--db", path, "--fit", str(fid)]) == 0
+
+
 def test_sample_draws_sorted_distinct_targets_of_the_fit(study: tuple[dmdb.Database, int]) -> None:
     db, fid = study
     plan = A.plan_counterfactuals(db, fit=fid, sample=4, sample_seed=3, ks=[1], seeds=[0])

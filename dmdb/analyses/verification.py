@@ -258,15 +258,29 @@ def _correlations(pred: pl.Series, actual: pl.Series) -> tuple[float | None, flo
     return float(rho), float(np.corrcoef(pred.to_numpy(), actual.to_numpy())[0, 1])
 
 
+def _checked_fits(db: "Database", experiment: str) -> str:
+    """Which fits the experiment's recorded counterfactual runs check, as a clause for an error: a
+    later fit becomes the default one, and its 'no runs recorded' hid the runs recorded for another."""
+    ids = [r[0] for r in db.con.execute(
+        """SELECT DISTINCT (info->>'fit_id')::INTEGER AS f FROM runs
+           WHERE experiment = ? AND role = 'counterfactual' AND f IS NOT NULL ORDER BY f""", [experiment]).fetchall()]
+    if not ids:
+        return ""
+    which = f"fit {ids[0]}" if len(ids) == 1 else f"fits {', '.join(map(str, ids))}"
+    return f" (the recorded ones check {which}: `dmdb verify --fit {ids[-1]}`, in Python fit={ids[-1]})"
+
+
 def verification(db: "Database", fit: int | None = None) -> Verification:
     """Predicted against actual outcomes of the counterfactual runs recorded for this fit.
 
     Raises DmdbError when the fit has no counterfactual runs, or no baseline runs to compare with.
     """
-    fit_id = resolve_fit(db, fit).fit_id
+    info = resolve_fit(db, fit)
+    fit_id = info.fit_id
     runs = counterfactual_runs(db, fit_id)
     if runs.is_empty():
-        raise DmdbError(f"fit {fit_id} has no counterfactual runs recorded: {HOW_TO_RECORD}")
+        raise DmdbError(f"fit {fit_id} has no counterfactual runs recorded{_checked_fits(db, info.experiment)}: "
+                        f"{HOW_TO_RECORD}")
     base_margin = full_set_margins(db, fit_id)
     if base_margin is None:
         raise DmdbError(f"fit {fit_id} has counterfactual runs but no baseline (full train set) runs to compare "
