@@ -296,11 +296,20 @@ def test_ridge_grid_grows_where_targets_want_more() -> None:
     X, Y, _ = _data(300, 500, 2, seed=7, k_true=400, noise=0.01)
     Y[:, 1] = np.random.default_rng(0).normal(size=300)  # no signal at all
     fit, val = np.arange(200), np.arange(200, 300)
-    res = select_ridge(X, Y, fit, val, **F64)
+    reports: list[tuple[int, int]] = []
+
+    def progress(stage: str, done: int, total: int | None) -> None:
+        if stage == "ridge grid":
+            reports.append((done, total))
+
+    res = select_ridge(X, Y, fit, val, **F64, progress=progress)
     Xf = X.astype(np.float64)
     scale = ((Xf[fit] - Xf[fit].mean(axis=0)) ** 2).mean()
     grid = res.lambdas[:, 0]
     assert grid[0] < 1e-6 * scale and grid[-1] > 1e6 * scale  # grown at both ends
+    # one bar over every lambda evaluated: it counted 1..4 again for each widening, ending at "4/4"
+    assert [d for d, _ in reports] == list(range(1, grid.size + 1)) and reports[-1] == (grid.size, grid.size)
+    assert all(t >= d for d, t in reports) and reports[12] == (13, 13)
     assert res.lam[0] < 1e-3 * scale and res.lam[1] > 1e3 * scale  # both outside the default grid
     for t in (0, 1):
         mses = [((Y[val, t] - Ridge(alpha=200 * lam).fit(Xf[fit], Y[fit, t]).predict(Xf[val])) ** 2).mean()

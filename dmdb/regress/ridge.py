@@ -113,13 +113,18 @@ def select_ridge(
     XvQ = Xv @ Q
     del Xv
 
+    evaluated = 0  # lambdas so far, the grid's widening included: one bar that grows, not one per call
+
     def mse_at(lams: torch.Tensor) -> torch.Tensor:
+        nonlocal evaluated
         out = torch.empty(lams.numel(), T, dtype=torch.float64, device=p.device)
+        total = evaluated + lams.numel()
         for j in range(lams.numel()):
             coef_q = Qc / (evals + lams[j])[:, None]
             out[j] = ((yv - XvQ @ coef_q).to(torch.float64) ** 2).mean(dim=0)
+            evaluated += 1
             if progress is not None:
-                progress("ridge grid", j + 1, lams.numel())
+                progress("ridge grid", evaluated, total)
         return out
 
     path_mse = mse_at(grid)
