@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 
@@ -40,6 +42,9 @@ def test_plan_is_idempotent_and_allocates_fresh_ids(exp: dmdb.Experiment) -> Non
     with pytest.raises(dmdb.BadInputError, match="already exists with 10 runs"):
         exp.plan(12, seed=0)
     assert Plan.from_dict(p.to_dict()) == p
+    # README: a plan and its runs go to multiprocessing workers as they are
+    assert pickle.loads(pickle.dumps(p)) == p and np.array_equal(pickle.loads(pickle.dumps(p.run(3))).mask,
+                                                                 p.masks()[3])
     assert [q.role for q in exp.plans()] == ["fit", "holdout"]
     # a plan that numpy could not sample from is refused before it is stored
     for n, seed, msg in ((3, -1, "seed must be >= 0, got -1"), (3, 2**64, "seed must be in 0..9223372036854775807"),
