@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from scipy.stats import spearmanr
+from scipy.stats import pearsonr, spearmanr
 
 import dmdb
 from dmdb import analyses as A
@@ -162,6 +162,122 @@ def test_plans_for_two_fits_get_their_own_ids_and_record_in_any_order(study: tup
     assert A.verification(db, fid).rows.height == 8
 
 
+def stored_weights(db: dmdb.Database, fid: int) -> tuple[np.ndarray, np.ndarray]:
+    """A fit's dense weights (n_train x n_targets, zero for targets it lacks) and biases, read by SQL."""
+    w = np.zeros((SPEC.n_train, SPEC.n_targets))
+    for i, t, v in db.con.execute("SELECT train_idx, target, weight FROM weights WHERE fit_id = ?", [fid]).fetchall():
+        w[i, t] = v
+    bias = np.zeros(SPEC.n_targets)
+    for t, b in db.con.execute("SELECT target, bias FROM fit_targets WHERE fit_id = ?", [fid]).fetchall():
+        bias[t] = b
+    return w, bias
+
+
+def test_any_fit_predicts_the_runs_another_fit_planned(study: tuple[dmdb.Database, int]) -> None:
+    """One plan (fit A's top-k removals and estimated supports), recorded once; A and an imported score
+    matrix B each predict it: each row's change is minus that fit's own sum over the recorded removal,
+    the correlations are scipy's, and the brittleness flips are the runs' with each fit's predicted flips."""
+    db, a = study
+    exp = db.experiment("s")
+    scores = np.random.default_rng(11).normal(size=(SPEC.n_train, SPEC.n_targets))
+    b = exp.import_scores(scores, name="trak", calibrate=False).fit_id
+    part = exp.import_scores(scores[:, :3], name="part", targets=[0, 1, 2], calibrate=False).fit_id
+    brittle = A.brittleness(db, fit=a).filter(pl.col("support") > 0)["target"].to_list()[:4]
+    plan = A.plan_counterfactuals(db, fit=a, targets=TARGETS, ks=KS, brittle=brittle, seeds=SEEDS)
+    margins = train(plan)
+    record(db, plan)
+    full = margins[[i for i, info in enumerate(plan.infos) if info["purpose"] == "baseline"]].mean(axis=0)
+    removals = [(info["purpose"], info["target"], np.flatnonzero(~plan.masks[i]), margins[i:i + len(SEEDS)])
+                for i, info in enumerate(plan.infos) if info["purpose"] != "baseline" and plan.seeds[i] == SEEDS[0]]
+
+    summaries = []
+    changes = {}
+    for fid in (a, b):
+        w, bias = stored_weights(db, fid)
+        v = A.verification(db, fid, runs_of=a)
+        assert (v.fit_id, v.runs_of) == (fid, a)
+        assert v.rows.select("purpose", "target").rows() == [(p, t) for p, t, _, _ in removals]
+        agreed = 0
+        for row, (purpose, t, removed, m) in zip(v.rows.iter_rows(named=True), removals):
+            base, change = bias[t] + w[:, t].sum(), -w[removed, t].sum()
+            after = m[:, t].mean()
+            assert row["n_removed"] == removed.size > 0
+            assert (row["predicted_base"], row["predicted_change"]) == (pytest.approx(base, abs=1e-9),
+                                                                       pytest.approx(change, abs=1e-9))
+            assert (row["actual_base"], row["actual_margin"]) == (pytest.approx(full[t]), pytest.approx(after))
+            if purpose == "brittleness" and full[t] >= 0:
+                agreed += bool((base >= 0) and (base + change < 0)) == bool(after < 0)
+        cf = v.rows.filter(pl.col("purpose") == "counterfactual")
+        pred, act = cf["predicted_change"].to_numpy(), cf["actual_change"].to_numpy()
+        assert v.spearman == pytest.approx(spearmanr(pred, act).statistic, abs=1e-12)
+        assert v.pearson == pytest.approx(pearsonr(pred, act).statistic, abs=1e-12)
+        br = [(full[t], m[:, t].mean()) for p, t, _, m in removals if p == "brittleness"]
+        assert (v.brittle_tested, v.brittle_flipped, v.brittle_already_wrong, v.brittle_agreed) == (
+            len(brittle), sum(x >= 0 > y for x, y in br), sum(x < 0 for x, _ in br), agreed)
+        changes[fid] = pred
+        summaries.append(v.summary())
+    assert not np.allclose(changes[a], changes[b], atol=1e-2)  # two estimators, two sets of predictions
+    assert A.verification(db, a).summary().equals(summaries[0])  # a fit's own runs: the default
+    assert summaries[0]["brittle_agreed"].item() == summaries[0]["brittle_flipped"].item()  # a predicted every flip
+
+    table = A.compare_verifications(db)  # every fit of the experiment, on the one recorded plan
+    assert table.columns == ["runs_of", "fit_id", "estimator", *summaries[0].columns[2:], "missing_targets"]
+    assert table.select("runs_of", "fit_id", "estimator").rows() == [
+        (a, a, "diff-means"), (a, b, "scores:trak"), (a, part, "scores:part")]
+    assert table.head(2).select(summaries[0].columns).equals(pl.concat(summaries))
+    lacking = sorted({t for _, t, _, _ in removals} - {0, 1, 2})
+    assert table.row(2, named=True) | {"missing_targets": None} == {
+        "runs_of": a, "fit_id": part, "estimator": "scores:part", "missing_targets": None,
+        **dict.fromkeys(summaries[0].columns[2:])}
+    assert table["missing_targets"].to_list() == [[], [], lacking]
+    assert A.compare_verifications(db, runs_of=a).equals(table)
+    with pytest.raises(BadInputError, match=f"^fit {part} has no datamodel for target\\(s\\) "
+                                            f"{', '.join(map(str, lacking))} of the runs of fit {a}: "):
+        A.verification(db, part, runs_of=a)
+
+
+def test_cli_verify_runs_of_and_compare(study: tuple[dmdb.Database, int], capsys: pytest.CaptureFixture[str]) -> None:
+    db, a = study
+    record(db, A.plan_counterfactuals(db, fit=a, targets=TARGETS, ks=KS, seeds=SEEDS))
+    scores = np.random.default_rng(5).normal(size=(SPEC.n_train, SPEC.n_targets))
+    b = db.experiment("s").import_scores(scores, name="trak", calibrate=False).fit_id
+    want, table = A.verification(db, b, runs_of=a), A.compare_verifications(db)
+    path = db.path
+    db.close()
+    assert main(["verify", "--db", path, "--fit", str(b), "--runs-of", str(a), "--format", "csv"]) == 0
+    got = pl.read_csv(capsys.readouterr()[0].encode())
+    assert got["predicted_change"].to_list() == pytest.approx(want.rows["predicted_change"].to_list(), rel=1e-9)
+    assert main(["verify", "--db", path, "--compare", "--format", "csv"]) == 0
+    got = pl.read_csv(capsys.readouterr()[0].encode())
+    assert got.select("runs_of", "fit_id", "estimator").rows() == [(a, a, "diff-means"), (a, b, "scores:trak")]
+    for c in ("spearman", "pearson"):
+        assert got[c].to_list() == pytest.approx(table[c].to_list(), rel=1e-12)
+    assert got["pearson"][1] == pytest.approx(want.pearson, rel=1e-12) and want.pearson != table["pearson"][0]
+    assert main(["verify", "--db", path, "--compare", "--runs-of", str(b)]) == 1
+    assert capsys.readouterr()[1].startswith(f"dmdb verify: error: fit {b} has no counterfactual runs recorded")
+    with pytest.raises(SystemExit):
+        main(["verify", "--db", path, "--compare", "--summary"])
+    assert "not allowed with argument" in capsys.readouterr()[1]
+
+
+def test_runs_of_another_experiment_or_no_runs_say_so(study: tuple[dmdb.Database, int]) -> None:
+    db, a = study
+    record(db, A.plan_counterfactuals(db, fit=a, targets=TARGETS[:1], ks=KS[:1], seeds=[0]))
+    other, _ = create_synthetic(db, "t", SPEC, fit_runs=200, truth_fit=False)
+    elsewhere = other.fit("diff-means").fit_id
+    with pytest.raises(BadInputError, match=f"^fit {elsewhere} \\(experiment 't'\\) cannot predict the runs of fit "
+                                            f"{a} \\(experiment 's'\\): their train sets differ"):
+        A.verification(db, elsewhere, runs_of=a)
+    with pytest.raises(BadInputError, match=f"^fit {elsewhere} belongs to experiment 't', not 's'"):
+        A.compare_verifications(db, "s", runs_of=elsewhere)
+    with pytest.raises(DmdbError, match="^experiment 't' has no counterfactual runs recorded: plan them"):
+        A.compare_verifications(db)  # the latest fit's experiment
+    b = db.experiment("s").fit("diff-means", val_frac=0.3).fit_id
+    with pytest.raises(DmdbError, match=f"^fit {b} has no counterfactual runs recorded \\(the recorded ones were "
+                                        f"planned by fit {a}: `dmdb verify --fit {a} --runs-of {a}`"):
+        A.verification(db, a, runs_of=b)  # runs_of names a fit without runs: which fits have them
+
+
 def test_planning_again_before_recording_gives_the_same_runs(study: tuple[dmdb.Database, int]) -> None:
     """A script that plans, crashes before recording and plans again gets the same runs and ids; a
     planned run recorded with other data than planned is refused, writing nothing."""
@@ -249,15 +365,21 @@ def test_a_fit_without_runs_names_the_fits_that_have_them(study: tuple[dmdb.Data
     db, fid = study
     record(db, A.plan_counterfactuals(db, fit=fid, targets=TARGETS[:1], ks=KS[:1], seeds=[0]))
     later = db.experiment("s").fit("diff-means").fit_id
-    with pytest.raises(DmdbError, match=f"^fit {later} has no counterfactual runs recorded \\(the recorded ones check "
-                                        f"fit {fid}: `dmdb verify --fit {fid}`, in Python fit={fid}\\): plan them"):
+    with pytest.raises(DmdbError, match=f"^fit {later} has no counterfactual runs recorded \\(the recorded ones were "
+                                        f"planned by fit {fid}: `dmdb verify --fit {later} --runs-of {fid}` checks "
+                                        f"fit {later}'s predictions on them, in Python runs_of={fid}; `dmdb verify "
+                                        f"--fit {fid}` fit {fid}'s own; `dmdb verify --compare` every fit's\\): plan them"):
         A.verification(db)
     assert A.verification(db, fid).rows.height == 1
+    assert A.verification(db, later, runs_of=fid).rows.height == 1
     path = db.path
     db.close()
     assert main(["verify", "--db", path]) == 1
-    assert f"the recorded ones check fit {fid}: `dmdb verify --fit {fid}`" in capsys.readouterr()[1]
+    assert f"`dmdb verify --fit {later} --runs-of {fid}` checks" in capsys.readouterr()[1]
     assert main(["verify", "--db", path, "--fit", str(fid)]) == 0
+    capsys.readouterr()
+    assert main(["verify", "--db", path, "--runs-of", str(fid)]) == 0  # the latest fit, on fit fid's runs
+    assert capsys.readouterr()[0].lstrip().startswith(f"fit {later} on the runs of fit {fid}: predicted vs actual change")
 
 
 def test_sample_draws_sorted_distinct_targets_of_the_fit(study: tuple[dmdb.Database, int]) -> None:

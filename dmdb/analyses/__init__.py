@@ -4,7 +4,8 @@ Every function takes the Database first and `fit=` (default: the latest fit). Co
 the full train set as the baseline mask; see each module's docstring for the exact definitions,
 which the SQL table macros in sql/30_analyses.sql share. `verification` checks a fit's
 counterfactual predictions against models retrained without the removed examples
-(`plan_counterfactuals` lists them, for your own training code to train).
+(`plan_counterfactuals` lists them, for your own training code to train); any fit can be checked
+on runs another fit planned (`compare_verifications`: every fit on the same runs).
 """
 
 from .brittleness import DEFAULT_THRESHOLDS, brittleness, brittleness_summary
@@ -12,8 +13,8 @@ from .counterfactual import counterfactual, counterfactual_all, removal_set
 from .embeddings import embed, embedding_summary, target_embeddings, variance_shares
 from .leakage import leakage, pixel_distance
 from .similar import nearest_targets, top_weights
-from .verification import (CounterfactualPlan, Verification, counterfactual_runs, full_set_margins,
-                           plan_counterfactuals, verification)
+from .verification import (CounterfactualPlan, Verification, compare_verifications, counterfactual_runs,
+                           full_set_margins, plan_counterfactuals, verification)
 from .weights import FitInfo, FitWeights, clear_cache, load_weights, resolve_fit
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "brittleness",
     "brittleness_summary",
     "clear_cache",
+    "compare_verifications",
     "counterfactual",
     "counterfactual_all",
     "counterfactual_runs",

@@ -11,7 +11,10 @@ this layout is `run_info`):
    "removed": [train idx...]}
 `verification` compares them: the actual change of a target is the mean margin over the removal's
 seeds minus the mean margin over the baseline's seeds; the prediction is minus the sum of the
-removed examples' weights (`predict_removals`, the rule `counterfactual` applies).
+removed examples' weights (`predict_removals`, the rule `counterfactual` applies). The removals are
+recorded, so any fit of the experiment can predict the runs another fit planned
+(`verification(db, fit, runs_of=planner)`); `compare_verifications` does so for every fit, which
+compares estimators on the same retrained models.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from ..transaction import transaction
 from ..validate import as_int
 from .brittleness import brittleness
 from .counterfactual import as_indices, predict_removals, select_removal
-from .weights import load_weights, resolve_fit
+from .weights import FitInfo, FitWeights, load_weights, resolve_fit
 
 if TYPE_CHECKING:
     from ..store import Database
@@ -224,29 +227,40 @@ ROWS_SCHEMA = {
     "predicted_base": pl.Float64, "predicted_margin": pl.Float64, "predicted_change": pl.Float64,
     "actual_base": pl.Float64, "actual_margin": pl.Float64, "actual_change": pl.Float64,
 }
+SUMMARY_SCHEMA = {
+    "fit_id": pl.Int32, "runs_of": pl.Int32, "counterfactuals": pl.Int64, "spearman": pl.Float64,
+    "pearson": pl.Float64, "brittle_tested": pl.Int64, "brittle_flipped": pl.Int64,
+    "brittle_already_wrong": pl.Int64, "brittle_agreed": pl.Int64,
+}
 
 
 @dataclass(frozen=True)
 class Verification:
-    """One row per recorded removal (target, k, mode, purpose): predicted and actual margins and changes."""
+    """One row per recorded removal (target, k, mode, purpose) of the runs planned by fit `runs_of`:
+    fit `fit_id`'s predicted margins and changes, and the retrained models' actual ones."""
 
-    fit_id: int
+    fit_id: int  # the fit whose predictions are checked
+    runs_of: int  # the fit that planned the runs (fit_id itself unless verification(runs_of=) named another)
     rows: pl.DataFrame
     spearman: float | None  # predicted vs actual change over the counterfactual rows (None under 3 rows)
     pearson: float | None
+    # Brittleness checks remove the planning fit's estimated support; the three counts below are
+    # outcomes of the retrained runs, the same whichever fit is verified on them.
     brittle_tested: int
     brittle_flipped: int  # the full-set models were right (margin >= 0) and the retrained ones are wrong
     brittle_already_wrong: int  # the full-set models were wrong already: nothing left to flip
+    # Of the checks with something to flip (tested - already_wrong), those where this fit's predicted
+    # flip (predicted base margin >= 0 and predicted margin < 0) is the actual one. The planning fit
+    # predicted every one to flip, so for it this is brittle_flipped (up to rounding at margin 0).
+    brittle_agreed: int
 
     def summary(self) -> pl.DataFrame:
         """The figures above as a one-row frame."""
         n_cf = self.rows.filter(pl.col("purpose") == "counterfactual").height
         return pl.DataFrame(
-            {"fit_id": [self.fit_id], "counterfactuals": [n_cf], "spearman": [self.spearman], "pearson": [self.pearson],
-             "brittle_tested": [self.brittle_tested], "brittle_flipped": [self.brittle_flipped],
-             "brittle_already_wrong": [self.brittle_already_wrong]},
-            schema={"fit_id": pl.Int32, "counterfactuals": pl.Int64, "spearman": pl.Float64, "pearson": pl.Float64,
-                    "brittle_tested": pl.Int64, "brittle_flipped": pl.Int64, "brittle_already_wrong": pl.Int64},
+            [[self.fit_id, self.runs_of, n_cf, self.spearman, self.pearson, self.brittle_tested, self.brittle_flipped,
+              self.brittle_already_wrong, self.brittle_agreed]],
+            schema=SUMMARY_SCHEMA, orient="row",
         )
 
 
@@ -258,40 +272,71 @@ def _correlations(pred: pl.Series, actual: pl.Series) -> tuple[float | None, flo
     return float(rho), float(np.corrcoef(pred.to_numpy(), actual.to_numpy())[0, 1])
 
 
-def _checked_fits(db: "Database", experiment: str) -> str:
-    """Which fits the experiment's recorded counterfactual runs check, as a clause for an error: a
-    later fit becomes the default one, and its 'no runs recorded' hid the runs recorded for another."""
-    ids = [r[0] for r in db.con.execute(
+def _planning_fits(db: "Database", experiment: str) -> list[int]:
+    """The fits whose counterfactual runs are recorded in the experiment, ascending."""
+    return [r[0] for r in db.con.execute(
         """SELECT DISTINCT (info->>'fit_id')::INTEGER AS f FROM runs
            WHERE experiment = ? AND role = 'counterfactual' AND f IS NOT NULL ORDER BY f""", [experiment]).fetchall()]
+
+
+def _checked_fits(db: "Database", info: FitInfo) -> str:
+    """Which fits planned the experiment's recorded counterfactual runs and how to check `info` on them,
+    as a clause for an error: a later fit becomes the default one, and its 'no runs recorded' hid the
+    runs recorded for another."""
+    ids = _planning_fits(db, info.experiment)
     if not ids:
         return ""
     which = f"fit {ids[0]}" if len(ids) == 1 else f"fits {', '.join(map(str, ids))}"
-    return f" (the recorded ones check {which}: `dmdb verify --fit {ids[-1]}`, in Python fit={ids[-1]})"
+    f, p = info.fit_id, ids[-1]
+    return (f" (the recorded ones were planned by {which}: `dmdb verify --fit {f} --runs-of {p}` checks fit {f}'s "
+            f"predictions on them, in Python runs_of={p}; `dmdb verify --fit {p}` fit {p}'s own; "
+            "`dmdb verify --compare` every fit's)")
 
 
-def verification(db: "Database", fit: int | None = None) -> Verification:
-    """Predicted against actual outcomes of the counterfactual runs recorded for this fit.
+def _targets_lacking(fw: FitWeights, targets: Iterable[int]) -> list[int]:
+    """The targets (ascending, each once) that the fit has no datamodel for."""
+    want = np.unique(np.fromiter(targets, dtype=np.int64))
+    return want[~np.isin(want, fw.targets)].tolist()
 
-    Raises DmdbError when the fit has no counterfactual runs, or no baseline runs to compare with.
+
+def verification(db: "Database", fit: int | None = None, *, runs_of: int | None = None) -> Verification:
+    """Fit `fit`'s predictions (default: the latest fit) against the outcomes of the counterfactual runs
+    planned by fit `runs_of` (default: `fit` itself).
+
+    The removals are recorded with the runs, so any fit of the experiment can predict them: verifying
+    several fits on one fit's runs compares estimators on the same retrained models
+    (`compare_verifications` does it for every fit). Raises DmdbError when fit `runs_of` has no
+    counterfactual runs (naming the fits that have), or no baseline runs to compare with;
+    BadInputError when `runs_of` is a fit of another experiment or `fit` lacks a target of the runs.
     """
     info = resolve_fit(db, fit)
-    fit_id = info.fit_id
-    runs = counterfactual_runs(db, fit_id)
+    planner = info if runs_of is None else resolve_fit(db, runs_of)
+    if planner.experiment != info.experiment:
+        raise BadInputError(f"fit {info.fit_id} (experiment {info.experiment!r}) cannot predict the runs of fit "
+                            f"{planner.fit_id} (experiment {planner.experiment!r}): their train sets differ; name a "
+                            f"fit of experiment {info.experiment!r} as runs_of (CLI: --runs-of; `dmdb fits` lists them)")
+    runs = counterfactual_runs(db, planner.fit_id)
     if runs.is_empty():
-        raise DmdbError(f"fit {fit_id} has no counterfactual runs recorded{_checked_fits(db, info.experiment)}: "
+        raise DmdbError(f"fit {planner.fit_id} has no counterfactual runs recorded{_checked_fits(db, info)}: "
                         f"{HOW_TO_RECORD}")
-    base_margin = full_set_margins(db, fit_id)
+    base_margin = full_set_margins(db, planner.fit_id)
     if base_margin is None:
-        raise DmdbError(f"fit {fit_id} has counterfactual runs but no baseline (full train set) runs to compare "
-                        f"them with: {HOW_TO_RECORD}")
-    fw = load_weights(db, fit_id)
+        raise DmdbError(f"fit {planner.fit_id} has counterfactual runs but no baseline (full train set) runs to "
+                        f"compare them with: {HOW_TO_RECORD}")
     groups = runs.filter(pl.col("purpose") != "baseline").group_by(
         ["target", "k", "mode", "purpose", "removed"], maintain_order=True).agg("margin", pl.len().alias("seeds"))
-    # the removal the runs trained without; runs recorded without their removed list: the k of mode
-    removals = [select_removal(fw, t, k, mode) if removed is None else as_indices(fw, removed, "remove")
-                for t, k, mode, removed in groups.select("target", "k", "mode", "removed").iter_rows()]
     targets = groups["target"].to_numpy()
+    fw = load_weights(db, info.fit_id)
+    lacking = _targets_lacking(fw, targets)
+    if lacking:
+        raise BadInputError(f"fit {info.fit_id} has no datamodel for target(s) {', '.join(map(str, lacking))} of the "
+                            f"runs of fit {planner.fit_id}: verify it on runs planned for targets it has")
+    # the removal the runs trained without; runs recorded without their removed list: the planning
+    # fit's k of mode
+    rows = groups.select("target", "k", "mode", "removed").rows()
+    pw = load_weights(db, planner.fit_id) if any(removed is None for *_, removed in rows) else fw
+    removals = [select_removal(pw, t, k, mode) if removed is None else as_indices(fw, removed, "remove")
+                for t, k, mode, removed in rows]
     base, pred, change = predict_removals(fw, targets, removals)
     actual = np.asarray([np.mean(np.asarray(m, np.float64)) for m in groups["margin"].to_list()], np.float64)
     actual_base = base_margin[targets.astype(np.int64)]
@@ -304,5 +349,40 @@ def verification(db: "Database", fit: int | None = None) -> Verification:
     rho, r = _correlations(cfr["predicted_change"], cfr["actual_change"])
     br = frame.filter(pl.col("purpose") == "brittleness")
     right = br["actual_base"] >= 0
-    return Verification(fit_id, frame, rho, r, br.height, int((right & (br["actual_margin"] < 0)).sum()),
-                        int((~right).sum()))
+    flipped = right & (br["actual_margin"] < 0)
+    predicted = (br["predicted_base"] >= 0) & (br["predicted_margin"] < 0)
+    return Verification(info.fit_id, planner.fit_id, frame, rho, r, br.height, int(flipped.sum()),
+                        int((~right).sum()), int((right & (predicted == flipped)).sum()))
+
+
+def compare_verifications(db: "Database", experiment: str | None = None, *,
+                          runs_of: int | None = None) -> pl.DataFrame:
+    """Every fit of the experiment verified on the same recorded runs: `Verification.summary` of each
+    (runs_of, fit) pair, with the fit's estimator, by runs_of then fit_id.
+
+    runs_of: only the runs this fit planned (default: those of every fit that planned some).
+    experiment: default runs_of's, else the latest fit's. A fit lacking a target of the runs gets
+    its figures null and the targets in `missing_targets` (empty for the others): its correlations
+    would be over other rows than the rest's.
+    """
+    planner = None if runs_of is None else resolve_fit(db, runs_of)
+    name = experiment if experiment is not None else (planner or resolve_fit(db, None)).experiment
+    db.experiment(name)  # an unknown experiment fails with the known ones
+    if planner is not None and planner.experiment != name:
+        raise BadInputError(f"fit {planner.fit_id} belongs to experiment {planner.experiment!r}, not {name!r}")
+    planners = [planner.fit_id] if planner is not None else _planning_fits(db, name)
+    if not planners:
+        raise DmdbError(f"experiment {name!r} has no counterfactual runs recorded: {HOW_TO_RECORD}")
+    fits = db.con.execute("SELECT fit_id, estimator FROM fits WHERE experiment = ? ORDER BY fit_id", [name]).fetchall()
+    rows = []
+    for p in planners:
+        targets = counterfactual_runs(db, p).filter(pl.col("purpose") != "baseline")["target"].to_numpy()
+        for f, estimator in fits:
+            lacking = _targets_lacking(load_weights(db, f), targets)
+            summary = (pl.DataFrame(dict.fromkeys(SUMMARY_SCHEMA, [None]) | {"fit_id": [f], "runs_of": [p]},
+                                    schema=SUMMARY_SCHEMA)
+                       if lacking else verification(db, f, runs_of=p).summary())
+            rows.append(summary.with_columns(estimator=pl.lit(estimator),
+                                             missing_targets=pl.Series([lacking], dtype=pl.List(pl.Int32))))
+    columns = ["runs_of", "fit_id", "estimator", *list(SUMMARY_SCHEMA)[2:], "missing_targets"]
+    return pl.concat(rows).select(columns)

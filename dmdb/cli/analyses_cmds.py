@@ -89,9 +89,17 @@ def register(sub: Any, parents: tuple[argparse.ArgumentParser, argparse.Argument
         "models retrained without the removed examples (role 'counterfactual', recorded from a "
         "dmdb.analyses.plan_counterfactuals plan or by `dmdb demo`) minus that of the models trained on the full "
         "train set. The table's title gives the Spearman and Pearson correlation of predicted vs actual change "
-        "and how many brittleness checks flipped.",
+        "and how many brittleness checks flipped. The removals are recorded, so any fit of the experiment can be "
+        "checked on the runs another fit planned (--runs-of), and --compare checks every fit on every fit's "
+        "runs: estimators compared on the same retrained models.",
     )
-    p.add_argument("--summary", action="store_true", help="print only the one-row summary (correlations, flips)")
+    p.add_argument("--runs-of", type=int, metavar="FIT",
+                   help="check --fit's predictions on the runs this fit planned (default: --fit's own runs)")
+    view = p.add_mutually_exclusive_group()
+    view.add_argument("--summary", action="store_true", help="print only the one-row summary (correlations, flips)")
+    view.add_argument("--compare", action="store_true",
+                      help="one summary row per fit of the experiment (of --fit / -x, else the latest fit's) on the "
+                      "runs of each fit that planned some (only --runs-of's if given)")
     p.set_defaults(func=cmd_verify)
 
 
@@ -224,11 +232,22 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     with store.open(args.db, read_only=True) as db:
-        v = A.verification(db, _fit_id(db, args))
-    brittle = f"brittleness: {v.brittle_flipped} of {v.brittle_tested - v.brittle_already_wrong} flipped" + (
-        f" ({v.brittle_already_wrong} wrong on the full train set already)" if v.brittle_already_wrong else "")
-    title = (f"fit {v.fit_id}: predicted vs actual change; Spearman {_fmt(v.spearman)}, Pearson {_fmt(v.pearson)}; "
-             + brittle)
+        if args.compare:
+            experiment = A.resolve_fit(db, _fit_id(db, args)).experiment
+            out = A.compare_verifications(db, experiment, runs_of=args.runs_of)
+            _emit(out, args, f"experiment {experiment}: each fit's predicted vs actual change on the runs fit "
+                  "runs_of planned (brittle_agreed: its predicted flips that match the retrained outcome)")
+            return 0
+        v = A.verification(db, _fit_id(db, args), runs_of=args.runs_of)
+    checked = v.brittle_tested - v.brittle_already_wrong
+    other = v.runs_of != v.fit_id
+    brittle = (f"brittleness{f' (fit {v.runs_of} estimated the support removed)' if other else ''}: "
+               f"{v.brittle_flipped} of {checked} flipped" + (
+                   f" ({v.brittle_already_wrong} wrong on the full train set already)" if v.brittle_already_wrong else "")
+               + (f", fit {v.fit_id} predicted {v.brittle_agreed} of {checked} right" if other and checked else ""))
+    runs = f" on the runs of fit {v.runs_of}" if other else ""
+    title = (f"fit {v.fit_id}{runs}: predicted vs actual change; Spearman {_fmt(v.spearman)}, "
+             f"Pearson {_fmt(v.pearson)}; {brittle}")
     _emit(v.summary() if args.summary else v.rows, args, title)
     return 0
 
