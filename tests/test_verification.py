@@ -111,6 +111,7 @@ def test_every_recorded_removal_is_predicted_as_numpy_sums_it(study: tuple[dmdb.
 
     rows = A.verification(db, fid).rows
     assert rows.height == len(infos) - 1
+    sets = []
     for row, info, mask in zip(rows.iter_rows(named=True), infos[1:], masks[1:]):
         t = info["target"]
         removed = np.flatnonzero(~mask)  # as numpy sums them: ascending, each once
@@ -123,6 +124,15 @@ def test_every_recorded_removal_is_predicted_as_numpy_sums_it(study: tuple[dmdb.
         assert (row["target"], row["k"], row["n_removed"]) == (t, info["k"], removed.size)
         assert (row["predicted_base"], row["predicted_change"]) == (base, change)
         assert row["predicted_margin"] == base + change
+        sets.append((t, removed))
+    # another fit on the same runs: fid's removals (those recorded without a list: fid's k of mode), its weights
+    other = exp.import_scores(np.random.default_rng(8).normal(size=(SPEC.n_train, SPEC.n_targets)), name="o",
+                              calibrate=False).fit_id
+    w2 = A.load_weights(db, other).csr.toarray()
+    assert not np.allclose(w2, w)
+    rows = A.verification(db, other, runs_of=fid).rows
+    assert [(r["target"], r["n_removed"]) for r in rows.iter_rows(named=True)] == [(t, r.size) for t, r in sets]
+    assert rows["predicted_change"].to_list() == pytest.approx([-w2[r, t].sum() for t, r in sets], abs=1e-12)
 
 
 def test_planning_again_plans_only_what_is_not_recorded(study: tuple[dmdb.Database, int]) -> None:
@@ -274,7 +284,7 @@ def test_runs_of_another_experiment_or_no_runs_say_so(study: tuple[dmdb.Database
         A.compare_verifications(db)  # the latest fit's experiment
     b = db.experiment("s").fit("diff-means", val_frac=0.3).fit_id
     with pytest.raises(DmdbError, match=f"^fit {b} has no counterfactual runs recorded \\(the recorded ones were "
-                                        f"planned by fit {a}: `dmdb verify --fit {a} --runs-of {a}`"):
+                                        f"planned by fit {a}: `dmdb verify --fit {a}` checks them\\): plan them"):
         A.verification(db, a, runs_of=b)  # runs_of names a fit without runs: which fits have them
 
 

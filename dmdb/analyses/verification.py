@@ -287,7 +287,10 @@ def _checked_fits(db: "Database", info: FitInfo) -> str:
     if not ids:
         return ""
     which = f"fit {ids[0]}" if len(ids) == 1 else f"fits {', '.join(map(str, ids))}"
-    f, p = info.fit_id, ids[-1]
+    f, others = info.fit_id, [i for i in ids if i != info.fit_id]
+    if not others:  # runs_of= named a fit without runs, and only this fit has some
+        return f" (the recorded ones were planned by fit {f}: `dmdb verify --fit {f}` checks them)"
+    p = others[-1]
     return (f" (the recorded ones were planned by {which}: `dmdb verify --fit {f} --runs-of {p}` checks fit {f}'s "
             f"predictions on them, in Python runs_of={p}; `dmdb verify --fit {p}` fit {p}'s own; "
             "`dmdb verify --compare` every fit's)")
