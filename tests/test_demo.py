@@ -72,6 +72,14 @@ def test_quick_demo_stores_runs_fits_and_verification(quick: tuple[Path, str]) -
         brittle = [i["target"] for i in infos if i["purpose"] == "brittleness"]
         assert brittle and all(base[t] >= 0 for t in brittle)
         assert "wrong there already" not in out
+        # difference in means (fit 1) is checked on the lasso's retrained runs, and the summary says how well
+        from dmdb.analyses import verification
+
+        dm_on_lasso_runs = verification(db, 1, runs_of=2)
+        same = ["target", "k", "purpose", "actual_change"]  # the same retrained runs: the same actual outcomes
+        assert dm_on_lasso_runs.rows.select(same).equals(verification(db, 2).rows.select(same))
+        assert not dm_on_lasso_runs.rows["predicted_change"].equals(verification(db, 2).rows["predicted_change"])
+        assert f"{dm_on_lasso_runs.spearman:.3f} (difference in means, same runs)" in out
     assert "LDS" in out and f"dmdb tui {quick_db}" in out and "Spearman" in out
 
 

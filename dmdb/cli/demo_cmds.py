@@ -107,7 +107,7 @@ def summary(r: DemoResult, seconds: float) -> Group:
             parts.append(Panel(t, title="one counterfactual, checked by retraining", border_style="green"))
         parts.append(Text(
             f"counterfactuals: Spearman of predicted vs actual margin change over {cf.height} (target, k) pairs: "
-            f"{_fmt(v.spearman)}\n"
+            f"{_fmt(v.spearman)} (lasso), {_fmt(r.dm_verification.spearman)} (difference in means, same runs)\n"
             f"brittleness: removing the estimated support flipped {v.brittle_flipped} of the "
             f"{v.brittle_tested - v.brittle_already_wrong} retrained predictions that models trained on the full "
             "train set got right"

@@ -68,6 +68,7 @@ class DemoResult:
     curve: pl.DataFrame
     brittle: pl.DataFrame  # the most brittle targets: target, label, support, base_margin, margin_after
     verification: Verification
+    dm_verification: Verification  # difference in means on the lasso's retrained runs
     images: dict[int, np.ndarray | None] = field(default_factory=dict)  # target -> 8x8 image, for the summary
 
 
@@ -100,6 +101,7 @@ def run_demo(db_path: str | Path, cfg: DemoConfig, progress: Progress | None = N
                                     brittle=most_brittle.head(cfg.brittle_targets)["target"].to_list(), seeds=seeds)
         retrained += retrain(exp, data, plan, cfg.model, cfg.threads, progress)
         ver = verification(db, lasso.fit_id)
+        ver_dm = verification(db, dm.fit_id, runs_of=lasso.fit_id)  # the same retrained runs, the other estimator
 
         labels = exp.targets().select("idx", "label")
         br = (
@@ -116,5 +118,6 @@ def run_demo(db_path: str | Path, cfg: DemoConfig, progress: Progress | None = N
         return DemoResult(
             db_path=str(db_path), experiment=exp.name, model=cfg.model, n_train=data.n_train,
             n_targets=data.n_targets, runs=counts, trained=trained, retrained=retrained, accuracy=acc, fits=[lasso, dm],
-            curve=lasso.curve(), brittle=br, verification=ver, images=images,
+            curve=lasso.curve(), brittle=br, verification=ver, dm_verification=ver_dm,
+            images=images,
         )
