@@ -154,8 +154,9 @@ class Service:
                 ft.with_columns(mean_margin=pl.Series(mean).fill_nan(None), accuracy=pl.Series(acc).fill_nan(None))
                 .join(br, on="target", how="left")
                 .select(
-                    pl.lit(fit, pl.Int64).alias("fit_id"), "target", "label", "mean_margin", "accuracy",
-                    "holdout_spearman", "nnz", "base_margin", "support",
+                    # base margin and brittleness support first: at 80 columns the last columns are cut off
+                    pl.lit(fit, pl.Int64).alias("fit_id"), "target", "label", "base_margin", "support", "mean_margin",
+                    "accuracy", "holdout_spearman", "nnz",
                 )
             )
             self._targets = frame
@@ -195,7 +196,8 @@ class Service:
 
     def nearest(self, fit: int, target: int, k: int = 10) -> pl.DataFrame:
         with self._lock:
-            return analyses.nearest_targets(self.db, target, fit=fit, k=k).select("rank", "neighbor", "cosine", "neighbor_label")
+            found = analyses.nearest_targets(self.db, target, fit=fit, k=k)  # in rank order
+            return found.select("neighbor", "cosine", pl.col("neighbor_label").alias("label"))
 
     def train_images(self, fit: int, idx: list[int]) -> dict[int, np.ndarray | None]:
         with self._lock:
@@ -230,8 +232,9 @@ class Service:
         with self._lock:
             found = analyses.leakage(self.db, fit=fit, min_z=min_z, limit=limit)
         total = int(found["n_candidates"][0]) if found.height else 0
-        return found.select("rank", "target", "train_idx", "weight", "robust_z", "ratio_to_next", "target_label",
-                            "train_label", "pixel_dist"), total
+        # pixel_dist, which the screen's status line explains, before the labels: at 80 columns it was cut off
+        return found.select("rank", "target", "train_idx", "weight", "robust_z", "pixel_dist", "target_label",
+                            "train_label", "ratio_to_next"), total
 
     def embedding(self, fit: int) -> Embedding:
         """Targets on two PCA axes: the stored `dmdb embed` results when present, else a

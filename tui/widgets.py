@@ -264,7 +264,8 @@ class Scatter(PlotextPlot):
             self.explained = explained
         plt = self.plt
         plt.clear_data()
-        plt.title("targets: pc0 x pc1" if self.explained is None else f"targets: {variance_shares(self.explained)}")
+        # no "targets: " before the shares: at 80 columns the title was too long, and plotext drops such a title
+        plt.title("pc0 x pc1" if self.explained is None else variance_shares(self.explained))
         if points.height:
             groups = points.partition_by("cluster", as_dict=True, maintain_order=True)
             for (cluster,), g in sorted(groups.items(), key=lambda kv: (kv[0][0] is None, kv[0][0] or 0)):

@@ -10,6 +10,7 @@ from typing import Callable
 
 from rich.console import Console
 from textual.app import App
+from textual.geometry import Region
 from textual.pilot import Pilot
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
@@ -50,3 +51,9 @@ def assert_snapshot(name: str, text: str, db_path: Path) -> None:
         return
     expected = path.read_text().rstrip("\n")
     assert text == expected, f"screen differs from {path} (DMDB_UPDATE_SNAPSHOTS=1 to accept):\n{text}"
+
+
+def text_in(app: App, region: Region) -> str:
+    """The screen's text inside `region`, its lines joined and runs of spaces collapsed to one."""
+    lines = screen_text(app).splitlines()
+    return " ".join(" ".join(line[region.x:region.right] for line in lines[region.y:region.bottom]).split())

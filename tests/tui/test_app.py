@@ -36,7 +36,7 @@ from tui.widgets import FrameTable, RowList
 
 from analyses_fixtures import insert_fit
 from helpers import LEAK, VERIFIED
-from helpers import screen_text, wait_for
+from helpers import screen_text, text_in, wait_for
 
 SIZE = (150, 50)
 
@@ -149,7 +149,9 @@ def test_a_narrow_terminal_still_shows_the_experiment_row(study: Path) -> None:
             await pilot.pause(0.2)
             lines = screen_text(app).splitlines()
             header = next(i for i, line in enumerate(lines) if line.lstrip().startswith("name"))
-            assert lines[header + 1].split()[:3] == ["e", "200", "30"], "\n".join(lines)
+            # the runs by role come first (the section's title): at 80 columns the last ones were cut off
+            assert lines[header].split()[:5] == ["name", "runs", "fit_runs", "holdout_runs", "counterfactual_runs"]
+            assert lines[header + 1].split()[:5] == ["e", "55", "40", "10", "5"], "\n".join(lines)
 
     asyncio.run(main())
 
@@ -516,6 +518,74 @@ def test_the_footer_keeps_help_and_screen_keys_on_an_80_column_terminal(study: P
             await wait_for(pilot, lambda: "4 Embeddings" in screen_text(app).splitlines()[-1], what="the full footer")
 
     asyncio.run(main())
+
+
+def test_an_80_column_terminal_shows_titles_key_columns_and_hints_whole(study: Path) -> None:
+    """At 80 x 24: the detail's section titles and mode ended mid-word ('(top', '(m'), the targets'
+    support and the leakage's pixel_dist (both named in the status line) were cut off, the plot
+    lost its title (plotext drops one too long), and the input hints were cut short."""
+    from dmdb.analyses import variance_shares
+
+    def header(name: str) -> str:
+        return next(line for line in screen_text(app).splitlines() if line.split()[:1] == [name])
+
+    def whole(widget) -> bool:
+        return text_in(app, widget.content_region) == " ".join(widget.render().plain.split())
+
+    async def main() -> None:
+        nonlocal app
+        app = DmdbApp(study)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await until_screen(pilot, OverviewScreen)
+            await pilot.press("2")
+            await until_table(pilot, "#targets")
+            await wait_for(pilot, lambda: "sorted by target" in screen_text(app), what="the targets")
+            assert "support" in header("target").split()
+            box = app.screen.query_one("#filter", Input)
+            assert len(box.placeholder) <= box.content_size.width
+            screen = await open_detail(pilot, 2)
+            await pilot.press("m", "m")  # the longest mode: random
+            await wait_for(pilot, lambda: screen.cf is not None and screen.cf.mode == "random", what="mode random")
+            await pilot.pause()
+            titles = list(screen.query(".section"))
+            assert len(titles) == 4
+            for widget in [*titles[:2], screen.query_one("#mode"), *titles[2:]]:  # below the fold: scroll to it
+                widget.scroll_visible(animate=False)
+                await pilot.pause()
+                assert whole(widget), f"{widget.render().plain!r} shows as {text_in(app, widget.content_region)!r}"
+            assert "label" in text_in(app, screen.query_one("#nearest").content_region).split()
+            await pilot.press("escape", "3")
+            await until_table(pilot, "#candidates")
+            await wait_for(pilot, lambda: app.screen.pair is not None, what="the pair")
+            assert "pixel_dist" in header("rank").split()
+            await pilot.press("4")
+            await until_table(pilot, "#points")
+            scatter = app.screen.query_one("#scatter")
+            await wait_for(pilot, lambda: scatter.explained is not None, what="the plot")
+            await pilot.pause()
+            assert variance_shares(scatter.explained) in screen_text(app)
+            await pilot.press("5")
+            await until_screen(pilot, SqlScreen)
+            box = app.screen.query_one("#query", Input)
+            assert len(box.placeholder) <= box.content_size.width
+
+    app = None
+    asyncio.run(main())
+
+
+def test_leakage_pictures_leave_the_rest_of_a_tall_terminal_to_the_table(study: Path) -> None:
+    """The pictures' row took half the screen (a Horizontal is 1fr high): at 50 lines, 15 blank lines
+    under the pictures and a table of 22 rows."""
+    async def script(app, pilot):
+        await pilot.press("3")
+        table = await until_table(pilot, "#candidates")
+        await wait_for(pilot, lambda: app.screen.pair is not None, what="the pair")
+        await pilot.pause()
+        pictures = app.screen.query_one("#pair-target")
+        assert app.screen.query_one("#pair").size.height == pictures.size.height > 0
+        assert table.size.height == app.size.height - 3 - pictures.size.height  # header, status, footer
+
+    drive(study, script)
 
 
 def test_leakage_service_counts_every_candidate_beyond_the_shown_ones(study: Path) -> None:

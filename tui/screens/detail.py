@@ -233,7 +233,7 @@ class TargetDetailScreen(DataScreen):
         self.reveal()
 
     def show_mode(self) -> None:
-        self.query_one("#mode", Static).update(f"mode [b]{self.mode}[/b]  (m cycles)", layout=False)
+        self.query_one("#mode", Static).update(f"mode [b]{self.mode}[/b]", layout=False)  # the footer says m
 
     def update_counterfactual(self) -> None:
         self.show_mode()

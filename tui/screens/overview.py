@@ -29,7 +29,9 @@ class OverviewScreen(DataScreen):
 
     async def show_overview(self, value: tuple[pl.DataFrame, pl.DataFrame]) -> None:
         exps, fits = value
-        self.query_one("#experiments", FrameTable).show(exps.drop("created_at"))
+        runs = [c for c in exps.columns if c.endswith("runs")]  # runs, then by role: what the title promises
+        rest = [c for c in exps.columns if c not in runs and c not in ("name", "created_at")]
+        self.query_one("#experiments", FrameTable).show(exps.select("name", *runs, *rest))
         table = self.query_one("#fits", FrameTable)
         await table.show(fits)
         fit = self.fit_id

@@ -46,7 +46,7 @@ class SqlScreen(DataScreen):
     def compose(self) -> ComposeResult:
         yield Header()
         yield HistoryInput(self.dmdb_app.sql_history, id="query",
-                           placeholder="SQL (read-only), e.g. SELECT * FROM fit_overview   Enter runs, up/down: history")
+                           placeholder="SQL, e.g. SELECT * FROM fit_overview (Enter runs, up/down: history)")
         yield Static("Tables: experiments, targets, train_examples, runs, fits, fit_targets, weights; "
                      "macros: top_weights, counterfactual, brittleness, leakage_candidates ... "
                      "(fit := N; without it the latest fit, not necessarily the one browsed)",

@@ -37,7 +37,7 @@ class TargetsScreen(DataScreen):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Input(placeholder="filter: a target id, or e.g. label = 3 and support < 20   (Enter applies)", id="filter")
+        yield Input(placeholder="a target id, or e.g. label = 3 and support < 20 (Enter applies)", id="filter")
         yield Static(id="status", classes="status")
         yield FrameTable(id="targets")
         yield KeyFooter()
