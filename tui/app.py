@@ -7,7 +7,7 @@ from functools import partial
 from pathlib import Path
 
 from textual import work
-from textual.app import App, ComposeResult
+from textual.app import App, ComposeResult, ScreenStackError
 from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.message import Message
@@ -23,6 +23,7 @@ from .screens import (
     TargetDetailScreen,
     TargetsScreen,
 )
+from .screens.base import STOP_KEY, DataScreen
 from .widgets import KeyFooter
 from .service import DatabaseLockedError, DmdbError, NoFitError, Service
 
@@ -76,6 +77,8 @@ class DmdbApp(App[None]):
         Binding("q", "quit", "Quit"),
         *(Binding(key, f"show('{mode}')", title) for mode, (key, title, _) in SCREENS_BY_KEY.items()),
         Binding("question_mark", "help", "Help"),
+        # priority: also from the SQL query line; shown only while a call holds the database
+        Binding(STOP_KEY, "stop", "Stop", priority=True),
     ]
 
     class Opened(Message):
@@ -95,6 +98,7 @@ class DmdbApp(App[None]):
         self.service: Service | None = None
         self.fit_id: int | None = None
         self.sql_history: list[str] = []
+        self._busy = False
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -104,6 +108,21 @@ class DmdbApp(App[None]):
     def on_mount(self) -> None:
         self.sub_title = self.path
         self.open_database()
+        self.set_interval(0.5, self.poll_database)
+
+    def poll_database(self) -> None:
+        """Let the screen say what it waits for, and the footer offer the stop key only while a call
+        holds the database."""
+        try:
+            screen = self.screen
+        except ScreenStackError:  # quitting
+            return
+        running = None if self.service is None else self.service.running()
+        if isinstance(screen, DataScreen):
+            screen.show_waiting(running)
+        if (running is not None) != self._busy:
+            self._busy = running is not None
+            self.refresh_bindings()
 
     @work(thread=True, exclusive=True, group="open")
     def open_database(self) -> None:
@@ -142,6 +161,19 @@ class DmdbApp(App[None]):
             self.exit()
 
     # -- actions ---------------------------------------------------------------------------
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        return action != "stop" or self._busy
+
+    def action_stop(self) -> None:
+        if self.service is not None:
+            self.stop_call(self.service)
+
+    @work(thread=True, exclusive=True, group="stop")
+    def stop_call(self, service: Service) -> None:
+        """Stop the call holding the database (in a thread: it waits for the call to let go)."""
+        if service.stop() is None:
+            self.call_from_thread(self.notify, "nothing is running", timeout=3)
+
     def action_show(self, mode: str) -> None:
         """Show `mode`'s screen; in that mode already, its key leaves the screens pushed over it
         (a target's detail), as the footer's 'Targets' on a detail opened from Targets promises."""

@@ -8,9 +8,11 @@ a DuckDB connection must not be used by two threads at once.
 from __future__ import annotations
 
 import threading
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import polars as pl
@@ -23,11 +25,26 @@ from dmdb.errors import DatabaseLockedError, DmdbError
 POLL = 0.05
 """Seconds between interrupts of a query that is to stop (one sent before DuckDB starts it is lost)."""
 
-__all__ = ["Counterfactual", "DatabaseLockedError", "DmdbError", "Embedding", "NoFitError", "Service", "TargetInfo", "Verified"]
+__all__ = ["Counterfactual", "DatabaseLockedError", "DmdbError", "Embedding", "NoFitError", "Service", "Stopped", "TargetInfo",
+           "Verified"]
 
 
 class NoFitError(DmdbError):
     """The database opened fine but holds no fit, so there are no datamodels to browse yet."""
+
+
+class Stopped(DmdbError):
+    """The call was stopped by `Service.stop` (the user asked), not by a fault."""
+
+
+@dataclass
+class _Running:
+    """The call holding the database: what it reads (for screens waiting behind it) and since when."""
+
+    what: str
+    since: float
+    console: bool
+    stopped: bool = False
 
 
 @dataclass(frozen=True)
@@ -94,8 +111,8 @@ class Service:
         self.db = db
         self._lock = threading.RLock()
         self._targets: pl.DataFrame | None = None
-        self._state = threading.Lock()  # guards _console_running: a new console query stops no other call's
-        self._console_running = False
+        self._state = threading.Lock()  # guards _running
+        self._running: _Running | None = None
 
     @classmethod
     def open(cls, path: str | Path) -> "Service":
@@ -115,13 +132,60 @@ class Service:
     def path(self) -> str:
         return self.db.path
 
+    # -- the call holding the database -----------------------------------------------------
+    @contextmanager
+    def _holding(self, what: str, console: bool = False) -> Iterator[None]:
+        """Hold the database for one call that reads `what` (the outermost call names it). A console
+        call stops a console query still running (its call raises a DmdbError): it replaces it; the
+        other calls are waited for. A call `stop` interrupts raises Stopped."""
+        while not self._lock.acquire(timeout=POLL):
+            with self._state:
+                if console and self._running is not None and self._running.console:
+                    self.db.con.interrupt()
+        with self._state:
+            mine = _Running(what, time.monotonic(), console) if self._running is None else None
+            if mine is not None:
+                self._running = mine
+        try:
+            yield
+        except Exception as e:
+            if mine is not None and mine.stopped:
+                raise Stopped(f"stopped reading {what}") from e
+            raise
+        finally:
+            if mine is not None:
+                with self._state:
+                    self._running = None
+            self._lock.release()
+
+    def running(self) -> tuple[str, float] | None:
+        """What the call holding the database reads, and for how many seconds it has; None when idle."""
+        with self._state:
+            r = self._running
+        return None if r is None else (r.what, time.monotonic() - r.since)
+
+    def stop(self) -> str | None:
+        """Stop the call holding the database, whichever screen's it is, and return once it has let go
+        (its caller gets Stopped): what it read, or None when nothing ran."""
+        with self._state:
+            r = self._running
+            if r is None:
+                return None
+            r.stopped = True
+        while True:  # again until the call lets go: it may run several queries, or numpy between them
+            with self._state:
+                if self._running is not r:
+                    return r.what
+                self.db.con.interrupt()
+            time.sleep(POLL)
+
     # -- overview --------------------------------------------------------------------------
     def experiments(self) -> pl.DataFrame:
-        with self._lock:
+        with self._holding("the experiments"):
             return self.db.experiments()
 
     def fits(self) -> pl.DataFrame:
-        with self._lock:
+        with self._holding("the fits"):
             return self.db.sql(
                 "SELECT fit_id, experiment, estimator, lds, n_targets, mean_nnz, n_fit_runs, n_holdout_runs, "
                 "seconds, device, created_at FROM fit_overview ORDER BY fit_id"
@@ -129,7 +193,7 @@ class Service:
 
     def latest_fit(self) -> int:
         """The fit the app browses; NoFitError when there is none."""
-        with self._lock:
+        with self._holding("the latest fit"):
             fid = self.db.con.execute("SELECT max(fit_id) FROM fits").fetchall()[0][0]
         if fid is None:
             raise NoFitError(f"{self.path} holds no fit yet: run `dmdb fit --db {self.path}` to fit datamodels first")
@@ -139,7 +203,7 @@ class Service:
     def targets(self, fit: int) -> pl.DataFrame:
         """One row per target of the fit: label, mean margin and accuracy over recorded runs,
         holdout Spearman, nonzeros, base margin and brittleness support. Cached: it is the big one."""
-        with self._lock:
+        with self._holding(f"the targets of fit {fit}"):
             if self._targets is not None and int(self._targets["fit_id"][0]) == fit:
                 return self._targets
             info = analyses.resolve_fit(self.db, fit)
@@ -174,7 +238,7 @@ class Service:
 
     # -- one target ------------------------------------------------------------------------
     def target_info(self, fit: int, target: int) -> TargetInfo:
-        with self._lock:
+        with self._holding(f"target {target} of fit {fit}"):
             info = analyses.resolve_fit(self.db, fit)
             fw = analyses.load_weights(self.db, fit)
             j = fw.col(target)
@@ -191,21 +255,21 @@ class Service:
             )
 
     def top_weights(self, fit: int, target: int, k: int) -> pl.DataFrame:
-        with self._lock:
+        with self._holding(f"the weights of target {target} (fit {fit})"):
             return analyses.top_weights(self.db, target, fit=fit, k=k)
 
     def nearest(self, fit: int, target: int, k: int = 10) -> pl.DataFrame:
-        with self._lock:
+        with self._holding(f"the nearest targets of target {target} (fit {fit})"):
             found = analyses.nearest_targets(self.db, target, fit=fit, k=k)  # in rank order
             return found.select("neighbor", "cosine", pl.col("neighbor_label").alias("label"))
 
     def train_images(self, fit: int, idx: list[int]) -> dict[int, np.ndarray | None]:
-        with self._lock:
+        with self._holding("train images"):
             exp = self.db.experiment(analyses.resolve_fit(self.db, fit).experiment)
             return {i: exp.image("train", i) for i in idx}
 
     def counterfactual(self, fit: int, target: int, k: int, mode: str) -> Counterfactual:
-        with self._lock:
+        with self._holding(f"the counterfactual of target {target} (fit {fit}, k {k}, {mode})"):
             row = analyses.counterfactual(self.db, target, fit=fit, k=k, mode=mode).row(0, named=True)
             return Counterfactual(
                 target=int(target), k=k, mode=mode, n_removed=row["n_removed"], base_margin=row["base_margin"],
@@ -216,7 +280,7 @@ class Service:
     def verified(self, fit: int, target: int, k: int, mode: str) -> Verified | None:
         """Mean actual margin of the retraining runs recorded for this removal, if any
         (dmdb.analyses.counterfactual_runs reads them; the baseline runs trained on the full train set)."""
-        with self._lock:
+        with self._holding(f"the retraining runs of target {target} (fit {fit})"):
             runs = analyses.counterfactual_runs(self.db, fit, margin_of=target)
         base = runs.filter(pl.col("purpose") == "baseline")
         mine = runs.filter((pl.col("purpose") != "baseline") & (pl.col("target") == target) & (pl.col("k") == k)
@@ -229,7 +293,7 @@ class Service:
     # -- whole-fit views -------------------------------------------------------------------
     def leakage(self, fit: int, min_z: float = 6.0, limit: int = 200) -> tuple[pl.DataFrame, int]:
         """The `limit` most extreme leakage candidates, and how many there are in all."""
-        with self._lock:
+        with self._holding(f"the leakage candidates of fit {fit}"):
             found = analyses.leakage(self.db, fit=fit, min_z=min_z, limit=limit)
         total = int(found["n_candidates"][0]) if found.height else 0
         # pixel_dist, which the screen's status line explains, before the labels: at 80 columns it was cut off
@@ -239,7 +303,7 @@ class Service:
     def embedding(self, fit: int) -> Embedding:
         """Targets on two PCA axes: the stored `dmdb embed` results when present, else a
         2-component PCA computed now (a read-only session cannot store it)."""
-        with self._lock:
+        with self._holding(f"the embedding of fit {fit}"):
             try:
                 frame = analyses.target_embeddings(self.db, fit=fit)
             except DmdbError:
@@ -266,19 +330,9 @@ class Service:
         """The result of the last statement (as db.sql), and how many statements the text held.
         A console query still running is stopped (its call raises a DmdbError): this one replaces
         it. The other calls' queries are waited for."""
-        while not self._lock.acquire(timeout=POLL):
-            with self._state:
-                if self._console_running:
-                    self.db.con.interrupt()
-        try:
-            with self._state:
-                self._console_running = True
+        with self._holding(f"the SQL console's query ({' '.join(query.split())[:60]})", console=True):
             frame = self.db.sql(query)  # a syntax error is raised here, as a DmdbError
             return frame, len(self.db.con.extract_statements(query))
-        finally:
-            with self._state:
-                self._console_running = False
-            self._lock.release()
 
     def __enter__(self) -> "Service":
         return self

@@ -80,6 +80,7 @@ class TargetDetailScreen(DataScreen):
     target shown: composing and mounting its ~60 widgets anew took most of a second. Nearest targets
     open in the same screen; Escape walks back through them, then leaves."""
 
+    STATUS = "#facts"
     BINDINGS = [
         Binding("escape", "back", "Back"),
         Binding("plus,equals_sign", "k(1)", "k+1"),
@@ -177,12 +178,11 @@ class TargetDetailScreen(DataScreen):
         self.ready.clear()
         self.title = f"target {target}"
         self.sub_title = f"fit {fit}"
-        self.query_one("#facts", Static).update(f"loading target {target} ...")
         for view in self.query(Gallery):
             view.show([], "" if view.id == "target-picture" else "loading ...")
         self.query_one("#k", Input).value = str(self.k)
         self.show_mode()
-        self.fetch("detail", self.load_detail, fit, target, self.k, self.mode)
+        self.fetch("detail", self.load_detail, fit, target, self.k, self.mode, waiting=f"loading target {target} ...")
 
     def reload(self) -> None:
         """Follow the browsed fit (another fit was chosen while this screen waited under another mode):

@@ -22,6 +22,7 @@ Browse a datamodels database read-only. Every screen's keys are in the footer;
 | `4` | **Embeddings**: targets on the first two principal components |
 | `5` | **SQL**: run SQL against the database (read-only) |
 | `?` | this help (`escape`, `q` or `?` closes it); `q` quits (outside text fields and this help; ctrl+q anywhere) |
+| `ctrl+g` | stops what the database is reading (a long query or leakage search); a screen waiting for it names it |
 
 **Targets**: `/` filter (a target id, or a condition such as `label = 3 and support < 20`),
 `s` sort by the next column, `r` reverse, `escape` clears the filter; click a header to sort by it

@@ -14,6 +14,8 @@ from .base import DataScreen
 class OverviewScreen(DataScreen):
     """First screen: what is in the database, and which fit the other screens browse."""
 
+    STATUS = "#summary"
+
     def compose(self) -> ComposeResult:
         yield Header()
         with Vertical(id="overview"):
@@ -25,7 +27,8 @@ class OverviewScreen(DataScreen):
         yield KeyFooter()
 
     def reload(self) -> None:
-        self.fetch("overview", lambda: (self.service.experiments(), self.service.fits()))
+        self.fetch("overview", lambda: (self.service.experiments(), self.service.fits()),
+                   waiting="loading the experiments and fits ...")
 
     async def show_overview(self, value: tuple[pl.DataFrame, pl.DataFrame]) -> None:
         exps, fits = value

@@ -62,8 +62,7 @@ class SqlScreen(DataScreen):
         if not query:
             return
         self.query_one(HistoryInput).remember(query)
-        self.query_one("#status", Static).update("running ... (Enter on another query stops this one)")
-        self.fetch("result", self.timed_sql, query)
+        self.fetch("result", self.timed_sql, query, waiting="running ... (Enter on another query stops this one)")
 
     def timed_sql(self, query: str) -> tuple[pl.DataFrame, int, float]:
         t0 = time.perf_counter()
