@@ -636,7 +636,8 @@ def test_leakage_of_a_fit_without_candidates_drops_the_last_fits_pair(study: Pat
         await pilot.press("1")
         app.browse_fit(quiet)
         await pilot.press("3")
-        await wait_for(pilot, lambda: f"fit {quiet}: 0 candidate" in screen_text(app), what="no candidates")
+        await wait_for(pilot, lambda: f"fit {quiet}: no (target, train example) weight stands out" in screen_text(app),
+                       what="no candidates")  # not "0 candidate pair(s) ... Enter opens the target"
         await pilot.pause()
         assert app.screen.pair is None
         assert f"train #{LEAK[1]}" not in screen_text(app)

@@ -39,11 +39,13 @@ class LeakageScreen(DataScreen):
             for view in self.query(Gallery):
                 view.show([])
             self.pair = None
-        shown = f"{total:,}" if total == frame.height else f"{total:,} (the {frame.height:,} most extreme shown)"
-        self.query_one("#status", Static).update(
-            f"fit {self.fit_id}: {shown} candidate pair(s) with robust z >= 6, most extreme first. "
-            "pixel_dist 0 = identical pixels. Enter opens the target."
-        )
+        if total == 0:  # not "0 candidate pair(s) ..., most extreme first. ... Enter opens the target."
+            text = f"fit {self.fit_id}: no (target, train example) weight stands out (robust z >= 6): no leakage candidates."
+        else:
+            shown = f"{total:,}" if total == frame.height else f"{total:,} (the {frame.height:,} most extreme shown)"
+            text = (f"fit {self.fit_id}: {shown} candidate pair(s) with robust z >= 6, most extreme first. "
+                    "pixel_dist 0 = identical pixels. Enter opens the target.")
+        self.query_one("#status", Static).update(text)
         self.query_one("#candidates", FrameTable).focus_table()
 
     def on_frame_table_row_focused(self, event: FrameTable.RowFocused) -> None:
