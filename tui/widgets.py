@@ -8,6 +8,7 @@ from typing import Any, Callable
 import numpy as np
 import polars as pl
 import polars.selectors as cs
+from rich.cells import cell_len
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -193,16 +194,32 @@ class KeyFooter(Footer):
 
     _pending = False
     _drawn: list[tuple[str, Binding, bool, str]] | None = None
-    NARROW_BELOW = 120
-    """Terminal columns under which the footer is compact: less padding, no palette key, and the
-    screen keys 1-5 as one '1-5 screens' (at 80 columns the Targets footer ended at '3 Leaka',
-    hiding the rest and the help key; the detail screen's ended before them)."""
+    PALETTE_CELLS = 14
+    """What the palette key takes at the right of a full footer."""
+
+    def full_width(self, screen: Screen) -> int:
+        """Cells the full footer needs on `screen`: ' key description ' for each action's first key
+        (as Footer draws them), and the palette key."""
+        shown: dict[str, Binding] = {}
+        for _, binding, _, _ in screen.active_bindings.values():
+            if binding.show:
+                shown.setdefault(binding.action, binding)
+        return self.PALETTE_CELLS + sum(cell_len(self.app.get_key_display(b)) + cell_len(b.description) + 3
+                                        for b in shown.values())
+
+    def set_narrow(self, screen: Screen) -> bool:
+        """Compact (less padding, no palette key, the screen keys 1-5 as one '1-5 screens') where the
+        full footer does not fit: at 80 columns the Targets footer ended at '3 Leaka', and at 120 the
+        detail's before '? Help'. Whether that changed."""
+        narrow = self.full_width(screen) > self.app.size.width
+        if narrow == self.compact:
+            return False
+        self.compact = narrow
+        self.show_command_palette = not narrow
+        return True
 
     async def on_resize(self) -> None:
-        narrow = self.app.size.width < self.NARROW_BELOW
-        if narrow != self.compact:
-            self.compact = narrow
-            self.show_command_palette = not narrow
+        if self.set_narrow(self.screen):
             await self.recompose()
 
     def compose(self) -> ComposeResult:
@@ -225,7 +242,8 @@ class KeyFooter(Footer):
     def _rebuild(self, screen: Screen) -> None:
         self._pending = False
         keys = [(key, binding, enabled, tooltip) for key, (_, binding, enabled, tooltip) in screen.active_bindings.items()]
-        if keys == self._drawn:
+        resized = self.set_narrow(screen)
+        if keys == self._drawn and not resized:
             return
         if screen.app.app_focus and self.is_attached and screen is self.screen:  # when Footer recomposes
             self._drawn = keys

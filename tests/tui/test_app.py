@@ -503,7 +503,7 @@ def test_a_detail_left_open_follows_the_browsed_fit(study: Path, tmp_path: Path)
 
 def test_the_footer_keeps_help_and_screen_keys_on_an_80_column_terminal(study: Path) -> None:
     """At 80 columns the footer ended mid-word ('3 Leaka' on Targets; before the screen keys on the
-    detail), hiding ? Help; a narrow footer is compact and shows the keys 1-5 as one '1-5 screens'."""
+    detail), hiding ? Help; a footer that does not fit is compact and shows the keys 1-5 as one '1-5 screens'."""
     async def main() -> None:
         app = DmdbApp(study)
         async with app.run_test(size=(80, 24)) as pilot:
@@ -514,6 +514,10 @@ def test_the_footer_keeps_help_and_screen_keys_on_an_80_column_terminal(study: P
                 footer = screen_text(app).splitlines()[-1]
                 assert "1-5 screens" in footer and "Overview" not in footer and "palette" not in footer
                 assert ("Filter" in footer) if isinstance(app.screen, TargetsScreen) else ("Nearest" in footer)
+            # at 120 columns the detail's full footer ended at '?', before 'Help': compact where it does not fit
+            await pilot.resize_terminal(120, 40)
+            await pilot.pause()
+            await wait_for(pilot, lambda: "? Help" in screen_text(app).splitlines()[-1], what="the help key at 120")
             await pilot.resize_terminal(150, 40)
             await wait_for(pilot, lambda: "4 Embeddings" in screen_text(app).splitlines()[-1], what="the full footer")
 
