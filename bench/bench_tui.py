@@ -136,7 +136,7 @@ def detail_drawn(app: DmdbApp, target: int) -> bool:
     pos = screen.weights.filter(pl.col("direction") == "positive").sort("rank")
     first = f"#{pos['train_idx'][0]} label" if pos.height else "(none)"
     nearest = screen.query_one("#nearest OptionList", OptionList)
-    neighbour = str(nearest.get_option_at_index(0).prompt) if nearest.option_count else "neighbor_label"
+    neighbour = str(nearest.get_option_at_index(0).prompt) if nearest.option_count else "neighbor  cosine"
     return shows(app, f"target {target} of ", first, f"remove the {screen.k} ", neighbour)
 
 
