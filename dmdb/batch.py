@@ -54,6 +54,38 @@ class RunBatch:
             None if self.infos is None else [self.infos[i] for i in rows],
         )
 
+    @property
+    def layout(self) -> tuple[bool, bool, bool, bool]:
+        """Which optional columns (seeds, workers, durations, infos) it has: batches of one layout concatenate."""
+        return (self.seeds is not None, self.workers is not None, self.durations is not None, self.infos is not None)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes its masks and margins take in memory."""
+        return self.masks.nbytes + self.margins.nbytes
+
+
+def concat(batches: Sequence[RunBatch]) -> RunBatch:
+    """The runs of several batches (at least one, all of one layout) as one batch, in order. It does not
+    check that their run ids are distinct: make_batch checked each batch's own, the caller the rest."""
+    if len({b.layout for b in batches}) != 1:
+        raise ValueError("only batches with the same optional columns concatenate")
+
+    def cat(a: Sequence[np.ndarray | None]) -> np.ndarray | None:
+        return None if a[0] is None else np.concatenate(a)  # type: ignore[arg-type]
+
+    first = batches[0]
+    return RunBatch(
+        np.concatenate([b.run_ids for b in batches]),
+        np.concatenate([b.roles for b in batches]),
+        np.concatenate([b.masks for b in batches]),
+        np.concatenate([b.margins for b in batches]),
+        cat([b.seeds for b in batches]),
+        cat([b.workers for b in batches]),
+        cat([b.durations for b in batches]),
+        None if first.infos is None else [i for b in batches for i in b.infos],  # type: ignore[union-attr]
+    )
+
 
 def make_batch(
     exp: Shape,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import duckdb
 import numpy as np
@@ -16,20 +16,23 @@ from .transaction import transaction
 
 if TYPE_CHECKING:
     from .experiment import Experiment
+    from .plan import Plan
 
 
 def write_batch(
-    exp: "Experiment", batch: RunBatch, also: Callable[[duckdb.DuckDBPyConnection], None] | None = None
+    exp: "Experiment", batch: RunBatch, also: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
+    plans: Sequence["Plan"] | None = None,
 ) -> int:
     """Insert a validated batch atomically; returns how many runs were new.
 
     Runs already recorded with identical role, mask and margins are skipped (recording twice is a
     no-op). A run id recorded before with different data, or a planned run id whose mask is not
     the planned one, raises DuplicateRunError / BadInputError and writes nothing of the batch.
-    `also` runs inside the same transaction (ingest uses it to mark the shard as done).
+    `also` runs inside the same transaction (ingest uses it to mark the shard as done). `plans`:
+    the experiment's seeded plans, when the caller has read them already (ingest reads them once).
     """
     exp.db.require_writable()
-    _check_against_plans(exp, batch)
+    _check_against_plans(exp, batch, exp.plans() if plans is None else plans)
     con = exp.db.con
     name = f"_dmdb_batch_{uuid.uuid4().hex}"
     try:  # unregistered after the transaction: inside an aborted one it fails and hides the error
@@ -56,7 +59,7 @@ def check_batch(exp: "Experiment", batch: RunBatch) -> None:
     """Raise what write_batch would raise for this batch (a planned run with another mask or role,
     a run id recorded before with other data), writing nothing: lets a write in several
     transactions find a clash before its first one."""
-    _check_against_plans(exp, batch)
+    _check_against_plans(exp, batch, exp.plans())
     _drop_identical_existing(exp, batch)
 
 
@@ -104,11 +107,11 @@ def _drop_identical_existing(exp: "Experiment", batch: RunBatch) -> RunBatch:
     return batch.take(keep)
 
 
-def _check_against_plans(exp: "Experiment", batch: RunBatch) -> None:
+def _check_against_plans(exp: "Experiment", batch: RunBatch, plans: Sequence["Plan"]) -> None:
     """A planned run id must carry its planned role and mask (and a counterfactual one its planned
-    seed and info): otherwise the plan and data disagree."""
+    seed and info): otherwise the plan and data disagree. `plans`: the experiment's seeded plans."""
     _check_against_counterfactual_plans(exp, batch)
-    for plan in exp.plans():
+    for plan in plans:
         ids = plan.run_ids
         rows = np.flatnonzero((batch.run_ids >= ids.start) & (batch.run_ids < ids.stop))
         for i in rows:

@@ -82,7 +82,12 @@ def shard_worker(
         ack(ack_path, " ".join(map(str, part)))
 
 
-def ingester(db_path: str, directory: str, ack_path: str) -> None:
+def ingester(db_path: str, directory: str, ack_path: str, group_runs: int | None = None) -> None:
+    """`ingest`, with at most `group_runs` runs a transaction when given (several groups for a small folder)."""
+    if group_runs is not None:
+        import dmdb.ingestion
+
+        dmdb.ingestion.GROUP_RUNS = group_runs
     with dmdb.open(db_path) as db:
         ack(ack_path, "ready")
         report = ingest(db, directory)

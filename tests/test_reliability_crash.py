@@ -92,17 +92,22 @@ def shard_folder(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
 
 
 def test_kill_ingester_mid_ingest(tmp_path: Path, shard_folder: tuple[Path, dict]) -> None:
-    """The ingester holds one transaction per shard: a kill leaves whole shards only; a rerun completes."""
+    """The ingester holds one transaction per group of shards (here 3 shards, 60 runs): a kill leaves
+    whole shards only; a rerun completes."""
     shards, plan_dict = shard_folder
     rng = random.Random(11)
     ctx = rp.context()
+    _new_db(tmp_path / "timing.duckdb", 300)
+    # kills fall within the time the whole ingest takes here (ready + done), so most land mid-ingest
+    span = rp.time_to_finish(ctx, rp.ingester, (str(tmp_path / "timing.duckdb"), str(shards), str(tmp_path / "acks-t"), 60),
+                             tmp_path / "acks-t", acks=2)
     n, partial_states, lost, dup = rp.iterations(10, 60), 0, 0, 0
     for it in range(n):
         path = tmp_path / f"it{it}.duckdb"
         plan = _new_db(path, 300)
         assert plan.to_dict() == plan_dict
         acks = tmp_path / f"acks{it}"
-        rp.run_and_kill(ctx, rp.ingester, (str(path), str(shards), str(acks)), acks, rp.random_delay(rng, 0.8))
+        rp.run_and_kill(ctx, rp.ingester, (str(path), str(shards), str(acks), 60), acks, rp.random_delay(rng, 1.2 * span))
         with dmdb.open(path) as db:
             exp = db.experiment("crash")
             ids = rp.check_runs_whole(exp, plan)

@@ -191,3 +191,121 @@ def test_unfinished_shard_files_of_stopped_writers_are_listed(exp: dmdb.Experime
     assert "1 unfinished shard files" in err and "node1/.small-7-ab.parquet.tmp" in err
     assert f"find {shards} -name '.*.parquet.tmp' -mmin +60 -delete" in err
     assert old.exists() and live.exists()
+
+
+# -- grouped ingest: many shards a transaction, each shard still in whole or not at all ---------------
+def _one_run_shards(directory: Path, masks: np.ndarray, margins: np.ndarray, ids: range) -> dict[int, Path]:
+    """One shard per run id (below 10, so that file name order is run id order)."""
+    return {int(r): write_shard(directory, "small", [r], masks[r : r + 1], margins[r : r + 1]) for r in ids}
+
+
+def _counting_writes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Records the number of runs of each write_batch call ingest makes (one per transaction)."""
+    import dmdb.ingestion
+
+    sizes: list[int] = []
+    real = dmdb.ingestion.write_batch
+
+    def counted(exp, batch, also=None, plans=None):  # type: ignore[no-untyped-def]
+        sizes.append(len(batch))
+        return real(exp, batch, also=also, plans=plans)
+
+    monkeypatch.setattr(dmdb.ingestion, "write_batch", counted)
+    return sizes
+
+
+def test_a_corrupt_shard_in_a_group_keeps_only_itself_out(exp: dmdb.Experiment, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    masks, margins = random_runs(10, 37, 5)
+    paths = _one_run_shards(tmp_path, masks, margins, range(10))
+    paths[4].write_bytes(paths[4].read_bytes()[:-40])  # torn in the middle of the folder
+    sizes = _counting_writes(monkeypatch)
+    seen: list[tuple[int, int]] = []
+    report = ingest(exp.db, tmp_path, progress=lambda done, total: seen.append((done, total)))
+    assert [name for name, _ in report.bad] == [paths[4].name] and "unreadable shard" in report.bad[0][1]
+    assert (report.files_ingested, report.runs_added) == (9, 9)
+    assert sizes == [9], "the nine good shards go in in one transaction"
+    keep = [r for r in range(10) if r != 4]
+    np.testing.assert_array_equal(exp.run_ids(), keep)
+    np.testing.assert_array_equal(exp.masks(), masks[keep])
+    np.testing.assert_array_equal(exp.margins(), margins[keep])
+    assert sorted(exp.db.sql("SELECT name FROM ingested_shards")["name"].to_list()) == sorted(paths[r].name for r in keep)
+    dones = [d for d, _ in seen]
+    assert seen[0] == (0, 10) and seen[-1] == (10, 10) and dones == sorted(dones) and {t for _, t in seen} == {10}
+
+
+def test_a_conflicting_shard_in_a_group_keeps_only_itself_out(exp: dmdb.Experiment, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run 1 recorded before with other data and a twin of run 5 with other margins are refused; their
+    groups' other shards (an identical twin of run 6, runs already recorded identically) go in."""
+    masks, margins = random_runs(10, 37, 5)
+    exp.record_batch([0, 1, 2], masks[:3], np.vstack([margins[0], margins[1] + 1, margins[2]]))
+    paths = _one_run_shards(tmp_path, masks, margins, range(10))
+    twin5 = write_shard(tmp_path / "z", "small", [5], masks[5:6], margins[5:6] + 1)  # after the originals by name
+    twin6 = write_shard(tmp_path / "z", "small", [6], masks[6:7], margins[6:7])
+    sizes = _counting_writes(monkeypatch)
+    report = ingest(exp.db, tmp_path)
+    bad = dict(report.bad)
+    assert sorted(bad) == sorted([paths[1].name, f"z/{twin5.name}"])
+    assert all("already recorded with other data" in why for why in bad.values())
+    assert (report.files_ingested, report.runs_added, report.runs_already_present) == (10, 7, 3)
+    # the group of runs 0-9 is refused, then halved down to run 1's shard; the twins form a second group
+    assert sizes == [10, 5, 2, 1, 1, 3, 5, 2, 1, 1]
+    np.testing.assert_array_equal(exp.run_ids(), range(10))
+    np.testing.assert_array_equal(exp.masks(), masks)
+    expected = margins.copy()
+    expected[1] += 1  # as first recorded
+    np.testing.assert_array_equal(exp.margins(), expected)
+    names = set(exp.db.sql("SELECT name FROM ingested_shards")["name"].to_list())
+    assert names == {p.name for r, p in paths.items() if r != 1} | {f"z/{twin6.name}"}
+    again = ingest(exp.db, tmp_path)
+    assert (again.files_ingested, again.runs_added, again.files_already_ingested, len(again.bad)) == (0, 0, 10, 2)
+
+
+def test_an_interrupted_group_write_leaves_whole_groups_and_the_next_ingest_completes(
+    exp: dmdb.Experiment, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dmdb.ingestion
+
+    masks, margins = random_runs(10, 37, 5)
+    paths = _one_run_shards(tmp_path, masks, margins, range(10))
+    monkeypatch.setattr(dmdb.ingestion, "GROUP_RUNS", 4)
+    real = dmdb.ingestion.write_batch
+    writes: list[int] = []
+
+    def interrupted_in_the_second(exp, batch, also=None, plans=None):  # type: ignore[no-untyped-def]
+        writes.append(len(batch))
+
+        def mark_then_stop(con) -> None:  # type: ignore[no-untyped-def]
+            also(con)
+            if len(writes) == 2:  # Ctrl-C inside the second group's transaction, its runs and marks inserted
+                raise KeyboardInterrupt
+
+        return real(exp, batch, also=mark_then_stop, plans=plans)
+
+    monkeypatch.setattr(dmdb.ingestion, "write_batch", interrupted_in_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        ingest(exp.db, tmp_path)
+    assert writes == [4, 4]
+    np.testing.assert_array_equal(exp.run_ids(), range(4))
+    assert sorted(exp.db.sql("SELECT name FROM ingested_shards")["name"].to_list()) == sorted(paths[r].name for r in range(4))
+    monkeypatch.setattr(dmdb.ingestion, "write_batch", real)
+    report = ingest(exp.db, tmp_path)
+    assert (report.files_already_ingested, report.files_ingested, report.runs_added, report.bad) == (4, 6, 6, [])
+    np.testing.assert_array_equal(exp.masks(), masks)
+    np.testing.assert_array_equal(exp.margins(), margins)
+
+
+def test_shards_with_different_columns_ingest_together(exp: dmdb.Experiment, tmp_path: Path) -> None:
+    """Shards with and without worker, seed and duration (grouped only with their like) keep their own."""
+    masks, margins = random_runs(6, 37, 5)
+    for r in range(6):
+        extra = {"worker": f"w{r}", "seeds": [r * 10], "durations": [r / 4]} if r % 2 else {}
+        write_shard(tmp_path, "small", [r], masks[r : r + 1], margins[r : r + 1], **extra)
+    report = ingest(exp.db, tmp_path)
+    assert (report.files_ingested, report.runs_added, report.bad) == (6, 6, [])
+    runs = exp.runs()
+    assert runs["worker"].to_list() == [None, "w1", None, "w3", None, "w5"]
+    assert runs["seed"].to_list() == [None, 10, None, 30, None, 50]
+    assert runs["duration_s"].to_list() == [None, 0.25, None, 0.75, None, 1.25]
+    np.testing.assert_array_equal(exp.margins(), margins)

@@ -45,9 +45,9 @@ def register(sub: Any, parents: tuple[argparse.ArgumentParser, argparse.Argument
 
     p = sub.add_parser(
         "ingest", parents=[common], help="ingest shard files written by workers (idempotent)",
-        description="Each shard goes in whole, in its own transaction, or not at all; shards ingested before are "
-                    "skipped by name. A corrupt, partial or inconsistent shard is reported, left on disk and "
-                    "skipped, and the exit status is then 1 (the good shards are in).")
+        description="Each shard goes in whole or not at all (many shards a transaction, up to 500 runs); shards "
+                    "ingested before are skipped by name. A corrupt, partial or inconsistent shard is reported, "
+                    "left on disk and skipped, and the exit status is then 1 (the good shards are in).")
     p.add_argument("directory", help="folder of .parquet shards (searched recursively)")
     p.add_argument("--move-bad", metavar="FOLDER",
                    help="move every shard that cannot be ingested there (keeping its relative path), so the next "
