@@ -12,6 +12,7 @@ from duckdb.sqltypes import DuckDBPyType
 
 from . import schema
 from .errors import DatabaseLockedError, DmdbError, ReadOnlyError, SchemaVersionError, UnknownExperimentError
+from .interrupt import interruptible
 
 if TYPE_CHECKING:
     from .experiment import Experiment
@@ -48,11 +49,14 @@ class Database:
         BIT columns (a run's `mask`) come back as their bit strings ('0110...') and INTERVALs as
         text ('1 day 02:00:00'), as the DuckDB shell shows them; `exp.masks()` gives masks as a
         numpy matrix."""
-        try:
+        def run() -> pl.DataFrame:
             rel = self.con.sql(query, params=params)
             if rel is None:
                 return pl.DataFrame()
             return pl.from_arrow(_as_text(rel).to_arrow_table())  # type: ignore[return-value]
+
+        try:
+            return interruptible(self.con, run)  # Ctrl-C: KeyboardInterrupt, not DuckDB's RuntimeError
         except duckdb.Error as e:
             if self.read_only and "read-only mode" in str(e):
                 raise ReadOnlyError(

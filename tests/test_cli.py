@@ -254,6 +254,20 @@ def test_ctrl_c_inside_a_duckdb_query_reads_interrupted(
     assert capsys.readouterr().err.strip() == "dmdb info: interrupted"
 
 
+def test_ctrl_c_during_a_long_sql_query_exits_130(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """SIGINT to `dmdb sql` while DuckDB runs a long query: one line, exit 130 (it was often not
+    answered at all: the query ran on to its end). A --write statement leaves nothing behind."""
+    from ctrl_c import SLOW_QUERY, ctrl_c_while_running
+
+    db = str(tmp_path / "x.duckdb")
+    run_cli(capsys, "init", "--db", db)
+    for argv in (["sql", SLOW_QUERY], ["sql", "--write", f"CREATE TABLE t AS {SLOW_QUERY}"]):
+        run = ctrl_c_while_running(f"import sys\nfrom dmdb.cli import main\nsys.exit(main({argv + ['--db', db]!r}))\n")
+        assert (run.returncode, run.stderr) == (130, "dmdb sql: interrupted\n")
+    code, out, _ = run_cli(capsys, "sql", "SELECT count(*) AS n FROM duckdb_tables() WHERE table_name = 't'", "--db", db, "-f", "csv")
+    assert (code, out.split()) == (0, ["n", "0"])
+
+
 def test_ctrl_c_while_the_cli_loads_reads_interrupted(tmp_path: Path) -> None:
     """Ctrl-C in the first second or more of any command, while its libraries load (polars here),
     printed Python's KeyboardInterrupt traceback through the import machinery; now one line, 130."""

@@ -328,6 +328,24 @@ def test_sql_errors_are_dmdb_errors(db: dmdb.Database) -> None:
     assert db.sql("SELECT ?::INT + 1 AS x", [41])["x"][0] == 42
 
 
+def test_ctrl_c_during_a_query_raises_keyboard_interrupt(db_path: Path) -> None:
+    """Ctrl-C while db.sql ran a long query raised DuckDB's RuntimeError('Query interrupted'), or,
+    when one of DuckDB's worker threads held the long piece of work, was never answered (the
+    query ran to its end). Now KeyboardInterrupt, and the connection still works."""
+    from ctrl_c import SLOW_QUERY, ctrl_c_while_running
+
+    run = ctrl_c_while_running(
+        "import dmdb\n"
+        f"db = dmdb.open({str(db_path)!r})\n"
+        "try:\n"
+        f"    db.sql({SLOW_QUERY!r})\n"
+        "except BaseException as e:\n"
+        "    print(type(e).__name__)\n"
+        "print(db.sql('SELECT 42 AS x')['x'][0])\n"
+    )
+    assert run.stdout.split() == ["KeyboardInterrupt", "42"], run.stderr
+
+
 def test_ctrl_c_as_begin_returns_leaves_no_transaction_open(db: dmdb.Database) -> None:
     """A KeyboardInterrupt that arrives while BEGIN runs is raised as it returns, outside the block
     that rolled back: the transaction stayed open, so a notebook's next record_batch failed with

@@ -1,0 +1,38 @@
+"""Ctrl-C in the middle of a DuckDB statement, in a child process: SIGINT is sent once DuckDB
+reports progress on the statement (a marker, not a fixed wait), so it lands while the query runs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+SLOW_QUERY = "SELECT sum(hash(a.range * b.range)) AS s FROM range(1000000000) a, range(1000000) b"
+"""Hours of work: a child that ignores Ctrl-C runs past the test's timeout."""
+
+_WATCH = """
+import os, signal, threading, time
+import dmdb.store
+
+_opened = []
+_open = dmdb.store.open
+
+def _open_and_watch(*args, **kwargs):
+    db = _open(*args, **kwargs)
+    db.con.execute("SET enable_progress_bar = true; SET enable_progress_bar_print = false")
+    _opened.append(db)
+    return db
+
+def _ctrl_c_once_running():
+    while not (_opened and _opened[0].con.query_progress() > 0):
+        time.sleep(0.01)
+    os.kill(os.getpid(), signal.SIGINT)
+
+dmdb.store.open = _open_and_watch
+threading.Thread(target=_ctrl_c_once_running, daemon=True).start()
+"""
+
+
+def ctrl_c_while_running(body: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run `body` (Python that opens a database with dmdb.store.open and runs a slow statement) in a
+    child, and send it SIGINT once the first database it opened is busy with a statement."""
+    return subprocess.run([sys.executable, "-c", _WATCH + body], capture_output=True, text=True, timeout=timeout)
