@@ -394,6 +394,24 @@ def test_a_pool_view_that_cannot_be_read_is_named(db: dmdb.Database) -> None:
     assert db.fits().height == 0 and exp.fit("diff-means").lds is not None
 
 
+def test_runs_with_nan_margins_are_named_at_fit_time(db: dmdb.Database) -> None:
+    """Margins that bypassed record's checks (an UPDATE through `dmdb sql --write`) stopped a fit with
+    'margins contain NaN or inf in 1 target column(s) (first: [3]); drop or repair those runs' (which
+    runs?), or, in a holdout run, 'predictions or margins contain NaN or inf'. Now the runs are named."""
+    exp = db.experiment("syn")
+    db.sql("UPDATE runs SET margins = margins[:3] || ['nan'::FLOAT] || margins[5:] WHERE run_id = 17")  # target 3
+    with pytest.raises(dmdb.FitError, match=r"^1 fit run\(s\) of experiment 'syn' have NaN or inf margins "
+                       r"\(run ids 17; the first at target 3\).*repair or delete those runs, or leave them out with where="):
+        exp.fit("diff-means")
+    assert exp.fit("diff-means", targets=[0, 1]).lds is not None  # the bad target is not fitted
+    assert exp.fit("diff-means", where="run_id <> 17").lds is not None
+    db.sql("UPDATE runs SET margins = margins[:2] || ['inf'::FLOAT] || margins[4:] WHERE run_id IN (650, 700)")
+    with pytest.raises(dmdb.FitError, match=r"^2 holdout run\(s\) of experiment 'syn' have NaN or inf margins "
+                       r"\(run ids 650, 700; the first at target 2\).*holdout_pool"):
+        exp.fit("diff-means", where="run_id <> 17")
+    assert db.fits().height == 2
+
+
 def test_where_and_curve_of_the_wrong_type_are_clear_errors(db: dmdb.Database) -> None:
     """where=5 raised AttributeError, curve=0.5 and curve=['a'] TypeErrors (after the runs were
     read), a numpy array of fractions ValueError (its truth value); now a BadInputError, or for

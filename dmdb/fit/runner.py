@@ -45,7 +45,25 @@ def read_data(exp: "Experiment", sel: Selection) -> FitData:
     cols = sel.targets
     X, Y = exp.masks_and_margins(runs=ids, packed=True)
     X_holdout, Y_holdout = exp.masks_and_margins(runs=sel.holdout, packed=True)
-    return FitData(ids=ids, X=X, Y=_columns(Y, cols), X_holdout=X_holdout, Y_holdout=_columns(Y_holdout, cols))
+    data = FitData(ids=ids, X=X, Y=_columns(Y, cols), X_holdout=X_holdout, Y_holdout=_columns(Y_holdout, cols))
+    _check_finite(exp, ids, data.Y, cols, "fit", "leave them out with where= (CLI: --where)")
+    _check_finite(exp, sel.holdout, data.Y_holdout, cols, "holdout", "leave them out of the holdout_pool view")
+    return data
+
+
+def _check_finite(exp: "Experiment", ids: np.ndarray, Y: np.ndarray, cols: np.ndarray, role: str, leave_out: str) -> None:
+    """Runs whose margins hold NaN or inf (written around record's checks, e.g. by `dmdb sql --write`)
+    named by run id; the solver could only say which target columns. A float64 row sum finds them in
+    one pass without a runs x targets boolean copy (it cannot overflow from float32 margins)."""
+    suspect = np.flatnonzero(~np.isfinite(Y.sum(axis=1, dtype=np.float64)))
+    bad = suspect[~np.isfinite(Y[suspect]).all(axis=1)]
+    if bad.size:
+        first = int(cols[np.flatnonzero(~np.isfinite(Y[bad[0]]))[0]])
+        shown = ", ".join(str(i) for i in ids[bad[:5]]) + (", ..." if bad.size > 5 else "")
+        raise FitError(
+            f"{bad.size} {role} run(s) of experiment {exp.name!r} have NaN or inf margins (run ids {shown}; the first at "
+            f"target {first}), which a fit cannot use: repair or delete those runs, or {leave_out}"
+        )
 
 
 def _columns(Y: np.ndarray, cols: np.ndarray) -> np.ndarray:
