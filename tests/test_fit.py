@@ -323,7 +323,10 @@ def test_bad_input_errors(db: dmdb.Database) -> None:
         exp.fit(where="bogus < 3")
     with pytest.raises(dmdb.BadInputError, match="not targets"):
         exp.fit(targets=[99])
-    with pytest.raises(dmdb.FitError, match="at least 2 fit runs"):
+    # the pool is narrowed by where: the runs exist, and the advice says so (it said only 'Record more runs')
+    with pytest.raises(dmdb.FitError, match=r"matching 'run_id < 2', which split into 2 fit and 0 validation runs "
+                       r"\(val_frac=0.1\); a fit needs at least 2 fit runs and 1 validation run, so 6 runs at this "
+                       r"val_frac. Widen --where, or record more runs$"):
         exp.fit(where="run_id < 2")
     if not torch.cuda.is_available():  # the advice names the CLI option too: `dmdb fit` prints this line
         with pytest.raises(dmdb.FitError, match=r"no CUDA device; use device='cpu' \(CLI: --device cpu\)"):

@@ -192,7 +192,8 @@ def select(
             f"experiment {exp.name!r} has {pool.size} runs in its fit pool"
             + (f" matching {where!r}" if where else "")
             + f", which split into {pool.size - n_val} fit and {n_val} validation runs (val_frac={val_frac}); "
-            "a fit needs at least 2 fit runs and 1 validation run. Record more runs"
+            f"a fit needs at least 2 fit runs and 1 validation run, so {min_fit_pool(val_frac)} runs at this "
+            f"val_frac. {'Widen --where, or record' if where else 'Record'} more runs"
         )
     perm = np.random.default_rng(split_seed).permutation(pool.size)
     shuffled = pool[perm]
