@@ -239,6 +239,20 @@ def test_sql_write_wraps_only_what_a_transaction_can_hold(tmp_path: Path, capsys
     assert out.splitlines() == ["a", '"7,8"']
 
 
+def test_a_verb_that_fails_removes_the_database_it_created(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """import-npy of a mistyped store folder, or a synth refused for too few runs, into a new --db path
+    left an empty database file (800 KB) behind. A database that was there before stays."""
+    db = tmp_path / "new.duckdb"
+    for argv, why in ((["import-npy", str(tmp_path / "no_store"), "--name", "r"], "no_store/masks.npy is missing"),
+                      (["synth", "s", "--runs", "2", "--train", "10", "--targets", "2"], "at least 6 fit runs")):
+        code, _, err = run_cli(capsys, *argv, "--db", str(db))
+        assert code == 1 and why in err and err.count("\n") == 1
+        assert sorted(p.name for p in tmp_path.iterdir()) == []
+    run_cli(capsys, "init", "--db", str(db))
+    code, _, err = run_cli(capsys, "import-npy", str(tmp_path / "no_store"), "--name", "r", "--db", str(db))
+    assert code == 1 and db.exists()
+
+
 def test_ctrl_c_inside_a_duckdb_query_reads_interrupted(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

@@ -14,6 +14,7 @@ from ..scale.engines import check_engine
 from ..scale.export import export_runs, export_weights
 from ..scale.task import load_train_fn
 from .argtypes import TRAIN_HELP, add_subset_options, at_least
+from .opening import open_or_create
 from .output import STDOUT
 from .progress import STDERR, progress_bar, stage_progress
 
@@ -118,7 +119,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
 def cmd_synth(args: argparse.Namespace) -> int:
     spec = SynthSpec(args.train, args.targets, density=args.density, noise=args.noise, seed=args.seed, alpha=args.alpha)
     holdout = args.runs // 10 if args.holdout is None else args.holdout
-    with store.open(args.db) as db, stage_progress(args.quiet) as bar:
+    with open_or_create(args.db) as db, stage_progress(args.quiet) as bar:
         exp, truth = create_synthetic(db, args.name, spec, args.runs, holdout, args.chunk, not args.no_truth_fit, bar,
                                        args.sampling)
         n = exp.n_runs()

@@ -17,6 +17,7 @@ from ..npy_import import import_npy
 from ..shards import UNFINISHED_GLOB
 from ..transaction import transaction
 from .argtypes import add_subset_options, at_least
+from .opening import open_or_create
 from .output import STDOUT, emit
 from .progress import STDERR, progress_bar
 
@@ -75,7 +76,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_create(args: argparse.Namespace) -> int:
-    with store.open(args.db) as db:
+    with open_or_create(args.db) as db:
         exp = db.create_experiment(args.experiment, args.n_train, args.n_targets, alpha=args.alpha,
                                    sampling=args.sampling, exist_ok=args.exist_ok)
     STDOUT.print(f"[green]ok[/green] experiment {exp.name!r} in {args.db}: {exp.n_train} train examples, "
@@ -162,7 +163,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_import_npy(args: argparse.Namespace) -> int:
-    with store.open(args.db) as db, progress_bar("importing runs", args.quiet) as bar:
+    with open_or_create(args.db) as db, progress_bar("importing runs", args.quiet) as bar:
         exp, added = import_npy(db, args.directory, args.name, args.role, args.alpha, args.chunk_rows, progress=bar,
                                 first_run_id=args.first_run_id)
         total = exp.n_runs()
