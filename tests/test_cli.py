@@ -282,9 +282,11 @@ def test_ctrl_c_during_a_long_sql_query_exits_130(tmp_path: Path, capsys: pytest
     assert (code, out.split()) == (0, ["n", "0"])
 
 
-def test_ctrl_c_while_the_cli_loads_reads_interrupted(tmp_path: Path) -> None:
-    """Ctrl-C in the first second or more of any command, while its libraries load (polars here),
-    printed Python's KeyboardInterrupt traceback through the import machinery; now one line, 130."""
+@pytest.mark.parametrize("library", ["numpy", "polars"])
+def test_ctrl_c_while_the_cli_loads_reads_interrupted(tmp_path: Path, library: str) -> None:
+    """Ctrl-C in the first second or more of any command, while its libraries load, printed Python's
+    KeyboardInterrupt traceback through the import machinery; now one line, 130. numpy loaded with
+    `import dmdb` itself (for dmdb.Plan), before the command's handler was reached."""
     import subprocess
     import sys
 
@@ -292,7 +294,7 @@ def test_ctrl_c_while_the_cli_loads_reads_interrupted(tmp_path: Path) -> None:
         "import os, signal, sys\n"
         "class CtrlC:\n"
         "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name == 'polars':\n"
+        f"        if name == {library!r}:\n"
         "            sys.meta_path.remove(self)\n"
         "            os.kill(os.getpid(), signal.SIGINT)\n"
         "sys.meta_path.insert(0, CtrlC())\n"
