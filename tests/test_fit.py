@@ -131,6 +131,33 @@ def test_lds_is_mean_holdout_spearman_of_stored_weights(db: dmdb.Database) -> No
     np.testing.assert_allclose(fit.predict(Xh[0].astype(bool)), pred[0], atol=1e-4)
 
 
+@pytest.mark.parametrize("block_bytes", [None, 1])
+def test_stored_holdout_spearman_is_scipys_on_fit_predict(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           block_bytes: int | None) -> None:
+    """Margins near 1000 varying by ~1e-3: float32 predictions there are ~6e-5 apart, so many runs
+    tie or swap in float32 that float64 ranks apart. The stored Spearman is scipy's on
+    fit.predict (float64) to 1e-12, scored in one block of targets and one target at a time."""
+    if block_bytes is not None:
+        monkeypatch.setattr(dmdb.fit.runner, "_SCORE_BLOCK_BYTES", block_bytes)
+    rng = np.random.default_rng(5)
+    Wt = rng.normal(size=(N, 4))
+    with dmdb.open(tmp_path / "ties.duckdb") as d:
+        exp = d.create_experiment("ties", n_train=N, n_targets=4, alpha=0.5)
+        for n, seed, role in ((400, 0, "fit"), (200, 1, "holdout")):
+            runs = list(exp.pending(exp.plan(n, seed=seed, role=role)))
+            M = np.stack([r.mask for r in runs])
+            exp.record_batch([r.run_id for r in runs], M, 1000 + 1e-3 * (M @ Wt + rng.normal(size=(n, 4))), role=role)
+        Xh, Yh = exp.masks("holdout"), exp.margins("holdout")
+        for estimator in ("ridge", "lasso"):
+            fit = exp.fit(estimator)
+            pred = fit.predict(Xh)
+            rho = np.array([spearmanr(pred[:, t], Yh[:, t]).statistic for t in range(4)])
+            pred32 = pred.astype(np.float32)
+            assert (np.array([len(np.unique(pred32[:, t])) for t in range(4)]) < 150).all()  # float32 ties
+            np.testing.assert_allclose(fit.targets()["holdout_spearman"].to_numpy(), rho, rtol=0, atol=1e-12)
+            assert fit.lds == pytest.approx(rho.mean(), abs=1e-12)
+
+
 def test_lasso_weights_match_sklearn_at_the_chosen_lambda(db: dmdb.Database) -> None:
     """Raw 0/1 coordinates: the stored refit equals scikit-learn's Lasso on fit+val runs at the stored lambda."""
     exp = db.experiment("syn")

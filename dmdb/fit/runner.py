@@ -17,7 +17,7 @@ from ..validate import as_real
 from .estimators import SOLVERS
 from .options import MIN_HOLDOUT_RUNS, FitOptions
 from .selection import Selection, select
-from .write import CurvePoint, FitRecord, write_fit
+from .write import CurvePoint, FitRecord, stored_weights, write_fit
 
 if TYPE_CHECKING:
     from ..experiment import Experiment
@@ -72,8 +72,18 @@ def _columns(Y: np.ndarray, cols: np.ndarray) -> np.ndarray:
     return Y if np.array_equal(cols, np.arange(Y.shape[1])) else Y[:, cols]
 
 
+_SCORE_BLOCK_BYTES = 1 << 28
+"""About how much float64 (weights and predictions) one block of targets is scored with."""
+
+
 def holdout_scores(data: FitData, W: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray, float | None]:
     """Per-target Spearman of predicted vs actual holdout margins, and their mean (the LDS).
+
+    Predictions are made as `Fit.predict` makes them: in float64, from the weights as stored
+    (float32) and the bias as stored (float64), so the stored Spearman is the one a user computes
+    from `fit.predict(holdout masks)`; float32 predictions tie or swap runs whose predictions are
+    within float32 rounding of each other. Targets are scored in blocks, so that no float64 copy
+    of all of W is made.
 
     Targets whose holdout margins are constant have no rank correlation (NaN, stored as NULL)
     and are left out of the mean; with fewer than MIN_HOLDOUT_RUNS holdout runs no target has
@@ -81,12 +91,21 @@ def holdout_scores(data: FitData, W: np.ndarray, bias: np.ndarray) -> tuple[np.n
     weight) ranks nothing: it counts as 0, so that an estimator cannot raise its LDS by giving
     up on hard targets.
     """
-    if data.X_holdout.shape[0] < MIN_HOLDOUT_RUNS:
-        return np.full(W.shape[1], np.nan), None
-    pred = predict(data.X_holdout, W, bias)
-    rho = spearman_per_target(pred, data.Y_holdout)
-    flat = (pred == pred[:1]).all(axis=0) & ~(data.Y_holdout == data.Y_holdout[:1]).all(axis=0)
-    rho[flat] = 0.0
+    n, N = data.X_holdout.shape
+    T = W.shape[1]
+    if n < MIN_HOLDOUT_RUNS:
+        return np.full(T, np.nan), None
+    bias = np.asarray(bias, dtype=np.float64).reshape(-1)
+    rho = np.empty(T)
+    step = max(1, _SCORE_BLOCK_BYTES // (8 * (N + n)))
+    for a in range(0, T, step):
+        b = slice(a, a + step)
+        pred = predict(data.X_holdout, stored_weights(W[:, b]).astype(np.float64), bias[b])
+        actual = data.Y_holdout[:, b]
+        r = spearman_per_target(pred, actual)
+        flat = (pred == pred[:1]).all(axis=0) & ~(actual == actual[:1]).all(axis=0)
+        r[flat] = 0.0
+        rho[b] = r
     finite = np.isfinite(rho)
     return rho, float(rho[finite].mean()) if finite.any() else None
 

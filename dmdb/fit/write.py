@@ -65,7 +65,7 @@ def _insert(db: "Database", table: str, data: pa.Table) -> None:
     db.con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {name}")
 
 
-def _stored_weights(W: np.ndarray) -> np.ndarray:
+def stored_weights(W: np.ndarray) -> np.ndarray:
     """The weights as stored (float32): nonzeros and counts are taken after the cast, so a value
     that underflows is not kept as a 0.0 row, and one that overflows is refused."""
     W32 = np.asarray(W, dtype=np.float32)
@@ -79,7 +79,7 @@ def write_fit(db: "Database", rec: FitRecord) -> int:
     db.require_writable()
     sel = rec.selection
     targets = sel.targets.astype(np.int32)
-    W = _stored_weights(rec.W)
+    W = stored_weights(rec.W)
     con = db.con
     try:
         with transaction(con):
