@@ -71,8 +71,10 @@ def _images(images: Any, n: int) -> tuple[pa.Array, pa.Array, pa.Array]:
         raise BadInputError(f"images must have one entry per example ({n}), got {len(images)}")
     arrays = [np.ascontiguousarray(im) for im in images]
     for i, im in enumerate(arrays):
-        if im.dtype == object or im.ndim not in (2, 3):
-            raise BadInputError(f"image {i} must be a 2-D (H, W) or 3-D (H, W, C) numeric array, got {im.shape} {im.dtype}")
+        # bool, integers and floats of at most 8 bytes: the dtypes SQL's dmdb_image_values decodes
+        if im.dtype.kind not in "biuf" or im.dtype.itemsize > 8 or im.ndim not in (2, 3):
+            raise BadInputError(f"image {i} must be a 2-D (H, W) or 3-D (H, W, C) array of bool, integers or floats "
+                                f"of at most 8 bytes, got {im.shape} {im.dtype}")
     return (
         pa.array([im.tobytes() for im in arrays], pa.binary()),
         pa.array([list(im.shape) for im in arrays], pa.list_(pa.int32())),

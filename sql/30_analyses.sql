@@ -296,13 +296,62 @@ WHERE ranked.r <= p.kk
 ORDER BY ranked.r;
 
 -- ---------------------------------------------------------------------------------------------
+-- Images as numbers. set_examples stores an image as its raw bytes in C order with numpy's dtype.str
+-- ('|u1', '<f4', '>i2', ...: byte order, kind, item size); dmdb_image_values gives its pixels as the
+-- DOUBLE list numpy's astype(float64).ravel() gives (bool, integers of 1 to 8 bytes, floats of 2, 4 or
+-- 8 bytes; NULL for another dtype). Each item is read as an unsigned integer from its hex digits
+-- (little-endian items reversed byte by byte), then as a signed integer or an IEEE float of its width.
+
+CREATE OR REPLACE MACRO dmdb_image_decodable(dt) AS
+    dt IN ('|b1', '|u1', '|i1', '<u2', '>u2', '<i2', '>i2', '<u4', '>u4', '<i4', '>i4', '<u8', '>u8',
+           '<i8', '>i8', '<f2', '>f2', '<f4', '>f4', '<f8', '>f8');
+
+-- swaps the two hex digits of every byte (0x0F0F0F0F0F0F0F0F = 1085102592571150095)
+CREATE OR REPLACE MACRO dmdb_nibble_swap(v) AS
+    ((v & 1085102592571150095::UBIGINT) << 4::UBIGINT) | ((v >> 4::UBIGINT) & 1085102592571150095::UBIGINT);
+
+CREATE OR REPLACE MACRO dmdb_image_bits(h, little, size) AS
+    CASE WHEN little
+         THEN list_transform(regexp_extract_all(h, '.{' || (2 * size) || '}'), lambda x: dmdb_nibble_swap(('0x' || reverse(x))::UBIGINT))
+         ELSE list_transform(regexp_extract_all(h, '.{' || (2 * size) || '}'), lambda x: ('0x' || x)::UBIGINT) END;
+
+-- an IEEE float of 1 sign bit, ebits exponent bits and mbits fraction bits (every step exact in DOUBLE)
+CREATE OR REPLACE MACRO dmdb_float_magnitude(e, m, ebits, mbits) AS
+    CASE WHEN e = 0 THEN m::DOUBLE * pow(2.0, 2 - (1 << (ebits - 1)) - mbits)
+         WHEN e = (1 << ebits) - 1 THEN CASE WHEN m = 0 THEN 'inf'::DOUBLE ELSE 'nan'::DOUBLE END
+         ELSE ((1::UBIGINT << mbits::UBIGINT) + m)::DOUBLE * pow(2.0, e + 1 - (1 << (ebits - 1)) - mbits) END;
+
+CREATE OR REPLACE MACRO dmdb_float_from_bits(u, ebits, mbits) AS
+    (1 - 2 * (u >> (ebits + mbits)::UBIGINT)::INTEGER)
+    * dmdb_float_magnitude(((u >> mbits::UBIGINT) & ((1::UBIGINT << ebits::UBIGINT) - 1))::INTEGER,
+                           u & ((1::UBIGINT << mbits::UBIGINT) - 1), ebits, mbits);
+
+CREATE OR REPLACE MACRO dmdb_image_numbers(bits, kind, size) AS
+    CASE kind
+        WHEN 'b' THEN list_transform(bits, lambda u: (u <> 0)::DOUBLE)
+        WHEN 'u' THEN list_transform(bits, lambda u: u::DOUBLE)
+        WHEN 'i' THEN list_transform(bits, lambda u: (u::HUGEINT - CASE WHEN u >> (8 * size - 1)::UBIGINT = 1
+                                                                        THEN 1::HUGEINT << (8 * size)::HUGEINT ELSE 0 END)::DOUBLE)
+        WHEN 'f' THEN list_transform(bits, lambda u: dmdb_float_from_bits(u, CASE size WHEN 2 THEN 5 WHEN 4 THEN 8 ELSE 11 END,
+                                                                             CASE size WHEN 2 THEN 10 WHEN 4 THEN 23 ELSE 52 END)) END;
+
+CREATE OR REPLACE MACRO dmdb_image_values(img, dt) AS
+    CASE WHEN dmdb_image_decodable(dt)
+         THEN dmdb_image_numbers(dmdb_image_bits(hex(img), substr(dt, 1, 1) = '<', substr(dt, 3)::INTEGER),
+                                 substr(dt, 2, 1), substr(dt, 3)::INTEGER) END;
+
 -- Train-test leakage candidates. For each target with at least min_nnz nonzero weights:
 --   robust_z      = (weight - median) / (1.4826 * MAD), median and MAD over its nonzero weights
 --   ratio_to_next = weight / the target's next-largest positive weight (NULL if there is none)
 -- A (target, train example) pair is a candidate when weight > 0 and robust_z >= min_z.
--- Ranked by robust_z, highest first.
+-- Ranked by robust_z, highest first. dmdb_leakage_ranked gives these columns; leakage_candidates
+-- adds a second opinion where the target's and the train example's images have one shape, as
+-- dmdb.analyses.pixel_distance gives it:
+--   pixel_dist = ||a - b|| / (||a|| + ||b||) in [0, 1] (0 = identical pixels; 0 for two all-zero images)
+--   pixel_corr = Pearson correlation of the pixels (NULL where either image is constant)
+-- Decoding images in SQL takes a few ms per 32x32x3 image: pixels := false leaves both columns NULL.
 
-CREATE OR REPLACE MACRO leakage_candidates(fit := NULL, min_z := 6.0, min_nnz := 3) AS TABLE
+CREATE OR REPLACE MACRO dmdb_leakage_ranked(fit := NULL, min_z := 6.0, min_nnz := 3) AS TABLE
 WITH p AS (SELECT dmdb_fit_or_latest(fit) AS fid,
                   -- (NaN compared false with every z: no candidates, silently)
                   CASE WHEN NOT isnan(min_z::DOUBLE) THEN min_z::DOUBLE
@@ -340,6 +389,45 @@ JOIN fits f ON f.fit_id = p.fid
 LEFT JOIN targets t ON t.experiment = f.experiment AND t.idx = c.tgt
 LEFT JOIN train_examples e ON e.experiment = f.experiment AND e.idx = c.train_idx
 ORDER BY "rank";
+
+CREATE OR REPLACE MACRO leakage_candidates(fit := NULL, min_z := 6.0, min_nnz := 3, pixels := true) AS TABLE
+WITH r AS MATERIALIZED (SELECT * FROM dmdb_leakage_ranked(fit := fit, min_z := min_z, min_nnz := min_nnz)),
+p AS (SELECT coalesce(pixels::BOOLEAN, error('leakage_candidates: pixels must be true or false, got NULL')) AS px,
+             (SELECT f.experiment FROM fits f WHERE f.fit_id = (SELECT min(r.fit_id) FROM r)) AS ex),
+-- each image of a candidate, chosen in a materialized CTE so that pixels := false decodes none
+chosen AS MATERIALIZED (
+    SELECT 'target' AS side, t.idx, t.image_shape AS shape, t.image, t.image_dtype AS dt
+    FROM targets t, p
+    WHERE p.px AND t.experiment = p.ex AND t.image IS NOT NULL AND t.idx IN (SELECT r.target FROM r)
+    UNION ALL
+    SELECT 'train', e.idx, e.image_shape, e.image, e.image_dtype
+    FROM train_examples e, p
+    WHERE p.px AND e.experiment = p.ex AND e.image IS NOT NULL AND e.idx IN (SELECT r.train_idx FROM r)
+),
+-- (dmdb_image_values on the dtype's parts as columns: as expressions they were evaluated per pixel)
+parts AS (SELECT chosen.*, substr(chosen.dt, 1, 1) = '<' AS little, substr(chosen.dt, 2, 1) AS kind,
+                 substr(chosen.dt, 3)::INTEGER AS size
+          FROM chosen WHERE dmdb_image_decodable(chosen.dt)),
+raw AS (SELECT parts.side, parts.idx, parts.shape,
+               dmdb_image_numbers(dmdb_image_bits(hex(parts.image), parts.little, parts.size), parts.kind, parts.size) AS v
+        FROM parts),
+stats AS (SELECT raw.side, raw.idx, raw.shape, raw.v, sqrt(list_inner_product(raw.v, raw.v)) AS norm,
+                 list_min(raw.v) < list_max(raw.v) AS varies, list_avg(raw.v) AS mean
+          FROM raw WHERE raw.v IS NOT NULL),
+img AS MATERIALIZED (SELECT stats.*, list_transform(stats.v, lambda x: x - stats.mean) AS vc FROM stats),
+px AS MATERIALIZED (
+    SELECT r.target, r.train_idx,
+           CASE WHEN a.norm + b.norm > 0 THEN list_distance(a.v, b.v) / (a.norm + b.norm) ELSE 0.0 END AS pixel_dist,
+           CASE WHEN a.varies AND b.varies
+                THEN list_inner_product(a.vc, b.vc) / (sqrt(list_inner_product(a.vc, a.vc)) * sqrt(list_inner_product(b.vc, b.vc))) END
+                AS pixel_corr
+    FROM r JOIN img a ON a.side = 'target' AND a.idx = r.target
+           JOIN img b ON b.side = 'train' AND b.idx = r.train_idx
+    WHERE a.shape = b.shape
+)
+SELECT r.*, px.pixel_dist, px.pixel_corr
+FROM r LEFT JOIN px ON px.target = r.target AND px.train_idx = r.train_idx
+ORDER BY r."rank";
 
 -- ---------------------------------------------------------------------------------------------
 -- Stored embeddings: the targets and train examples at either end of a PCA component.

@@ -389,6 +389,78 @@ def test_pixel_distance():
     assert A.pixel_distance(a, None) == (None, None)
 
 
+IMAGE_DTYPES = ["|b1", "|u1", "|i1", "<u2", ">u2", "<i2", ">i2", "<u4", ">u4", "<i4", ">i4", "<u8", ">u8",
+                "<i8", ">i8", "<f2", ">f2", "<f4", ">f4", "<f8", ">f8"]
+
+
+def extreme_image(rng: np.random.Generator, dtype: str) -> np.ndarray:
+    """A 3 x 4 image of the dtype holding its extremes: integer min and max; float subnormal,
+    -max, -0.0, inf and nan; random values elsewhere."""
+    d = np.dtype(dtype)
+    if d.kind == "b":
+        return rng.integers(0, 2, (3, 4)).astype(d)
+    if d.kind == "f":
+        a = (rng.normal(size=(3, 4)) * 10.0 ** rng.integers(-4, 4, (3, 4))).astype(d)
+        a.flat[:5] = [np.finfo(d).smallest_subnormal * 3, -np.finfo(d).max, -0.0, np.inf, np.nan]
+        return a
+    info = np.iinfo(d)
+    a = rng.integers(info.min, info.max, (3, 4), dtype=d.newbyteorder("="), endpoint=True).astype(d)
+    a.flat[:2] = [info.min, info.max]
+    return a
+
+
+def test_sql_reads_stored_images_as_numpy_does(tmp_path):
+    """dmdb_image_values gives a stored image's pixels exactly as numpy's astype(float64)."""
+    rng = np.random.default_rng(8)
+    db, exp = new_db(tmp_path, n_train=4, n_targets=len(IMAGE_DTYPES), labels=False, rng=rng)
+    imgs = [extreme_image(rng, d) for d in IMAGE_DTYPES]
+    exp.set_targets(images=imgs)
+    got = db.sql("SELECT idx, image_dtype, dmdb_image_values(image, image_dtype) AS v FROM targets ORDER BY idx")
+    assert got["image_dtype"].to_list() == IMAGE_DTYPES
+    for im, v in zip(imgs, got["v"].to_list()):
+        np.testing.assert_array_equal(np.array(v, dtype=np.float64), im.astype(np.float64).ravel(), err_msg=im.dtype.str)
+    with pytest.raises(BadInputError, match="image 1 must be .* of bool, integers or floats of at most 8 bytes"):
+        exp.set_train_examples(images=[imgs[0], np.zeros((3, 4), np.complex64), imgs[0], imgs[0]])
+    db.close()
+
+
+def test_leakage_pixel_columns_same_in_sql_and_python(tmp_path):
+    """The SQL macro's pixel_dist and pixel_corr equal A.leakage's (numpy) on every candidate, with
+    images of several dtypes, one constant image (no correlation) and one of another shape (none)."""
+    rng = np.random.default_rng(9)
+    n, nt = 40, 6
+    db, exp = new_db(tmp_path, n_train=n, n_targets=nt, labels=False, rng=rng)
+    dtypes = ["|u1", ">i2", "<f4", ">f8", "<f2", "|b1"]
+    train = [(rng.normal(size=(5, 5, 3)) * 40 + 100).astype(dtypes[i % 6]) for i in range(n)]
+    train[3] = np.full((5, 5, 3), 7, np.uint8)
+    train[4] = np.ones((5, 5), np.float32)
+    target = [(train[10 + t].astype(np.float64) + rng.normal(size=(5, 5, 3))).astype(dtypes[(t + 1) % 6])
+              for t in range(nt)]
+    exp.set_train_examples(images=train)
+    exp.set_targets(images=target)
+    W = np.abs(sparse_random_W(rng, n, nt, 0.6))
+    W[[3, 4], :] = 1.0  # every target's candidates include the constant image and the other shape
+    fid = insert_fit(db, "e", W, np.zeros(nt))
+    py = A.leakage(db, fit=fid, min_z=-np.inf, limit=None)
+    sql = db.sql("SELECT * FROM leakage_candidates(fit := ?, min_z := '-inf'::DOUBLE)", [fid])
+    assert sql.height == py.height > 100
+    assert sql.columns == [c for c in py.columns if c != "n_candidates"]
+    for col in ("pixel_dist", "pixel_corr"):
+        assert sql[col].is_null().to_list() == py[col].is_null().to_list()
+        np.testing.assert_allclose(sql[col].drop_nulls().to_numpy(), py[col].drop_nulls().to_numpy(), rtol=0, atol=1e-12)
+    by_pair = {(t, i): (d, c) for t, i, d, c in zip(*(sql[k].to_list() for k in ("target", "train_idx", "pixel_dist", "pixel_corr")))}
+    for (t, i), (d, c) in by_pair.items():  # and both equal pixel_distance on the images as given
+        want = A.pixel_distance(target[t], train[i])
+        assert (d is None, c is None) == (want[0] is None, want[1] is None)
+        assert d == pytest.approx(want[0], abs=1e-12) and (c is None or c == pytest.approx(want[1], abs=1e-12))
+    assert by_pair[(0, 4)] == (None, None) and by_pair[(0, 3)][1] is None and by_pair[(0, 3)][0] > 0
+    off = db.sql("SELECT pixel_dist, pixel_corr FROM leakage_candidates(fit := ?, min_z := 2.0, pixels := false)", [fid])
+    assert off.height and off["pixel_dist"].is_null().all() and off["pixel_corr"].is_null().all()
+    with pytest.raises(DmdbError, match="pixels must be true or false, got NULL"):
+        db.sql("SELECT * FROM leakage_candidates(fit := ?, pixels := NULL)", [fid])
+    db.close()
+
+
 # -- fits and errors -----------------------------------------------------------------------------
 
 def test_latest_fit_is_default_and_cache_follows(tmp_path):

@@ -11,7 +11,10 @@ from one of several near-equal large weights (ratio near 1).
 
 Second opinion, where both the target and the train example have image payloads of one shape:
     pixel_dist = ||a - b|| / (||a|| + ||b||)  in [0, 1]; 0 = identical pixels
-    pixel_corr = Pearson correlation of the pixels (null for a constant image)
+    pixel_corr = Pearson correlation of the pixels (null where either image is constant)
+The macro computes these too (decoding the stored bytes in SQL, a few ms an image); here they are
+computed in numpy for the rows returned only, on the candidates of dmdb_leakage_ranked (the macro's
+columns without these two).
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ def leakage(
     limit: int | None = 100,
     pixels: bool = True,
 ) -> pl.DataFrame:
-    """Ranked leakage candidates (the SQL macro leakage_candidates) plus pixel_dist, pixel_corr.
+    """Ranked leakage candidates: the SQL macro leakage_candidates, its pixel_dist and pixel_corr computed here.
 
     Columns: rank, fit_id, target, train_idx, weight, robust_z, ratio_to_next, rank_in_target,
     target_nnz, target_label, train_label, same_label, both_images, n_candidates, pixel_dist,
@@ -54,7 +57,7 @@ def leakage(
     if limit is not None and (not is_int(limit) or limit < 1):
         raise BadInputError(f"limit must be a positive integer or None, got {limit!r}")
     info = resolve_fit(db, fit)
-    q = ("SELECT *, count(*) OVER () AS n_candidates FROM leakage_candidates(fit := ?, min_z := ?, min_nnz := ?) "
+    q = ("SELECT *, count(*) OVER () AS n_candidates FROM dmdb_leakage_ranked(fit := ?, min_z := ?, min_nnz := ?) "
          'ORDER BY "rank"')
     params: list[object] = [info.fit_id, float(min_z), int(min_nnz)]
     if limit is not None:
@@ -84,9 +87,10 @@ def pixel_distance(a: np.ndarray | None, b: np.ndarray | None) -> tuple[float | 
     y = b.astype(np.float64).ravel()
     den = np.linalg.norm(x) + np.linalg.norm(y)
     dist = float(np.linalg.norm(x - y) / den) if den > 0 else 0.0
+    if np.ptp(x) == 0 or np.ptp(y) == 0:  # constant: x - mean would be 0 or rounding noise
+        return dist, None
     xc, yc = x - x.mean(), y - y.mean()
-    nx, ny = np.linalg.norm(xc), np.linalg.norm(yc)
-    corr = float(xc @ yc / (nx * ny)) if nx > 0 and ny > 0 else None
+    corr = float(xc @ yc / (np.linalg.norm(xc) * np.linalg.norm(yc)))
     return dist, corr
 
 
