@@ -73,7 +73,7 @@ def _columns(Y: np.ndarray, cols: np.ndarray) -> np.ndarray:
 
 
 _SCORE_BLOCK_BYTES = 1 << 28
-"""About how much float64 (weights and predictions) one block of targets is scored with."""
+"""About how much float64 one block of targets (weights and predictions), or of mask rows, takes."""
 
 
 def holdout_scores(data: FitData, W: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray, float | None]:
@@ -82,8 +82,8 @@ def holdout_scores(data: FitData, W: np.ndarray, bias: np.ndarray) -> tuple[np.n
     Predictions are made as `Fit.predict` makes them: in float64, from the weights as stored
     (float32) and the bias as stored (float64), so the stored Spearman is the one a user computes
     from `fit.predict(holdout masks)`; float32 predictions tie or swap runs whose predictions are
-    within float32 rounding of each other. Targets are scored in blocks, so that no float64 copy
-    of all of W is made.
+    within float32 rounding of each other. Targets are scored in blocks, and masks cast to float64
+    in blocks of rows, of about _SCORE_BLOCK_BYTES each: no float64 copy of all of W is made.
 
     Targets whose holdout margins are constant have no rank correlation (NaN, stored as NULL)
     and are left out of the mean; with fewer than MIN_HOLDOUT_RUNS holdout runs no target has
@@ -98,9 +98,10 @@ def holdout_scores(data: FitData, W: np.ndarray, bias: np.ndarray) -> tuple[np.n
     bias = np.asarray(bias, dtype=np.float64).reshape(-1)
     rho = np.empty(T)
     step = max(1, _SCORE_BLOCK_BYTES // (8 * (N + n)))
+    rows = max(1, _SCORE_BLOCK_BYTES // (8 * N))  # masks cast to float64 a block of rows at a time
     for a in range(0, T, step):
         b = slice(a, a + step)
-        pred = predict(data.X_holdout, stored_weights(W[:, b]).astype(np.float64), bias[b])
+        pred = predict(data.X_holdout, stored_weights(W[:, b]).astype(np.float64), bias[b], block_rows=rows)
         actual = data.Y_holdout[:, b]
         r = spearman_per_target(pred, actual)
         flat = (pred == pred[:1]).all(axis=0) & ~(actual == actual[:1]).all(axis=0)
