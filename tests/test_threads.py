@@ -1,5 +1,5 @@
 """The solvers' thread rule: one torch thread for small problems, torch's setting otherwise, restored
-after; and the CLI's OpenMP wait policy."""
+after; and the CLI's cap on OpenMP spinning."""
 
 from __future__ import annotations
 
@@ -77,13 +77,18 @@ def test_one_thread_gives_the_two_thread_solution(two_threads):
     np.testing.assert_allclose(small.W[:5, 0], w[:5], atol=0.05)
 
 
-def test_the_cli_lets_openmp_threads_sleep_unless_the_user_chose(monkeypatch, tmp_path, capsys):
+def test_the_cli_caps_openmp_spinning_unless_the_user_chose(monkeypatch, tmp_path):
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
     assert main(["init", "--db", str(tmp_path / "a.duckdb")]) == 0
-    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
-    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    assert os.environ["GOMP_SPINCOUNT"] == "10000"
+    monkeypatch.setenv("GOMP_SPINCOUNT", "300000")
     assert main(["init", "--db", str(tmp_path / "b.duckdb")]) == 0
-    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+    assert os.environ["GOMP_SPINCOUNT"] == "300000"
+    monkeypatch.delenv("GOMP_SPINCOUNT")
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")  # a policy chosen: no spin count added under it
+    assert main(["init", "--db", str(tmp_path / "c.duckdb")]) == 0
+    assert "GOMP_SPINCOUNT" not in os.environ
 
 
 def test_every_iterative_solver_follows_the_rule():

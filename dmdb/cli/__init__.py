@@ -68,11 +68,15 @@ def build_parser(modules: Sequence[str] = MODULES) -> argparse.ArgumentParser:
 
 
 def _sleeping_waits() -> None:
-    """Threads that wait in OpenMP barriers sleep instead of spinning (unless the user chose):
-    a spinning thread holds a core that another process, or a descheduled sibling, needs, so on a
-    busy machine a two-thread solve ran 8x slower than on one thread (bench/README.md, "Threads").
-    OpenMP reads this once, when torch loads it, which the CLI does only after this."""
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    """Threads that wait in OpenMP barriers spin only briefly, then sleep (GOMP_SPINCOUNT=10000, GNU
+    OpenMP's, which torch's Linux wheels use; unless the user chose a wait policy or spin count): a
+    thread spinning for long holds a core that another process, or its descheduled sibling, needs.
+    On 2 cores busy with two other processes a 10,000 x 2,000 x 200 lasso path took over 100 s with
+    the default spinning, 18.6 s with this and 16.6 s with OMP_WAIT_POLICY=PASSIVE; idle, 6.9 s
+    against 7.0-7.7 s default and 7.7-9.2 s PASSIVE (bench/README.md, "Threads"). OpenMP reads it
+    once, when torch loads it, which the CLI does only after this."""
+    if "OMP_WAIT_POLICY" not in os.environ:
+        os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
