@@ -282,6 +282,7 @@ def test_runs_of_another_experiment_or_no_runs_say_so(study: tuple[dmdb.Database
         A.compare_verifications(db, "s", runs_of=elsewhere)
     with pytest.raises(DmdbError, match="^experiment 't' has no counterfactual runs recorded: plan them"):
         A.compare_verifications(db)  # the latest fit's experiment
+    assert (A.planning_fits(db, "s"), A.planning_fits(db, "t")) == ([a], [])
     b = db.experiment("s").fit("diff-means", val_frac=0.3).fit_id
     with pytest.raises(DmdbError, match=f"^fit {b} has no counterfactual runs recorded \\(the recorded ones were "
                                         f"planned by fit {a}: `dmdb verify --fit {a}` checks them\\): plan them"):

@@ -19,14 +19,20 @@ import polars as pl
 
 import dmdb
 from dmdb import analyses
+from dmdb.analyses import Verification
 from dmdb.analyses.spectral import normalised_rows, pca
 from dmdb.errors import DatabaseLockedError, DmdbError
 
 POLL = 0.05
 """Seconds between interrupts of a query that is to stop (one sent before DuckDB starts it is lost)."""
 
-__all__ = ["Counterfactual", "DatabaseLockedError", "DmdbError", "Embedding", "NoFitError", "Service", "Stopped", "TargetInfo",
-           "Verified"]
+__all__ = ["COMPARED", "Counterfactual", "DatabaseLockedError", "DmdbError", "Embedding", "NoFitError", "RunsOfAnother",
+           "Service", "Stopped", "TargetInfo", "Verified"]
+
+COMPARED = {"fit_id": pl.Int32, "cf_spearman": pl.Float64, "cf_pearson": pl.Float64, "cf_n": pl.Int64,
+            "cf_runs_of": pl.Int32}
+"""`Service.compared`'s columns: a fit's Spearman and Pearson of predicted vs actual margin change over
+the cf_n counterfactual removals of the retrained runs fit cf_runs_of planned."""
 
 
 class NoFitError(DmdbError):
@@ -88,6 +94,31 @@ class Counterfactual:
 
 
 @dataclass(frozen=True)
+class RunsOfAnother:
+    """For a fit that planned no retraining itself: the recorded runs another fit of its experiment
+    planned (`runs_of`, its estimator), and this fit's predictions of them
+    (`verification(db, fit_id, runs_of=runs_of)`), or why it has none (it lacks a target of the runs)."""
+
+    fit_id: int
+    target: int
+    runs_of: int
+    estimator: str
+    verification: Verification | None
+    error: str | None
+
+    @property
+    def rows(self) -> pl.DataFrame:
+        """The verification's rows of this target (none when the runs retrained for other targets)."""
+        assert self.verification is not None
+        return self.verification.rows.filter(pl.col("target") == self.target)
+
+    def covered(self) -> list[int]:
+        """The targets the runs retrained for, ascending."""
+        assert self.verification is not None
+        return self.verification.rows["target"].unique().sort().to_list()
+
+
+@dataclass(frozen=True)
 class Embedding:
     """Targets on two PCA axes (target, cluster or null, pc0, pc1), where they came from, and the
     share of the total variance each axis explains."""
@@ -111,6 +142,9 @@ class Service:
         self.db = db
         self._lock = threading.RLock()
         self._targets: pl.DataFrame | None = None
+        # the database cannot change while the TUI has it open (read-only, writers kept out)
+        self._verifications: dict[tuple[int, int], Verification] = {}
+        self._compared: dict[str, pl.DataFrame] = {}
         self._state = threading.Lock()  # guards _running
         self._running: _Running | None = None
 
@@ -158,6 +192,11 @@ class Service:
                     self._running = None
             self._lock.release()
 
+    def _stopping(self) -> bool:
+        """`stop` was asked for the call holding the database: a DmdbError it raises is the stop's."""
+        with self._state:
+            return self._running is not None and self._running.stopped
+
     def running(self) -> tuple[str, float] | None:
         """What the call holding the database reads, and for how many seconds it has; None when idle."""
         with self._state:
@@ -190,6 +229,31 @@ class Service:
                 "SELECT fit_id, experiment, estimator, lds, n_targets, mean_nnz, n_fit_runs, n_holdout_runs, "
                 "seconds, device, created_at FROM fit_overview ORDER BY fit_id"
             )
+
+    def compared(self, experiments: list[str]) -> tuple[pl.DataFrame, list[str]]:
+        """Every fit of these experiments verified on the same retrained runs, those the experiment's
+        latest planning fit planned (`compare_verifications(runs_of=)`), as COMPARED's columns (null
+        figures for a fit lacking a target of the runs); and one line for each experiment whose runs
+        cannot be compared (e.g. no baseline runs recorded yet)."""
+        frames, problems = [], []
+        with self._holding("the verifications of the fits"):
+            for name in experiments:
+                if name not in self._compared:
+                    planners = analyses.planning_fits(self.db, name)
+                    if not planners:
+                        continue
+                    try:
+                        table = analyses.compare_verifications(self.db, name, runs_of=planners[-1])
+                    except DmdbError as e:
+                        if self._stopping():
+                            raise
+                        problems.append(f"experiment {name}: {e}")
+                        continue
+                    self._compared[name] = table.select(
+                        "fit_id", cf_spearman="spearman", cf_pearson="pearson", cf_n="counterfactuals",
+                        cf_runs_of="runs_of").cast(COMPARED)
+                frames.append(self._compared[name])
+        return pl.concat(frames) if frames else pl.DataFrame(schema=COMPARED), problems
 
     def latest_fit(self) -> int:
         """The fit the app browses; NoFitError when there is none."""
@@ -289,6 +353,29 @@ class Service:
             return None
         return Verified(mine.height, float(mine["margin"].to_numpy().mean()),
                         None if base.is_empty() else float(base["margin"].to_numpy().mean()))
+
+    def runs_of_another(self, fit: int, target: int) -> RunsOfAnother | None:
+        """For a fit that planned no counterfactual runs: the runs of the latest fit of its experiment
+        that planned some for `target` (else of the latest that planned any), with this fit's
+        predictions. None when the fit planned runs itself (`verified` reads those) or no fit did."""
+        with self._holding(f"the retraining runs another fit planned (fit {fit}, target {target})"):
+            experiment = analyses.resolve_fit(self.db, fit).experiment
+            planners = analyses.planning_fits(self.db, experiment)
+            if not planners or fit in planners:
+                return None
+            covering = self.db.con.execute(
+                "SELECT max((info->>'fit_id')::INTEGER) FROM runs WHERE experiment = ? AND role = 'counterfactual' "
+                "AND (info->>'target')::INTEGER = ?", [experiment, target]).fetchall()[0][0]
+            planner = planners[-1] if covering is None else int(covering)
+            estimator = analyses.resolve_fit(self.db, planner).estimator
+            try:
+                if (fit, planner) not in self._verifications:
+                    self._verifications[fit, planner] = analyses.verification(self.db, fit, runs_of=planner)
+            except DmdbError as e:
+                if self._stopping():
+                    raise
+                return RunsOfAnother(fit, target, planner, estimator, None, str(e))
+            return RunsOfAnother(fit, target, planner, estimator, self._verifications[fit, planner], None)
 
     # -- whole-fit views -------------------------------------------------------------------
     def leakage(self, fit: int, min_z: float = 6.0, limit: int = 200) -> tuple[pl.DataFrame, int]:

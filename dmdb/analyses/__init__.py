@@ -14,7 +14,7 @@ from .embeddings import embed, embedding_summary, target_embeddings, variance_sh
 from .leakage import leakage, pixel_distance
 from .similar import nearest_targets, top_weights
 from .verification import (CounterfactualPlan, Verification, compare_verifications, counterfactual_runs,
-                           full_set_margins, plan_counterfactuals, verification)
+                           full_set_margins, plan_counterfactuals, planning_fits, verification)
 from .weights import FitInfo, FitWeights, clear_cache, load_weights, resolve_fit
 
 __all__ = [
@@ -38,6 +38,7 @@ __all__ = [
     "nearest_targets",
     "pixel_distance",
     "plan_counterfactuals",
+    "planning_fits",
     "removal_set",
     "resolve_fit",
     "target_embeddings",

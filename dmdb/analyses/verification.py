@@ -272,8 +272,9 @@ def _correlations(pred: pl.Series, actual: pl.Series) -> tuple[float | None, flo
     return float(rho), float(np.corrcoef(pred.to_numpy(), actual.to_numpy())[0, 1])
 
 
-def _planning_fits(db: "Database", experiment: str) -> list[int]:
-    """The fits whose counterfactual runs are recorded in the experiment, ascending."""
+def planning_fits(db: "Database", experiment: str) -> list[int]:
+    """The fits whose counterfactual runs are recorded in the experiment, ascending: the `runs_of`
+    that `verification` and `compare_verifications` accept."""
     return [r[0] for r in db.con.execute(
         """SELECT DISTINCT (info->>'fit_id')::INTEGER AS f FROM runs
            WHERE experiment = ? AND role = 'counterfactual' AND f IS NOT NULL ORDER BY f""", [experiment]).fetchall()]
@@ -283,7 +284,7 @@ def _checked_fits(db: "Database", info: FitInfo) -> str:
     """Which fits planned the experiment's recorded counterfactual runs and how to check `info` on them,
     as a clause for an error: a later fit becomes the default one, and its 'no runs recorded' hid the
     runs recorded for another."""
-    ids = _planning_fits(db, info.experiment)
+    ids = planning_fits(db, info.experiment)
     if not ids:
         return ""
     which = f"fit {ids[0]}" if len(ids) == 1 else f"fits {', '.join(map(str, ids))}"
@@ -373,7 +374,7 @@ def compare_verifications(db: "Database", experiment: str | None = None, *,
     db.experiment(name)  # an unknown experiment fails with the known ones
     if planner is not None and planner.experiment != name:
         raise BadInputError(f"fit {planner.fit_id} belongs to experiment {planner.experiment!r}, not {name!r}")
-    planners = [planner.fit_id] if planner is not None else _planning_fits(db, name)
+    planners = [planner.fit_id] if planner is not None else planning_fits(db, name)
     if not planners:
         raise DmdbError(f"experiment {name!r} has no counterfactual runs recorded: {HOW_TO_RECORD}")
     fits = db.con.execute("SELECT fit_id, estimator FROM fits WHERE experiment = ? ORDER BY fit_id", [name]).fetchall()

@@ -7,11 +7,12 @@ import os
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pytest
 
 import dmdb
 from analyses_fixtures import insert_fit, new_db, sparse_random_W
-from helpers import LEAK, VERIFIED
+from helpers import COMPARED_TARGETS, LEAK, PLANNED_BY_OTHER, VERIFIED
 
 os.environ["DMDB_TUI_IMAGES"] = "halfcell"  # the same text cells in every terminal, for stable snapshots
 
@@ -41,6 +42,25 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
     exp.record_batch(np.arange(100, 105), cf_masks, cf_margins, role="counterfactual", infos=infos)
     path = Path(db.path)
     db.close()
+    return path
+
+
+@pytest.fixture(scope="session")
+def compared_study(study: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The study with more retrained runs of fit 1 (two ks for a few targets, one brittleness check,
+    two seeds) and a second fit, PLANNED_BY_OTHER, that planned none: it is verified on fit 1's runs."""
+    path = tmp_path_factory.mktemp("compared") / "compared.duckdb"
+    path.write_bytes(study.read_bytes())
+    rng = np.random.default_rng(11)
+    with dmdb.open(path) as db:
+        support = dmdb.analyses.brittleness(db, fit=1).filter(pl.col("support") > 0)["target"]
+        plan = dmdb.analyses.plan_counterfactuals(db, fit=1, targets=COMPARED_TARGETS, ks=[3, 10],
+                                                  brittle=[support[0]], seeds=[0, 1])
+        margins = rng.normal(0.2, 1.0, (len(plan), N_TARGETS)).astype(np.float32)
+        db.experiment("e").record_batch(plan.run_ids, plan.masks, margins, role="counterfactual", seeds=plan.seeds,
+                                        infos=plan.infos)
+        assert insert_fit(db, "e", sparse_random_W(rng, N_TRAIN, N_TARGETS, 0.2), rng.normal(0, 0.1, N_TARGETS),
+                          estimator="other") == PLANNED_BY_OTHER
     return path
 
 

@@ -16,6 +16,8 @@ from textual.pilot import Pilot
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 LEAK = (5, 57)  # (target, train_idx) with a weight far above the target's others
 VERIFIED = (3, 10, "top")  # (target, k, mode) with recorded retraining runs
+COMPARED_TARGETS = [0, 1, 2, 4, 6]  # compared_study: fit 1 retrained without their top 3 and top 10
+PLANNED_BY_OTHER = 2  # compared_study's fit that planned no retraining
 
 
 async def wait_for(pilot: Pilot, cond: Callable[[], object], timeout: float = 15.0, what: str = "condition") -> None:

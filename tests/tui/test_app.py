@@ -32,20 +32,21 @@ from tui.screens import (
 )
 from tui.screens.detail import N_EXAMPLES
 from tui.service import DmdbError, Service
-from tui.widgets import FrameTable, RowList
+from tui.widgets import FrameTable, RowList, round_column
 
 from analyses_fixtures import insert_fit
-from helpers import LEAK, VERIFIED
+from helpers import COMPARED_TARGETS, LEAK, PLANNED_BY_OTHER, VERIFIED
 from helpers import screen_text, text_in, wait_for
 
 SIZE = (150, 50)
 
 
-def drive(path: Path | str, script: Callable[[DmdbApp, object], Awaitable[None]], opens: bool = True) -> None:
+def drive(path: Path | str, script: Callable[[DmdbApp, object], Awaitable[None]], opens: bool = True,
+          size: tuple[int, int] = SIZE) -> None:
     """Run the app headless on `path`; with opens, first wait for the overview (the database is open)."""
     async def main() -> None:
         app = DmdbApp(path)
-        async with app.run_test(size=SIZE) as pilot:
+        async with app.run_test(size=size) as pilot:
             if opens:
                 await until_screen(pilot, OverviewScreen)
             await script(app, pilot)
@@ -497,6 +498,133 @@ def test_a_detail_left_open_follows_the_browsed_fit(study: Path, tmp_path: Path)
                                and {"info", "cf"} <= detail.ready, what=f"target 2 of fit {fit}")
                 # fit 2's datamodel: bias 0 + 200 weights of 0.01
                 assert detail.target == 2 and detail.cf.base_margin == pytest.approx(2.0, abs=1e-4)
+
+    drive(path, script)
+
+
+def squeezed(text: str) -> str:
+    return " ".join(text.split())
+
+
+@pytest.mark.parametrize("size", [SIZE, (80, 24)])
+def test_a_fit_that_planned_no_retraining_shows_another_fits_runs_with_its_predictions(
+        compared_study: Path, size: tuple[int, int]) -> None:
+    fit, planner = PLANNED_BY_OTHER, 1
+    with api(compared_study) as db:
+        v = analyses.verification(db, fit, runs_of=planner)
+        target = v.rows.group_by("target").len().sort(["len", "target"]).row(-1)[0]  # the target with most removals
+        runs = analyses.counterfactual_runs(db, planner)
+        weights = db.sql("SELECT train_idx, weight FROM weights WHERE fit_id = ? AND target = ?", [fit, target])
+        margins = np.stack(db.sql("SELECT margins FROM runs WHERE run_id IN (SELECT unnest(?::BIGINT[])) ORDER BY run_id",
+                                  [runs["run_id"].to_list()])["margins"].to_list()).astype(np.float64)
+    rows = v.rows.filter(pl.col("target") == target)
+    assert set(rows["purpose"]) == {"counterfactual", "brittleness"}, "the study checks both kinds here"
+    # the oracle: fit 2's stored weights of the runs' removed examples; the runs' mean margins less the baseline's
+    w = np.zeros(200)
+    w[weights["train_idx"].to_numpy()] = weights["weight"].to_numpy()
+    base = margins[(runs["purpose"] == "baseline").to_numpy(), target].mean()
+    for row in rows.iter_rows(named=True):
+        mine = runs.filter((pl.col("target") == target) & (pl.col("k") == row["k"])
+                           & (pl.col("purpose") == row["purpose"]))
+        removed = np.asarray(mine["removed"][0])
+        assert row["predicted_change"] == pytest.approx(-w[removed].sum(), abs=1e-9)
+        assert row["actual_change"] == pytest.approx(margins[np.isin(runs["run_id"], mine["run_id"]),
+                                                             target].mean() - base, abs=1e-6)
+
+    async def script(app, pilot):
+        assert app.fit_id == fit
+        screen = await open_detail(pilot, target)
+        panel = screen.query_one("#cf-runs")
+        panel.scroll_visible(animate=False)
+        await pilot.pause()
+        text = text_in(app, panel.content_region)
+        assert text == squeezed(panel.render().plain), "the panel is shown whole"
+        assert text.startswith(f"retrained runs planned by fit {planner} (test), with fit {fit}'s predictions ")
+        for row in rows.iter_rows(named=True):
+            what = "brittleness support" if row["purpose"] == "brittleness" else f"top {row['k']}"
+            assert (f"fit {planner}'s {what} ({row['n_removed']} removed, 2 seed(s)) "
+                    f"predicted change {row['predicted_change']:+.4f} actual change {row['actual_change']:+.4f}") in text
+            if row["purpose"] == "brittleness":
+                outcome = ("already wrong on the full set" if row["actual_base"] < 0
+                           else "flipped" if row["actual_margin"] < 0 else "did not flip")
+                flip = row["predicted_base"] >= 0 > row["predicted_margin"]
+                assert f"-> {outcome}; fit {fit} predicted {'a flip' if flip else 'no flip'}" in text
+        n = v.rows.filter(pl.col("purpose") == "counterfactual").height
+        assert text.endswith(f"over all {n} removal(s): Spearman {v.spearman:.4f}, Pearson {v.pearson:.4f}")
+
+    drive(compared_study, script, size=size)
+
+
+def test_the_other_fits_runs_say_which_targets_they_cover_and_a_planning_fit_shows_its_own(compared_study: Path) -> None:
+    with api(compared_study) as db:
+        v = analyses.verification(db, PLANNED_BY_OTHER, runs_of=1)
+    covered = sorted(set(v.rows["target"]))
+    assert covered == sorted({*COMPARED_TARGETS, VERIFIED[0], *v.rows.filter(pl.col("purpose") == "brittleness")["target"]})
+    lone = next(t for t in range(30) if t not in covered)
+
+    async def script(app, pilot):
+        screen = await open_detail(pilot, lone)
+        panel = screen.query_one("#cf-runs")
+        assert panel.display
+        assert squeezed(panel.render().plain).endswith(
+            f"none for target {lone}: they retrained for target(s) {', '.join(map(str, covered))} (ctrl+p opens one) "
+            f"over all {len(COMPARED_TARGETS) * 2 + 1} removal(s): Spearman {v.spearman:.4f}, Pearson {v.pearson:.4f}")
+        await pilot.press("escape")
+        app.browse_fit(1)  # the fit that planned the runs: its panel shows its own, as before
+        screen = await open_detail(pilot, VERIFIED[0])
+        assert not screen.query_one("#cf-runs").display and screen.cf.verified is not None
+
+    drive(compared_study, script)
+
+
+@pytest.mark.parametrize("size", [SIZE, (80, 24)])
+def test_fits_table_shows_each_fits_verification_on_the_shared_runs_next_to_its_lds(
+        compared_study: Path, size: tuple[int, int]) -> None:
+    with api(compared_study) as db:
+        want = analyses.compare_verifications(db, runs_of=1)
+        own = analyses.verification(db, 1)
+    assert want["fit_id"].to_list() == [1, PLANNED_BY_OTHER] and own.summary()["spearman"].item() == want["spearman"][0]
+
+    async def script(app, pilot):
+        table = await until_table(pilot, "#fits")
+        frame = table.frame
+        assert frame.columns[3:8] == ["lds", "cf_spearman", "cf_pearson", "cf_n", "cf_runs_of"]
+        assert frame.select("fit_id", "cf_spearman", "cf_pearson", "cf_n", "cf_runs_of").rows() == want.select(
+            "fit_id", "spearman", "pearson", "counterfactuals", "runs_of").rows()
+        await wait_for(pilot, lambda: "removals retrained for fit 1 (test)" in squeezed(screen_text(app)),
+                       what="the summary")
+        lines = screen_text(app).splitlines()
+        header = next(i for i, line in enumerate(lines) if line.split()[:1] == ["fit_id"])
+        assert lines[header].split()[3:7] == ["lds", "cf_spearman", "cf_pearson", "cf_n"]
+        spearman, pearson = (round_column(want[c], 4) for c in ("spearman", "pearson"))
+        for i in range(2):
+            cells = lines[header + 1 + i].split()
+            assert cells[:2] == [str(want["fit_id"][i]), "e"]
+            assert cells[4:7] == [str(spearman[i]), str(pearson[i]), str(want["counterfactuals"][i])]
+
+    drive(compared_study, script, size=size)
+
+
+def test_runs_that_cannot_be_compared_say_why_instead_of_figures(compared_study: Path, tmp_path: Path) -> None:
+    path = tmp_path / "no_baseline.duckdb"
+    path.write_bytes(compared_study.read_bytes())
+    with dmdb.open(path) as db:
+        db.sql("DELETE FROM runs WHERE role = 'counterfactual' AND info->>'purpose' = 'baseline'")
+    why = "fit 1 has counterfactual runs but no baseline (full train set) runs to compare them with"
+    with Service.open(path) as svc:
+        figures, problems = svc.compared(["e"])
+        assert figures.is_empty() and len(problems) == 1 and problems[0].startswith(f"experiment e: {why}")
+        other = svc.runs_of_another(PLANNED_BY_OTHER, COMPARED_TARGETS[0])
+        assert (other.runs_of, other.verification) == (1, None) and other.error.startswith(why)
+
+    async def script(app, pilot):
+        await wait_for(pilot, lambda: f"not compared: experiment e: {why}" in squeezed(screen_text(app)),
+                       what="the summary's reason")
+        table = await until_table(pilot, "#fits")
+        assert "cf_spearman" not in table.frame.columns
+        screen = await open_detail(pilot, COMPARED_TARGETS[0])
+        assert squeezed(screen.query_one("#cf-runs").render().plain).startswith(
+            f"retrained runs planned by fit 1 (test), with fit {PLANNED_BY_OTHER}'s predictions none: {why}")
 
     drive(path, script)
 

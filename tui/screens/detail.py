@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
+from rich.markup import escape
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -13,7 +14,7 @@ from textual.timer import Timer
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Header, Input, Label, Static
 
-from ..service import Counterfactual, TargetInfo
+from ..service import Counterfactual, RunsOfAnother, TargetInfo
 from ..pictures import Example, Gallery, gallery, predraw, WIDE_CARD
 from ..widgets import KeyFooter, RowList
 from .base import DataScreen
@@ -54,6 +55,36 @@ def describe_counterfactual(cf: Counterfactual) -> str:
     return "\n".join(lines)
 
 
+def describe_runs_of_another(r: RunsOfAnother) -> str:
+    """The panel's block on the runs another fit planned, with this fit's predictions (4 decimals)."""
+    lines = [f"[b]retrained runs planned by fit {r.runs_of} ({escape(r.estimator)}), "
+             f"with fit {r.fit_id}'s predictions[/b]"]
+    if r.verification is None:
+        return "\n".join([*lines, escape(f"none: {r.error}")])
+    rows = r.rows
+    if rows.is_empty():
+        covered = r.covered()
+        shown = ", ".join(map(str, covered[:12])) + (", ..." if len(covered) > 12 else "")
+        lines.append(f"none for target {r.target}: they retrained for target(s) {shown} (ctrl+p opens one)")
+    for row in rows.iter_rows(named=True):
+        removal = f"top {row['k']}" if row["mode"] == "top" else f"{row['mode']} {row['k']}"
+        what = "brittleness support" if row["purpose"] == "brittleness" else removal
+        lines += [f"fit {r.runs_of}'s {what} ({row['n_removed']} removed, {row['seeds']} seed(s))",
+                  f"  predicted change {row['predicted_change']:+.4f}", f"  actual change    {row['actual_change']:+.4f}"]
+        if row["purpose"] == "brittleness":
+            predicted = row["predicted_base"] >= 0 > row["predicted_margin"]
+            if row["actual_base"] < 0:
+                outcome = "already wrong on the full set"
+            else:
+                outcome = "flipped" if row["actual_margin"] < 0 else "did not flip"
+            lines.append(f"  -> {outcome}; fit {r.fit_id} predicted {'a flip' if predicted else 'no flip'}")
+    v = r.verification
+    n = v.rows.filter(pl.col("purpose") == "counterfactual").height
+    rho, pearson = ("n/a" if x is None else f"{x:.4f}" for x in (v.spearman, v.pearson))
+    lines.append(f"over all {n} removal(s): Spearman {rho}, Pearson {pearson}")
+    return "\n".join(lines)
+
+
 @dataclass(frozen=True)
 class Detail:
     """Everything the screen shows about one target, fetched together."""
@@ -63,6 +94,7 @@ class Detail:
     images: dict[int, np.ndarray | None]
     cf: Counterfactual
     nearest: pl.DataFrame
+    runs_of_another: RunsOfAnother | None
 
 
 class KInput(Input):
@@ -120,6 +152,7 @@ class TargetDetailScreen(DataScreen):
                     yield KInput(str(self.k), id="k", restrict=r"[0-9]*")
                     yield Static(id="mode")
                 yield Static(id="cf")
+                yield Static(id="cf-runs")
                 yield Label("Nearest targets by datamodel similarity (Enter opens)", classes="section")
                 yield RowList(id="nearest")
         yield KeyFooter()
@@ -181,6 +214,7 @@ class TargetDetailScreen(DataScreen):
         for view in self.query(Gallery):
             view.show([], "" if view.id == "target-picture" else "loading ...")
         self.query_one("#k", Input).value = str(self.k)
+        self.query_one("#cf-runs", Static).display = False
         self.show_mode()
         self.fetch("detail", self.load_detail, fit, target, self.k, self.mode, waiting=f"loading target {target} ...")
 
@@ -196,7 +230,8 @@ class TargetDetailScreen(DataScreen):
         top = svc.top_weights(fit, target, N_EXAMPLES)
         images = svc.train_images(fit, top["train_idx"].to_list())
         predraw([info.image, *images.values()])
-        return Detail(info, top, images, svc.counterfactual(fit, target, k, mode), svc.nearest(fit, target, 10))
+        return Detail(info, top, images, svc.counterfactual(fit, target, k, mode), svc.nearest(fit, target, 10),
+                      svc.runs_of_another(fit, target))
 
     def show_detail(self, detail: Detail) -> None:
         info, top = detail.info, detail.top
@@ -228,6 +263,10 @@ class TargetDetailScreen(DataScreen):
             ], "(none)")
         self.ready.add("info")
         self.show_cf(detail.cf)
+        runs = self.query_one("#cf-runs", Static)
+        runs.display = detail.runs_of_another is not None
+        if detail.runs_of_another is not None:
+            runs.update(describe_runs_of_another(detail.runs_of_another))
         self.query_one("#nearest", RowList).show(detail.nearest)
         self.ready.add("nearest")
         self.reveal()

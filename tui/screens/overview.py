@@ -1,8 +1,10 @@
-"""Overview: experiments with run counts by role, and fits with estimator, LDS and time taken."""
+"""Overview: experiments with run counts by role, and fits with estimator, LDS, verification on the
+shared retrained runs and time taken."""
 
 from __future__ import annotations
 
 import polars as pl
+from rich.markup import escape
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import Header, Label, Static
@@ -27,11 +29,23 @@ class OverviewScreen(DataScreen):
         yield KeyFooter()
 
     def reload(self) -> None:
-        self.fetch("overview", lambda: (self.service.experiments(), self.service.fits()),
-                   waiting="loading the experiments and fits ...")
+        self.fetch("overview", self.load_overview, waiting="loading the experiments and fits ...")
 
-    async def show_overview(self, value: tuple[pl.DataFrame, pl.DataFrame]) -> None:
-        exps, fits = value
+    def load_overview(self) -> tuple[pl.DataFrame, pl.DataFrame, list[str]]:
+        """Experiments, and fits with their verification figures (COMPARED's columns after the LDS,
+        when any experiment has retrained runs); and the experiments whose runs could not be compared."""
+        svc = self.service
+        exps, fits = svc.experiments(), svc.fits()
+        figures, problems = svc.compared(fits["experiment"].unique(maintain_order=True).to_list())
+        if not figures.is_empty():
+            cols = fits.columns
+            at = cols.index("lds") + 1
+            fits = fits.join(figures.cast({"fit_id": fits.schema["fit_id"]}), on="fit_id", how="left").select(
+                *cols[:at], *figures.columns[1:], *cols[at:])
+        return exps, fits, problems
+
+    async def show_overview(self, value: tuple[pl.DataFrame, pl.DataFrame, list[str]]) -> None:
+        exps, fits, problems = value
         runs = [c for c in exps.columns if c.endswith("runs")]  # runs, then by role: what the title promises
         rest = [c for c in exps.columns if c not in runs and c not in ("name", "created_at")]
         self.query_one("#experiments", FrameTable).show(exps.select("name", *runs, *rest))
@@ -50,6 +64,12 @@ class OverviewScreen(DataScreen):
             text = (f"{exps.height} experiment(s), {fits.height} fit(s). "
                     f"Browsing fit [b]{fit}[/b] ({row['estimator']} on {row['experiment']}, LDS {lds}, "
                     f"{row['n_targets']} targets).\nKeys: 2 targets, 3 leakage, 4 embeddings, 5 SQL, ? help, q quit.")
+            if row.get("cf_runs_of") is not None:
+                planner = fits.filter(pl.col("fit_id") == row["cf_runs_of"]).row(0, named=True)
+                text += (f"\ncf_spearman, cf_pearson: each fit's predicted vs actual margin change over the cf_n "
+                         f"removals retrained for fit {planner['fit_id']} ({planner['estimator']}); "
+                         "`dmdb verify --compare` has more.")
+        text += "".join(f"\n[b $warning]not compared[/]: {escape(p)}" for p in problems)
         self.query_one("#summary", Static).update(text)
 
     def on_frame_table_row_chosen(self, event: FrameTable.RowChosen) -> None:
