@@ -11,9 +11,10 @@ thread waited in DuckDB's Executor::CancelTasks). Run on another thread, the sta
 from __future__ import annotations
 
 import threading
-from typing import Callable, TypeVar
+from typing import Callable, Iterator, TypeVar
 
 import duckdb
+import pyarrow as pa
 
 T = TypeVar("T")
 
@@ -49,6 +50,18 @@ def interruptible(con: duckdb.DuckDBPyConnection, call: Callable[[], T]) -> T:
     if failure:
         raise failure[0]
     return outcome[0]
+
+
+def interruptible_batches(con: duckdb.DuckDBPyConnection, reader: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:
+    """The batches of `reader` (a DuckDB result streamed from `con`), each fetched by interruptible:
+    Ctrl-C stops the fetch in progress, or lands in the caller's own work between two fetches, so
+    the caller's work stays on its thread. The caller closes `reader`."""
+    while True:
+        try:
+            batch = interruptible(con, reader.read_next_batch)
+        except StopIteration:
+            return
+        yield batch
 
 
 def _stop(con: duckdb.DuckDBPyConnection, done: threading.Event) -> None:

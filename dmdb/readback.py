@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import duckdb
 import numpy as np
@@ -10,6 +10,7 @@ import polars as pl
 import pyarrow as pa
 
 from .errors import BadInputError, DmdbError
+from .interrupt import interruptible, interruptible_batches
 from .packing import PackedMasks, as_rows, margins_from_arrow, packed_rows, unpack_into
 from .validate import as_role
 
@@ -69,7 +70,9 @@ def read_arrays(
     this way beats ORDER BY in SQL, which would move every mask through the sort.
     """
     where, params = where_clause(exp, role, runs)
-    ids = exp.db.con.sql(f"SELECT run_id FROM runs WHERE {where}", params=params).fetchnumpy()["run_id"]
+    con = exp.db.con
+    found = interruptible(con, lambda: con.sql(f"SELECT run_id FROM runs WHERE {where}", params=params).fetchnumpy())
+    ids = found["run_id"]
     ids = ids if ids.size < 2 or bool(np.all(ids[1:] > ids[:-1])) else np.sort(ids)
     if runs is not None and not isinstance(runs, range):
         _require_listed(exp, ids, runs, role)
@@ -97,9 +100,13 @@ def _read_rows(exp: "Experiment", out: dict[str, np.ndarray], where: str, params
         select.append(f"margins::FLOAT[{int(exp.n_targets)}] AS margins")
     row_bytes = (exp.n_train + 7) // 8 * ("mask" in out) + 4 * exp.n_targets * ("margins" in out)
     cols = ", ".join(select)  # literals of this function
-    rel = exp.db.con.sql(f"SELECT {cols} FROM runs WHERE {where}", params=params)
+    con = exp.db.con
+    rows = max(1, _BLOCK_BYTES // row_bytes)
     try:
-        filled = _fill(out, rel.to_arrow_reader(max(1, _BLOCK_BYTES // row_bytes)), exp, packed)
+        reader = interruptible(con, lambda: con.sql(f"SELECT {cols} FROM runs WHERE {where}", params=params)
+                               .to_arrow_reader(rows))
+        with reader:
+            filled = _fill(out, interruptible_batches(con, reader), exp, packed)
     except duckdb.ConversionException as e:
         raise DmdbError(
             f"a run of experiment {exp.name!r} has a margins list whose length is not n_targets = {exp.n_targets} "
@@ -109,7 +116,7 @@ def _read_rows(exp: "Experiment", out: dict[str, np.ndarray], where: str, params
         raise _changed_while_reading(exp)
 
 
-def _fill(out: dict[str, np.ndarray], reader: pa.RecordBatchReader, exp: "Experiment", packed: bool) -> int:
+def _fill(out: dict[str, np.ndarray], batches: Iterator[pa.RecordBatch], exp: "Experiment", packed: bool) -> int:
     """Place every streamed row at its run id's row of the outputs; returns how many rows came.
 
     A block that holds the whole result in order (the common small read) becomes the output
@@ -117,29 +124,28 @@ def _fill(out: dict[str, np.ndarray], reader: pa.RecordBatchReader, exp: "Experi
     """
     ids = out["run_id"]
     filled = 0
-    with reader:
-        for batch in reader:
-            batch_ids = batch.column("run_id").to_numpy()
-            dest = np.searchsorted(ids, batch_ids)
-            if np.any(dest >= ids.size) or not np.array_equal(ids[np.minimum(dest, ids.size - 1)], batch_ids):
-                raise _changed_while_reading(exp)
-            rows = as_rows(dest)
-            whole = isinstance(rows, slice) and rows == slice(0, ids.size)
-            if "mask" in out:
-                bits = packed_rows(batch.column("mask"), exp.n_train, header=True)
-                if packed:
-                    out["mask"][rows] = bits
-                elif whole:
-                    out["mask"] = np.unpackbits(bits, axis=1, count=exp.n_train).view(bool)
-                else:
-                    unpack_into(out["mask"], rows, bits)
-            if "margins" in out:
-                y = margins_from_arrow(batch.column("margins"), exp.n_targets)
-                if whole:
-                    out["margins"] = y
-                else:
-                    out["margins"][rows] = y
-            filled += len(batch_ids)
+    for batch in batches:
+        batch_ids = batch.column("run_id").to_numpy()
+        dest = np.searchsorted(ids, batch_ids)
+        if np.any(dest >= ids.size) or not np.array_equal(ids[np.minimum(dest, ids.size - 1)], batch_ids):
+            raise _changed_while_reading(exp)
+        rows = as_rows(dest)
+        whole = isinstance(rows, slice) and rows == slice(0, ids.size)
+        if "mask" in out:
+            bits = packed_rows(batch.column("mask"), exp.n_train, header=True)
+            if packed:
+                out["mask"][rows] = bits
+            elif whole:
+                out["mask"] = np.unpackbits(bits, axis=1, count=exp.n_train).view(bool)
+            else:
+                unpack_into(out["mask"], rows, bits)
+        if "margins" in out:
+            y = margins_from_arrow(batch.column("margins"), exp.n_targets)
+            if whole:
+                out["margins"] = y
+            else:
+                out["margins"][rows] = y
+        filled += len(batch_ids)
     return filled
 
 
@@ -171,7 +177,9 @@ def runs_frame(exp: "Experiment", role: str | Sequence[str] | None = None, runs:
     """Per-run metadata (no mask, no margins), in run id order."""
     where, params = where_clause(exp, role, runs)
     cols = "run_id, role, n_kept, seed, worker, duration_s, info, created_at"
-    t = exp.db.con.sql(f"SELECT {cols} FROM runs WHERE {where} ORDER BY run_id", params=params).to_arrow_table()
+    con = exp.db.con
+    t = interruptible(con, lambda: con.sql(f"SELECT {cols} FROM runs WHERE {where} ORDER BY run_id", params=params)
+                      .to_arrow_table())
     if runs is not None and not isinstance(runs, range):  # as read_arrays: listed ids must all be there
         _require_listed(exp, t.column("run_id").to_numpy(), runs, role)
     return pl.from_arrow(t)  # type: ignore[return-value]

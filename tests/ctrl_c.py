@@ -36,3 +36,12 @@ def ctrl_c_while_running(body: str, timeout: float = 120) -> subprocess.Complete
     """Run `body` (Python that opens a database with dmdb.store.open and runs a slow statement) in a
     child, and send it SIGINT once the first database it opened is busy with a statement."""
     return subprocess.run([sys.executable, "-c", _WATCH + body], capture_output=True, text=True, timeout=timeout)
+
+
+def slowed(catalog: str, table: str, column: str) -> str:
+    """SQL for the child: a temporary view that shadows `table` of the database `catalog` and gives
+    its rows only once SLOW_QUERY has run (whether `column` is read or not), so that a dmdb read of it
+    stands for one of a database far bigger than a test can build: DuckDB busy for hours, its worker
+    threads too. `DROP VIEW {table}` shows the table again."""
+    return (f"CREATE TEMP VIEW {table} AS SELECT * REPLACE (CASE WHEN ({SLOW_QUERY}) IS NULL THEN NULL "
+            f'ELSE {column} END AS {column}) FROM "{catalog}".main.{table}')

@@ -547,3 +547,33 @@ def test_readme_sql_runs_in_plain_duckdb_read_only_and_attached(tmp_path):
         con.execute("USE s")
         got = con.sql("SELECT predicted_margin FROM counterfactual_all(remove := [3, 17, 40])").fetchnumpy()
         np.testing.assert_allclose(got["predicted_margin"], expect, atol=1e-9)
+
+
+def test_ctrl_c_while_an_analysis_reads_weights_raises_keyboard_interrupt(tmp_path: Path) -> None:
+    """Ctrl-C while counterfactual_all() loaded a fit's weights reached DuckDB on the main thread:
+    its RuntimeError('Query interrupted'), or no answer while a DuckDB worker held the long piece.
+    Now KeyboardInterrupt, nothing cached, and the next analysis on the connection gives the answer.
+    The weights come from a view that DuckDB takes hours to compute (a fit of billions of weights)."""
+    from ctrl_c import ctrl_c_while_running, slowed
+
+    rng = np.random.default_rng(5)
+    db, _ = new_db(tmp_path, "study.duckdb", n_train=N, n_targets=T)
+    W, bias = sparse_random_W(rng, N, T, 0.3), rng.normal(0.2, 0.4, T)
+    fid = insert_fit(db, "e", W, bias)
+    db.close()
+    removed = [int(i) for i in rng.choice(N, 15, replace=False)]
+    run = ctrl_c_while_running(
+        "import dmdb\n"
+        "from dmdb import analyses as A\n"
+        f"db = dmdb.open({str(tmp_path / 'study.duckdb')!r})\n"
+        f"db.con.execute({slowed('study', 'weights', 'weight')!r})\n"
+        "try:\n"
+        f"    A.counterfactual_all(db, {removed}, fit={fid})\n"
+        "except BaseException as e:\n"
+        "    print(type(e).__name__)\n"
+        "db.con.execute('DROP VIEW weights')\n"
+        f"print(*A.counterfactual_all(db, {removed}, fit={fid})['predicted_margin'].to_list())\n"
+    )
+    said, *margins = run.stdout.split() or [run.stderr]
+    assert said == "KeyboardInterrupt", run.stderr
+    np.testing.assert_allclose(np.array(margins, dtype=float), base_of(W, bias) - W[removed].sum(axis=0), atol=1e-9)

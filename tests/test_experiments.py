@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -98,3 +100,31 @@ def test_example_payloads_bad_lengths(exp: dmdb.Experiment) -> None:
     with pytest.raises(dmdb.BadInputError, match="images"):
         exp.set_targets(images=np.zeros((4, 8, 8)))
     assert table_counts(exp.db)["train_examples"] == 0
+
+
+def test_ctrl_c_while_masks_are_read_raises_keyboard_interrupt(db_path: Path) -> None:
+    """Ctrl-C while exp.masks() streamed the runs reached DuckDB on the main thread: its
+    RuntimeError('Query interrupted'), or no answer while a DuckDB worker held the long piece. Now
+    its queries run interruptibly: KeyboardInterrupt, and the connection reads on. The runs come
+    from a view that DuckDB takes hours to compute (a table of millions of runs, in short)."""
+    from ctrl_c import ctrl_c_while_running, slowed
+
+    rng = np.random.default_rng(3)
+    masks = rng.random((300, 50)) < 0.5
+    with dmdb.open(db_path) as db:
+        exp = db.create_experiment("e", n_train=50, n_targets=2)
+        exp.record_batch(list(range(300)), masks, rng.normal(size=(300, 2)))
+    run = ctrl_c_while_running(
+        "import dmdb\n"
+        f"db = dmdb.open({str(db_path)!r})\n"
+        "exp = db.experiment('e')\n"
+        f"db.con.execute({slowed(db_path.stem, 'runs', 'mask')!r})\n"
+        "try:\n"
+        "    exp.masks()\n"
+        "except BaseException as e:\n"
+        "    print(type(e).__name__)\n"
+        "db.con.execute('DROP VIEW runs')\n"
+        f"print(''.join('1' if b else '0' for b in exp.masks().ravel()))\n"
+    )
+    expected = "".join("1" if b else "0" for b in masks.ravel())
+    assert run.stdout.split() == ["KeyboardInterrupt", expected], run.stderr

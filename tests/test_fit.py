@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -471,6 +473,50 @@ def test_a_failed_write_leaves_no_partial_fit(db: dmdb.Database, monkeypatch: py
     counts = db.sql("SELECT (SELECT count(*) FROM fits) a, (SELECT count(*) FROM fit_targets) b, "
                     "(SELECT count(*) FROM fit_runs) c, (SELECT count(*) FROM weights) d").row(0)
     assert counts == (0, 0, 0, 0)
+
+
+def test_ctrl_c_while_a_fit_is_written_rolls_it_back(study: tuple[Path, np.ndarray], tmp_path: Path) -> None:
+    """Ctrl-C inside write_fit's transaction, while a statement runs there (SLOW_QUERY, after the
+    fit's rows went in: a big fit's weights being inserted, in short): KeyboardInterrupt, no row of
+    the fit left in any table, and the next fit on the same connection is written whole."""
+    from ctrl_c import SLOW_QUERY
+
+    path = tmp_path / "copy.duckdb"
+    path.write_bytes(study[0].read_bytes())
+    child = (
+        "import os, signal, threading, time\n"
+        "import dmdb, dmdb.fit.write as write\n"
+        "from dmdb.interrupt import interruptible\n"
+        "real, slowed = write._insert, []\n"
+        "def ctrl_c_once_running(con):\n"
+        "    while con.query_progress() <= 0:\n"
+        "        time.sleep(0.01)\n"
+        "    os.kill(os.getpid(), signal.SIGINT)\n"
+        "def insert_then_slow(d, table, data):\n"
+        "    real(d, table, data)\n"
+        "    if table == 'weights' and not slowed:\n"
+        "        slowed.append(table)\n"
+        "        threading.Thread(target=ctrl_c_once_running, args=(d.con,), daemon=True).start()\n"
+        f"        interruptible(d.con, lambda: d.con.execute({SLOW_QUERY!r}))\n"
+        "write._insert = insert_then_slow\n"
+        f"db = dmdb.open({str(path)!r})\n"
+        "db.con.execute('SET enable_progress_bar = true; SET enable_progress_bar_print = false')\n"
+        "try:\n"
+        "    db.experiment('syn').fit('diff-means')\n"
+        "except BaseException as e:\n"
+        "    print(type(e).__name__)\n"
+        "print(*db.sql('SELECT (SELECT count(*) FROM fits), (SELECT count(*) FROM fit_targets), '\n"
+        "              '(SELECT count(*) FROM fit_runs), (SELECT count(*) FROM weights)').row(0))\n"
+        "print(db.experiment('syn').fit('diff-means').fit_id)\n"
+    )
+    run = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=120)
+    *said, fit_id = run.stdout.split() or [run.stderr]
+    assert said == ["KeyboardInterrupt", "0", "0", "0", "0"], run.stderr
+    with dmdb.open(path, read_only=True) as db:
+        fit = db.fit(int(fit_id))
+        assert db.fits()["fit_id"].to_list() == [fit.fit_id]
+        assert fit.runs().height == fit.n_fit_runs + fit.n_val_runs + fit.n_holdout_runs > 0
+        assert fit.weights().height == fit.targets()["nnz"].sum() > 0
 
 
 def test_id_lists_round_trip() -> None:

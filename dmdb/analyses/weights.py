@@ -17,6 +17,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..errors import BadInputError, DmdbError
+from ..interrupt import interruptible
 from ..validate import is_int
 
 if TYPE_CHECKING:
@@ -192,15 +193,15 @@ def clear_cache() -> None:
 
 def _load(db: "Database", info: FitInfo) -> FitWeights:
     con = db.con
-    ft = con.sql("SELECT target, bias FROM fit_targets WHERE fit_id = ? ORDER BY target", params=[info.fit_id])
-    ft = ft.to_arrow_table()
+    ft = interruptible(con, lambda: con.sql("SELECT target, bias FROM fit_targets WHERE fit_id = ? ORDER BY target",
+                                            params=[info.fit_id]).to_arrow_table())
     targets = ft.column("target").to_numpy().astype(np.int64)
     bias = ft.column("bias").to_numpy().astype(np.float64)
     if len(targets) == 0:
         raise DmdbError(f"fit {info.fit_id} has no rows in fit_targets; it is empty or was not written completely")
-    tbl = con.sql(
+    tbl = interruptible(con, lambda: con.sql(
         "SELECT target, train_idx, weight FROM weights WHERE fit_id = ?", params=[info.fit_id]
-    ).to_arrow_table()
+    ).to_arrow_table())
     t = tbl.column("target").to_numpy()
     i = tbl.column("train_idx").to_numpy()
     w = tbl.column("weight").to_numpy().astype(np.float64)

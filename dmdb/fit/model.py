@@ -10,6 +10,7 @@ import polars as pl
 
 from ..analyses.weights import FitWeights, load_weights, resolve_fit
 from ..errors import BadInputError
+from ..interrupt import interruptible
 from ..validate import is_int
 from .options import MIN_HOLDOUT_RUNS
 
@@ -67,7 +68,8 @@ class Fit:
         return f"<dmdb.Fit {self.fit_id}: {self.estimator} on {self.experiment!r}, {self.n_fit_runs} fit runs, LDS {lds}>"
 
     def _frame(self, sql: str, params: list[Any]) -> pl.DataFrame:
-        return pl.from_arrow(self.db.con.sql(sql, params=params).to_arrow_table())  # type: ignore[return-value]
+        con = self.db.con
+        return pl.from_arrow(interruptible(con, lambda: con.sql(sql, params=params).to_arrow_table()))  # type: ignore[return-value]
 
     def targets(self) -> pl.DataFrame:
         """Per target: chosen lambda, bias, validation MSE and R^2, holdout Spearman, nonzeros."""

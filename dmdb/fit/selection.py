@@ -17,6 +17,7 @@ import duckdb
 import numpy as np
 
 from ..errors import BadInputError, FitError
+from ..interrupt import interruptible
 
 if TYPE_CHECKING:
     from ..experiment import Experiment
@@ -58,7 +59,8 @@ def _relation(spec: str, column: str) -> str:
 
 def _ids(exp: "Experiment", sql: str, params: Sequence[Any], what: str, spec: str | None) -> np.ndarray:
     try:
-        rows = exp.db.con.execute(sql, list(params)).fetchall()
+        con = exp.db.con
+        rows = interruptible(con, lambda: con.execute(sql, list(params)).fetchall())
     except duckdb.Error as e:
         first = str(e).splitlines()[0]
         if spec is None:  # the pool view alone failed: dropped, or a redefinition that no longer binds

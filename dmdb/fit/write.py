@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..errors import FitError
+from ..interrupt import interruptible
 from ..transaction import transaction
 from .selection import Selection
 
@@ -62,7 +63,7 @@ def _insert(db: "Database", table: str, data: pa.Table) -> None:
     name = f"_dmdb_new_{table}"
     db.con.register(name, data)
     cols = ", ".join(data.column_names)
-    db.con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {name}")
+    interruptible(db.con, lambda: db.con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {name}"))
 
 
 def stored_weights(W: np.ndarray) -> np.ndarray:
