@@ -101,10 +101,10 @@ def _read_rows(exp: "Experiment", out: dict[str, np.ndarray], where: str, params
     row_bytes = (exp.n_train + 7) // 8 * ("mask" in out) + 4 * exp.n_targets * ("margins" in out)
     cols = ", ".join(select)  # literals of this function
     con = exp.db.con
-    rows = max(1, _BLOCK_BYTES // row_bytes)
+    block_rows = max(1, _BLOCK_BYTES // row_bytes)
     try:
         reader = interruptible(con, lambda: con.sql(f"SELECT {cols} FROM runs WHERE {where}", params=params)
-                               .to_arrow_reader(rows))
+                               .to_arrow_reader(block_rows))
         with reader:
             filled = _fill(out, interruptible_batches(con, reader), exp, packed)
     except duckdb.ConversionException as e:
