@@ -107,7 +107,7 @@ def test_a_verb_with_progress_bars_that_fails_before_any_prints_its_error_alone(
         masks, margins = random_runs(12, 20, 3)
         d.create_experiment("e", 20, 3).record_batch(np.arange(12), masks, margins, role=["fit"] * 10 + ["holdout"] * 2)
     code, out, err = run_cli(capsys, "fit", "e", "--targets", "7", "--db", str(db))
-    assert (code, out, err) == (1, "", "dmdb fit: error: target 7 is outside 0..2\n")
+    assert (code, out, err) == (1, "", "dmdb fit: error: target 7 is not in experiment 'e' (it has targets 0-2)\n")
 
 
 def test_verbs_with_one_bar_that_fail_before_a_report_print_their_error_alone(

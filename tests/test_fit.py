@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import warnings
@@ -421,7 +422,7 @@ def test_a_pool_view_that_cannot_be_read_is_named(db: dmdb.Database) -> None:
                                rf"redefine it, or restore the default of sql/20_fit_views.sql"):
                 exp.fit("diff-means", where=where)
         db.sql(default)
-    with pytest.raises(dmdb.BadInputError, match=r"^--where 'no_such_column > 1' is not valid SQL here"):
+    with pytest.raises(dmdb.BadInputError, match=r"^--where 'no_such_column > 1' is not a valid SQL expression over runs columns: Binder Error"):
         exp.fit("diff-means", where="no_such_column > 1")  # the user's own SQL is still named as theirs
     assert db.fits().height == 0 and exp.fit("diff-means").lds is not None
 
@@ -519,6 +520,52 @@ def test_ctrl_c_while_a_fit_is_written_rolls_it_back(study: tuple[Path, np.ndarr
         assert fit.weights().height == fit.targets()["nnz"].sum() > 0
 
 
+def test_targets_out_of_range_are_named_with_the_valid_range(db: dmdb.Database) -> None:
+    """--targets 5-9 on an experiment of 5 targets said 'target 9 is outside 0..4', naming only the
+    range's end; now every requested id outside is named (the first few ranges and their count)."""
+    exp = db.experiment("syn")  # 8 targets
+    for spec, message in [
+        ("6-12", "5 targets (8-12) are not in experiment 'syn' (it has targets 0-7)"),
+        ("3,9", "target 9 is not in experiment 'syn' (it has targets 0-7)"),
+        ("8,10-11,20,30,40,50-52", "9 targets (8,10-11,20,30 and 2 more ranges) are not in experiment 'syn' (it has targets 0-7)"),
+        ("9-10,8,10-12", "5 targets (8-12) are not in experiment 'syn' (it has targets 0-7)"),  # overlaps merged
+    ]:
+        with pytest.raises(dmdb.BadInputError, match=f"^{re.escape(message)}$"):
+            exp.fit("diff-means", targets=spec)
+    with pytest.raises(dmdb.BadInputError, match=re.escape("2 targets (8-9) are not in experiment 'syn' (it has targets 0-7)")):
+        exp.fit("diff-means", targets=[1, 8, 9])
+    db.sql("CREATE OR REPLACE VIEW target_pool AS SELECT name AS experiment, (2 * t)::INTEGER AS target FROM experiments, range(4) r(t)")
+    with pytest.raises(dmdb.BadInputError, match=re.escape("2 targets (1,3) are not in the target_pool of experiment "
+                                                           "'syn' (targets 0,2,4,6)")):
+        exp.fit("diff-means", targets="0-3")
+    assert db.fits().height == 0
+
+
+def test_sql_errors_name_the_users_fragment_not_dmdbs_wrapping(db: dmdb.Database) -> None:
+    """--where 'run_id <' failed with 'syntax error at or near ")"', a bracket of the SQL dmdb wraps
+    the fragment in; a fragment that closed that bracket itself ('1) OR (1') was run as given; a
+    trailing `-- comment` hid the bracket. Now the fragment is parsed alone first."""
+    exp = db.experiment("syn")
+    expr, query = "is not a valid SQL expression over runs columns", "is not a valid SQL query"
+    for kw, spec, message in [
+        ("where", "run_id <", f"--where 'run_id <' {expr}: Parser Error: syntax error at or near \"<\""),
+        ("where", "run_id < 5) OR (true", f"--where 'run_id < 5) OR (true' {expr}: Parser Error: syntax error at or near \")\""),
+        ("where", "run_id < 5, true", f"--where 'run_id < 5, true' {expr}: it is a comma-separated list; join conditions with AND or OR"),
+        ("where", "SELECT run_id FROM runs WHERE", f"--where 'SELECT run_id FROM runs WHERE' {query}: Parser Error: syntax error at or near \"WHERE\""),
+        ("where", "SELECT 1 AS run_id; SELECT 2", "--where 'SELECT 1 AS run_id; SELECT 2' holds 2 SQL statements; give one query"),
+        ("targets", "SELECT target FROM", f"--targets 'SELECT target FROM' {query}: Parser Error: syntax error at or near \"FROM\""),
+        ("targets", "no_such_view", "--targets 'no_such_view' is not a readable view or table: Catalog Error"),
+    ]:
+        with pytest.raises(dmdb.BadInputError, match=f"^{re.escape(message)}") as err:
+            exp.fit("diff-means", **{kw: spec})
+        assert "user_query" not in str(err.value)
+    assert db.fits().height == 0
+    ids = exp.run_ids("fit")
+    cut = int(ids[300])
+    fit = exp.fit("diff-means", where=f"run_id < {cut} -- the early runs", targets="SELECT 2 AS target -- one")
+    assert fit.n_fit_runs + fit.n_val_runs == 300 and fit.targets()["target"].to_list() == [2]
+
+
 def test_id_lists_round_trip() -> None:
     ids = np.array([0, 1, 2, 3, 7, 9, 10])
     assert format_id_list(ids) == "0-3,7,9-10"
@@ -530,7 +577,7 @@ def test_target_id_ranges_are_checked_before_they_are_expanded(db: dmdb.Database
     (0-20000000 took 108 s and 2.4 GB for an experiment of 8 targets); an id beyond int64 is a
     BadInputError, not an OverflowError. (Expanding 10^15 ids would be numpy's MemoryError.)"""
     exp = db.experiment("syn")
-    with pytest.raises(dmdb.BadInputError, match=r"^target 999999999999999 is outside 0\.\.7$"):
+    with pytest.raises(dmdb.BadInputError, match=r"^999999999999992 targets \(8-999999999999999\) are not in experiment 'syn' \(it has targets 0-7\)$"):
         exp.fit("diff-means", targets="0-3,5-999999999999999")
     with pytest.raises(dmdb.BadInputError, match="beyond int64"):
         exp.fit("diff-means", targets="99999999999999999999")

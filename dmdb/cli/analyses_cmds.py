@@ -105,7 +105,7 @@ def register(sub: Any, parents: tuple[argparse.ArgumentParser, argparse.Argument
 
 def _ids(spec: str, flag: str, what: str = "train ids", below: int | None = None) -> list[int]:
     try:
-        return parse_id_list(spec, below=below, what="train index").tolist()
+        return parse_id_list(spec, below=below, what=("train index", "train indices")).tolist()
     except BadInputError:  # out of range, or a range that runs backwards: it says which
         raise
     except ValueError as e:  # int() of something that is no number

@@ -50,14 +50,43 @@ def _relation(spec: str, column: str) -> str:
     # the column is qualified: a bare name would bind to an outer query's column when the
     # user's relation lacks it (--where 'SELECT 1' would then select every run)
     if _QUERY.match(spec):
-        return f"SELECT user_query.{column} FROM ({spec}) AS user_query"
+        # the newline ends a trailing `-- comment` of the user's, which would otherwise hide the bracket
+        return f"SELECT user_query.{column} FROM ({spec}\n) AS user_query"
     if _IDENT.match(spec):
         quoted = ".".join('"' + part.replace('"', '""') + '"' for part in spec.split("."))
         return f"SELECT user_query.{column} FROM {quoted} AS user_query"
     raise BadInputError(f"{spec!r} is neither a SELECT query nor a view or table name")
 
 
+def _kind(spec: str) -> str:
+    """What the user's SQL is meant to be, for its error messages."""
+    if _QUERY.match(spec):
+        return "a valid SQL query"
+    if _IDENT.match(spec):
+        return "a readable view or table"
+    return "a valid SQL expression over runs columns"
+
+
+def _check_parses(exp: "Experiment", what: str, spec: str) -> None:
+    """Parse the user's SQL alone before dmdb wraps it in its own: a syntax error then names what
+    they typed (not a bracket of dmdb's), and a fragment cannot close dmdb's brackets itself."""
+    try:
+        if _QUERY.match(spec):
+            statements = exp.db.con.extract_statements(spec)
+            if len(statements) != 1:
+                raise BadInputError(f"{what} {spec!r} holds {len(statements)} SQL statements; give one query")
+        elif not _IDENT.match(spec):
+            duckdb.SQLExpression(spec)
+    except duckdb.InvalidInputException as e:  # SQLExpression's word for a list such as `a < 1, b`
+        raise BadInputError(f"{what} {spec!r} is not {_kind(spec)}: it is a comma-separated list; "
+                            "join conditions with AND or OR") from e
+    except duckdb.Error as e:
+        raise BadInputError(f"{what} {spec!r} is not {_kind(spec)}: {str(e).splitlines()[0]}") from e
+
+
 def _ids(exp: "Experiment", sql: str, params: Sequence[Any], what: str, spec: str | None) -> np.ndarray:
+    if spec is not None:
+        _check_parses(exp, what, spec)
     try:
         con = exp.db.con
         rows = interruptible(con, lambda: con.execute(sql, list(params)).fetchall())
@@ -69,7 +98,7 @@ def _ids(exp: "Experiment", sql: str, params: Sequence[Any], what: str, spec: st
         if "user_query" in first:
             column = "target" if what == "--targets" else "run_id"
             raise BadInputError(f"{what} {spec!r} must give a `{column}` column ({first})") from e
-        raise BadInputError(f"{what} {spec!r} is not valid SQL here: {first}") from e
+        raise BadInputError(f"{what} {spec!r} is not {_kind(spec)}: {first}") from e
     return np.unique(np.array([r[0] for r in rows if r[0] is not None], dtype=np.int64))
 
 
@@ -84,7 +113,7 @@ def fit_pool_ids(exp: "Experiment", where: str | None) -> np.ndarray:
     if _QUERY.match(where) or _IDENT.match(where):
         sql += f" AND run_id IN ({_relation(where, 'run_id')})"
     else:
-        sql += f" AND run_id IN (SELECT run_id FROM runs WHERE experiment = ? AND ({where}))"
+        sql += f" AND run_id IN (SELECT run_id FROM runs WHERE experiment = ? AND ({where}\n))"
         params.append(exp.name)
     return _ids(exp, sql, params, "--where", where)
 
@@ -108,35 +137,70 @@ def _id_ranges(spec: str) -> list[tuple[int, int]]:
     return out
 
 
-def parse_id_list(spec: str, below: int | None = None, what: str = "id") -> np.ndarray:
-    """'0-9,12' -> [0..9, 12] (ranges inclusive). With `below`, an id >= below is refused before
-    the ranges are expanded: a typo such as 0-99999999999 would fill memory first."""
+def _above(ranges: list[tuple[int, int]], below: int) -> list[tuple[int, int]]:
+    """The parts of `ranges` at or above `below`, sorted and merged, without expanding them."""
+    parts = sorted((max(a, below), b) for a, b in ranges if b >= below)
+    merged: list[tuple[int, int]] = []
+    for a, b in parts:
+        if merged and a <= merged[-1][1] + 1:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], b))
+        else:
+            merged.append((a, b))
+    return merged
+
+
+def _runs(ids: np.ndarray) -> list[tuple[int, int]]:
+    """Sorted unique ids as (first, last) of each run of consecutive ids: [0..9, 12] -> [(0, 9), (12, 12)]."""
+    a = np.unique(np.asarray(ids, dtype=np.int64))
+    if a.size == 0:
+        return []
+    breaks = np.nonzero(np.diff(a) != 1)[0]
+    return [(int(a[s]), int(a[e])) for s, e in zip(np.concatenate([[0], breaks + 1]), np.concatenate([breaks, [a.size - 1]]))]
+
+
+def _ranges_text(ranges: list[tuple[int, int]], shown: int = 4) -> str:
+    """'5-9,12', or for many ranges the first `shown` of them and how many more: '5-9,12,14,16 and 3 more ranges'."""
+    text = ",".join(str(a) if a == b else f"{a}-{b}" for a, b in ranges[:shown])
+    return text + (f" and {len(ranges) - shown} more ranges" if len(ranges) > shown else "")
+
+
+def _name_ids(ranges: list[tuple[int, int]], what: tuple[str, str], problem: str) -> str:
+    """A message naming the ids of `ranges` (sorted, merged): 'target 7 is not ...', or with their
+    count '5 targets (5-9) are not ...'. `what` is the noun, singular and plural."""
+    count = sum(b - a + 1 for a, b in ranges)
+    if count == 1:
+        return f"{what[0]} {ranges[0][0]} is {problem}"
+    return f"{count} {what[1]} ({_ranges_text(ranges)}) are {problem}"
+
+
+def parse_id_list(spec: str, below: int | None = None, what: tuple[str, str] = ("id", "ids"),
+                  outside: str | None = None) -> np.ndarray:
+    """'0-9,12' -> [0..9, 12] (ranges inclusive). With `below`, ids >= below are refused before
+    the ranges are expanded (a typo such as 0-99999999999 would fill memory first), by a message
+    naming them (`what`: the noun, singular and plural) as `outside` (default: outside 0..below-1)."""
     ranges = _id_ranges(spec)
-    top = max(b for _, b in ranges)
-    if below is not None and top >= below:
-        raise BadInputError(f"{what} {top} is outside 0..{below - 1}")
+    if below is not None and (bad := _above(ranges, below)):
+        raise BadInputError(_name_ids(bad, what, outside or f"outside 0..{below - 1}"))
     return np.unique(np.concatenate([np.arange(a, b + 1, dtype=np.int64) for a, b in ranges]))
 
 
 def format_id_list(ids: Sequence[int] | np.ndarray) -> str:
     """[0..9, 12] -> '0-9,12', the inverse of parse_id_list, so a fit records its targets compactly."""
-    a = np.unique(np.asarray(ids, dtype=np.int64))
-    if a.size == 0:
-        return ""
-    breaks = np.nonzero(np.diff(a) != 1)[0]
-    starts = np.concatenate([[0], breaks + 1])
-    ends = np.concatenate([breaks, [a.size - 1]])
-    return ",".join(str(a[s]) if s == e else f"{a[s]}-{a[e]}" for s, e in zip(starts, ends))
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in _runs(np.asarray(ids)))
 
 
 def target_ids(exp: "Experiment", targets: str | Sequence[int] | np.ndarray | None) -> np.ndarray:
     """Sorted target ids from target_pool, narrowed by `targets`."""
     pool = _ids(exp, "SELECT target FROM target_pool WHERE experiment = ?", [exp.name], "target_pool", None)
+    everything = pool.size == exp.n_targets  # target_pool as sql/20_fit_views.sql defines it
+    where = (f"not in experiment {exp.name!r} (it has targets 0-{exp.n_targets - 1})" if everything else
+             f"not in the target_pool of experiment {exp.name!r} "
+             + (f"(targets {_ranges_text(_runs(pool))})" if pool.size else "(it is empty)"))
     if targets is None:
         chosen = pool
     elif isinstance(targets, str):
         if _ID_LIST.match(targets):
-            chosen = parse_id_list(targets, below=exp.n_targets, what="target")
+            chosen = parse_id_list(targets, below=exp.n_targets, what=("target", "targets"), outside=where)
         elif _NEGATIVE.match(targets):
             raise BadInputError(f"target ids are >= 0, got {targets!r}")
         else:
@@ -148,10 +212,7 @@ def target_ids(exp: "Experiment", targets: str | Sequence[int] | np.ndarray | No
         chosen = np.unique(arr.astype(np.int64))
     outside = np.setdiff1d(chosen, pool)
     if outside.size:
-        raise BadInputError(
-            f"targets {outside[:5].tolist()} are not targets of experiment {exp.name!r} "
-            f"(it has {exp.n_targets}: 0..{exp.n_targets - 1})"
-        )
+        raise BadInputError(_name_ids(_runs(outside), ("target", "targets"), where))
     if chosen.size == 0:
         raise BadInputError(f"the target selection {targets!r} is empty")
     return chosen
