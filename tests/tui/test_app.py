@@ -555,6 +555,36 @@ def test_a_fit_that_planned_no_retraining_shows_another_fits_runs_with_its_predi
     drive(compared_study, script, size=size)
 
 
+def test_the_counterfactual_panel_of_a_fit_that_planned_no_retraining_points_to_the_other_fits_runs(
+        compared_study: Path) -> None:
+    """The panel said 'not verified: no retraining runs recorded for this removal' right above a
+    block of the same target's retrained runs (planned by fit 1): now it says whose runs those are,
+    at every k; a fit that planned runs, but none for this removal, still says there are none."""
+    target = COMPARED_TARGETS[0]
+    pointer = f"not verified: fit {PLANNED_BY_OTHER} planned no retraining of its own; fit 1's retrained runs are below"
+    unrecorded = "not verified: no retraining runs recorded for this removal"
+
+    async def script(app, pilot):
+        assert app.fit_id == PLANNED_BY_OTHER
+        screen = await open_detail(pilot, target)
+        assert screen.query_one("#cf-runs").display
+        for k in (10, 11):
+            if k != screen.k:
+                await pilot.press("plus")
+            await wait_for(pilot, lambda: "cf" in screen.ready and screen.cf.k == k, what=f"counterfactual k={k}")
+            panel = squeezed(screen.query_one("#cf").render().plain)
+            assert screen.cf.verified is None and panel.endswith(pointer) and unrecorded not in panel
+        await pilot.press("escape")
+        app.browse_fit(1)  # planned runs for `target` at k 3 and 10, none at k 11
+        screen = await open_detail(pilot, target)
+        assert screen.cf.verified is not None and not screen.query_one("#cf-runs").display
+        await pilot.press("plus")
+        await wait_for(pilot, lambda: "cf" in screen.ready and screen.cf.k == 11, what="counterfactual k=11")
+        assert squeezed(screen.query_one("#cf").render().plain).endswith(unrecorded)
+
+    drive(compared_study, script)
+
+
 def test_the_other_fits_runs_say_which_targets_they_cover_and_a_planning_fit_shows_its_own(compared_study: Path) -> None:
     with api(compared_study) as db:
         v = analyses.verification(db, PLANNED_BY_OTHER, runs_of=1)

@@ -30,8 +30,9 @@ def margin_word(m: float) -> str:
     return "correct" if m >= 0 else "wrong"
 
 
-def describe_counterfactual(cf: Counterfactual) -> str:
-    """The panel's text; numbers printed with 4 decimals (tests compare them with the API's)."""
+def describe_counterfactual(cf: Counterfactual, another: RunsOfAnother | None = None) -> str:
+    """The panel's text; numbers printed with 4 decimals (tests compare them with the API's).
+    `another`: the runs another fit planned, shown below the panel when this fit planned none."""
     what = {"top": "most helpful", "bottom": "most harmful", "random": "random"}[cf.mode]
     lines = [
         f"remove the {cf.k} {what} train examples ({cf.n_removed} removed)",
@@ -41,7 +42,10 @@ def describe_counterfactual(cf: Counterfactual) -> str:
         "[b $error]the prediction FLIPS[/]" if cf.flips else "[b $success]the prediction stays[/]",
     ]
     v = cf.verified
-    if v is None:
+    if v is None and another is not None:  # "no runs recorded" would deny the block just below
+        lines.append(f"[dim]not verified: fit {another.fit_id} planned no retraining of its own; "
+                     f"fit {another.runs_of}'s retrained runs are below[/dim]")
+    elif v is None:
         lines.append("[dim]not verified: no retraining runs recorded for this removal[/dim]")
     else:
         base = "" if v.baseline_margin is None else f" (full train set: {v.baseline_margin:+.4f})"
@@ -129,6 +133,7 @@ class TargetDetailScreen(DataScreen):
         self.k = K_DEFAULT
         self.mode = "top"
         self.cf: Counterfactual | None = None
+        self.another: RunsOfAnother | None = None  # another fit's retrained runs, when this fit planned none
         self.weights: pl.DataFrame = pl.DataFrame()
         self.ready: set[str] = set()
         self._reveal: Timer | None = None
@@ -207,7 +212,7 @@ class TargetDetailScreen(DataScreen):
         """Reset the panels and fetch everything in one worker: one repaint when it arrives (the
         database calls take a lock in turn anyway, and each partial repaint of this screen costs)."""
         target, fit = self.target, self.fit
-        self.k, self.mode, self.cf, self.weights = K_DEFAULT, "top", None, pl.DataFrame()
+        self.k, self.mode, self.cf, self.another, self.weights = K_DEFAULT, "top", None, None, pl.DataFrame()
         self.ready.clear()
         self.title = f"target {target}"
         self.sub_title = f"fit {fit}"
@@ -262,11 +267,12 @@ class TargetDetailScreen(DataScreen):
                 for r in rows.iter_rows(named=True)
             ], "(none)")
         self.ready.add("info")
+        self.another = detail.runs_of_another
         self.show_cf(detail.cf)
         runs = self.query_one("#cf-runs", Static)
-        runs.display = detail.runs_of_another is not None
-        if detail.runs_of_another is not None:
-            runs.update(describe_runs_of_another(detail.runs_of_another))
+        runs.display = self.another is not None
+        if self.another is not None:
+            runs.update(describe_runs_of_another(self.another))
         self.query_one("#nearest", RowList).show(detail.nearest)
         self.ready.add("nearest")
         self.reveal()
@@ -283,7 +289,7 @@ class TargetDetailScreen(DataScreen):
         if (cf.target, cf.k, cf.mode) != (self.target, self.k, self.mode):
             return  # asked for before the latest change
         self.cf = cf
-        self.query_one("#cf", Static).update(describe_counterfactual(cf), layout=False)
+        self.query_one("#cf", Static).update(describe_counterfactual(cf, self.another), layout=False)
         self.ready.add("cf")
 
     def set_k(self, k: int) -> None:
