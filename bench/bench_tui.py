@@ -191,6 +191,7 @@ def measure_service(path: Path, targets: list[int]) -> dict[str, float]:
             svc.train_images(fit, top["train_idx"].to_list())
             svc.counterfactual(fit, t, 10, "top")
             svc.nearest(fit, t, 10)
+            svc.runs_of_another(fit, t)  # as the detail screen's load_detail does
             assert info.target == t
 
         def med(fn: Callable[[], Any]) -> float:
@@ -211,8 +212,8 @@ def measure_service(path: Path, targets: list[int]) -> dict[str, float]:
 def report(name: str, path: Path, repeat: int) -> None:
     with Service.open(path) as svc:  # the fit the app browses: the latest
         fit = svc.latest_fit()
-        ids = svc.sql(f"SELECT target FROM fit_targets WHERE fit_id = {fit}")["target"].to_numpy()
-        n_weights = svc.sql(f"SELECT count(*) AS n FROM weights WHERE fit_id = {fit}")["n"][0]
+        ids = svc.sql(f"SELECT target FROM fit_targets WHERE fit_id = {fit}")[0]["target"].to_numpy()
+        n_weights = svc.sql(f"SELECT count(*) AS n FROM weights WHERE fit_id = {fit}")[0]["n"][0]
     n_targets = len(ids)
     rng = np.random.default_rng(0)
     targets = [int(t) for t in rng.choice(ids, size=min(n_targets, repeat + 1), replace=False)]
