@@ -895,6 +895,26 @@ def running_query(svc: Service) -> bool:
     return False
 
 
+def start_runaway(svc: Service) -> tuple[threading.Thread, list[Exception]]:
+    """RUNAWAY on a thread of its own, returned once it holds the service; the errors it raises
+    (DmdbError, e.g. Stopped) land in the list."""
+    errors: list[Exception] = []
+
+    def run() -> None:
+        try:
+            svc.sql(RUNAWAY)
+        except DmdbError as e:
+            errors.append(e)
+
+    query = threading.Thread(target=run, daemon=True)
+    query.start()
+    for _ in range(600):
+        if running_query(svc):
+            break
+        time.sleep(0.05)
+    return query, errors
+
+
 def test_a_new_console_query_stops_the_one_still_running(study: Path) -> None:
     """A runaway query held the database: the next query waited for it (for hours), and so did every
     other screen. Enter on a new query now stops the one running."""
@@ -918,20 +938,7 @@ def test_closing_the_service_stops_the_query_running(study: Path) -> None:
     """Quitting while a long query ran waited for the query to end (the app's unmount closes the
     service, which waited for its lock): `q` left the screen frozen for as long as the query took."""
     svc = Service.open(study)
-    errors: list[Exception] = []
-
-    def run() -> None:
-        try:
-            svc.sql(RUNAWAY)
-        except DmdbError as e:
-            errors.append(e)
-
-    query = threading.Thread(target=run, daemon=True)
-    query.start()
-    for _ in range(600):
-        if running_query(svc):
-            break
-        time.sleep(0.05)
+    query, errors = start_runaway(svc)
     closing = threading.Thread(target=svc.close, daemon=True)
     closing.start()
     closing.join(30)
@@ -1008,22 +1015,9 @@ def test_a_stopped_screen_says_so_and_loads_when_shown_again(study: Path, monkey
 
 def test_service_says_what_runs_and_stops_it(study: Path) -> None:
     svc = Service.open(study)
-    errors: list[Exception] = []
-
-    def run() -> None:
-        try:
-            svc.sql(RUNAWAY)
-        except DmdbError as e:
-            errors.append(e)
-
     try:
         assert svc.running() is None and svc.stop() is None
-        query = threading.Thread(target=run, daemon=True)
-        query.start()
-        for _ in range(600):
-            if running_query(svc):
-                break
-            time.sleep(0.05)
+        query, errors = start_runaway(svc)
         what, seconds = svc.running()
         assert what == f"the SQL console's query ({RUNAWAY[:60]})" and seconds >= 0
         assert svc.stop() == what
