@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from dmdb.cli import main
+from dmdb.errors import FitError
 from dmdb.regress import select_lasso
 from dmdb.regress.threads import SMALL_PRODUCT_FLOPS, product_flops, threads_by_size
 
@@ -59,7 +60,7 @@ def test_large_problems_keep_torchs_threads(two_threads):
 
 
 def test_a_wrapped_solver_still_checks_its_input(two_threads):
-    with pytest.raises(Exception, match="2-D"):
+    with pytest.raises(FitError, match="2-D"):
         select_lasso(np.zeros(10, dtype=bool), np.zeros(10), [0, 1], [2, 3])
     assert torch.get_num_threads() == 2
 

@@ -895,6 +895,13 @@ def running_query(svc: Service) -> bool:
     return False
 
 
+async def runaway_in_console(app, pilot) -> None:
+    """RUNAWAY submitted in the SQL console, returned once it holds the service."""
+    await pilot.press("5")
+    await until_screen(pilot, SqlScreen)
+    await submit(pilot, "#query", RUNAWAY)
+    await wait_for(pilot, lambda: running_query(app.service), what="the runaway query running")
+
 def start_runaway(svc: Service) -> tuple[threading.Thread, list[Exception]]:
     """RUNAWAY on a thread of its own, returned once it holds the service; the errors it raises
     (DmdbError, e.g. Stopped) land in the list."""
@@ -919,11 +926,8 @@ def test_a_new_console_query_stops_the_one_still_running(study: Path) -> None:
     """A runaway query held the database: the next query waited for it (for hours), and so did every
     other screen. Enter on a new query now stops the one running."""
     async def script(app, pilot):
-        await pilot.press("5")
-        await until_screen(pilot, SqlScreen)
         try:
-            await submit(pilot, "#query", RUNAWAY)
-            await wait_for(pilot, lambda: running_query(app.service), what="the runaway query running")
+            await runaway_in_console(app, pilot)
             await submit(pilot, "#query", "SELECT 42 AS answer")
             table = await until_table(pilot, "#result")
             await wait_for(pilot, lambda: table.frame.rows() == [(42,)] and "1 row(s) x 1 column(s)" in screen_text(app),
@@ -955,11 +959,8 @@ def test_a_screen_waiting_behind_a_long_query_says_what_runs_and_ctrl_g_stops_it
     told what they waited for or how to get out. Now the waiting screen names the call and the stop
     key, which the footer shows while a call runs; ctrl+g stops it and the screen loads."""
     async def script(app, pilot):
-        await pilot.press("5")
-        await until_screen(pilot, SqlScreen)
         try:
-            await submit(pilot, "#query", RUNAWAY)
-            await wait_for(pilot, lambda: running_query(app.service), what="the runaway query running")
+            await runaway_in_console(app, pilot)
             await pilot.press("escape", "2")
             await until_screen(pilot, TargetsScreen)
             status = app.screen.query_one("#status")
