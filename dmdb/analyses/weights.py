@@ -167,9 +167,13 @@ def load_weights(db: "Database", fit: int | None = None, *, cache: bool = True) 
     The cache is revalidated on every call by the fit's target count, total nnz and bias sum, so a
     rewritten fit is reloaded.
     """
-    info = resolve_fit(db, fit)
+    def lookup() -> tuple[FitInfo, tuple[Any, ...]]:
+        info = resolve_fit(db, fit)
+        return info, _stamp(db, info.fit_id)
+
+    # Ctrl-C during these quick queries too is KeyboardInterrupt, not DuckDB's RuntimeError
+    info, stamp = interruptible(db.con, lookup)
     key = (id(db.con), str(db.path), info.fit_id)
-    stamp = _stamp(db, info.fit_id)
     if cache:
         with _LOCK:
             hit = _CACHE.get(key)
