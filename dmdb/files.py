@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +20,8 @@ def replaced(path: str | Path) -> Iterator[Path]:
     ends, removed when it fails or is interrupted (a full disk, Ctrl-C), so that `path` is either
     the new file or what it was before, and no partial file is left behind."""
     path = Path(path)
+    if not path.parent.is_dir():  # else the error would name the dot-name, a file the user never gave
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(path.parent))
     tmp = temporary(path)
     try:
         yield tmp

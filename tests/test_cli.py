@@ -210,6 +210,11 @@ def test_create_then_plan_and_verbs_that_refuse_bad_input_before_writing(
     # a file it cannot write, a Slurm index that is not one: one clear line, exit 1
     code, _, err = run_cli(capsys, "info", "--db", str(db), "-f", "csv", "-o", str(tmp_path / "no" / "such" / "x.csv"))
     assert code == 1 and err.startswith("dmdb info: error: No such file") and len(err.strip().splitlines()) == 1
+    # files written under a temporary dot-name and renamed: the error names the missing folder, not the dot-name
+    for argv in (["plan", "cifar", "--runs", "5", "--out", str(tmp_path / "no" / "p.json")],
+                 ["export", "cifar", "--runs-out", str(tmp_path / "no" / "r.parquet")]):
+        code, _, err = run_cli(capsys, *argv, "--db", str(db))
+        assert (code, err) == (1, f"dmdb {argv[0]}: error: No such file or directory: {tmp_path / 'no'}\n")
     monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "abc")
     code, _, err = run_cli(capsys, "worker", "cifar", "--train", "x:y", "--shards", str(tmp_path / "s"), "--db", str(db))
     assert code == 1 and "SLURM_ARRAY_TASK_ID is 'abc'" in err
