@@ -30,7 +30,7 @@ def set_examples(
     """Replace the metadata of all train examples or all targets of an experiment in one transaction."""
     exp.db.require_writable()
     table = TABLES[kind]
-    n = exp.n_train if kind == "train" else exp.n_targets
+    n = _count(exp, kind)
     cols: dict[str, pa.Array] = {"idx": pa.array(np.arange(n, dtype=np.int32))}
     cols["label"] = _column(labels, n, "labels", pa.int32())
     cols["text"] = _column(texts, n, "texts", pa.string())
@@ -50,6 +50,10 @@ def set_examples(
             )
     finally:
         con.unregister(name)
+
+
+def _count(exp: "Experiment", kind: str) -> int:
+    return exp.n_train if kind == "train" else exp.n_targets
 
 
 def _column(values: Any, n: int, what: str, typ: pa.DataType) -> pa.Array:
@@ -93,7 +97,13 @@ def examples_frame(exp: "Experiment", kind: str) -> pl.DataFrame:
 
 
 def image(exp: "Experiment", kind: str, idx: int) -> np.ndarray | None:
-    """The stored image of one example as a numpy array, or None."""
+    """The stored image of one example as a numpy array, or None when it has none."""
+    if kind not in TABLES:  # a bare KeyError: 'target' said nothing of the two kinds there are
+        raise BadInputError(f"kind must be 'train' or 'targets', got {kind!r}")
+    n = _count(exp, kind)
+    if not 0 <= idx < n:  # else None, as for an example without an image
+        what = "train example" if kind == "train" else "target"
+        raise BadInputError(f"experiment {exp.name!r} has no {what} {idx} (it has {what}s 0-{n - 1})")
     table = TABLES[kind]
     rows = exp.db.con.execute(
         f"SELECT image, image_shape, image_dtype FROM {table} WHERE experiment = ? AND idx = ?", [exp.name, idx]

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -88,6 +89,12 @@ def test_example_payloads_round_trip(exp: dmdb.Experiment) -> None:
     t = exp.targets()
     assert t["text"].to_list() == texts and not t["has_image"].any()
     assert exp.image("targets", 2) is None
+    # a kind or index that is not there is an error, not a KeyError or the None of an example without an image
+    for kind, idx, words in (("target", 2, "kind must be 'train' or 'targets', got 'target'"),
+                             ("targets", 5, "has no target 5 (it has targets 0-4)"),
+                             ("train", -1, "has no train example -1 (it has train examples 0-36)")):
+        with pytest.raises(dmdb.BadInputError, match=re.escape(words)):
+            exp.image(kind, idx)
     rgb = rng.random((5, 4, 4, 3)).astype(np.float32)
     exp.set_targets(labels=[0] * 5, images=rgb)  # replacing is allowed and whole
     np.testing.assert_array_equal(exp.image("targets", 4), rgb[4])
