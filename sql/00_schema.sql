@@ -26,7 +26,7 @@ CREATE TABLE IF NOT EXISTS train_examples (
     text        VARCHAR,
     image       BLOB,        -- raw array bytes, C order
     image_shape INTEGER[],
-    image_dtype VARCHAR,     -- numpy dtype string, e.g. 'uint8'
+    image_dtype VARCHAR,     -- numpy's dtype.str, e.g. '|u1' (uint8), '<f4' (float32), as dmdb_image_values reads it
     PRIMARY KEY (experiment, idx)
 );
 
