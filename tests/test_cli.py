@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import polars as pl
 import pytest
@@ -218,6 +220,26 @@ def test_create_then_plan_and_verbs_that_refuse_bad_input_before_writing(
     monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "abc")
     code, _, err = run_cli(capsys, "worker", "cifar", "--train", "x:y", "--shards", str(tmp_path / "s"), "--db", str(db))
     assert code == 1 and "SLURM_ARRAY_TASK_ID is 'abc'" in err
+
+
+def test_sql_help_names_every_table_view_and_public_macro(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`dmdb sql --help` is where a first query starts: it names every table, view and public macro a new
+    database has, and every function it shows a call of exists."""
+    db = str(tmp_path / "x.duckdb")
+    run_cli(capsys, "init", "--db", db)
+    with pytest.raises(SystemExit) as exc:
+        main(["sql", "--help"])
+    text = capsys.readouterr().out
+    assert exc.value.code == 0
+    with duckdb.connect(db, read_only=True) as con:
+        names = {r[0] for r in con.execute(
+            "SELECT table_name FROM duckdb_tables() UNION SELECT view_name FROM duckdb_views() WHERE NOT internal "
+            "UNION SELECT function_name FROM duckdb_functions() WHERE NOT internal AND function_type LIKE '%macro' "
+            "AND (function_name NOT LIKE 'dmdb\\_%' ESCAPE '\\' OR function_name = 'dmdb_image_values')").fetchall()}
+        functions = {r[0] for r in con.execute("SELECT function_name FROM duckdb_functions()").fetchall()}
+    assert {"runs", "weights", "margins_long", "top_weights", "mask_indices", "dmdb_image_values"} <= names
+    assert sorted(n for n in names if not re.search(rf"\b{n}\b", text)) == []
+    assert sorted(set(re.findall(r"(?<![.\w])([a-z_]+)\(", text)) - functions) == []  # not duckdb.connect(
 
 
 def test_sql_text_formats_keep_nulls_commas_and_nested_binary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

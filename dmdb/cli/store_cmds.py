@@ -22,6 +22,31 @@ from .output import STDOUT, emit
 from .progress import STDERR, progress_bar
 
 
+# What `dmdb sql --help` names: every table, view and public macro of sql/ (tests/test_cli.py checks it
+# against a new database's catalog), so a first query need not start from README.
+SQL_DESCRIPTION = """\
+Plain DuckDB SQL: the same text works in the DuckDB shell and in
+duckdb.connect(FILE, read_only=True), without dmdb.
+
+tables  runs (experiment, run_id, role, mask BIT, n_kept, margins FLOAT[], seed, worker, duration_s,
+          info): get_bit(mask, i) is train example i; lists count from 1: target t is margins[t + 1]
+        weights (fit_id, target, train_idx, weight: the nonzeros, in raw 0/1 mask units), fits,
+        fit_targets, fit_runs, fit_curve, experiments, train_examples and targets (idx, label,
+        source_id, text, image, image_shape, image_dtype), plans, planned_counterfactuals,
+        ingested_shards, dmdb_meta; after `dmdb embed`: embedding_runs, embedding_components,
+        embeddings, embedding_loadings, clusters, cluster_train
+views   margins_long (experiment, run_id, role, target from 0, margin), fit_overview, missing_runs,
+        planned_runs, fit_pool, holdout_pool, target_pool, cluster_sizes
+macros  arguments by name; fit := NULL, the default, is the latest fit:
+        top_weights(target := 17, k := 10), counterfactual(target := 17, k := 40, mode := 'top'),
+        counterfactual_all(remove := [3, 17]), brittleness(), brittleness_summary(),
+        nearest_targets(target := 17, k := 10), leakage_candidates(min_z := 6.0),
+        component_ends(component := 0), cluster_ends(cluster := 0), read_shards('shards/*.parquet');
+        scalar: mask_indices(mask), dmdb_image_values(image, image_dtype), latest_fit()
+
+example: dmdb sql "SELECT train_idx, weight, label FROM top_weights(target := 17, k := 10)" -f csv"""
+
+
 def register(sub: Any, parents: tuple[argparse.ArgumentParser, argparse.ArgumentParser]) -> None:
     common, fmt = parents
     p = sub.add_parser("init", parents=[common], help="create a database (or check an existing one)")
@@ -39,7 +64,8 @@ def register(sub: Any, parents: tuple[argparse.ArgumentParser, argparse.Argument
     p = sub.add_parser("info", parents=[common, fmt], help="experiments, run counts by role, fits, file size")
     p.set_defaults(func=cmd_info)
 
-    p = sub.add_parser("sql", parents=[common, fmt], help="run SQL against the database (read-only unless --write)")
+    p = sub.add_parser("sql", parents=[common, fmt], help="run SQL against the database (read-only unless --write)",
+                       description=SQL_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("query", help="the SQL text")
     p.add_argument("--write", action="store_true", help="open read-write, to allow statements that modify data")
     p.set_defaults(func=cmd_sql)
