@@ -22,6 +22,11 @@ class DuplicateRunError(DmdbError):
     """A run id was recorded before with different data."""
 
 
+class NoDatabaseError(DmdbError):
+    """No database file at the path given to an open that does not create one (read-only, or a verb
+    that only adds to a database)."""
+
+
 class SchemaVersionError(DmdbError):
     """The database was written by a dmdb with a schema this version does not know."""
 

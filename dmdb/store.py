@@ -11,7 +11,8 @@ import polars as pl
 from duckdb.sqltypes import DuckDBPyType
 
 from . import schema
-from .errors import DatabaseLockedError, DmdbError, ReadOnlyError, SchemaVersionError, UnknownExperimentError
+from .errors import (DatabaseLockedError, DmdbError, NoDatabaseError, ReadOnlyError, SchemaVersionError,
+                     UnknownExperimentError)
 from .interrupt import interruptible
 
 if TYPE_CHECKING:
@@ -169,7 +170,7 @@ def open(path: str | Path, read_only: bool = False, create: bool = True) -> Data
         raise DmdbError("no database path given (an empty --db or $DMDB_DB); name a file, or ':memory:' for a "
                         "database that is not saved")
     if (read_only or not create) and path != ":memory:" and not Path(path).exists():
-        raise DmdbError(f"no database at {path}; create one with `dmdb init --db {path}`")
+        raise NoDatabaseError(f"no database at {path}; create one with `dmdb init --db {path}`")
     try:
         con = _connect(path, read_only, create)
     except duckdb.IOException as e:

@@ -173,6 +173,27 @@ def test_ingest_and_import_npy(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert out.splitlines()[1] == str(completed.sum() + 2)
 
 
+def test_a_missing_default_database_says_no_db_was_named(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without --db or $DMDB_DB, `dmdb sql` in a folder without dmdb.duckdb says that no database was named,
+    not only that `dmdb init` would create one (a new empty file, not the user's)."""
+    monkeypatch.delenv("DMDB_DB", raising=False)
+    monkeypatch.chdir(tmp_path)
+    note = " (no --db was given, nor $DMDB_DB: name your database with --db FILE or DMDB_DB=FILE)"
+    code, _, err = run_cli(capsys, "sql", "SELECT 1")
+    assert (code, err) == (1, f"dmdb sql: error: no database at dmdb.duckdb; create one with `dmdb init --db dmdb.duckdb`{note}\n")
+    for named in (["--db", "dmdb.duckdb"], ["--db", "other.duckdb"]):  # a path the user gave: no note
+        code, _, err = run_cli(capsys, "sql", "SELECT 1", *named)
+        assert code == 1 and "no database at" in err and note not in err
+    monkeypatch.setenv("DMDB_DB", "env.duckdb")
+    code, _, err = run_cli(capsys, "info")
+    assert code == 1 and "no database at env.duckdb" in err and note not in err
+    monkeypatch.delenv("DMDB_DB")
+    code, out, _ = run_cli(capsys, "init")  # the default still creates ./dmdb.duckdb
+    assert code == 0 and (tmp_path / "dmdb.duckdb").exists()
+    assert run_cli(capsys, "sql", "SELECT 1 AS x", "-f", "csv")[1] == "x\n1\n"
+
+
 def test_create_then_plan_and_verbs_that_refuse_bad_input_before_writing(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -8,7 +8,7 @@ import sys
 from importlib import import_module
 from typing import Sequence
 
-from ..errors import DmdbError
+from ..errors import DmdbError, NoDatabaseError
 
 DEFAULT_DB = "dmdb.duckdb"
 FORMATS = ("table", "csv", "json", "parquet")
@@ -38,7 +38,7 @@ def common_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument(
         "--db",
-        default=os.environ.get("DMDB_DB", DEFAULT_DB),
+        default=os.environ.get("DMDB_DB"),  # None: main makes it DEFAULT_DB, knowing it was not named
         help="database file (default: $DMDB_DB, else ./dmdb.duckdb)",
     )
     p.add_argument("--debug", action="store_true", help="show the full traceback on errors")
@@ -89,12 +89,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("dmdb: interrupted", file=sys.stderr)
         return 130
     args = parser.parse_args(argv)
+    db_named = getattr(args, "db", None) is not None
+    if hasattr(args, "db") and not db_named:
+        args.db = DEFAULT_DB
     try:
         return int(args.func(args) or 0)
     except DmdbError as e:
         if args.debug:
             raise
-        print(f"dmdb {args.verb}: error: {e}", file=sys.stderr)
+        # e.g. `dmdb sql "..."` in another folder: `dmdb init` would make a new empty database, not find theirs
+        unnamed = "" if db_named or not isinstance(e, NoDatabaseError) else (
+            " (no --db was given, nor $DMDB_DB: name your database with --db FILE or DMDB_DB=FILE)")
+        print(f"dmdb {args.verb}: error: {e}{unnamed}", file=sys.stderr)
         return 1
     except OSError as e:  # a file the command was pointed at: missing folder, no permission, disk full
         if args.debug:
