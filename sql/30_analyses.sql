@@ -76,7 +76,16 @@ FROM clusters c GROUP BY ALL;
 -- ---------------------------------------------------------------------------------------------
 -- Scalar helpers
 
-CREATE OR REPLACE MACRO latest_fit() AS (SELECT max(f.fit_id) FROM fits f);
+-- latest_fit(): the latest fit of all; latest_fit('study'): that experiment's, for fit := in a database
+-- of several experiments (where fit := NULL takes the latest fit of any).
+CREATE OR REPLACE MACRO latest_fit() AS (SELECT max(f.fit_id) FROM fits f),
+    (experiment) AS
+    CASE WHEN NOT EXISTS (SELECT 1 FROM experiments e WHERE e.name = experiment)
+         THEN error('latest_fit: no experiment ' || coalesce('''' || experiment || '''', 'NULL') || ' (known: '
+                    || coalesce((SELECT string_agg(e.name, ', ' ORDER BY e.name) FROM experiments e), 'none') || ')')
+         ELSE coalesce((SELECT max(f.fit_id) FROM fits f WHERE f.experiment = experiment),
+                       error('latest_fit: experiment ''' || experiment || ''' has no fits yet; run `dmdb fit '
+                             || experiment || '` first')) END;
 
 CREATE OR REPLACE MACRO dmdb_fit_or_latest(fit) AS
     CASE WHEN fit IS NULL THEN coalesce(latest_fit(), error('no fits in this database yet; run `dmdb fit` first'))

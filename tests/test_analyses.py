@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import duckdb
@@ -482,6 +483,18 @@ def test_latest_fit_is_default_and_cache_follows(tmp_path):
     sql = db.sql("SELECT * FROM counterfactual_all(remove := [])")
     np.testing.assert_allclose(sql["base_margin"].to_numpy(), 1 + W2.sum(0), atol=1e-9)
     np.testing.assert_allclose(A.load_weights(db, f1).dense(), W1)
+    # a later fit of another experiment becomes the latest; latest_fit('e') still names e's
+    db.create_experiment("other", n_train=50, n_targets=4, alpha=0.5)
+    db.create_experiment("empty", n_train=50, n_targets=4, alpha=0.5)
+    f3 = insert_fit(db, "other", sparse_random_W(rng, 50, 4, 0.5), np.zeros(4))
+    assert db.sql("SELECT latest_fit() AS a, latest_fit('e') AS e, latest_fit('other') AS o").row(0) == (f3, f2, f3)
+    sql = db.sql("SELECT * FROM counterfactual_all(fit := latest_fit('e'), remove := [])")
+    np.testing.assert_allclose(sql["base_margin"].to_numpy(), 1 + W2.sum(0), atol=1e-9)
+    for arg, words in (("'nope'", "latest_fit: no experiment 'nope' (known: e, empty, other)"),
+                       ("NULL", "latest_fit: no experiment NULL (known: e, empty, other)"),
+                       ("'empty'", "latest_fit: experiment 'empty' has no fits yet; run `dmdb fit empty` first")):
+        with pytest.raises(DmdbError, match=re.escape(words)):
+            db.sql(f"SELECT * FROM top_weights(fit := latest_fit({arg}), target := 0)")
     db.close()
 
 

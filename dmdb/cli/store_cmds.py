@@ -37,12 +37,13 @@ tables  runs (experiment, run_id, role, mask BIT, n_kept, margins FLOAT[], seed,
         embeddings, embedding_loadings, clusters, cluster_train
 views   margins_long (experiment, run_id, role, target from 0, margin), fit_overview, missing_runs,
         planned_runs, fit_pool, holdout_pool, target_pool, cluster_sizes
-macros  arguments by name; fit := NULL, the default, is the latest fit:
+macros  arguments by name; fit := NULL, the default, is the latest fit of any experiment,
+        fit := latest_fit('study') the latest of one:
         top_weights(target := 17, k := 10), counterfactual(target := 17, k := 40, mode := 'top'),
         counterfactual_all(remove := [3, 17]), brittleness(), brittleness_summary(),
         nearest_targets(target := 17, k := 10), leakage_candidates(min_z := 6.0),
         component_ends(component := 0), cluster_ends(cluster := 0), read_shards('shards/*.parquet');
-        scalar: mask_indices(mask), dmdb_image_values(image, image_dtype), latest_fit()
+        scalar: mask_indices(mask), dmdb_image_values(image, image_dtype)
 
 example: dmdb sql "SELECT train_idx, weight, label FROM top_weights(target := 17, k := 10)" -f csv"""
 
