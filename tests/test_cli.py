@@ -181,7 +181,8 @@ def test_a_missing_default_database_says_no_db_was_named(tmp_path: Path, capsys:
     monkeypatch.chdir(tmp_path)
     note = " (no --db was given, nor $DMDB_DB: name your database with --db FILE or DMDB_DB=FILE)"
     code, _, err = run_cli(capsys, "sql", "SELECT 1")
-    assert (code, err) == (1, f"dmdb sql: error: no database at dmdb.duckdb; create one with `dmdb init --db dmdb.duckdb`{note}\n")
+    missing = "no database at dmdb.duckdb; create one with `dmdb init --db dmdb.duckdb`"
+    assert (code, err) == (1, f"dmdb sql: error: {missing}{note}\n")
     for named in (["--db", "dmdb.duckdb"], ["--db", "other.duckdb"]):  # a path the user gave: no note
         code, _, err = run_cli(capsys, "sql", "SELECT 1", *named)
         assert code == 1 and "no database at" in err and note not in err

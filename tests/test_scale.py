@@ -431,7 +431,8 @@ def test_export_runs_and_weights(db: dmdb.Database, tmp_path: Path) -> None:
     assert export_weights(truth, tmp_path / "w.parquet", tmp_path / "t.parquet") == SPEC.k * SPEC.n_targets
     assert pl.read_parquet(tmp_path / "w.parquet").equals(truth.weights())
     # read_shards over the folder counts the runs of the run exports, not the weights' and targets' rows
-    counts = db.sql("SELECT file, count(*) AS n FROM read_shards(?) GROUP BY file ORDER BY file", [str(tmp_path / "*.parquet")])
+    counts = db.sql("SELECT file, count(*) AS n FROM read_shards(?) GROUP BY file ORDER BY file",
+                    [str(tmp_path / "*.parquet")])
     assert counts.rows() == [(str(tmp_path / "holdout.parquet"), 5), (str(tmp_path / "runs.parquet"), 35)]
     targets = pl.read_parquet(tmp_path / "t.parquet")
     np.testing.assert_array_equal(targets["bias"].to_numpy(), truth.targets()["bias"].to_numpy())
