@@ -417,22 +417,25 @@ chosen AS MATERIALIZED (
 parts AS (SELECT chosen.*, substr(chosen.dt, 1, 1) = '<' AS little, substr(chosen.dt, 2, 1) AS kind,
                  substr(chosen.dt, 3)::INTEGER AS size
           FROM chosen WHERE dmdb_image_decodable(chosen.dt)),
-raw AS (SELECT parts.side, parts.idx, parts.shape,
+-- (materialized: a filter on v, or each consumer of it, decoded every image again)
+raw AS MATERIALIZED (SELECT parts.side, parts.idx, parts.shape,
                dmdb_image_numbers(dmdb_image_bits(hex(parts.image), parts.little, parts.size), parts.kind, parts.size) AS v
         FROM parts),
 stats AS (SELECT raw.side, raw.idx, raw.shape, raw.v, sqrt(list_inner_product(raw.v, raw.v)) AS norm,
                  list_min(raw.v) < list_max(raw.v) AS varies, list_avg(raw.v) AS mean
-          FROM raw WHERE raw.v IS NOT NULL),
-img AS MATERIALIZED (SELECT stats.*, list_transform(stats.v, lambda x: x - stats.mean) AS vc FROM stats),
+          FROM raw),
+cen AS (SELECT stats.*, list_transform(stats.v, lambda x: x - stats.mean) AS vc FROM stats),
+-- per image: pixels, centred pixels and their norms, so that a pair costs two list products
+img AS MATERIALIZED (SELECT cen.*, sqrt(list_inner_product(cen.vc, cen.vc)) AS cnorm FROM cen),
+-- each candidate with its target's image first, then its train image: left to itself the optimizer
+-- joined the two sides' images on shape first (every target x every train image, lists and all)
+ta AS MATERIALIZED (SELECT r.target, r.train_idx, a.shape, a.v, a.vc, a.norm, a.cnorm, a.varies
+                    FROM r JOIN img a ON a.side = 'target' AND a.idx = r.target),
 px AS MATERIALIZED (
-    SELECT r.target, r.train_idx,
+    SELECT a.target, a.train_idx,
            CASE WHEN a.norm + b.norm > 0 THEN list_distance(a.v, b.v) / (a.norm + b.norm) ELSE 0.0 END AS pixel_dist,
-           CASE WHEN a.varies AND b.varies
-                THEN list_inner_product(a.vc, b.vc) / (sqrt(list_inner_product(a.vc, a.vc)) * sqrt(list_inner_product(b.vc, b.vc))) END
-                AS pixel_corr
-    FROM r JOIN img a ON a.side = 'target' AND a.idx = r.target
-           JOIN img b ON b.side = 'train' AND b.idx = r.train_idx
-    WHERE a.shape = b.shape
+           CASE WHEN a.varies AND b.varies THEN list_inner_product(a.vc, b.vc) / (a.cnorm * b.cnorm) END AS pixel_corr
+    FROM ta a JOIN img b ON b.side = 'train' AND b.idx = a.train_idx AND b.shape = a.shape
 )
 SELECT r.*, px.pixel_dist, px.pixel_corr
 FROM r LEFT JOIN px ON px.target = r.target AND px.train_idx = r.train_idx
