@@ -308,8 +308,9 @@ ORDER BY ranked.r;
 -- Images as numbers. set_examples stores an image as its raw bytes in C order with numpy's dtype.str
 -- ('|u1', '<f4', '>i2', ...: byte order, kind, item size); dmdb_image_values gives its pixels as the
 -- DOUBLE list numpy's astype(float64).ravel() gives (bool, integers of 1 to 8 bytes, floats of 2, 4 or
--- 8 bytes; NULL for another dtype). Each item is read as an unsigned integer from its hex digits
--- (little-endian items reversed byte by byte), then as a signed integer or an IEEE float of its width.
+-- 8 bytes; NULL for another dtype). Each item is read as an unsigned integer from its hex digits, eight
+-- bytes at a time (little-endian ones reversed byte by byte), then as a signed integer or an IEEE float
+-- of its width.
 
 CREATE OR REPLACE MACRO dmdb_image_decodable(dt) AS
     dt IN ('|b1', '|u1', '|i1', '<u2', '>u2', '<i2', '>i2', '<u4', '>u4', '<i4', '>i4', '<u8', '>u8',
@@ -319,10 +320,28 @@ CREATE OR REPLACE MACRO dmdb_image_decodable(dt) AS
 CREATE OR REPLACE MACRO dmdb_nibble_swap(v) AS
     ((v & 1085102592571150095::UBIGINT) << 4::UBIGINT) | ((v >> 4::UBIGINT) & 1085102592571150095::UBIGINT);
 
+-- The items of an image's hex digits h, read a word (16 digits, 8 bytes) at a time: a cast from hex
+-- digits costs far more than the shifts that split its word into items. A big-endian word is read as
+-- written (a short last word shifted up into place), a little-endian one with its bytes reversed (its
+-- first item in the low bits); shifts says where each item of a word starts, mask keeps one item.
+-- little, shifts and mask are constants in every call, so nothing in the lambdas depends on the row.
+CREATE OR REPLACE MACRO dmdb_image_words(h, size, little, shifts, mask) AS
+    list_slice(flatten(list_transform(
+        list_transform(regexp_extract_all(h, '.{1,16}'),
+                       lambda x: CASE WHEN little THEN dmdb_nibble_swap(('0x' || reverse(x))::UBIGINT)
+                                      ELSE ('0x' || x)::UBIGINT << (64 - 4 * length(x))::UBIGINT END),
+        lambda w: list_transform(shifts, lambda s: (w >> s::UBIGINT) & mask))),
+        1, length(h) // (2 * size));
+
 CREATE OR REPLACE MACRO dmdb_image_bits(h, little, size) AS
-    CASE WHEN little
-         THEN list_transform(regexp_extract_all(h, '.{' || (2 * size) || '}'), lambda x: dmdb_nibble_swap(('0x' || reverse(x))::UBIGINT))
-         ELSE list_transform(regexp_extract_all(h, '.{' || (2 * size) || '}'), lambda x: ('0x' || x)::UBIGINT) END;
+    CASE WHEN size = 1 THEN dmdb_image_words(h, 1, false, [56, 48, 40, 32, 24, 16, 8, 0], 255::UBIGINT)
+         WHEN size = 2 AND little THEN dmdb_image_words(h, 2, true, [0, 16, 32, 48], 65535::UBIGINT)
+         WHEN size = 2 THEN dmdb_image_words(h, 2, false, [48, 32, 16, 0], 65535::UBIGINT)
+         WHEN size = 4 AND little THEN dmdb_image_words(h, 4, true, [0, 32], 4294967295::UBIGINT)
+         WHEN size = 4 THEN dmdb_image_words(h, 4, false, [32, 0], 4294967295::UBIGINT)
+         -- (an 8-byte item is its word: nothing to split)
+         WHEN little THEN list_transform(regexp_extract_all(h, '.{16}'), lambda x: dmdb_nibble_swap(('0x' || reverse(x))::UBIGINT))
+         ELSE list_transform(regexp_extract_all(h, '.{16}'), lambda x: ('0x' || x)::UBIGINT) END;
 
 -- an IEEE float of 1 sign bit, ebits exponent bits and mbits fraction bits (every step exact in DOUBLE)
 CREATE OR REPLACE MACRO dmdb_float_magnitude(e, m, ebits, mbits) AS
@@ -335,14 +354,22 @@ CREATE OR REPLACE MACRO dmdb_float_from_bits(u, ebits, mbits) AS
     * dmdb_float_magnitude(((u >> mbits::UBIGINT) & ((1::UBIGINT << ebits::UBIGINT) - 1))::INTEGER,
                            u & ((1::UBIGINT << mbits::UBIGINT) - 1), ebits, mbits);
 
+-- the two's complement integer of nbits bits u holds
+CREATE OR REPLACE MACRO dmdb_signed(u, nbits) AS
+    (u::HUGEINT - CASE WHEN u >> (nbits - 1)::UBIGINT = 1 THEN 1::HUGEINT << nbits::HUGEINT ELSE 0 END)::DOUBLE;
+
 CREATE OR REPLACE MACRO dmdb_image_numbers(bits, kind, size) AS
     CASE kind
         WHEN 'b' THEN list_transform(bits, lambda u: (u <> 0)::DOUBLE)
         WHEN 'u' THEN list_transform(bits, lambda u: u::DOUBLE)
-        WHEN 'i' THEN list_transform(bits, lambda u: (u::HUGEINT - CASE WHEN u >> (8 * size - 1)::UBIGINT = 1
-                                                                        THEN 1::HUGEINT << (8 * size)::HUGEINT ELSE 0 END)::DOUBLE)
-        WHEN 'f' THEN list_transform(bits, lambda u: dmdb_float_from_bits(u, CASE size WHEN 2 THEN 5 WHEN 4 THEN 8 ELSE 11 END,
-                                                                             CASE size WHEN 2 THEN 10 WHEN 4 THEN 23 ELSE 52 END)) END;
+        -- (the widths as constants in each lambda: as expressions of size they were evaluated per pixel)
+        WHEN 'i' THEN CASE size WHEN 1 THEN list_transform(bits, lambda u: dmdb_signed(u, 8))
+                                WHEN 2 THEN list_transform(bits, lambda u: dmdb_signed(u, 16))
+                                WHEN 4 THEN list_transform(bits, lambda u: dmdb_signed(u, 32))
+                                ELSE list_transform(bits, lambda u: dmdb_signed(u, 64)) END
+        WHEN 'f' THEN CASE size WHEN 2 THEN list_transform(bits, lambda u: dmdb_float_from_bits(u, 5, 10))
+                                WHEN 4 THEN list_transform(bits, lambda u: dmdb_float_from_bits(u, 8, 23))
+                                ELSE list_transform(bits, lambda u: dmdb_float_from_bits(u, 11, 52)) END END;
 
 CREATE OR REPLACE MACRO dmdb_image_values(img, dt) AS
     CASE WHEN dmdb_image_decodable(dt)

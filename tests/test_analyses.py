@@ -395,17 +395,18 @@ IMAGE_DTYPES = ["|b1", "|u1", "|i1", "<u2", ">u2", "<i2", ">i2", "<u4", ">u4", "
 
 
 def extreme_image(rng: np.random.Generator, dtype: str) -> np.ndarray:
-    """A 3 x 4 image of the dtype holding its extremes: integer min and max; float subnormal,
-    -max, -0.0, inf and nan; random values elsewhere."""
+    """A 3 x 5 image of the dtype holding its extremes: integer min and max; float subnormal, -max,
+    -0.0, inf and nan; random values elsewhere. (15 items: SQL reads 8 bytes at a time, and the last
+    8 bytes of a 1, 2 or 4-byte dtype's image are part-filled.)"""
     d = np.dtype(dtype)
     if d.kind == "b":
-        return rng.integers(0, 2, (3, 4)).astype(d)
+        return rng.integers(0, 2, (3, 5)).astype(d)
     if d.kind == "f":
-        a = (rng.normal(size=(3, 4)) * 10.0 ** rng.integers(-4, 4, (3, 4))).astype(d)
+        a = (rng.normal(size=(3, 5)) * 10.0 ** rng.integers(-4, 4, (3, 5))).astype(d)
         a.flat[:5] = [np.finfo(d).smallest_subnormal * 3, -np.finfo(d).max, -0.0, np.inf, np.nan]
         return a
     info = np.iinfo(d)
-    a = rng.integers(info.min, info.max, (3, 4), dtype=d.newbyteorder("="), endpoint=True).astype(d)
+    a = rng.integers(info.min, info.max, (3, 5), dtype=d.newbyteorder("="), endpoint=True).astype(d)
     a.flat[:2] = [info.min, info.max]
     return a
 
@@ -427,7 +428,8 @@ def test_sql_reads_stored_images_as_numpy_does(tmp_path):
 
 def test_leakage_pixel_columns_same_in_sql_and_python(tmp_path):
     """The SQL macro's pixel_dist and pixel_corr equal A.leakage's (numpy) on every candidate, with
-    images of several dtypes, one constant image (no correlation) and one of another shape (none)."""
+    images of several dtypes, one constant image (no correlation), one of another shape (none) and
+    two all-zero images (distance 0, no correlation)."""
     rng = np.random.default_rng(9)
     n, nt = 40, 6
     db, exp = new_db(tmp_path, n_train=n, n_targets=nt, labels=False, rng=rng)
@@ -435,12 +437,15 @@ def test_leakage_pixel_columns_same_in_sql_and_python(tmp_path):
     train = [(rng.normal(size=(5, 5, 3)) * 40 + 100).astype(dtypes[i % 6]) for i in range(n)]
     train[3] = np.full((5, 5, 3), 7, np.uint8)
     train[4] = np.ones((5, 5), np.float32)
+    train[5] = np.zeros((5, 5, 3), np.uint8)
     target = [(train[10 + t].astype(np.float64) + rng.normal(size=(5, 5, 3))).astype(dtypes[(t + 1) % 6])
               for t in range(nt)]
+    target[0] = np.zeros((5, 5, 3), ">i2")
     exp.set_train_examples(images=train)
     exp.set_targets(images=target)
     W = np.abs(sparse_random_W(rng, n, nt, 0.6))
     W[[3, 4], :] = 1.0  # every target's candidates include the constant image and the other shape
+    W[5, 0] = 1.0  # and target 0's the all-zero image
     fid = insert_fit(db, "e", W, np.zeros(nt))
     py = A.leakage(db, fit=fid, min_z=-np.inf, limit=None)
     sql = db.sql("SELECT * FROM leakage_candidates(fit := ?, min_z := '-inf'::DOUBLE)", [fid])
@@ -454,7 +459,8 @@ def test_leakage_pixel_columns_same_in_sql_and_python(tmp_path):
         want = A.pixel_distance(target[t], train[i])
         assert (d is None, c is None) == (want[0] is None, want[1] is None)
         assert d == pytest.approx(want[0], abs=1e-12) and (c is None or c == pytest.approx(want[1], abs=1e-12))
-    assert by_pair[(0, 4)] == (None, None) and by_pair[(0, 3)][1] is None and by_pair[(0, 3)][0] > 0
+    assert by_pair[(0, 4)] == (None, None) and by_pair[(0, 3)] == (1.0, None) and by_pair[(0, 5)] == (0.0, None)
+    assert by_pair[(1, 3)][1] is None and 0 < by_pair[(1, 3)][0] < 1
     off = db.sql("SELECT pixel_dist, pixel_corr FROM leakage_candidates(fit := ?, min_z := 2.0, pixels := false)", [fid])
     assert off.height and off["pixel_dist"].is_null().all() and off["pixel_corr"].is_null().all()
     with pytest.raises(DmdbError, match="pixels must be true or false, got NULL"):
