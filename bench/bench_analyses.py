@@ -1,6 +1,7 @@
 """Benchmark the analyses on a synthetic fit (default 10,000 targets x 50,000 train, ~2% dense).
 
     .venv/bin/python bench/bench_analyses.py [--targets 10000] [--train 50000] [--density 0.02]
+    .venv/bin/python bench/bench_analyses.py --leakage-only [--leak-targets 300] [--leak-train 2000]
 
 Times, each against a named baseline measured in the same run, printing the ratio:
   (a) nearest targets of one target: dmdb (cached sparse matrix) vs dense numpy (W.T @ w with
@@ -9,7 +10,10 @@ Times, each against a named baseline measured in the same run, printing the rati
   (b) counterfactual of one 500-example removal set over all targets: dmdb vs the pure-SQL
       join/aggregate (the counterfactual_all macro) and vs dense numpy (W[R].sum(0)).
 Also reported: the one-off load of the fit into the sparse cache, brittleness (numpy vs SQL
-macro), leakage candidates (SQL) and embed (PCA + spectral clustering, stored).
+macro), leakage candidates (no images) and embed (PCA + spectral clustering, stored).
+  (c) leakage candidates with 32x32x3 uint8 images (CIFAR-like; a store of its own, one planted
+      near-duplicate a target): the SQL macro leakage_candidates with pixels := true against
+      pixels := false and against dmdb.analyses.leakage (pixel columns in numpy), all candidates.
 """
 
 from __future__ import annotations
@@ -67,6 +71,51 @@ def build(db: dmdb.Database, n_train: int, n_targets: int, density: float, seed:
     return int(fit_id), int(nnz.sum())
 
 
+def build_images(db: dmdb.Database, n_train: int, n_targets: int, seed: int = 0) -> int:
+    """A fit over random 32x32x3 uint8 images, each target a noisy copy of one train image whose weight stands out."""
+    rng = np.random.default_rng(seed)
+    exp = db.create_experiment("leak", n_train=n_train, n_targets=n_targets, alpha=0.5)
+    train = rng.integers(0, 256, (n_train, 32, 32, 3), dtype=np.uint8)
+    source = rng.integers(0, n_train, n_targets)
+    noise = rng.integers(-3, 4, (n_targets, 32, 32, 3))
+    exp.set_train_examples(labels=np.zeros(n_train, int), images=train)
+    exp.set_targets(labels=np.zeros(n_targets, int), images=np.clip(train[source] + noise, 0, 255).astype(np.uint8))
+    con = db.con
+    fit_id = con.execute("INSERT INTO fits (experiment, estimator) VALUES ('leak', 'synthetic') RETURNING fit_id").fetchall()[0][0]
+    t, i = np.nonzero(rng.random((n_targets, n_train)) < 0.05)
+    w = rng.laplace(0, 0.01, len(t))
+    w[np.searchsorted(t, np.arange(n_targets))] = 0.5  # each target's first nonzero: the planted near-duplicate
+    i[np.searchsorted(t, np.arange(n_targets))] = source
+    keep = np.unique(np.stack([t, i], 1), axis=0, return_index=True)[1]
+    tbl = pa.table({"target": t[keep].astype(np.int32), "train_idx": i[keep].astype(np.int32), "weight": w[keep].astype(np.float32)})
+    con.register("_leak", tbl)
+    con.execute("INSERT INTO weights SELECT ?, target, train_idx, weight FROM _leak", [fit_id])
+    con.unregister("_leak")
+    nnz = np.bincount(t[keep], minlength=n_targets)
+    con.executemany("INSERT INTO fit_targets (fit_id, target, bias, nnz) VALUES (?, ?, 0.0, ?)",
+                    [[fit_id, k, int(n)] for k, n in enumerate(nnz)])
+    return int(fit_id)
+
+
+def bench_leakage_pixels(tmp: Path, n_train: int, n_targets: int) -> None:
+    db = dmdb.open(tmp / "leak.duckdb")
+    fid = build_images(db, n_train, n_targets)
+    q = "SELECT * FROM leakage_candidates(fit := ?, pixels := ?)"
+    t_off, off = timed(lambda: db.sql(q, [fid, False]), 3)
+    t_on, on = timed(lambda: db.sql(q, [fid, True]), 3)
+    t_py, py = timed(lambda: A.leakage(db, fit=fid, limit=None), 3)
+    assert on["pixel_dist"].is_not_null().all() and on.height == py.height == off.height
+    for col in ("pixel_dist", "pixel_corr"):
+        np.testing.assert_allclose(on[col].to_numpy(), py[col].to_numpy(), rtol=0, atol=1e-12)
+    print(f"\n(c) leakage candidates with 32x32x3 uint8 images: {n_targets} targets x {n_train} train, "
+          f"{on.height} candidates, median of 3")
+    row("SQL macro, pixels := false", t_off)
+    row("dmdb.analyses.leakage (pixels in numpy)", t_py)
+    row("SQL macro, pixels := true", t_on)
+    print(f"  {'':<44s} {'':>12s}   {t_on / t_off:7.1f}x the time without pixels, {t_on / t_py:.1f}x numpy's")
+    db.close()
+
+
 def row(name: str, t: float, base: float | None = None, base_name: str = "") -> None:
     ratio = f"   {base / t:7.1f}x faster than {base_name}" if base else ""
     print(f"  {name:<44s} {t * 1000:9.1f} ms{ratio}")
@@ -80,9 +129,15 @@ def main() -> None:
     ap.add_argument("--remove", type=int, default=500)
     ap.add_argument("--skip-embed", action="store_true")
     ap.add_argument("--skip-dense", action="store_true", help="skip the dense numpy baselines (4 bytes x train x targets)")
+    ap.add_argument("--leak-targets", type=int, default=300)
+    ap.add_argument("--leak-train", type=int, default=2000)
+    ap.add_argument("--leakage-only", action="store_true", help="only (c), leakage candidates with images")
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
+        if args.leakage_only:
+            bench_leakage_pixels(Path(tmp), args.leak_train, args.leak_targets)
+            return
         db = dmdb.open(Path(tmp) / "bench.duckdb")
         t0 = time.perf_counter()
         fid, nnz = build(db, args.train, args.targets, args.density)
@@ -148,11 +203,12 @@ def main() -> None:
         row("baseline: SQL macro brittleness", t_bs)
         row("dmdb.analyses.brittleness", t_b, t_bs, "SQL")
         t_l, lk = timed(lambda: A.leakage(db, fit=fid), 1)
-        row(f"leakage (SQL macro; {lk.height} candidates)", t_l)
+        row(f"dmdb.analyses.leakage ({lk.height} candidates, no images)", t_l)
         if not args.skip_embed:
             t_e, _ = timed(lambda: A.embed(db, fit=fid, n_components=10, n_clusters=8), 1)
             row("embed: PCA(10) + spectral(8), stored", t_e)
         db.close()
+        bench_leakage_pixels(Path(tmp), args.leak_train, args.leak_targets)
 
 
 if __name__ == "__main__":
