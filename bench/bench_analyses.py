@@ -1,7 +1,7 @@
 """Benchmark the analyses on a synthetic fit (default 10,000 targets x 50,000 train, ~2% dense).
 
     .venv/bin/python bench/bench_analyses.py [--targets 10000] [--train 50000] [--density 0.02]
-    .venv/bin/python bench/bench_analyses.py --leakage-only [--leak-targets 300] [--leak-train 2000]
+    .venv/bin/python bench/bench_analyses.py --leakage-only [--leak-targets 300] [--leak-train 2000] [--leak-dtype uint8]
 
 Times, each against a named baseline measured in the same run, printing the ratio:
   (a) nearest targets of one target: dmdb (cached sparse matrix) vs dense numpy (W.T @ w with
@@ -11,7 +11,7 @@ Times, each against a named baseline measured in the same run, printing the rati
       join/aggregate (the counterfactual_all macro) and vs dense numpy (W[R].sum(0)).
 Also reported: the one-off load of the fit into the sparse cache, brittleness (numpy vs SQL
 macro), leakage candidates (no images) and embed (PCA + spectral clustering, stored).
-  (c) leakage candidates with 32x32x3 uint8 images (CIFAR-like; a store of its own, one planted
+  (c) leakage candidates with 32x32x3 images (CIFAR-like, uint8 or --leak-dtype; a store of its own, one planted
       near-duplicate a target): the SQL macro leakage_candidates with pixels := true against
       pixels := false and against dmdb.analyses.leakage (pixel columns in numpy), all candidates.
 """
@@ -71,15 +71,18 @@ def build(db: dmdb.Database, n_train: int, n_targets: int, density: float, seed:
     return int(fit_id), int(nnz.sum())
 
 
-def build_images(db: dmdb.Database, n_train: int, n_targets: int, seed: int = 0) -> int:
-    """A fit over random 32x32x3 uint8 images, each target a noisy copy of one train image whose weight stands out."""
+def build_images(db: dmdb.Database, n_train: int, n_targets: int, dtype: str, seed: int = 0) -> int:
+    """A fit over random 32x32x3 images (uint8, or a float dtype's 0..1), each target a noisy copy of one
+    train image whose weight stands out."""
     rng = np.random.default_rng(seed)
     exp = db.create_experiment("leak", n_train=n_train, n_targets=n_targets, alpha=0.5)
     train = rng.integers(0, 256, (n_train, 32, 32, 3), dtype=np.uint8)
     source = rng.integers(0, n_train, n_targets)
     noise = rng.integers(-3, 4, (n_targets, 32, 32, 3))
-    exp.set_train_examples(labels=np.zeros(n_train, int), images=train)
-    exp.set_targets(labels=np.zeros(n_targets, int), images=np.clip(train[source] + noise, 0, 255).astype(np.uint8))
+    target = np.clip(train[source] + noise, 0, 255).astype(np.uint8)
+    scale = 1 if np.dtype(dtype) == np.uint8 else 255
+    exp.set_train_examples(labels=np.zeros(n_train, int), images=(train / scale).astype(dtype))
+    exp.set_targets(labels=np.zeros(n_targets, int), images=(target / scale).astype(dtype))
     con = db.con
     fit_id = con.execute("INSERT INTO fits (experiment, estimator) VALUES ('leak', 'synthetic') RETURNING fit_id").fetchall()[0][0]
     t, i = np.nonzero(rng.random((n_targets, n_train)) < 0.05)
@@ -97,9 +100,9 @@ def build_images(db: dmdb.Database, n_train: int, n_targets: int, seed: int = 0)
     return int(fit_id)
 
 
-def bench_leakage_pixels(tmp: Path, n_train: int, n_targets: int) -> None:
+def bench_leakage_pixels(tmp: Path, n_train: int, n_targets: int, dtype: str) -> None:
     db = dmdb.open(tmp / "leak.duckdb")
-    fid = build_images(db, n_train, n_targets)
+    fid = build_images(db, n_train, n_targets, dtype)
     q = "SELECT * FROM leakage_candidates(fit := ?, pixels := ?)"
     t_off, off = timed(lambda: db.sql(q, [fid, False]), 3)
     t_on, on = timed(lambda: db.sql(q, [fid, True]), 3)
@@ -107,7 +110,7 @@ def bench_leakage_pixels(tmp: Path, n_train: int, n_targets: int) -> None:
     assert on["pixel_dist"].is_not_null().all() and on.height == py.height == off.height
     for col in ("pixel_dist", "pixel_corr"):
         np.testing.assert_allclose(on[col].to_numpy(), py[col].to_numpy(), rtol=0, atol=1e-12)
-    print(f"\n(c) leakage candidates with 32x32x3 uint8 images: {n_targets} targets x {n_train} train, "
+    print(f"\n(c) leakage candidates with 32x32x3 {dtype} images: {n_targets} targets x {n_train} train, "
           f"{on.height} candidates, median of 3")
     row("SQL macro, pixels := false", t_off)
     row("dmdb.analyses.leakage (pixels in numpy)", t_py)
@@ -131,12 +134,13 @@ def main() -> None:
     ap.add_argument("--skip-dense", action="store_true", help="skip the dense numpy baselines (4 bytes x train x targets)")
     ap.add_argument("--leak-targets", type=int, default=300)
     ap.add_argument("--leak-train", type=int, default=2000)
+    ap.add_argument("--leak-dtype", default="uint8", help="the images' numpy dtype in (c), e.g. float32")
     ap.add_argument("--leakage-only", action="store_true", help="only (c), leakage candidates with images")
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
         if args.leakage_only:
-            bench_leakage_pixels(Path(tmp), args.leak_train, args.leak_targets)
+            bench_leakage_pixels(Path(tmp), args.leak_train, args.leak_targets, args.leak_dtype)
             return
         db = dmdb.open(Path(tmp) / "bench.duckdb")
         t0 = time.perf_counter()
@@ -208,7 +212,7 @@ def main() -> None:
             t_e, _ = timed(lambda: A.embed(db, fit=fid, n_components=10, n_clusters=8), 1)
             row("embed: PCA(10) + spectral(8), stored", t_e)
         db.close()
-        bench_leakage_pixels(Path(tmp), args.leak_train, args.leak_targets)
+        bench_leakage_pixels(Path(tmp), args.leak_train, args.leak_targets, args.leak_dtype)
 
 
 if __name__ == "__main__":
