@@ -389,7 +389,8 @@ CREATE OR REPLACE MACRO dmdb_image_values(img, dt) AS
 -- dmdb.analyses.pixel_distance gives it:
 --   pixel_dist = ||a - b|| / (||a|| + ||b||) in [0, 1] (0 = identical pixels; 0 for two all-zero images)
 --   pixel_corr = Pearson correlation of the pixels (NULL where either image is constant)
--- Decoding images in SQL takes a few ms per 32x32x3 image: pixels := false leaves both columns NULL.
+-- Decoding a 32x32x3 image in SQL takes about 0.5 ms (uint8) to 2 ms (float32), a candidate's two
+-- list products far less: pixels := false leaves both columns NULL and decodes nothing.
 
 CREATE OR REPLACE MACRO dmdb_leakage_ranked(fit := NULL, min_z := 6.0, min_nnz := 3) AS TABLE
 WITH p AS (SELECT dmdb_fit_or_latest(fit) AS fid,

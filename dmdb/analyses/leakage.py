@@ -12,7 +12,7 @@ from one of several near-equal large weights (ratio near 1).
 Second opinion, where both the target and the train example have image payloads of one shape:
     pixel_dist = ||a - b|| / (||a|| + ||b||)  in [0, 1]; 0 = identical pixels
     pixel_corr = Pearson correlation of the pixels (null where either image is constant)
-The macro computes these too (decoding the stored bytes in SQL, a few ms an image); here they are
+The macro computes these too (decoding the stored bytes in SQL, 0.5-2 ms a 32x32x3 image); here they are
 computed in numpy for the rows returned only, on the candidates of dmdb_leakage_ranked (the macro's
 columns without these two).
 """
