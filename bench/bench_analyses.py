@@ -207,7 +207,7 @@ def main() -> None:
         row("baseline: SQL macro brittleness", t_bs)
         row("dmdb.analyses.brittleness", t_b, t_bs, "SQL")
         t_l, lk = timed(lambda: A.leakage(db, fit=fid), 1)
-        row(f"dmdb.analyses.leakage ({lk.height} candidates, no images)", t_l)
+        row(f"dmdb.analyses.leakage ({lk.height:,} candidates)", t_l)
         if not args.skip_embed:
             t_e, _ = timed(lambda: A.embed(db, fit=fid, n_components=10, n_clusters=8), 1)
             row("embed: PCA(10) + spectral(8), stored", t_e)
