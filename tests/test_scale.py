@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -21,7 +22,8 @@ from dmdb.scale import (
     EngineOptions, Job, SynthSpec, collect, create_synthetic, find_shard, load_train_fn, run_one, train_synthetic,
     true_weights,
 )
-from dmdb.scale.export import export_runs, export_weights
+from dmdb.scale import export as export_module
+from dmdb.scale.export import Exported, export
 from dmdb.scale.synth import true_model
 
 TESTS = Path(__file__).resolve().parent
@@ -420,15 +422,16 @@ def test_synth_refuses_a_noise_that_is_not_a_finite_number(db_path: Path, noise:
 def test_export_runs_and_weights(db: dmdb.Database, tmp_path: Path) -> None:
     exp, truth = create_synthetic(db, "syn", SPEC, fit_runs=30, holdout_runs=5)
     assert truth is not None
-    assert export_runs(exp, tmp_path / "runs.parquet") == 35
+    assert export(exp, tmp_path / "runs.parquet") == Exported(runs=35, weights=0)
     runs = pl.read_parquet(tmp_path / "runs.parquet")
     assert runs["run_id"].to_list() == exp.run_ids().tolist()
     np.testing.assert_array_equal(_unpack(runs["mask"], exp.n_train), exp.masks())
     np.testing.assert_array_equal(np.stack(runs["margins"].to_numpy()), exp.margins())
     assert runs["n_kept"].to_list() == exp.masks().sum(axis=1).tolist()
-    assert export_runs(exp, tmp_path / "holdout.parquet", role="holdout") == 5
+    assert export(exp, tmp_path / "holdout.parquet", role="holdout").runs == 5
 
-    assert export_weights(truth, tmp_path / "w.parquet", tmp_path / "t.parquet") == SPEC.k * SPEC.n_targets
+    written = export(exp, fit=truth, weights_path=tmp_path / "w.parquet", targets_path=tmp_path / "t.parquet")
+    assert written == Exported(runs=0, weights=SPEC.k * SPEC.n_targets)
     assert pl.read_parquet(tmp_path / "w.parquet").equals(truth.weights())
     # read_shards over the folder counts the runs of the run exports, not the weights' and targets' rows
     counts = db.sql("SELECT file, count(*) AS n FROM read_shards(?) GROUP BY file ORDER BY file",
@@ -466,6 +469,47 @@ def test_export_cli(db_path: Path, tmp_path: Path) -> None:
                      ["--fit", str(other_fit), "--weights-out", str(tmp_path / "x.parquet")]):
         assert main(["export", "syn", "--runs-out", str(tmp_path / "r2.parquet"), *fit_args, *base]) == 1
         assert not (tmp_path / "r2.parquet").exists() and not (tmp_path / "x.parquet").exists()
+
+
+def test_export_writes_every_file_or_none(db_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A weights file that cannot be written (its folder missing, a folder in its place, the runs file's own name)
+    left the runs file written beside the error; now no file is made and one that was there is kept as it was."""
+    with dmdb.open(db_path) as db:
+        _, truth = create_synthetic(db, "syn", SPEC, fit_runs=20, holdout_runs=4)
+        assert truth is not None
+        fit_id = truth.fit_id
+    out = tmp_path / "out"
+    (out / "dir.parquet").mkdir(parents=True)
+    (out / "old.parquet").write_bytes(b"earlier export")
+    base = ["--db", str(db_path), "-q", "--fit", str(fit_id)]
+    for runs_out, weights_out, targets_out, why in (
+            ("r.parquet", "no/w.parquet", "t.parquet", f"No such file or directory: {out / 'no'}"),
+            ("r.parquet", "dir.parquet", "t.parquet", f"Is a directory: {out / 'dir.parquet'}"),
+            ("old.parquet", "w.parquet", "no/t.parquet", f"No such file or directory: {out / 'no'}"),
+            ("r.parquet", "w.parquet", "r.parquet", f"{out / 'r.parquet'} is named twice: give each file its own name")):
+        assert main(["export", "syn", "--runs-out", str(out / runs_out), "--weights-out", str(out / weights_out),
+                     "--fit-targets-out", str(out / targets_out), *base]) == 1
+        assert capsys.readouterr().err == f"dmdb export: error: {why}\n"
+        assert sorted(p.name for p in out.iterdir()) == ["dir.parquet", "old.parquet"]
+        assert (out / "old.parquet").read_bytes() == b"earlier export"
+
+
+def test_export_that_fails_while_writing_leaves_no_file(db: dmdb.Database, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A disk that fills while the weights are written (after the runs file): no runs file, no dot-names."""
+    exp, truth = create_synthetic(db, "syn", SPEC, fit_runs=10, holdout_runs=2)
+    out = tmp_path / "out"
+    out.mkdir()
+
+    def disk_full(fit: dmdb.Fit, weights_path: Path, targets_path: None) -> int:
+        weights_path.write_bytes(b"PAR1 half a file")
+        assert sorted(p.name for p in out.iterdir()) == [".r.parquet.tmp", ".w.parquet.tmp"]
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(export_module, "_write_fit", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        export(exp, out / "r.parquet", fit=truth, weights_path=out / "w.parquet")
+    assert list(out.iterdir()) == []
 
 
 def test_read_shards_macro_matches_the_ingested_runs(db: dmdb.Database, tmp_path: Path) -> None:

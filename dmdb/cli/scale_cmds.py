@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from .. import store
-from ..errors import BadInputError, DmdbError
+from ..errors import BadInputError
 from ..plan import ROLES
 from ..scale import ENGINES, EngineOptions, Job, SynthSpec, collect, create_synthetic, default_shards_dir
 from ..scale.engines import check_engine
-from ..scale.export import export_runs, export_weights
+from ..scale.export import export
 from ..scale.task import load_train_fn
 from .argtypes import TRAIN_HELP, add_subset_options, at_least
 from .opening import open_or_create
@@ -139,16 +139,13 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise BadInputError(f"--fit {args.fit} needs --weights-out and/or --fit-targets-out: the files to write it to")
     with store.open(args.db, read_only=True) as db:
         exp = db.experiment(args.experiment)
-        # the fit is checked before anything is written, so a wrong --fit leaves no runs file behind
         fit = None if args.fit is None else db.fit(args.fit)
-        if fit is not None and fit.experiment != exp.name:
-            raise DmdbError(f"fit {fit.fit_id} belongs to experiment {fit.experiment!r}, not {exp.name!r}")
-        if args.runs_out:
-            n = export_runs(exp, args.runs_out, role=args.role)
-            STDOUT.print(f"{n} runs of {exp.name!r} written to {args.runs_out}")
-        if fit is not None:
-            n = export_weights(fit, args.weights_out, args.fit_targets_out)
-            for what, path in (("weights", args.weights_out), ("per-target table", args.fit_targets_out)):
-                if path:
-                    STDOUT.print(f"fit {fit.fit_id} {what} written to {path}" + (f" ({n} nonzeros)" if what == "weights" else ""))
+        n = export(exp, args.runs_out, role=args.role, fit=fit, weights_path=args.weights_out,
+                   targets_path=args.fit_targets_out)
+    if args.runs_out:
+        STDOUT.print(f"{n.runs} runs of {exp.name!r} written to {args.runs_out}")
+    if args.weights_out:
+        STDOUT.print(f"fit {args.fit} weights written to {args.weights_out} ({n.weights} nonzeros)")
+    if args.fit_targets_out:
+        STDOUT.print(f"fit {args.fit} per-target table written to {args.fit_targets_out}")
     return 0

@@ -4,20 +4,22 @@ Runs are exported in the shard format, so an export is also a shard: `dmdb inges
 another database and the `read_shards` SQL macro queries it. Masks stay packed: column `mask`
 holds ceil(n_train / 8) bytes per run in np.packbits order (train example i is bit 7 - i % 8 of
 byte i // 8), `n_kept` the subset size, `margins` a list of n_targets floats. Both exports stream
-in record batches, so memory stays bounded whatever the experiment's size.
+in record batches, so memory stays bounded whatever the experiment's size. The files of one export
+are written under temporary names and renamed once all are written: a failed export leaves none.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Iterable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import BadInputError
-from ..files import replaced
+from ..files import replaced_together
 from ..shards import _META, SHARD_VERSION
 from ..validate import as_role
 
@@ -28,8 +30,38 @@ if TYPE_CHECKING:
 BATCH_ROWS = 2048
 
 
-def export_runs(exp: "Experiment", path: str | Path, role: str | None = None) -> int:
-    """Write the experiment's runs (one role, or all) to a Parquet file; returns the number of runs."""
+@dataclass(frozen=True)
+class Exported:
+    runs: int  # runs written, 0 without a runs file
+    weights: int  # nonzero weights written, 0 without a weights file
+
+
+def export(exp: "Experiment", runs_path: str | Path | None = None, *, role: str | None = None,
+           fit: "Fit | None" = None, weights_path: str | Path | None = None,
+           targets_path: str | Path | None = None) -> Exported:
+    """Write the experiment's runs (one role, or all) and/or a fit's nonzero weights (target, train_idx,
+    weight) and per-target table (target, bias, lam, ...: the bias is needed to predict margins).
+    The files are written together: none appears unless every one was written."""
+    if fit is None and (weights_path is not None or targets_path is not None):
+        raise BadInputError("a weights or fit-targets file needs the fit to write to it")
+    if fit is not None and weights_path is None and targets_path is None:
+        raise BadInputError("give a weights file, a fit-targets file or both")
+    if fit is not None and fit.experiment != exp.name:
+        raise BadInputError(f"fit {fit.fit_id} belongs to experiment {fit.experiment!r}, not {exp.name!r}")
+    wanted = {what: p for what, p in (("runs", runs_path), ("weights", weights_path), ("targets", targets_path))
+              if p is not None}
+    if not wanted:
+        raise BadInputError("nothing to export: give a runs file and/or a fit with its files")
+    with replaced_together(list(wanted.values())) as tmps:
+        tmp = dict(zip(wanted, tmps))
+        n_runs = _write_runs(exp, tmp["runs"], role) if "runs" in tmp else 0
+        n_weights = 0
+        if fit is not None:
+            n_weights = _write_fit(fit, tmp.get("weights"), tmp.get("targets"))
+    return Exported(n_runs, n_weights)
+
+
+def _write_runs(exp: "Experiment", path: Path, role: str | None) -> int:
     where, params = "experiment = ?", [exp.name]
     if role is not None:
         where += " AND role = ?"
@@ -54,11 +86,7 @@ def export_runs(exp: "Experiment", path: str | Path, role: str | None = None) ->
     return int(n)
 
 
-def export_weights(fit: "Fit", weights_path: str | Path | None, targets_path: str | Path | None = None) -> int:
-    """Write a fit's nonzero weights (target, train_idx, weight) and/or its per-target table
-    (target, bias, lam, ...: the bias is needed to predict margins); returns the weight rows."""
-    if weights_path is None and targets_path is None:
-        raise BadInputError("give a weights file, a fit-targets file or both")
+def _write_fit(fit: "Fit", weights_path: Path | None, targets_path: Path | None) -> int:
     con = fit.db.con
     meta = {_META: json.dumps({"fit_id": fit.fit_id, "experiment": fit.experiment, "estimator": fit.estimator,
                                "n_train": fit.n_train})}
@@ -77,8 +105,7 @@ def export_weights(fit: "Fit", weights_path: str | Path | None, targets_path: st
     return int(n)
 
 
-def _write(path: str | Path, schema: pa.Schema, tables: Any) -> None:
-    """Write under a temporary name, then rename: a reader never sees half a file."""
-    with replaced(path) as tmp, pq.ParquetWriter(tmp, schema) as writer:
+def _write(path: Path, schema: pa.Schema, tables: Iterable[pa.Table]) -> None:
+    with pq.ParquetWriter(path, schema) as writer:
         for t in tables:
             writer.write_table(t)
