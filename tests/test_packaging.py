@@ -5,8 +5,10 @@ from __future__ import annotations
 import ast
 import importlib.util
 import os
+import re
 import subprocess
 import sys
+import tomllib
 import zipfile
 from pathlib import Path
 
@@ -33,6 +35,27 @@ def test_wheel_ships_sql_and_both_packages(wheel: Path) -> None:
     assert shipped and shipped == sorted(f"dmdb/sql/{p.name}" for p in (ROOT / "sql").glob("*.sql"))
     assert "tui/__init__.py" in names and "dmdb/cli/__init__.py" in names
     assert any(n.endswith("entry_points.txt") for n in names)
+
+
+# DuckDB features the code uses, with the first release that has them (from DuckDB's release notes and docs).
+DUCKDB_FEATURES = (
+    ("sql", r"USING COMPRESSION zstd", (1, 2), "zstd column compression (duckdb/duckdb#14514, v1.2.0)"),
+    ("sql", r"\blambda \w+:", (1, 3), "the `lambda x: ...` syntax (duckdb/duckdb#17235, v1.3.0)"),
+    ("py", r"\.to_arrow_reader\(", (1, 5), "Relation.to_arrow_reader (duckdb/duckdb-python#287, v1.5.0)"),
+)
+
+
+def test_duckdb_floor_covers_what_the_code_uses() -> None:
+    """pyproject said duckdb>=1.2, but sql/ uses `lambda x:` (1.3) and the export `to_arrow_reader` (1.5)."""
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    (spec,) = (d for d in deps if d.startswith("duckdb>="))
+    floor = tuple(int(x) for x in spec.removeprefix("duckdb>=").split("."))
+    files = {"sql": sorted((ROOT / "sql").glob("*.sql")),
+             "py": sorted([*(ROOT / "dmdb").rglob("*.py"), *(ROOT / "tui").rglob("*.py")])}
+    for kind, pattern, since, what in DUCKDB_FEATURES:
+        users = [p.relative_to(ROOT) for p in files[kind] if re.search(pattern, p.read_text())]
+        assert users, f"nothing uses {what} any more: drop its row"
+        assert floor >= since, f"{users[0]} uses {what}, but pyproject.toml asks for {spec}"
 
 
 def test_installed_copy_finds_its_sql(wheel: Path, tmp_path: Path) -> None:
