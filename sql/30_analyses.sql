@@ -212,7 +212,7 @@ ORDER BY ft.target;
 -- ---------------------------------------------------------------------------------------------
 -- Brittleness (data support): per target, the smallest k >= 0 such that removing its k largest
 -- positive weights makes the predicted margin < 0. 0 when already < 0; NULL when removing all
--- positive weights is not enough.
+-- positive weights is not enough. label is the target's (NULL where it has none).
 
 CREATE OR REPLACE MACRO brittleness(fit := NULL) AS TABLE
 WITH p AS (SELECT dmdb_fit_or_latest(fit) AS fid),
@@ -239,10 +239,12 @@ first_flip AS (
     WHERE b.base_margin >= 0 AND b.base_margin - ranked.removed < 0
     GROUP BY ranked.tgt
 )
-SELECT p.fid AS fit_id, b.tgt AS target, b.base_margin, b.n_positive,
+SELECT p.fid AS fit_id, b.tgt AS target, t.label, b.base_margin, b.n_positive,
        CASE WHEN b.base_margin < 0 THEN 0 ELSE first_flip.kk END AS support,
        CASE WHEN b.base_margin < 0 THEN b.base_margin ELSE b.base_margin - first_flip.removed END AS margin_after
 FROM b CROSS JOIN p LEFT JOIN first_flip ON first_flip.tgt = b.tgt
+JOIN fits f ON f.fit_id = p.fid
+LEFT JOIN targets t ON t.experiment = f.experiment AND t.idx = b.tgt
 ORDER BY b.tgt;
 
 -- Distribution of support over targets predicted correct (base margin >= 0).

@@ -217,6 +217,10 @@ def test_brittleness_matches_brute_force_and_sql(small):
             assert got["margin_after"][t] == pytest.approx(base_of(W, bias)[t] - pos[:s].sum(), abs=1e-9)
     sql = db.sql("SELECT * FROM brittleness(fit := ?)", [fid])
     assert sql["support"].to_list() == expect
+    # each target's label, as top_weights and nearest_targets give theirs
+    labels = dict(db.con.execute("SELECT idx, label FROM targets WHERE experiment = 'e'").fetchall())
+    assert got["label"].to_list() == [labels[t] for t in range(T)]
+    assert sql["label"].to_list() == got["label"].to_list()
     np.testing.assert_allclose(sql["margin_after"].fill_null(np.nan).to_numpy(),
                                got["margin_after"].fill_null(np.nan).to_numpy(), atol=1e-9)
     # one removal further than support does flip, one fewer does not (checked via counterfactual)
@@ -233,10 +237,14 @@ def test_brittleness_of_a_fit_without_positive_weights(tmp_path):
     W = np.zeros((20, 3))
     W[3, 1] = -0.5
     fid = insert_fit(db, "e", W, np.array([1.0, 0.2, -2.0]))
+    db.con.execute("UPDATE targets SET label = 4 WHERE idx = 0")
+    db.con.execute("UPDATE targets SET label = NULL WHERE idx = 1")
+    db.con.execute("DELETE FROM targets WHERE idx = 2")
     br = A.brittleness(db, fit=fid)
     assert br["support"].to_list() == [None, 0, 0]  # target 1: 0.2 - 0.5 < 0 already
-    sql = db.sql(f"SELECT support FROM brittleness(fit := {fid}) ORDER BY target")
-    assert sql["support"].to_list() == br["support"].to_list()
+    assert br["label"].to_list() == [4, None, None]  # a NULL label, a target without a row
+    sql = db.sql(f"SELECT support, label FROM brittleness(fit := {fid}) ORDER BY target")
+    assert sql.rows() == br.select("support", "label").rows()
     summary = A.brittleness_summary(db, fit=fid)
     assert summary["n_correct"].to_list()[0] == 1 and summary["n_flipped"].sum() == 0
     db.close()

@@ -36,7 +36,7 @@ REVIEWED_SPLICES: dict[tuple[str, str], str] = {
     ("dmdb/examples.py", "name"): "a view name made from uuid4 hex",
     ("dmdb/schema.py", "name"): "a pool view name from dmdb's own sql/ (an identifier, \\w+)",
     ("dmdb/analyses/leakage.py", "table"): "asserted to be 'targets' or 'train_examples'",
-    ("dmdb/analyses/similar.py", "table"): "asserted to be 'targets' or 'train_examples'",
+    ("dmdb/analyses/labels.py", "table"): "asserted to be 'targets' or 'train_examples'",
     ("dmdb/experiment.py", "sql + ' ORDER BY run_id'"): "literal text with ? placeholders, values go to params",
     ("dmdb/scale/export.py", "where"): "literal conditions with ? placeholders, values go to params",
 }

@@ -22,6 +22,7 @@ import polars as pl
 
 from ..errors import BadInputError
 from ..validate import is_int
+from .labels import labels_of
 from .weights import FitWeights, load_weights
 
 if TYPE_CHECKING:
@@ -68,14 +69,16 @@ def support_of(fw: FitWeights) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def brittleness(db: "Database", *, fit: int | None = None) -> pl.DataFrame:
-    """Per target: fit_id, target, base_margin, n_positive, support (null: never), margin_after
-    (predicted margin after removing `support` examples; null when support is null)."""
+    """Per target: fit_id, target, label (of the target; null if unset), base_margin, n_positive,
+    support (null: never), margin_after (predicted margin after removing `support` examples; null
+    when support is null)."""
     fw = load_weights(db, fit)
     support, after, npos = support_of(fw)
     return pl.DataFrame(
         {
             "fit_id": np.full(fw.n_targets, fw.fit_id, dtype=np.int32),
             "target": fw.targets.astype(np.int32),
+            "label": pl.Series(labels_of(db, fw.info.experiment, "targets", fw.targets), dtype=pl.Int32),
             "base_margin": fw.base_margin,
             "n_positive": npos.astype(np.int64),
             "support": pl.Series(support).fill_nan(None).cast(pl.Int64),

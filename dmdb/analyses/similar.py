@@ -10,6 +10,7 @@ import polars as pl
 
 from ..errors import BadInputError
 from ..validate import is_int
+from .labels import labels_of
 from .weights import load_weights
 
 if TYPE_CHECKING:
@@ -66,18 +67,6 @@ def nearest_targets(db: "Database", target: int, *, fit: int | None = None, k: i
             "cosine": cos[order],
         }
     )
-    labels = _labels(db, fw.info.experiment, "targets", nb)
+    labels = labels_of(db, fw.info.experiment, "targets", nb)
     return frame.with_columns(neighbor_label=pl.Series(labels, dtype=pl.Int32))
 
-
-def _labels(db: "Database", experiment: str, table: str, idx: np.ndarray) -> list[int | None]:
-    """Labels of examples (table is 'targets' or 'train_examples', never user text), None if unset."""
-    assert table in ("targets", "train_examples")
-    if len(idx) == 0:
-        return []
-    rows = db.con.execute(
-        f"SELECT idx, label FROM {table} WHERE experiment = ? AND idx IN (SELECT unnest(?))",
-        [experiment, [int(i) for i in idx]],
-    ).fetchall()
-    m = dict(rows)
-    return [m.get(int(i)) for i in idx]

@@ -103,12 +103,7 @@ def run_demo(db_path: str | Path, cfg: DemoConfig, progress: Progress | None = N
         ver = verification(db, lasso.fit_id)
         ver_dm = verification(db, dm.fit_id, runs_of=lasso.fit_id)  # the same retrained runs, the other estimator
 
-        labels = exp.targets().select("idx", "label")
-        br = (
-            most_brittle.head(5)
-            .join(labels, left_on="target", right_on="idx", how="left")
-            .select("target", "label", "support", "base_margin", "margin_after")
-        )
+        br = most_brittle.head(5).select("target", "label", "support", "base_margin", "margin_after")
         shown = set(br["target"].to_list()) | set(ver.rows["target"].to_list() if ver.rows.height else [])
         images = {int(t): exp.image("targets", int(t)) for t in shown}
         counts = dict(db.sql("SELECT role, count(*) FROM runs WHERE experiment = ? GROUP BY role", [exp.name]).iter_rows())
