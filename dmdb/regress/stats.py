@@ -125,8 +125,8 @@ class GramStats:
         example in every run or in none is 0 exactly: X'Y sums in the solver's float32 leave it
         rounding noise, which its zero column of G cannot hold back, so the lasso path would
         grow that example a weight without bound once lambda fell below the noise."""
-        c = self.xty / self.n - torch.outer(self.x_mean, self.y_sum / self.n)
-        c = torch.where(self.varying[:, None], c, 0.0)
+        c = torch.addr(self.xty, self.x_mean, self.y_sum / self.n, beta=1 / self.n, alpha=-1)  # one N x T temporary
+        c.masked_fill_(~self.varying[:, None], 0.0)
         return c.to(dtype), self.y_var.to(dtype)
 
     def take_gram(self, dtype: torch.dtype) -> torch.Tensor:
