@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from ..regress import SolverResult, diff_means, select_lasso, select_ridge
-from ..regress._inputs import Progress
+from ..regress._inputs import ArrayLike, Progress
 from .options import FitOptions
 
 
@@ -16,10 +16,10 @@ def _torch_dtype(o: FitOptions) -> torch.dtype:
     return torch.float64 if o.dtype == "float64" else torch.float32
 
 
-Solver = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, FitOptions, torch.device, Progress | None], SolverResult]
+Solver = Callable[[ArrayLike, np.ndarray, np.ndarray, np.ndarray, FitOptions, torch.device, Progress | None], SolverResult]
 
 
-def _lasso(X: np.ndarray, Y: np.ndarray, fit: np.ndarray, val: np.ndarray, o: FitOptions,
+def _lasso(X: ArrayLike, Y: np.ndarray, fit: np.ndarray, val: np.ndarray, o: FitOptions,
            device: torch.device, progress: Progress | None) -> SolverResult:
     return select_lasso(
         X, Y, fit, val, n_lambdas=o.k, eps=o.eps, tol=o.tol, max_iter=o.max_iter, refit=o.refit,
@@ -28,7 +28,7 @@ def _lasso(X: np.ndarray, Y: np.ndarray, fit: np.ndarray, val: np.ndarray, o: Fi
     )
 
 
-def _ridge(X: np.ndarray, Y: np.ndarray, fit: np.ndarray, val: np.ndarray, o: FitOptions,
+def _ridge(X: ArrayLike, Y: np.ndarray, fit: np.ndarray, val: np.ndarray, o: FitOptions,
            device: torch.device, progress: Progress | None) -> SolverResult:
     return select_ridge(
         X, Y, fit, val, refit=o.refit, device=device, dtype=_torch_dtype(o), block_rows=o.block_rows, gram=o.gram,
@@ -36,7 +36,7 @@ def _ridge(X: np.ndarray, Y: np.ndarray, fit: np.ndarray, val: np.ndarray, o: Fi
     )
 
 
-def _diff_means(X: np.ndarray, Y: np.ndarray, fit: np.ndarray, val: np.ndarray, o: FitOptions,
+def _diff_means(X: ArrayLike, Y: np.ndarray, fit: np.ndarray, val: np.ndarray, o: FitOptions,
                 device: torch.device, progress: Progress | None) -> SolverResult:
     """Scored on the validation runs as fitted on the fit runs; with refit, the final weights
     use fit + validation runs (there is no lambda to choose, so nothing is lost)."""

@@ -8,11 +8,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
+import torch
 
 from ..errors import BadInputError, FitError
 from ..packing import PackedMasks
 from ..regress import SolverResult, predict, spearman_per_target
 from ..regress._inputs import Progress, resolve_device
+from ..regress.memory import out_of_memory_as_fit_error
 from ..validate import as_real
 from .estimators import SOLVERS
 from .options import MIN_HOLDOUT_RUNS, FitOptions
@@ -126,9 +128,11 @@ def _at_path_end(sel: Selection, result: SolverResult) -> list[int]:
     return [int(t) for t in sel.targets[end]]
 
 
-def _solve(data: FitData, sel: Selection, opts: FitOptions, device: object, progress: Progress | None) -> SolverResult:
+def _solve(data: FitData, sel: Selection, opts: FitOptions, device: torch.device,
+           progress: Progress | None) -> SolverResult:
     solver = SOLVERS[opts.estimator]
-    return solver(data.X, data.Y, data.rows(sel.fit), data.rows(sel.val), opts, device, progress)  # type: ignore[arg-type]
+    with out_of_memory_as_fit_error(device):
+        return solver(data.X, data.Y, data.rows(sel.fit), data.rows(sel.val), opts, device, progress)
 
 
 def _curve_fractions(curve: object) -> list[float] | None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -20,6 +20,7 @@ from ._inputs import (
     row_mean,
     rows_index,
 )
+from .memory import Sizes, check_memory
 from .operators import GramOperator, choose_form, gram_operator
 from .stats import GramStats, gram_stats
 
@@ -35,6 +36,10 @@ class Prepared:
     device: torch.device
     dtype: torch.dtype
 
+    @property
+    def itemsize(self) -> int:
+        return torch.empty((), dtype=self.dtype).element_size()
+
 
 def prepare(X: ArrayLike, Y: ArrayLike, device: str | torch.device | None, dtype: torch.dtype) -> Prepared:
     n, N = check_masks(X)
@@ -47,31 +52,38 @@ def prepare(X: ArrayLike, Y: ArrayLike, device: str | torch.device | None, dtype
 @dataclass
 class Split:
     """Fit and validation rows, their statistics (centred on the mean margin of both, so that a
-    refit can add them up) and G of the fit rows in the chosen form."""
+    refit can add them up), G of the fit rows in the chosen form, and the device memory left
+    beside the solver's large arrays (None: unknown)."""
 
     fit: np.ndarray
     val: np.ndarray
     st_fit: GramStats
     st_val: GramStats
     op: GramOperator
+    left: int | None
 
 
 def split_stats(p: Prepared, fit_rows: ArrayLike | slice, val_rows: ArrayLike | slice, *, gram: str | None,
-                refit: bool, block_rows: int | None, progress: Progress | None) -> Split:
-    """The set-up every estimator with a Gram operator shares: checked disjoint rows, one pass of
-    statistics over each, and G's form chosen by the number of fit runs (with room for the
-    validation rows when a refit will add them)."""
+                refit: bool, block_rows: int | None, progress: Progress | None,
+                footprint: Callable[[Sizes], dict[str, int]]) -> Split:
+    """The set-up every estimator with a Gram operator shares: checked disjoint rows, the memory
+    check of the solver's `footprint` (before any work), one pass of statistics over each row set,
+    and G's form chosen by the number of fit runs (with room for the validation rows when a refit
+    will add them)."""
     fit = rows_index(fit_rows, p.n_runs, "fit_rows")
     val = rows_index(val_rows, p.n_runs, "val_rows")
     check_split(fit, val)
+    form = choose_form(fit.size, p.n_train, gram)
+    sizes = Sizes(n_fit=fit.size, n_val=val.size, N=p.n_train, T=p.Y.shape[1], itemsize=p.itemsize, form=form,
+                  refit=refit)
+    left = check_memory(footprint(sizes), p.device)
     shift = row_mean(p.Y, np.concatenate([fit, val]))
     kw: dict[str, Any] = dict(device=p.device, dtype=p.dtype, block_rows=block_rows, progress=progress, shift=shift)
-    form = choose_form(fit.size, p.n_train, gram)
     st_fit = gram_stats(p.X, p.Y, fit, with_gram=form == "matrix", **kw)
     st_val = gram_stats(p.X, p.Y, val, with_gram=False, **kw)
     op = gram_operator(form, st_fit, p.X, fit, reserve=val.size if refit else 0, device=p.device, dtype=p.dtype,
                        block_rows=block_rows)
-    return Split(fit, val, st_fit, st_val, op)
+    return Split(fit, val, st_fit, st_val, op, left)
 
 
 def centred_rows(p: Prepared, rows: np.ndarray, x_mean: torch.Tensor, y_mean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -97,13 +97,6 @@ STEP_MARGIN = 1.25
 """How far above the last step's Rayleigh quotient a target's estimate stays (and is set on a retake)."""
 
 
-def chunk_size(N: int, T: int, dtype: torch.dtype, budget_bytes: int = 2 << 30) -> int:
-    """Targets per batch: ~16 (B, N) work arrays within the memory budget (iterates, their
-    products with G, and the temporaries of a step)."""
-    per_target = 16 * N * (4 if dtype == torch.float32 else 8)
-    return max(1, min(T, budget_bytes // per_target))
-
-
 def solve_paths(
     op: GramOperator,
     C: torch.Tensor,

@@ -20,8 +20,9 @@ import torch
 from dmdb.errors import FitError
 
 from ._common import centred_rows, prepare, r2_from, split_stats, to_np
-from ._fista import chunk_size, curvature, solve_paths
+from ._fista import curvature, solve_paths
 from ._inputs import MIN_FIT_RUNS, ArrayLike, Progress, rows_index
+from .memory import Sizes, check_memory, lasso_batch
 from .operators import choose_form, gram_operator
 from .result import SolverResult
 from .stats import GramStats, gram_stats
@@ -72,6 +73,14 @@ def _path_lambdas(c: torch.Tensor, const: torch.Tensor, lambdas: ArrayLike | Non
     return torch.where(const[None, :], torch.zeros_like(lam), lam)
 
 
+def _path_length(lambdas: ArrayLike | None, n_lambdas: int) -> int:
+    """How many solutions the path will keep (before `lambdas` are checked: a malformed one fails later)."""
+    if lambdas is None:
+        return n_lambdas
+    shape = np.shape(lambdas)
+    return int(shape[0]) if shape else 1
+
+
 def _check_solver_args(tol: float, max_iter: int) -> None:
     if not tol >= 0:
         raise FitError(f"tol must be non-negative, got {tol}")
@@ -111,6 +120,8 @@ def lasso_path(
     if idx.size < MIN_FIT_RUNS:
         raise FitError(f"too few runs: {idx.size} (need at least {MIN_FIT_RUNS})")
     form = choose_form(idx.size, p.n_train, gram)
+    sizes = Sizes(n_fit=idx.size, n_val=0, N=p.n_train, T=p.Y.shape[1], itemsize=p.itemsize, form=form, refit=False)
+    left = check_memory(sizes.lasso_path(_path_length(lambdas, n_lambdas)), p.device)
     st = gram_stats(p.X, p.Y, idx, device=p.device, dtype=p.dtype, block_rows=block_rows, progress=progress,
                     with_gram=form == "matrix")
     op = gram_operator(form, st, p.X, idx, reserve=0, device=p.device, dtype=p.dtype, block_rows=block_rows)
@@ -127,7 +138,7 @@ def lasso_path(
     targets = (~const).nonzero().squeeze(1)
     ps = solve_paths(
         op, c.T.contiguous(), yy, lams, targets, emit, curv=curvature(op), tol=tol,
-        max_iter=max_iter, chunk=target_chunk or chunk_size(N, T, p.dtype), progress=progress,
+        max_iter=max_iter, chunk=target_chunk or lasso_batch(N, T, p.itemsize, left), progress=progress,
     )
     del op, c
     intercepts = st.y_mean[None, :] - (coefs.to(torch.float64) @ st.x_mean)
@@ -175,7 +186,8 @@ def select_lasso(
     _check_solver_args(tol, max_iter)
     if patience is not None and patience < 1:
         raise FitError(f"patience must be at least 1 or None, got {patience}")
-    sp = split_stats(p, fit_rows, val_rows, gram=gram, refit=refit, block_rows=block_rows, progress=progress)
+    sp = split_stats(p, fit_rows, val_rows, gram=gram, refit=refit, block_rows=block_rows, progress=progress,
+                     footprint=Sizes.lasso)
     fit, val, st_fit, st_val, op = sp.fit, sp.val, sp.st_fit, sp.st_val, sp.op
     c, yy = st_fit.cross(p.dtype)
     N, T = c.shape
@@ -204,7 +216,7 @@ def select_lasso(
         return (ks - best_k[tids]) >= patience
 
     targets = (~const).nonzero().squeeze(1)
-    chunk = target_chunk or chunk_size(N, T, p.dtype)
+    chunk = target_chunk or lasso_batch(N, T, p.itemsize, sp.left)
     ps = solve_paths(op, c.T.contiguous(), yy, lams, targets, emit, curv=curvature(op), tol=tol,
                      max_iter=max_iter, chunk=chunk, progress=progress)
     Xv = Xv.new_empty(0)  # free the validation rows before the refit (emit, which reads them, is done)

@@ -20,6 +20,7 @@ from dmdb.errors import FitError
 
 from ._common import Prepared, centred_rows, prepare, r2_from, split_stats, to_np
 from ._inputs import ArrayLike, Progress
+from .memory import Sizes
 from .operators import GramMatrix, GramOperator
 from .result import SolverResult
 from .stats import GramStats
@@ -94,7 +95,8 @@ def select_ridge(
     `gram`: 'matrix', 'masks' (the kernel form) or None: 'masks' when fit runs <= N/2.
     """
     p = prepare(X, Y, device, dtype)
-    sp = split_stats(p, fit_rows, val_rows, gram=gram, refit=refit, block_rows=block_rows, progress=progress)
+    sp = split_stats(p, fit_rows, val_rows, gram=gram, refit=refit, block_rows=block_rows, progress=progress,
+                     footprint=Sizes.ridge)
     fit, val, st_fit, st_val, op = sp.fit, sp.val, sp.st_fit, sp.st_val, sp.op
     c, _ = st_fit.cross(p.dtype)
     N, T = c.shape
@@ -137,16 +139,18 @@ def select_ridge(
     val_mse = path_mse.gather(0, best[None, :])[0]
     val_r2 = r2_from(val_mse, st_val.y_var, st_val.constant)
 
+    del XvQ, yv
     if refit:
+        del evals, Q, Qc, c  # the fit runs' basis, before the basis of all runs is formed
         st_out = op.extend(st_fit, st_val, p.X, val)
         c, _ = st_out.cross(p.dtype)
         evals, Q, Qc = _basis(op, c, p, np.concatenate([fit, val]), st_out, const)
     else:
         st_out = st_fit
-    W = Q @ (Qc / (evals[:, None] + lam[None, :]))
+    W = Q @ Qc.div_(evals[:, None] + lam[None, :])
     # exact zeros where the solution is 0: constant targets, and examples in every run or none (whose
     # rows of G are 0, but an eigenbasis with other null directions mixes rounding into them)
-    W = torch.where(const[None, :] | ~st_out.varying[:, None], torch.zeros_like(W), W)
+    W.masked_fill_(const[None, :] | ~st_out.varying[:, None], 0.0)
     bias = st_out.y_mean - st_out.x_mean @ W.to(torch.float64)
     return SolverResult(
         method="ridge",
