@@ -46,15 +46,19 @@ class Database:
 
     # -- queries ---------------------------------------------------------------------------
     def sql(self, query: str, params: Sequence[Any] | dict[str, Any] | None = None) -> pl.DataFrame:
-        """Run any SQL and return the result as a polars frame (empty frame for statements).
-        BIT columns (a run's `mask`) come back as their bit strings ('0110...') and INTERVALs as
-        text ('1 day 02:00:00'), as the DuckDB shell shows them; `exp.masks()` gives masks as a
-        numpy matrix."""
+        """Run any SQL and return the result as a polars frame: one without columns for a statement
+        without a result (SET, CREATE VIEW, DROP, CHECKPOINT, ...; INSERT, UPDATE and the like give
+        their row count). BIT columns (a run's `mask`) come back as their bit strings ('0110...') and
+        INTERVALs as text ('1 day 02:00:00'), as the DuckDB shell shows them; `exp.masks()` gives
+        masks as a numpy matrix."""
         def run() -> pl.DataFrame:
             rel = self.con.sql(query, params=params)
-            if rel is None:
+            if rel is None:  # only comments
                 return pl.DataFrame()
-            return pl.from_arrow(_as_text(rel).to_arrow_table())  # type: ignore[return-value]
+            table = _as_text(rel).to_arrow_table()
+            if table.num_rows == 0 and _no_result(rel):
+                return pl.DataFrame()
+            return pl.from_arrow(table)  # type: ignore[return-value]
 
         try:
             return interruptible(self.con, run)  # Ctrl-C: KeyboardInterrupt, not DuckDB's RuntimeError
@@ -135,6 +139,17 @@ def _needs_text(t: DuckDBPyType) -> bool:
         return True
     # an array's children also hold its size (an int)
     return t.id in _NESTED and any(isinstance(c, DuckDBPyType) and _needs_text(c) for _, c in t.children)
+
+
+# The one column, with no rows, that DuckDB gives for a statement without a result set: 'Success'
+# (SET, DROP, ATTACH, CHECKPOINT, ...) or 'Count' (CREATE VIEW, CREATE TABLE). A SELECT's rows come
+# as another type of relation (QUERY_RELATION); PRAGMA, EXPLAIN and RETURNING name their columns.
+_NO_RESULT = {("Success", "BOOLEAN"), ("Count", "BIGINT")}
+
+
+def _no_result(rel: duckdb.DuckDBPyRelation) -> bool:
+    return (rel.type == "MATERIALIZED_RELATION" and len(rel.columns) == 1
+            and (rel.columns[0], str(rel.types[0])) in _NO_RESULT)
 
 
 def _as_text(rel: duckdb.DuckDBPyRelation) -> duckdb.DuckDBPyRelation:

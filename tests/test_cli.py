@@ -62,6 +62,29 @@ def test_sql_formats(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert code == 1 and "no SQL statement given" in err
 
 
+def test_sql_prints_nothing_for_a_statement_without_a_result(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """SET, CREATE VIEW, DROP or CHECKPOINT print nothing, as in the DuckDB shell (an empty 'Success' or 'Count'
+    table came out, 'Success' as csv); a query without rows still prints its columns, INSERT its count. Asked
+    for a file or parquet, such a statement is a one-line error, not an empty file."""
+    db = str(tmp_path / "x.duckdb")
+    run_cli(capsys, "init", "--db", db)
+    for q in ("SET threads = 1", "CREATE OR REPLACE VIEW v AS SELECT 1 AS a", "CHECKPOINT", "DROP VIEW IF EXISTS v"):
+        for fmt in ("table", "csv", "json"):
+            assert run_cli(capsys, "sql", "--write", q, "--db", db, "-f", fmt) == (0, "", ""), (q, fmt)
+    code, out, _ = run_cli(capsys, "sql", "SELECT 1 AS a; SET threads = 1", "--db", db)
+    assert code == 0 and "┃ a ┃" in out and "Success" not in out
+    code, out, _ = run_cli(capsys, "sql", "SELECT 1 AS a WHERE false", "--db", db, "-f", "csv")
+    assert (code, out) == (0, "a\n")
+    code, out, _ = run_cli(capsys, "sql", "--write", "INSERT INTO dmdb_meta VALUES ('k', 'v')", "--db", db, "-f", "csv")
+    assert (code, out) == (0, "Count\n1\n")
+    for fmt, path in (("parquet", tmp_path / "out.parquet"), ("csv", tmp_path / "out.csv")):
+        code, out, err = run_cli(capsys, "sql", "SET threads = 1", "--db", db, "-f", fmt, "-o", str(path))
+        assert (code, out) == (1, "") and not path.exists()
+        assert err == f"dmdb sql: error: SET gives no result, so nothing was written to {path} (the statement ran)\n"
+    code, _, err = run_cli(capsys, "sql", "SET threads = 1", "--db", db, "-f", "parquet")
+    assert code == 1 and err.endswith("nothing was written as parquet (the statement ran)\n")
+
+
 def test_sql_text_formats_hold_masks_lists_and_structs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A BIT mask comes out as its bit string (zero-padded to whole bytes), lists and arrays joined as '1,2' in csv and the
     table, as lists in json; structs as JSON text in csv; a BLOB as hex."""

@@ -148,7 +148,8 @@ def _shows_rows(statement: Any) -> bool:
 
 def cmd_sql(args: argparse.Namespace) -> int:
     """Run the statements in order; print what each query returns (and the last statement's result
-    whatever it is), as the DuckDB shell does. Other formats than a table on stdout take one result."""
+    whatever it is; nothing for one without a result, such as SET), as the DuckDB shell does. Other
+    formats than a table on stdout take one result."""
     with store.open(args.db, read_only=not args.write, create=False) as db:
         stmts = _statements(db, args.query)
         if not stmts:
@@ -164,8 +165,13 @@ def cmd_sql(args: argparse.Namespace) -> int:
         with transaction(db.con) if args.write and kinds <= _WRAPPABLE else contextlib.nullcontext():
             frames = [(i, db.sql(st.query)) for i, st in enumerate(stmts)]
     for i, frame in frames:
-        if i in shown:
+        if i not in shown:
+            continue
+        if frame.width:
             emit(frame, args.format, args.output)
+        elif args.format == "parquet" or args.output:  # (a table or text on stdout: nothing, as in the DuckDB shell)
+            where = f"to {args.output}" if args.output else "as parquet"
+            raise BadInputError(f"{stmts[i].type.name} gives no result, so nothing was written {where} (the statement ran)")
     return 0
 
 
