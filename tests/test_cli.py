@@ -285,6 +285,8 @@ def test_sql_help_names_every_table_view_and_public_macro(tmp_path: Path, capsys
     assert {"runs", "weights", "margins_long", "top_weights", "mask_indices", "dmdb_image_values"} <= names
     assert sorted(n for n in names if not re.search(rf"\b{n}\b", text)) == []
     assert sorted(set(re.findall(r"(?<![.\w])([a-z_]+)\(", text)) - functions) == []  # not duckdb.connect(
+    # one target's margins through margins_long took 0.25 s, through runs' margins[t + 1] 0.025 s (README)
+    assert re.search(r"margins_long \([^)]*for\s+one target margins\[t \+ 1\] on runs is ~10x faster\)", text)
 
 
 def test_sql_text_formats_keep_nulls_commas_and_nested_binary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
