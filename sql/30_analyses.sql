@@ -433,7 +433,9 @@ SELECT row_number() OVER (ORDER BY c.robust_z DESC, c.tgt, c.train_idx) AS "rank
        c.rank_in_target, c.target_nnz,
        t.label AS target_label, e.label AS train_label,
        t.label = e.label AS same_label,
-       coalesce(t.image IS NOT NULL AND e.image IS NOT NULL, false) AS both_images
+       -- image_shape, not image: set_examples writes the two (and image_dtype) together, and a test of
+       -- image read every image's bytes (this macro took 89 ms with float32 32x32x3 images, 33 ms now)
+       coalesce(t.image_shape IS NOT NULL AND e.image_shape IS NOT NULL, false) AS both_images
 FROM c CROSS JOIN p
 JOIN fits f ON f.fit_id = p.fid
 LEFT JOIN targets t ON t.experiment = f.experiment AND t.idx = c.tgt
