@@ -860,6 +860,9 @@ def test_sql_console_runs_queries_keeps_history_and_reports_errors(study: Path) 
         await submit(pilot, "#query", "SELECT 41 AS a; SELECT 42 AS b, 43 AS c")
         await wait_for(pilot, lambda: "the last of 2 statements" in screen_text(app), what="the note")
         assert table.frame.rows() == [(42, 43)]
+        await submit(pilot, "#query", "SET threads = 2")  # a statement without a result says so, not "0 x 0"
+        await wait_for(pilot, lambda: "done, no result" in screen_text(app), what="the no-result status")
+        assert table.frame.width == 0 and "row(s)" not in screen_text(app)
         query = app.screen.query_one("#query")
         await submit(pilot, "#query", "DELETE FROM weights")
         await wait_for(pilot, lambda: "read-only" in screen_text(app).lower(), what="read-only error")
@@ -867,6 +870,8 @@ def test_sql_console_runs_queries_keeps_history_and_reports_errors(study: Path) 
         query.value = ""
         await pilot.press("up")
         assert query.value == "DELETE FROM weights"
+        await pilot.press("up")
+        assert query.value == "SET threads = 2"
         await pilot.press("up")
         assert query.value.startswith("SELECT 41")
         await pilot.press("up")

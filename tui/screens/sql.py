@@ -73,9 +73,8 @@ class SqlScreen(DataScreen):
         frame, n_statements, seconds = value
         self.query_one("#result", FrameTable).show(frame)
         last = f" (the last of {n_statements} statements; `dmdb sql` prints each)" if n_statements > 1 else ""
-        self.query_one("#status", Static).update(
-            f"{frame.height} row(s) x {frame.width} column(s) in {seconds * 1000:.0f} ms{last}"
-        )
+        shape = f"{frame.height} row(s) x {frame.width} column(s)" if frame.width else "done, no result (SET, CREATE, ...)"
+        self.query_one("#status", Static).update(f"{shape} in {seconds * 1000:.0f} ms{last}")
 
     def fail(self, key: str, error: BaseException) -> None:
         """Say why, and clear the results: rows left from the query before would read as this one's."""
