@@ -90,7 +90,7 @@ def examples_frame(exp: "Experiment", kind: str) -> pl.DataFrame:
     """idx, label, source_id, text and whether an image is stored, as a polars frame."""
     table = TABLES[kind]
     return exp.db.sql(
-        f"SELECT idx, label, source_id, text, image IS NOT NULL AS has_image FROM {table} "
+        f"SELECT idx, label, source_id, text, image_shape IS NOT NULL AS has_image FROM {table} "
         "WHERE experiment = ? ORDER BY idx",
         [exp.name],
     )

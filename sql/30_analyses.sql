@@ -126,7 +126,7 @@ w AS (
 SELECT w.fit_id, w.tgt AS target,
        CASE WHEN w.weight > 0 THEN 'positive' ELSE 'negative' END AS direction,
        CASE WHEN w.weight > 0 THEN w.rp ELSE w.rn END AS "rank",
-       w.train_idx, w.weight, e.label, coalesce(e.image IS NOT NULL, false) AS has_image
+       w.train_idx, w.weight, e.label, coalesce(e.image_shape IS NOT NULL, false) AS has_image
 FROM w
 CROSS JOIN p
 JOIN fits f ON f.fit_id = w.fit_id

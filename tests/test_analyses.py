@@ -523,6 +523,18 @@ def test_leakage_tells_both_images_by_image_shape_not_the_bytes(tmp_path):
     db.close()
 
 
+def test_has_image_is_told_by_image_shape_without_reading_the_bytes(small):
+    """top_weights' and the examples frames' has_image test image_shape, as leakage's both_images does:
+    `image IS NOT NULL` read every joined example's image bytes."""
+    db, _, _, fid = small
+    reads = scanned_columns(db, "SELECT * FROM top_weights(fit := ?, target := 0)", [fid])
+    assert "image_shape" in reads["train_examples"] and "image" not in set().union(*reads.values())
+    exp = db.experiment("e")
+    assert exp.train_examples()["has_image"].all() and exp.targets()["has_image"].all()
+    sql = db.sql("SELECT has_image FROM top_weights(fit := ?, target := 0)", [fid])
+    assert sql.height > 0 and sql["has_image"].all()
+
+
 def test_leakage_candidates_without_pixels_reads_no_image(small):
     """pixels := false (as a value or a parameter) leaves the image bytes unread: with the filter on the
     CTE's px column alone, the scans read every image (125-162 ms with float32 32x32x3s, 86-103 ms now)."""
