@@ -56,9 +56,9 @@ def read_data(exp: "Experiment", sel: Selection) -> FitData:
 def _check_finite(exp: "Experiment", ids: np.ndarray, Y: np.ndarray, cols: np.ndarray, role: str, leave_out: str) -> None:
     """Runs whose margins hold NaN or inf (written around record's checks, e.g. by `dmdb sql --write`)
     named by run id; the solver could only say which target columns. A float64 row sum finds them in
-    one pass without a runs x targets boolean copy (it cannot overflow from float32 margins)."""
-    suspect = np.flatnonzero(~np.isfinite(Y.sum(axis=1, dtype=np.float64)))
-    bad = suspect[~np.isfinite(Y[suspect]).all(axis=1)]
+    one pass without a runs x targets boolean copy (it cannot overflow from float32 margins, so a
+    row's sum is NaN or inf exactly when one of its margins is)."""
+    bad = np.flatnonzero(~np.isfinite(Y.sum(axis=1, dtype=np.float64)))
     if bad.size:
         first = int(cols[np.flatnonzero(~np.isfinite(Y[bad[0]]))[0]])
         shown = ", ".join(str(i) for i in ids[bad[:5]]) + (", ..." if bad.size > 5 else "")

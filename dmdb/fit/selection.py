@@ -158,10 +158,11 @@ def _runs(ids: np.ndarray) -> list[tuple[int, int]]:
     return [(int(a[s]), int(a[e])) for s, e in zip(np.concatenate([[0], breaks + 1]), np.concatenate([breaks, [a.size - 1]]))]
 
 
-def _ranges_text(ranges: list[tuple[int, int]], shown: int = 4) -> str:
-    """'5-9,12', or for many ranges the first `shown` of them and how many more: '5-9,12,14,16 and 3 more ranges'."""
+def _ranges_text(ranges: list[tuple[int, int]], shown: int | None = 4) -> str:
+    """'5-9,12', or for more than `shown` ranges the first `shown` of them and how many more:
+    '5-9,12,14,16 and 3 more ranges' (None: all of them)."""
     text = ",".join(str(a) if a == b else f"{a}-{b}" for a, b in ranges[:shown])
-    return text + (f" and {len(ranges) - shown} more ranges" if len(ranges) > shown else "")
+    return text + (f" and {len(ranges) - shown} more ranges" if shown is not None and len(ranges) > shown else "")
 
 
 def _name_ids(ranges: list[tuple[int, int]], what: tuple[str, str], problem: str) -> str:
@@ -186,7 +187,7 @@ def parse_id_list(spec: str, below: int | None = None, what: tuple[str, str] = (
 
 def format_id_list(ids: Sequence[int] | np.ndarray) -> str:
     """[0..9, 12] -> '0-9,12', the inverse of parse_id_list, so a fit records its targets compactly."""
-    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in _runs(np.asarray(ids)))
+    return _ranges_text(_runs(np.asarray(ids)), shown=None)
 
 
 def target_ids(exp: "Experiment", targets: str | Sequence[int] | np.ndarray | None) -> np.ndarray:
