@@ -38,6 +38,10 @@ def test_main_screens(study: Path, monkeypatch: pytest.MonkeyPatch) -> None:
                 await wait_for(pilot, lambda: isinstance(app.screen, cls) and app.screen.is_mounted and cond(app.screen),
                                what=cls.__name__)
                 await pilot.pause(0.3)
+                # and the footer no longer offers the stop key: it polls the database every 0.5 s, so a
+                # call that ended just before the capture could still show "^g Stop" (a flaky snapshot)
+                await wait_for(pilot, lambda: app.service.running() is None and not app.check_action("stop", ()),
+                               what="no call holding the database")
                 await pilot.pause()
 
             await settle(OverviewScreen, lambda s: has_table(s, "#fits") and has_table(s, "#experiments"))
