@@ -16,8 +16,8 @@ import torch
 import dmdb
 from dmdb.cli import main
 from dmdb.errors import FitError
-from dmdb.regress import _fista, lasso_path, memory, select_lasso, select_ridge
-from dmdb.regress.memory import Sizes, batch_bytes, lasso_batch, out_of_memory_as_fit_error
+from dmdb.regress import _fista, lasso, lasso_path, memory, select_lasso, select_ridge
+from dmdb.regress.memory import Sizes, batch_bytes, lasso_batch, out_of_memory_as_fit_error, spend
 
 ROOT = Path(__file__).resolve().parents[1]
 MiB = 2**20
@@ -34,9 +34,10 @@ def test_the_parts_are_the_arrays_each_solver_holds_at_once() -> None:
     # 400 fit + 100 validation runs, 300 examples, 7 targets, float32: G as a matrix (400 > 150)
     s = Sizes(n_fit=400, n_val=100, N=300, T=7, itemsize=4, form="matrix", refit=True)
     xty, c, G = 2 * 300 * 7 * 8, 300 * 7 * 4, 300 * 300 * 4
-    W, val_masks, batch = 300 * 7 * 4, 100 * 300 * 4, 16 * 300 * 4
-    # the validation rows (120,000 B) outweigh the refit's weights and X'Y sums of all runs (8,400 + 16,800)
-    assert sum(s.lasso().values()) == xty + c + G + W + batch + val_masks
+    W, val_masks, val_margins, batch = 300 * 7 * 4, 100 * 300, 100 * 7 * 4, 16 * 300 * 4
+    # the validation masks (one byte an entry, 30,000 B) and margins (2,800 B) outweigh the refit's
+    # weights and X'Y sums of all runs (8,400 + 16,800)
+    assert sum(s.lasso().values()) == xty + c + G + W + batch + val_masks + val_margins
     no_val = Sizes(n_fit=400, n_val=2, N=300, T=7, itemsize=4, form="matrix", refit=True)
     assert sum(no_val.lasso().values()) == xty + c + G + W + batch + W + 300 * 7 * 8
     masks = Sizes(n_fit=100, n_val=30, N=300, T=7, itemsize=8, form="masks", refit=True)
@@ -44,13 +45,14 @@ def test_the_parts_are_the_arrays_each_solver_holds_at_once() -> None:
     assert masks.common() == {"X'Y sums of fit and validation runs": xty, "correlations X'y": 2 * c,
                               "centred masks (130 x 300)": 130 * 300 * 8}
     assert sum(s.lasso_path(20).values()) == xty + c + G + 20 * 7 * 300 * 4 + batch
-    # ridge, matrix form: the grid phase (basis 300 x 300, coefficients twice, validation rows in the
-    # basis) against the refit's (basis, coefficients, X'Y sums of all runs)
-    grid = G + 2 * 300 * 7 * 4 + 100 * 300 * 4
+    # ridge, matrix form: the grid phase (basis 300 x 300, its coefficients, validation margins and rows
+    # in the basis, the larger of the validation masks and one lambda's coefficients) against the
+    # refit's (basis, coefficients, X'Y sums of all runs)
+    grid = G + 300 * 7 * 4 + val_margins + 100 * 300 * 4 + max(val_masks, 300 * 7 * 4)
     assert sum(s.ridge().values()) == xty + c + G + max(grid, G + 300 * 7 * 4 + 300 * 7 * 8)
     # kernel form: the basis of n runs is n x n plus its N x n image; the refit's has 130 runs
     refit_basis = (130 * 130 + 300 * 130) * 8 + 130 * 7 * 8 + 300 * 7 * 8
-    grid_basis = (100 * 100 + 300 * 100) * 8 + 2 * 100 * 7 * 8 + 30 * 100 * 8
+    grid_basis = (100 * 100 + 300 * 100) * 8 + 100 * 7 * 8 + 30 * 7 * 8 + 30 * 100 * 8 + max(30 * 300, 100 * 7 * 8)
     assert sum(masks.ridge().values()) == sum(masks.common().values()) + max(refit_basis, grid_basis)
 
 
@@ -160,6 +162,8 @@ def test_a_fit_larger_than_the_free_memory_is_refused_before_any_work(solver: st
 
 
 def test_the_lasso_batch_takes_half_the_memory_left(monkeypatch: pytest.MonkeyPatch) -> None:
+    """...and the validation masks stay bytes when their floats (150 x 200 x 3 more bytes) would take
+    more than a quarter of it; either way the fit is the same."""
     X, Y = data(600, 200, 40, seed=1)
     fit, val = np.arange(450), np.arange(450, 600)
     need = sum(Sizes(n_fit=450, n_val=150, N=200, T=40, itemsize=4, form="matrix", refit=True).lasso().values())
@@ -174,11 +178,21 @@ def test_the_lasso_batch_takes_half_the_memory_left(monkeypatch: pytest.MonkeyPa
         return real(*args, **kwargs)
 
     monkeypatch.setattr("dmdb.regress.lasso.solve_paths", spy)
+    forms: list[torch.dtype] = []
+    rows_class = lasso.ValidationRows
+
+    def rows_spy(*args, **kwargs):  # type: ignore[no-untyped-def]
+        vr = rows_class(*args, **kwargs)
+        forms.append(vr.masks.dtype)
+        return vr
+
+    monkeypatch.setattr(lasso, "ValidationRows", rows_spy)
     small = select_lasso(X, Y, fit, val, n_lambdas=30)
-    assert chunks == [6, 6]  # the path, then the refit
+    assert chunks == [6, 6] and forms == [torch.uint8]  # the path, then the refit
     monkeypatch.setattr(memory, "available_bytes", lambda device: None)
     whole = select_lasso(X, Y, fit, val, n_lambdas=30)
-    assert chunks[2:] == [40, 40]  # unknown free memory: the 2 GiB budget holds all 40 targets
+    # unknown free memory: the 2 GiB budget holds all 40 targets, the validation masks are floats
+    assert chunks[2:] == [40, 40] and forms[1:] == [torch.float32]
     np.testing.assert_array_equal(small.lam, whole.lam)
     np.testing.assert_allclose(small.W, whole.W, atol=1e-6)
 
@@ -191,6 +205,7 @@ def test_lasso_batch_arithmetic() -> None:
     assert lasso_batch(1000, 500, 4, 0) == 1  # nothing left: the one target the check counted
     assert lasso_batch(1000, 500, 4, 2 * 7 * per + 1) == 8
     assert lasso_batch(1000, 500, 4, 10**15) == 500
+    assert spend(25, 100) == (True, 75) and spend(26, 100) == (False, 100) and spend(10**12, None) == (True, None)
 
 
 def test_memory_that_runs_out_during_a_fit_is_a_fit_error() -> None:

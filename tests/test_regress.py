@@ -507,6 +507,32 @@ def test_masks_form_holds_centred_rows_and_extends_like_the_matrix() -> None:
         np.testing.assert_allclose(auto.intercepts[:, t], intercepts, atol=1e-7)
 
 
+@pytest.mark.parametrize("as_floats", [False, True])
+@pytest.mark.parametrize("kind", ["bool", "tensor", "packed"])
+def test_validation_rows_are_held_as_bytes_and_multiply_as_the_centred_masks(kind: str, as_floats: bool) -> None:
+    """The validation masks are held as one byte an entry (or centred floats, when asked), and their
+    products, taken in row blocks (here 7 rows, the last block short), are numpy's product of the
+    centred rows."""
+    from dmdb.packing import PackedMasks, pack_masks
+    from dmdb.regress._common import ValidationRows, prepare
+
+    rng = np.random.default_rng(11)
+    X = rng.random((60, 13)) < 0.5
+    Y = rng.normal(size=(60, 4))
+    rows = np.arange(1, 60, 3)  # 20 rows, not contiguous
+    m, ym = rng.random(13), rng.normal(size=4)
+    given = {"bool": X, "tensor": torch.from_numpy(X.astype(np.float32)), "packed": PackedMasks(pack_masks(X), 13)}[kind]
+    vr = ValidationRows(prepare(given, Y, "cpu", torch.float64), rows, torch.from_numpy(m), torch.from_numpy(ym),
+                        block_rows=7, as_floats=as_floats)
+    assert vr.masks.dtype == (torch.float64 if as_floats else torch.uint8) and vr.masks.shape == (20, 13)
+    M = rng.normal(size=(13, 5))
+    np.testing.assert_allclose(vr.times(torch.from_numpy(M)).numpy(), (X[rows] - m) @ M, atol=1e-12)
+    np.testing.assert_allclose(vr.y.numpy(), Y[rows] - ym, atol=1e-12)
+    with pytest.raises(FitError, match="only 0 and 1"):
+        ValidationRows(prepare(np.where(X, 2, 0), Y, "cpu", torch.float64), rows, torch.from_numpy(m),
+                       torch.from_numpy(ym))
+
+
 def test_float32_margins_stay_float32_and_fit_like_float64() -> None:
     """Margins given as float32 are not widened to a float64 copy, and every estimator fits them
     as it fits the same values in float64 (sums run in float64 by blocks)."""

@@ -115,15 +115,19 @@ def check_split(fit: np.ndarray, val: np.ndarray) -> None:
         raise FitError("fit and validation runs overlap: give disjoint row sets")
 
 
+_NUMPY_TYPES = {torch.float32: np.float32, torch.float64: np.float64, torch.uint8: np.uint8}
+"""The types mask blocks are read as: the solvers' floats, and bytes for validation rows."""
+
+
 def mask_block(X: ArrayLike, idx: np.ndarray, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """Rows of the masks as a float block on the device, rejecting anything but 0/1."""
+    """Rows of the masks as a block of `dtype` (a _NUMPY_TYPES key) on the device, rejecting anything but 0/1."""
     if isinstance(X, torch.Tensor):
         t = X[torch.as_tensor(idx, device=X.device)]
     else:
         contiguous = idx.size > 0 and idx[-1] - idx[0] + 1 == idx.size
         block = np.ascontiguousarray(X[idx[0] : idx[-1] + 1] if contiguous else X[idx])
         if block.dtype == bool and device.type == "cpu":  # numpy casts bool ~3x faster than torch
-            return torch.from_numpy(block.astype(np.float32 if dtype == torch.float32 else np.float64))
+            return torch.from_numpy(block.astype(_NUMPY_TYPES[dtype]))
         t = torch.from_numpy(block)
     if t.dtype != torch.bool:
         if t.is_complex() or ((t != 0) & (t != 1)).any():

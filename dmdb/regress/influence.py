@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ._common import centred_rows, prepare, r2_from, to_np
+from ._common import ValidationRows, prepare, r2_from, to_np
 from ._inputs import MIN_FIT_RUNS, ArrayLike, Progress, check_split, rows_index
 from .result import SolverResult
 from .stats import gram_stats
@@ -55,8 +55,8 @@ def diff_means(
     W = W64.to(p.dtype)
     T = W.shape[1]
     if val is not None:
-        Xv, yv = centred_rows(p, val, st.x_mean, st.y_mean)
-        val_mse = ((yv - Xv @ W).to(torch.float64) ** 2).mean(dim=0)
+        vr = ValidationRows(p, val, st.x_mean, st.y_mean, block_rows)
+        val_mse = ((vr.y - vr.times(W)).to(torch.float64) ** 2).mean(dim=0)
         st_val = gram_stats(p.X, p.Y, val, with_gram=False, device=p.device, dtype=p.dtype,
                             block_rows=block_rows)
         val_r2 = r2_from(val_mse, st_val.y_var, st_val.constant)

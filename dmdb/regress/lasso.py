@@ -19,10 +19,10 @@ import torch
 
 from dmdb.errors import FitError
 
-from ._common import centred_rows, prepare, r2_from, split_stats, to_np
+from ._common import ValidationRows, prepare, r2_from, split_stats, to_np
 from ._fista import curvature, solve_paths
 from ._inputs import MIN_FIT_RUNS, ArrayLike, Progress, rows_index
-from .memory import Sizes, check_memory, lasso_batch
+from .memory import Sizes, check_memory, lasso_batch, spend
 from .operators import choose_form, gram_operator
 from .result import SolverResult
 from .stats import GramStats, gram_stats
@@ -195,14 +195,16 @@ def select_lasso(
     lams = _path_lambdas(c, const, lambdas, n_lambdas, eps)
     k = lams.shape[0]
 
-    Xv, yv = centred_rows(p, val, st_fit.x_mean, st_fit.y_mean)
+    # the validation masks as floats, centred once, when there is room: emit multiplies by them at every step
+    as_floats, left = spend(val.size * N * (p.itemsize - 1), sp.left)
+    vr = ValidationRows(p, val, st_fit.x_mean, st_fit.y_mean, block_rows, as_floats=as_floats)
     path_mse = torch.full((k, T), float("nan"), dtype=torch.float64, device=p.device)
     best_mse = torch.full((T,), float("inf"), dtype=torch.float64, device=p.device)
     best_k = torch.zeros(T, dtype=torch.long, device=p.device)
     W_best = torch.zeros(T, N, dtype=p.dtype, device=p.device)
 
     def emit(tids: torch.Tensor, ks: torch.Tensor, W: torch.Tensor) -> torch.Tensor | None:
-        resid = yv[:, tids] - Xv @ W.T
+        resid = vr.y[:, tids] - vr.times(W.T)
         mse = (resid.to(torch.float64) ** 2).mean(dim=0)
         path_mse[ks, tids] = mse
         better = mse < best_mse[tids]
@@ -216,17 +218,17 @@ def select_lasso(
         return (ks - best_k[tids]) >= patience
 
     targets = (~const).nonzero().squeeze(1)
-    chunk = target_chunk or lasso_batch(N, T, p.itemsize, sp.left)
+    chunk = target_chunk or lasso_batch(N, T, p.itemsize, left)
     ps = solve_paths(op, c.T.contiguous(), yy, lams, targets, emit, curv=curvature(op), tol=tol,
                      max_iter=max_iter, chunk=chunk, progress=progress)
-    Xv = Xv.new_empty(0)  # free the validation rows before the refit (emit, which reads them, is done)
     del c
     # constant targets: the prediction is the fit-run constant at every lambda
     if bool(const.any()):
-        cmse = ((yv[:, const].to(torch.float64)) ** 2).mean(dim=0)
+        cmse = ((vr.y[:, const].to(torch.float64)) ** 2).mean(dim=0)
         path_mse[:, const] = cmse[None, :]
         best_mse[const] = cmse
         best_k[const] = 0
+    del vr  # the validation runs, before the refit (emit, which reads them, is done)
     lam_best = lams.gather(0, best_k[None, :])[0]
     val_mse = best_mse
     val_r2 = r2_from(val_mse, st_val.y_var, st_val.constant)

@@ -53,11 +53,18 @@ class Sizes:
             parts[f"centred masks ({rows:,} x {N:,})"] = rows * N * s
         return parts
 
+    def validation_masks(self) -> dict[str, int]:
+        """The validation runs' masks, held as 0/1 bytes (regress/_common.py ValidationRows)."""
+        return {f"validation masks ({self.n_val:,} x {self.N:,} bytes)": self.n_val * self.N}
+
+    def validation_margins(self) -> dict[str, int]:
+        return {f"validation margins ({self.n_val:,} x {self.T:,})": self.n_val * self.T * self.itemsize}
+
     def lasso(self) -> dict[str, int]:
         """select_lasso: the best weights so far and one target's solver work arrays throughout;
-        the validation rows during the path, or the refit's weights and X'Y sums of all runs after it."""
+        the validation runs during the path, or the refit's weights and X'Y sums of all runs after it."""
         N, T, s = self.N, self.T, self.itemsize
-        path = {f"validation masks ({self.n_val:,} x {N:,})": self.n_val * N * s}
+        path = self.validation_masks() | self.validation_margins()
         refit = {"X'Y sums of all runs": N * T * 8, "refit weights": T * N * s} if self.refit else {}
         return self.common() | {"best weights on the path": T * N * s, "solver batch": batch_bytes(N, s, 1)} | _larger(path, refit)
 
@@ -68,8 +75,9 @@ class Sizes:
 
     def ridge(self) -> dict[str, int]:
         """select_ridge: an eigenbasis (G's N x N, or the n x n kernel's with its N x n image) and the
-        targets' coefficients in it, of the fit runs while it scores its grid (with the coefficients at
-        one lambda and the validation rows in the basis), of all runs in a refit (with their X'Y sums)."""
+        targets' coefficients in it, of the fit runs while it scores its grid (with the validation
+        margins and rows in the basis, and the validation masks until those are formed or else one
+        lambda's coefficients), of all runs in a refit (with their X'Y sums)."""
         N, T, s = self.N, self.T, self.itemsize
 
         def basis(n: int) -> dict[str, int]:
@@ -78,8 +86,9 @@ class Sizes:
             return {"eigenbasis": size * s, "coefficients in the basis": dim * T * s}
 
         dim = N if self.form == "matrix" else self.n_fit
-        grid = basis(self.n_fit) | {"one lambda's coefficients": dim * T * s,
-                                    f"validation rows in the basis ({self.n_val:,} x {dim:,})": self.n_val * dim * s}
+        grid = (basis(self.n_fit) | self.validation_margins()
+                | {f"validation rows in the basis ({self.n_val:,} x {dim:,})": self.n_val * dim * s}
+                | _larger(self.validation_masks(), {"one lambda's coefficients": dim * T * s}))
         refit = basis(self.n_fit + self.n_val) | {"X'Y sums of all runs": N * T * 8} if self.refit else {}
         return self.common() | _larger(grid, refit)
 
@@ -145,6 +154,16 @@ def out_of_memory_as_fit_error(device: torch.device) -> Iterator[None]:
             raise
         first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
         raise FitError(f"out of {device} memory during the fit ({first}); {_advice(device)}") from exc
+
+
+def spend(extra: int, left: int | None) -> tuple[bool, int | None]:
+    """Whether to spend `extra` bytes beyond the counted arrays on speed (yes when they take at most a
+    quarter of the memory left beside them, or that is unknown), and the memory left after."""
+    if left is None:
+        return True, None
+    if extra <= left // 4:
+        return True, left - extra
+    return False, left
 
 
 def lasso_batch(N: int, T: int, itemsize: int, left: int | None) -> int:

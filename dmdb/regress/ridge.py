@@ -18,7 +18,7 @@ import torch
 
 from dmdb.errors import FitError
 
-from ._common import Prepared, centred_rows, prepare, r2_from, split_stats, to_np
+from ._common import Prepared, ValidationRows, prepare, r2_from, split_stats, to_np
 from ._inputs import ArrayLike, Progress
 from .memory import Sizes
 from .operators import GramMatrix, GramOperator
@@ -111,9 +111,10 @@ def select_ridge(
     grid = grid.to(p.device, p.dtype)
     const = st_fit.constant
     evals, Q, Qc = _basis(op, c, p, fit, st_fit, const)
-    Xv, yv = centred_rows(p, val, st_fit.x_mean, st_fit.y_mean)
-    XvQ = Xv @ Q
-    del Xv
+    vr = ValidationRows(p, val, st_fit.x_mean, st_fit.y_mean, block_rows)
+    XvQ = vr.times(Q)
+    yv = vr.y
+    del vr
 
     evaluated = 0  # lambdas so far, the grid's widening included: one bar that grows, not one per call
 
