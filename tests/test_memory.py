@@ -16,7 +16,7 @@ import torch
 import dmdb
 from dmdb.cli import main
 from dmdb.errors import FitError
-from dmdb.regress import _fista, lasso, lasso_path, memory, select_lasso, select_ridge
+from dmdb.regress import _fista, diff_means, lasso, lasso_path, memory, select_lasso, select_ridge
 from dmdb.regress.memory import Sizes, batch_bytes, lasso_batch, out_of_memory_as_fit_error, spend
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,13 +54,17 @@ def test_the_parts_are_the_arrays_each_solver_holds_at_once() -> None:
     refit_basis = (130 * 130 + 300 * 130) * 8 + 130 * 7 * 8 + 300 * 7 * 8
     grid_basis = (100 * 100 + 300 * 100) * 8 + 100 * 7 * 8 + 30 * 7 * 8 + 30 * 100 * 8 + max(30 * 300, 100 * 7 * 8)
     assert sum(masks.ridge().values()) == sum(masks.common().values()) + max(refit_basis, grid_basis)
+    # difference in means: its float32 weights, beside the float64 X'Y sums they are formed from, or
+    # after them beside the validation masks, margins and predictions (30,000 + 2,800 + 2,800 B)
+    assert sum(Sizes(400, 100, 300, 7, 4).diff_means().values()) == W + max(300 * 7 * 8, val_masks + 2 * val_margins)
+    assert Sizes(400, 0, 300, 7, 8).diff_means() == {"weights": 300 * 7 * 8, "X'Y sums": 300 * 7 * 8}
 
 
 PEAK_PROBE = """
 import json, sys
 from pathlib import Path
 import numpy as np
-from dmdb.regress import lasso_path, memory, select_lasso, select_ridge
+from dmdb.regress import diff_means, lasso_path, memory, select_lasso, select_ridge
 from dmdb.regress.memory import Sizes, batch_bytes, lasso_batch
 
 memory.available_bytes = lambda device: None  # the default batch, whatever this machine has free
@@ -83,6 +87,9 @@ for name, n, N, T in json.loads(sys.argv[1]):
     elif name == "ridge":
         select_ridge(X, Y, fit, val, lambdas=[0.1], block_rows=256)
         parts, more_targets = Sizes(fit.size, val.size, N, T, 4, form, True).ridge(), 0
+    elif name == "diff":
+        diff_means(X, Y, fit_rows=fit, val_rows=val, block_rows=256)
+        parts, more_targets = Sizes(fit.size, val.size, N, T, 4).diff_means(), 0
     else:
         lasso_path(X, Y, rows=np.arange(n), n_lambdas=20, max_iter=1, block_rows=256)
         parts = Sizes(n, 0, N, T, 4, "matrix" if 2 * n > N else "masks", False).lasso_path(20)
@@ -98,7 +105,7 @@ def test_the_parts_bound_the_measured_peak_from_below_and_not_far_below() -> Non
     the check misses no large array). Large allocations are fresh mappings (MALLOC_MMAP_THRESHOLD_),
     so reused heap cannot hide them."""
     cases = [["lasso", 4000, 1500, 2000], ["lasso", 1000, 3000, 1500], ["ridge", 4000, 1500, 2000],
-             ["ridge", 1000, 3000, 1500], ["path", 3000, 1000, 300]]
+             ["ridge", 1000, 3000, 1500], ["path", 3000, 1000, 300], ["diff", 4000, 1500, 2000]]
     env = os.environ | {"MALLOC_MMAP_THRESHOLD_": "65536", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     try:
         done = subprocess.run([sys.executable, "-c", PEAK_PROBE, json.dumps(cases)], env=env, capture_output=True,
@@ -109,7 +116,7 @@ def test_the_parts_bound_the_measured_peak_from_below_and_not_far_below() -> Non
         pytest.skip("this system refuses the peak-RSS reset")
     assert done.returncode == 0, done.stderr
     measured = json.loads(done.stdout)
-    assert set(measured) == {"lasso matrix", "lasso masks", "ridge matrix", "ridge masks", "path matrix"}
+    assert set(measured) == {"lasso matrix", "lasso masks", "ridge matrix", "ridge masks", "path matrix", "diff matrix"}
     for case, (parts, peak) in measured.items():
         assert parts <= peak <= 2 * parts + 64 * MiB, (case, parts / MiB, peak / MiB)
 
@@ -127,13 +134,14 @@ def counting_progress() -> tuple[list[str], object]:
     return seen, lambda stage, done, total: seen.append(stage)
 
 
-@pytest.mark.parametrize("solver", ["lasso", "ridge", "path"])
+@pytest.mark.parametrize("solver", ["lasso", "ridge", "path", "diff"])
 def test_a_fit_larger_than_the_free_memory_is_refused_before_any_work(solver: str,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     X, Y = data(500, 300, 7)
     fit, val = np.arange(400), np.arange(400, 500)
     s = Sizes(n_fit=400, n_val=100, N=300, T=7, itemsize=4, form="matrix", refit=True)
-    parts = {"lasso": s.lasso(), "ridge": s.ridge(), "path": Sizes(500, 0, 300, 7, 4, "matrix", False).lasso_path(100)}[solver]
+    parts = {"lasso": s.lasso(), "ridge": s.ridge(), "path": Sizes(500, 0, 300, 7, 4, "matrix", False).lasso_path(100),
+             "diff": Sizes(400, 100, 300, 7, 4).diff_means()}[solver]
     need = sum(parts.values())
     monkeypatch.setattr(memory, "available_bytes", lambda device: need - 1)
     seen, progress = counting_progress()
@@ -142,6 +150,8 @@ def test_a_fit_larger_than_the_free_memory_is_refused_before_any_work(solver: st
             select_lasso(X, Y, fit, val, progress=progress)  # type: ignore[arg-type]
         elif solver == "ridge":
             select_ridge(X, Y, fit, val, progress=progress)  # type: ignore[arg-type]
+        elif solver == "diff":
+            diff_means(X, Y, fit_rows=fit, val_rows=val, progress=progress)  # type: ignore[arg-type]
         else:
             lasso_path(X, Y, progress=progress)  # type: ignore[arg-type]
     text = str(err.value)
@@ -157,6 +167,8 @@ def test_a_fit_larger_than_the_free_memory_is_refused_before_any_work(solver: st
     monkeypatch.setattr(memory, "available_bytes", lambda device: need)
     if solver == "path":
         assert lasso_path(X, Y, n_lambdas=100).coefs.shape == (100, 300, 7)
+    elif solver == "diff":
+        assert diff_means(X, Y, fit_rows=fit, val_rows=val).W.shape == (300, 7)
     else:
         assert (select_lasso if solver == "lasso" else select_ridge)(X, Y, fit, val).W.shape == (300, 7)
 

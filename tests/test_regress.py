@@ -207,7 +207,20 @@ def test_diff_means_matches_brute_force_loop():
     np.testing.assert_allclose(res.bias, Yf.mean(0) - Xf.mean(0) @ expect, atol=1e-12)
     pv = res.bias + X[val] @ expect
     np.testing.assert_allclose(res.val_mse, ((Y[val] - pv) ** 2).mean(0), rtol=1e-10)
+    np.testing.assert_allclose(res.val_r2, [r2_score(Y[val, t], pv[:, t]) for t in range(3)], rtol=1e-10)
     assert np.isnan(res.lam).all()
+
+
+def test_row_spread_is_numpy_variance_and_constancy_by_blocks() -> None:
+    from dmdb.regress._inputs import row_spread
+
+    rng = np.random.default_rng(4)
+    Y = (rng.normal(size=(50, 3)) + 1000.0).astype(np.float32)
+    Y[:, 1] = 7.25  # constant
+    rows = np.arange(2, 50, 3)
+    var, constant = row_spread(Y, rows, block_rows=4)
+    np.testing.assert_allclose(var, Y[rows].astype(np.float64).var(axis=0), rtol=1e-9, atol=1e-12)
+    assert constant.tolist() == [False, True, False] and var[1] == 0.0
 
 
 def test_examples_in_every_run_or_none_get_no_weight_along_the_whole_lasso_path() -> None:

@@ -119,6 +119,12 @@ class ValidationRows:
         return out
 
 
+def mean_squared_error(y: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
+    """Per column, the float64 mean of (y - pred)^2 over the (runs, m) rows, formed in `pred`'s memory
+    (overwritten): no (runs, m) temporary, as the predictions of all targets can be large."""
+    return torch.sub(y, pred, out=pred).square_().sum(dim=0, dtype=torch.float64) / y.shape[0]
+
+
 def to_np(t: torch.Tensor) -> np.ndarray:
     return t.detach().cpu().numpy()
 

@@ -141,3 +141,16 @@ def row_mean(Y: np.ndarray, rows: np.ndarray, block_rows: int = 8192) -> np.ndar
     for a in range(0, rows.size, block_rows):
         total += Y[rows[a : a + block_rows]].sum(axis=0, dtype=np.float64)
     return total / max(rows.size, 1)
+
+
+def row_spread(Y: np.ndarray, rows: np.ndarray, block_rows: int = 8192) -> tuple[np.ndarray, np.ndarray]:
+    """float64 population variance of each column over the chosen rows of Y, and whether the column
+    is constant on them (every value equal), by blocks."""
+    mean = row_mean(Y, rows, block_rows)
+    sq = np.zeros(Y.shape[1], dtype=np.float64)
+    lo, hi = np.full(Y.shape[1], np.inf), np.full(Y.shape[1], -np.inf)
+    for a in range(0, rows.size, block_rows):
+        block = Y[rows[a : a + block_rows]]
+        sq += ((block - mean) ** 2).sum(axis=0)
+        lo, hi = np.minimum(lo, block.min(axis=0)), np.maximum(hi, block.max(axis=0))
+    return sq / max(rows.size, 1), lo == hi

@@ -11,10 +11,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ._common import ValidationRows, prepare, r2_from, to_np
-from ._inputs import MIN_FIT_RUNS, ArrayLike, Progress, check_split, rows_index
+from ._common import ValidationRows, mean_squared_error, prepare, r2_from, to_np
+from ._inputs import MIN_FIT_RUNS, ArrayLike, Progress, check_split, row_spread, rows_index
+from .memory import Sizes, check_memory
 from .result import SolverResult
-from .stats import gram_stats
+from .stats import GramStats, gram_stats
 from dmdb.errors import FitError
 
 
@@ -41,25 +42,23 @@ def diff_means(
         check_split(fit, val)
     elif fit.size < MIN_FIT_RUNS:
         raise FitError(f"too few fit runs: {fit.size} (need at least {MIN_FIT_RUNS})")
+    sizes = Sizes(n_fit=fit.size, n_val=0 if val is None else val.size, N=p.n_train, T=p.Y.shape[1],
+                  itemsize=p.itemsize)
+    check_memory(sizes.diff_means(), p.device)
     st = gram_stats(p.X, p.Y, fit, with_gram=False, device=p.device, dtype=p.dtype,
                     block_rows=block_rows, progress=progress)
-    n = float(st.n)
-    n1 = st.col_sum[:, None]  # runs containing each example
-    n0 = n - n1
-    s1 = st.xty  # sums of shifted margins over runs containing i; the shift cancels below
-    s0 = st.y_sum[None, :] - s1
-    W64 = torch.where(st.varying[:, None], s1 / n1.clamp(min=1) - s0 / n0.clamp(min=1), 0.0)
-    const = st.constant
-    W64 = torch.where(const[None, :], 0.0, W64)
-    bias = st.y_mean - st.x_mean @ W64
+    x_mean, y_mean, const = st.x_mean, st.y_mean, st.constant
+    W64 = _contrasts(st)
+    del st  # its X'Y sums are now W64
+    bias = y_mean - x_mean @ W64
     W = W64.to(p.dtype)
+    del W64
     T = W.shape[1]
     if val is not None:
-        vr = ValidationRows(p, val, st.x_mean, st.y_mean, block_rows)
-        val_mse = ((vr.y - vr.times(W)).to(torch.float64) ** 2).mean(dim=0)
-        st_val = gram_stats(p.X, p.Y, val, with_gram=False, device=p.device, dtype=p.dtype,
-                            block_rows=block_rows)
-        val_r2 = r2_from(val_mse, st_val.y_var, st_val.constant)
+        vr = ValidationRows(p, val, x_mean, y_mean, block_rows)
+        val_mse = mean_squared_error(vr.y, vr.times(W))
+        var, constant = row_spread(p.Y, val)
+        val_r2 = r2_from(val_mse, torch.from_numpy(var).to(p.device), torch.from_numpy(constant).to(p.device))
         val_mse_np, val_r2_np = to_np(val_mse), to_np(val_r2)
     else:
         val_mse_np = np.full(T, np.nan)
@@ -79,3 +78,17 @@ def diff_means(
         converged=np.ones(T, dtype=bool),
         n_iter=np.zeros(T, dtype=np.int64),
     )
+
+
+def _contrasts(st: GramStats) -> torch.Tensor:
+    """The (N, T) float64 weights w = s1/n1 - s0/n0, with s1 = X'y (over runs containing i),
+    s0 = sum(y) - s1 and n0 = n - n1; that is s1 (1/n1 + 1/n0) - sum(y)/n0, formed over `st`'s
+    X'Y sums in place (N x T float64: 4 GB at 50,000 x 10,000, the size that matters here). The
+    margin shift cancels in the difference. Examples in every run or none, and targets constant on
+    the runs, get 0."""
+    n1 = st.col_sum.clamp(min=1)
+    n0 = (st.n - st.col_sum).clamp(min=1)
+    W = st.xty.mul_((1 / n1 + 1 / n0)[:, None]).addr_(1 / n0, st.y_sum, alpha=-1)
+    W[~st.varying] = 0.0
+    W[:, st.constant] = 0.0
+    return W

@@ -19,7 +19,7 @@ import torch
 
 from dmdb.errors import FitError
 
-from ._common import ValidationRows, prepare, r2_from, split_stats, to_np
+from ._common import ValidationRows, mean_squared_error, prepare, r2_from, split_stats, to_np
 from ._fista import curvature, solve_paths
 from ._inputs import MIN_FIT_RUNS, ArrayLike, Progress, rows_index
 from .memory import Sizes, check_memory, lasso_batch, spend
@@ -204,8 +204,7 @@ def select_lasso(
     W_best = torch.zeros(T, N, dtype=p.dtype, device=p.device)
 
     def emit(tids: torch.Tensor, ks: torch.Tensor, W: torch.Tensor) -> torch.Tensor | None:
-        resid = vr.y[:, tids] - vr.times(W.T)
-        mse = (resid.to(torch.float64) ** 2).mean(dim=0)
+        mse = mean_squared_error(vr.y[:, tids], vr.times(W.T))
         path_mse[ks, tids] = mse
         better = mse < best_mse[tids]
         b = better.nonzero().squeeze(1)

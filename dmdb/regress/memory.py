@@ -31,15 +31,16 @@ BATCH_ARRAYS = 16
 @dataclass(frozen=True)
 class Sizes:
     """The shape of one fit: fit and validation runs, train examples, targets, the solver's float
-    width, how G is held ('matrix' or 'masks'), whether a refit on fit + validation runs follows."""
+    width, how G is held ('matrix' or 'masks'; difference in means holds none), whether a refit on fit +
+    validation runs follows."""
 
     n_fit: int
     n_val: int
     N: int
     T: int
     itemsize: int
-    form: str
-    refit: bool
+    form: str = "matrix"
+    refit: bool = False
 
     def common(self) -> dict[str, int]:
         """What every solver with a Gram operator holds: the X'Y sums of fit and validation runs
@@ -91,6 +92,15 @@ class Sizes:
                 | _larger(self.validation_masks(), {"one lambda's coefficients": dim * T * s}))
         refit = basis(self.n_fit + self.n_val) | {"X'Y sums of all runs": N * T * 8} if self.refit else {}
         return self.common() | _larger(grid, refit)
+
+
+    def diff_means(self) -> dict[str, int]:
+        """diff_means: the weights in the solver's floats, beside the X'Y sums they are formed from
+        (float64, in place) or after them, with validation runs, their masks, margins and predictions."""
+        N, T, s = self.N, self.T, self.itemsize
+        validation = self.validation_masks() | self.validation_margins() | {
+            f"validation predictions ({self.n_val:,} x {T:,})": self.n_val * T * s} if self.n_val else {}
+        return {"weights": N * T * s} | _larger({"X'Y sums": N * T * 8}, validation)
 
 
 def _larger(*phases: dict[str, int]) -> dict[str, int]:

@@ -18,7 +18,7 @@ import torch
 
 from dmdb.errors import FitError
 
-from ._common import Prepared, ValidationRows, prepare, r2_from, split_stats, to_np
+from ._common import Prepared, ValidationRows, mean_squared_error, prepare, r2_from, split_stats, to_np
 from ._inputs import ArrayLike, Progress
 from .memory import Sizes
 from .operators import GramMatrix, GramOperator
@@ -124,7 +124,7 @@ def select_ridge(
         total = evaluated + lams.numel()
         for j in range(lams.numel()):
             coef_q = Qc / (evals + lams[j])[:, None]
-            out[j] = ((yv - XvQ @ coef_q).to(torch.float64) ** 2).mean(dim=0)
+            out[j] = mean_squared_error(yv, XvQ @ coef_q)
             evaluated += 1
             if progress is not None:
                 progress("ridge grid", evaluated, total)

@@ -194,12 +194,15 @@ def gram_stats(
     s = _new_sums(N, T, device)
     counts = _Counts(N, device, dtype, _use_int8(device)) if with_gram else None
     n_blocks = (rows.size + block_rows - 1) // block_rows
+    cols = max(1, _PANEL_BYTES // (N * 12))  # an N x cols product and its float64 copy
     for b in range(n_blocks):
         idx = rows[b * block_rows : (b + 1) * block_rows]
         xb = mask_block(X, idx, device, dtype)
         yb64 = torch.as_tensor(Y[idx], dtype=torch.float64, device=device) - shift_t
         s["col_sum"] += xb.sum(dim=0).to(torch.float64)  # counts: exact in xb's dtype (< 2**24 rows a block)
-        s["xty"] += (xb.T @ yb64.to(dtype)).to(torch.float64)
+        yb = yb64.to(dtype)
+        for a in range(0, T, cols):  # X'Y by column panels: the float64 temporary stays ~_PANEL_BYTES
+            s["xty"][:, a : a + cols] += (xb.T @ yb[:, a : a + cols]).to(torch.float64)
         s["y_sum"] += yb64.sum(dim=0)
         s["y_sq"] += (yb64 * yb64).sum(dim=0)
         yraw = yb64 + shift_t
