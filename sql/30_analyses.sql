@@ -269,6 +269,188 @@ FROM cnt, tot
 ORDER BY cnt.k_max;
 
 -- ---------------------------------------------------------------------------------------------
+-- Verification by retraining: dmdb.analyses.verification's rows and summary
+
+-- The end of a 'no runs' error: how to record some.
+CREATE OR REPLACE MACRO dmdb_how_to_record() AS
+    'plan them with dmdb.analyses.plan_counterfactuals, train each planned mask with your code and record them with '
+    || 'role ''counterfactual'' and the plan''s seeds and infos (README: Verifying counterfactuals with your own '
+    || 'training code), or run `dmdb demo`';
+
+-- Which fits planned the experiment's recorded counterfactual runs (planners, ascending) and how to check fit
+-- fid on them, as a clause of the 'no runs' error ('' when none did): a later fit becomes the default one,
+-- and its 'no runs recorded' hid the runs recorded for another.
+CREATE OR REPLACE MACRO dmdb_planners_hint(fid, planners) AS
+    list_transform([list_filter(planners, lambda x: x <> fid)], lambda others: CASE
+        WHEN len(planners) = 0 THEN ''
+        WHEN len(others) = 0  -- runs_of named a fit without runs, and only fid has some
+        THEN ' (the recorded ones were planned by fit ' || fid || ': verification(fit := ' || fid || ') checks them)'
+        ELSE ' (the recorded ones were planned by fit' || CASE WHEN len(planners) > 1 THEN 's ' ELSE ' ' END
+             || array_to_string(planners, ', ') || ': verification(fit := ' || fid || ', runs_of := ' || others[-1]
+             || ') checks fit ' || fid || '''s predictions on them, verification(fit := ' || others[-1] || ') fit '
+             || others[-1] || '''s own)' END)[1];
+
+-- Fit `fit`'s predictions against the counterfactual runs that fit `runs_of` planned (runs_of := NULL:
+-- the fit's own), recorded with role 'counterfactual' and the info verification.run_info makes: {"fit_id", "target", "k", "mode", "purpose", "removed"}.
+-- One row per recorded removal (target, k, mode, purpose and removed list alike), in the order of its
+-- first run; purpose 'baseline' (the full train set) is what every removal is compared with:
+--   n_removed, predicted_*: the rule above for the removal's distinct train indices (a run recorded
+--       without a removed list: the planning fit's k largest positive (mode 'top') or most negative
+--       ('bottom') weights of the target)
+--   seeds:         the removal's runs
+--   actual_margin: the target's mean margin over them; actual_base: over the baseline runs
+--   actual_change: actual_margin - actual_base
+CREATE OR REPLACE MACRO verification(fit := NULL, runs_of := NULL) AS TABLE
+WITH args AS (
+    SELECT q.fid,
+           CASE WHEN runs_of IS NULL THEN q.fid
+                WHEN EXISTS (SELECT 1 FROM fits x WHERE x.fit_id = runs_of) THEN runs_of
+                ELSE error('verification: no fit ' || runs_of || ' in this database to take the runs of (`dmdb fits` '
+                           || 'lists them; runs_of := NULL: the fit''s own)') END AS pid
+    FROM (SELECT dmdb_fit_or_latest(fit) AS fid) q
+),
+planners AS (  -- the fit's experiment's counterfactual runs, by the fit that planned them
+    SELECT (x.info->>'fit_id')::INTEGER AS planner, count(*) AS n,
+           count(*) FILTER (WHERE x.info->>'purpose' = 'baseline') AS n_baseline
+    FROM runs x JOIN fits ff ON ff.experiment = x.experiment JOIN args ON ff.fit_id = args.fid
+    WHERE x.role = 'counterfactual' AND (x.info->>'fit_id')::INTEGER IS NOT NULL
+    GROUP BY 1
+),
+-- (LEFT joins: with an empty fits table an inner join never evaluated fid, and gave no rows, not the error)
+p AS (
+    SELECT args.fid, ff.experiment AS ex, e.n_train,
+           CASE WHEN fp.experiment <> ff.experiment
+                THEN error('verification: fit ' || args.fid || ' (experiment ''' || ff.experiment || ''') cannot predict '
+                           || 'the runs of fit ' || args.pid || ' (experiment ''' || fp.experiment || '''): their train '
+                           || 'sets differ; name a fit of experiment ''' || ff.experiment || ''' as runs_of')
+                WHEN own.n IS NULL
+                THEN error('verification: fit ' || args.pid || ' has no counterfactual runs recorded'
+                           || dmdb_planners_hint(args.fid, every.planners)
+                           || ': ' || dmdb_how_to_record())
+                WHEN own.n_baseline = 0
+                THEN error('verification: fit ' || args.pid || ' has counterfactual runs but no baseline (full train set) '
+                           || 'runs to compare them with: ' || dmdb_how_to_record())
+                ELSE args.pid END AS pid
+    FROM args LEFT JOIN fits ff ON ff.fit_id = args.fid LEFT JOIN fits fp ON fp.fit_id = args.pid
+    LEFT JOIN experiments e ON e.name = ff.experiment LEFT JOIN planners own ON own.planner = args.pid
+    CROSS JOIN (SELECT coalesce(list(x.planner ORDER BY x.planner), []) AS planners FROM planners x) every
+),
+r AS (
+    SELECT x.run_id, x.info->>'purpose' AS purpose, (x.info->>'target')::INTEGER AS tgt, (x.info->>'k')::INTEGER AS k,
+           coalesce(x.info->>'mode', 'top') AS md, (x.info->'removed')::INTEGER[] AS removed, x.margins
+    FROM runs x, p
+    WHERE x.experiment = p.ex AND x.role = 'counterfactual' AND (x.info->>'fit_id')::INTEGER = p.pid
+),
+g AS MATERIALIZED (  -- one row per removal, numbered in the order of its first run
+    SELECT row_number() OVER (ORDER BY min(r.run_id)) AS gid, r.tgt, r.k, r.md, r.purpose, r.removed,
+           count(*) AS seeds, avg(r.margins[r.tgt + 1]::DOUBLE) AS actual_margin
+    FROM r WHERE r.purpose <> 'baseline'
+    GROUP BY r.tgt, r.k, r.md, r.purpose, r.removed
+),
+actual_base AS (
+    SELECT g.gid, avg(r.margins[g.tgt + 1]::DOUBLE) AS m FROM g, r WHERE r.purpose = 'baseline' GROUP BY g.gid
+),
+listed AS (  -- a removal recorded with its list: each train index once
+    SELECT DISTINCT g.gid, u.i AS train_idx FROM g CROSS JOIN unnest(g.removed) AS u(i)
+),
+ranked AS (  -- one recorded without its list: the planning fit's weights of the mode's sign, in removal order
+    SELECT g.gid, x.train_idx,
+           row_number() OVER (PARTITION BY g.gid ORDER BY CASE WHEN g.md = 'top' THEN -x.weight ELSE x.weight END,
+                                                          x.train_idx) AS rk
+    FROM g CROSS JOIN p JOIN weights x ON x.fit_id = p.pid AND x.target = g.tgt
+    WHERE g.removed IS NULL AND ((g.md = 'top' AND x.weight > 0) OR (g.md = 'bottom' AND x.weight < 0))
+),
+removal AS (
+    SELECT listed.gid, listed.train_idx FROM listed
+    UNION ALL
+    SELECT ranked.gid, ranked.train_idx FROM ranked JOIN g ON g.gid = ranked.gid WHERE ranked.rk <= g.k
+),
+removed_sum AS (  -- over the verified fit's weights
+    SELECT removal.gid, count(*) AS n, coalesce(sum(x.weight::DOUBLE), 0) AS s
+    FROM removal JOIN g ON g.gid = removal.gid CROSS JOIN p
+    LEFT JOIN weights x ON x.fit_id = p.fid AND x.target = g.tgt AND x.train_idx = removal.train_idx
+    GROUP BY removal.gid
+),
+total AS (
+    SELECT x.target AS tgt, sum(x.weight::DOUBLE) AS s
+    FROM weights x, p WHERE x.fit_id = p.fid AND x.target IN (SELECT g.tgt FROM g) GROUP BY x.target
+),
+pred AS (
+    SELECT g.gid, ft.target AS has_tgt, ft.bias + coalesce(total.s, 0) AS base, 0.0 - coalesce(removed_sum.s, 0) AS change,
+           coalesce(removed_sum.n, 0) AS n_removed
+    FROM g CROSS JOIN p
+    LEFT JOIN fit_targets ft ON ft.fit_id = p.fid AND ft.target = g.tgt
+    LEFT JOIN total ON total.tgt = g.tgt
+    LEFT JOIN removed_sum ON removed_sum.gid = g.gid
+),
+lacking AS (  -- the targets of the runs that the fit has no datamodel for
+    SELECT string_agg(coalesce(u.t::VARCHAR, 'NULL'), ', ' ORDER BY u.t NULLS LAST) AS targets
+    FROM (SELECT DISTINCT g.tgt AS t FROM g JOIN pred ON pred.gid = g.gid WHERE pred.has_tgt IS NULL) u
+)
+SELECT p.fid AS fit_id, p.pid AS runs_of, g.tgt AS target, g.k, g.md AS mode, g.purpose, pred.n_removed, g.seeds,
+       pred.base AS predicted_base, pred.base + pred.change AS predicted_margin, pred.change AS predicted_change,
+       actual_base.m AS actual_base, g.actual_margin, g.actual_margin - actual_base.m AS actual_change
+FROM g CROSS JOIN p CROSS JOIN lacking JOIN pred ON pred.gid = g.gid LEFT JOIN actual_base ON actual_base.gid = g.gid
+-- what Python refuses, checked in a filter (a check in a column ran only where that column was read)
+WHERE CASE
+    WHEN pred.has_tgt IS NULL
+    THEN error('verification: fit ' || p.fid || ' has no datamodel for target(s) '
+               || lacking.targets
+               || ' of the runs of fit ' || p.pid || ': verify it on runs planned for targets it has')
+    WHEN list_count(g.removed) < len(g.removed) OR list_min(g.removed) < 0 OR list_max(g.removed) >= p.n_train
+    THEN error('verification: the runs of fit ' || p.pid || ' for target ' || g.tgt || ' removed '
+               || CASE WHEN list_count(g.removed) < len(g.removed) THEN 'a NULL'
+                       ELSE 'train index ' || list_filter(g.removed, lambda i: i < 0 OR i >= p.n_train)[1]
+                            || ', outside 0..' || (p.n_train - 1) END
+               || ': record the train indices each run was trained without')
+    WHEN g.removed IS NULL AND (g.md NOT IN ('top', 'bottom') OR g.k IS NULL OR g.k < 0)
+    THEN error('verification: the runs of fit ' || p.pid || ' for target ' || g.tgt || ' have no removed list '
+               || CASE WHEN g.md = 'random' THEN 'and mode ''random'': use the Python API (dmdb.analyses.verification)'
+                       WHEN g.md IN ('top', 'bottom') THEN 'and k ' || coalesce(g.k::VARCHAR, 'NULL')
+                            || ' (a k >= 0 of the planning fit''s ' || g.md || ' weights)'
+                       ELSE 'and mode ''' || g.md || ''' (one of top, bottom, random)' END
+               || ': record the train indices each run was trained without')
+    ELSE true END
+ORDER BY g.gid;
+
+-- Verification's figures as one row (dmdb.analyses.Verification.summary): Spearman (Pearson of average
+-- ranks) and Pearson of predicted vs actual change over the purpose 'counterfactual' rows (NULL under 3 rows
+-- or where either side is constant); of the 'brittleness' rows (the planning fit's estimated support
+-- removed): brittle_tested, brittle_flipped (actual_base >= 0 and actual_margin < 0),
+-- brittle_already_wrong (actual_base < 0), and brittle_agreed: of those with actual_base >= 0, the ones
+-- where the fit's predicted flip (predicted_base >= 0 and predicted_margin < 0) is the actual one.
+CREATE OR REPLACE MACRO verification_summary(fit := NULL, runs_of := NULL) AS TABLE
+WITH v AS MATERIALIZED (SELECT * FROM verification(fit := fit, runs_of := runs_of)),
+cf AS (
+    SELECT v.predicted_change AS x, v.actual_change AS y,
+           rank() OVER (ORDER BY v.predicted_change) + (count(*) OVER (PARTITION BY v.predicted_change) - 1) / 2.0 AS rx,
+           rank() OVER (ORDER BY v.actual_change) + (count(*) OVER (PARTITION BY v.actual_change) - 1) / 2.0 AS ry
+    FROM v WHERE v.purpose = 'counterfactual'
+),
+c AS (
+    SELECT count(*) AS n, count(*) >= 3 AND count(DISTINCT cf.x) > 1 AND count(DISTINCT cf.y) > 1 AS varies,
+           corr(cf.rx, cf.ry) AS spearman, corr(cf.x, cf.y) AS pearson
+    FROM cf
+),
+b AS (
+    SELECT count(*) AS tested,
+           count(*) FILTER (WHERE v.actual_base >= 0 AND v.actual_margin < 0) AS flipped,
+           count(*) FILTER (WHERE v.actual_base < 0) AS already_wrong,
+           count(*) FILTER (WHERE v.actual_base >= 0
+                            AND (v.predicted_base >= 0 AND v.predicted_margin < 0) = (v.actual_margin < 0)) AS agreed
+    FROM v WHERE v.purpose = 'brittleness'
+),
+ids AS (  -- (from the arguments too: verification has no rows where only baseline runs are recorded)
+    SELECT coalesce((SELECT min(v.fit_id) FROM v), dmdb_fit_or_latest(fit)::INTEGER) AS fid,
+           coalesce((SELECT min(v.runs_of) FROM v), runs_of::INTEGER, dmdb_fit_or_latest(fit)::INTEGER) AS pid
+)
+SELECT ids.fid AS fit_id, ids.pid AS runs_of, c.n AS counterfactuals,
+       CASE WHEN c.varies THEN c.spearman END AS spearman, CASE WHEN c.varies THEN c.pearson END AS pearson,
+       b.tested AS brittle_tested, b.flipped AS brittle_flipped, b.already_wrong AS brittle_already_wrong,
+       b.agreed AS brittle_agreed
+FROM ids, c, b;
+
+-- ---------------------------------------------------------------------------------------------
 -- Nearest targets by cosine similarity of weight vectors, among targets that share at least one
 -- nonzero train example with the query (all others have cosine exactly 0).
 

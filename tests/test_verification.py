@@ -4,6 +4,8 @@ experiment's exact margins for any mask), record, compare; checked against brute
 from __future__ import annotations
 
 import importlib
+import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -419,3 +421,153 @@ def test_cli_verify(study: tuple[dmdb.Database, int], capsys: pytest.CaptureFixt
     assert f'"spearman":{want.spearman}' in capsys.readouterr()[0].replace(" ", "")
     assert main(["verify", "--db", path]) == 0
     assert f"Spearman {want.spearman:.3f}, Pearson {want.pearson:.3f}" in capsys.readouterr()[0].replace("\n", "")
+
+
+# -- the SQL macros verification and verification_summary -----------------------------------------
+
+EXACT = ["target", "k", "mode", "purpose", "n_removed", "seeds"]
+
+
+def assert_sql_is_python(db: dmdb.Database, fit: int | None, runs_of: int | None) -> A.Verification:
+    """The SQL macros' rows and summary are Python's: the same columns and types (after fit_id, runs_of),
+    the same rows in the same order, the figures to rounding."""
+    v = A.verification(db, fit, runs_of=runs_of)
+    rows = db.sql("SELECT * FROM verification(fit := ?, runs_of := ?)", [fit, runs_of])
+    assert rows.schema == {"fit_id": pl.Int32, "runs_of": pl.Int32, **v.rows.schema}
+    assert rows.height == v.rows.height > 0
+    assert set(rows.select("fit_id", "runs_of").rows()) == {(v.fit_id, v.runs_of)}
+    assert rows.select(EXACT).rows() == v.rows.select(EXACT).rows()
+    for c in v.rows.columns[len(EXACT):]:
+        got, want = rows[c].to_numpy(), v.rows[c].to_numpy()
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12, err_msg=c)
+        assert (np.signbit(got) == np.signbit(want)).all(), c  # nothing removed: a change of +0.0, not -0.0
+    summary = db.sql("SELECT * FROM verification_summary(fit := ?, runs_of := ?)", [fit, runs_of])
+    want = v.summary()
+    assert summary.schema == want.schema
+    corr = ["spearman", "pearson"]
+    assert summary.drop(corr).rows() == want.drop(corr).rows()
+    for c in corr:
+        assert summary[c][0] == pytest.approx(want[c][0], abs=1e-12)
+    return v
+
+
+def record_by_hand(db: dmdb.Database, infos: list[dict]) -> None:
+    """Counterfactual runs recorded with these infos (not planned); each mask without the info's removal."""
+    masks = np.ones((len(infos), SPEC.n_train), bool)
+    for mask, info in zip(masks, infos):
+        mask[info.get("removed") or []] = False
+    exp = db.experiment("s")
+    seeds = np.arange(len(infos))
+    exp.record_batch(np.arange(len(infos)) + exp.next_run_id(), masks, synth_margins(SPEC, masks, seeds),
+                     role="counterfactual", seeds=seeds, infos=infos)
+
+
+def test_sql_verification_is_pythons_row_for_row(study: tuple[dmdb.Database, int]) -> None:
+    """A plan of top-k removals and brittleness checks, with hand-recorded removals on top (unsorted lists
+    with repeats, an empty one, two recorded without their list), verified by the planning fit, by another
+    fit on its runs, and by the latest fit (fit := NULL) on them."""
+    db, a = study
+    exp = db.experiment("s")
+    brittle = A.brittleness(db, fit=a).filter(pl.col("support") > 0)["target"].to_list()[:3]
+    record(db, A.plan_counterfactuals(db, fit=a, targets=TARGETS, ks=KS, brittle=brittle, seeds=SEEDS))
+    record_by_hand(db, [run_info(a, "counterfactual", [9, 3, 9, 40, 3], 2, 3), run_info(a, "counterfactual", [], 6, 0),
+                        {"fit_id": a, "target": 5, "k": 4, "mode": "bottom", "purpose": "counterfactual"},
+                        {"fit_id": a, "target": 1, "k": 3, "purpose": "counterfactual"},  # no mode: top
+                        run_info(a, "counterfactual", [9, 3, 9, 40, 3], 2, 3)])  # a second seed of the first
+    rng = np.random.default_rng(3)
+    sparse = rng.normal(size=(SPEC.n_train, SPEC.n_targets)) * (rng.random((SPEC.n_train, SPEC.n_targets)) < 0.2)
+    b = exp.import_scores(sparse, name="trak", calibrate=False).fit_id
+    own = assert_sql_is_python(db, a, None)
+    assert own.rows.height == len(TARGETS) * len(KS) + len(brittle) + 4
+    assert own.rows.filter(pl.col("target") == 2)["seeds"].to_list()[-1] == 2  # the repeated removal: one row
+    on_b = assert_sql_is_python(db, b, a)
+    assert on_b.pearson != own.pearson
+    cf = on_b.rows.filter(pl.col("purpose") == "counterfactual")["predicted_change"]
+    assert cf.len() - cf.n_unique() >= 2  # removals of b's zero weights: ties, which Spearman ranks as their average
+    assert_sql_is_python(db, None, a)  # the latest fit: b
+    # the summary's correlations are scipy's over the SQL rows
+    rows = db.sql(f"SELECT * FROM verification(fit := {b}, runs_of := {a}) WHERE purpose = 'counterfactual'")
+    summary = db.sql(f"SELECT * FROM verification_summary(fit := {b}, runs_of := {a})").row(0, named=True)
+    pred, act = rows["predicted_change"].to_numpy(), rows["actual_change"].to_numpy()
+    assert summary["spearman"] == pytest.approx(spearmanr(pred, act).statistic, abs=1e-12)
+    assert summary["pearson"] == pytest.approx(pearsonr(pred, act).statistic, abs=1e-12)
+
+
+def test_sql_verification_with_baseline_runs_only_or_too_few_rows(study: tuple[dmdb.Database, int]) -> None:
+    """Only baseline runs: no rows, and a summary of zeros and nulls, as Python's; two removals: no correlation."""
+    db, fid = study
+    record(db, A.plan_counterfactuals(db, fit=fid, seeds=[0]))
+    assert db.sql(f"SELECT * FROM verification(fit := {fid})").height == A.verification(db, fid).rows.height == 0
+    assert db.sql(f"SELECT * FROM verification_summary(fit := {fid})").equals(A.verification(db, fid).summary())
+    record(db, A.plan_counterfactuals(db, fit=fid, targets=TARGETS[:2], ks=KS[:1], seeds=[0]))
+    summary = assert_sql_is_python(db, fid, None).summary()
+    assert summary.select("counterfactuals", "spearman", "pearson").row(0) == (2, None, None)
+
+
+def sql_error(db: dmdb.Database, query: str) -> str:
+    with pytest.raises(DmdbError) as err:
+        db.sql(query)
+    return str(err.value)
+
+
+def assert_both_refuse(db: dmdb.Database, fit: int | None, runs_of: int | None, python: str, sql: str) -> None:
+    """Python's verification raises `python`; verification, verification_summary and a query of one column of
+    verification (whose check is not in that column) each raise `sql`."""
+    with pytest.raises(DmdbError, match=python):
+        A.verification(db, fit, runs_of=runs_of)
+    args = f"fit := {'NULL' if fit is None else fit}, runs_of := {'NULL' if runs_of is None else runs_of}"
+    for query in (f"SELECT * FROM verification({args})", f"SELECT * FROM verification_summary({args})",
+                  f"SELECT k FROM verification({args})"):
+        assert re.search(sql, sql_error(db, query)), query
+
+
+def test_sql_verification_refuses_what_python_refuses(study: tuple[dmdb.Database, int]) -> None:
+    db, a = study
+    assert_both_refuse(db, 999, None, "no fit 999", "no fit 999 in this database")
+    assert_both_refuse(db, a, 999, "no fit 999", "verification: no fit 999 in this database to take the runs of")
+    assert_both_refuse(db, a, None, f"^fit {a} has no counterfactual runs recorded: plan them",
+                       f"verification: fit {a} has no counterfactual runs recorded: plan them with "
+                       "dmdb.analyses.plan_counterfactuals")
+    plan = A.plan_counterfactuals(db, fit=a, targets=TARGETS, ks=KS, seeds=SEEDS)
+    record(db, plan, slice(len(SEEDS), None))  # all but the baseline
+    assert_both_refuse(db, a, None, f"^fit {a} has counterfactual runs but no baseline",
+                       f"verification: fit {a} has counterfactual runs but no baseline \\(full train set\\) runs")
+    record(db, plan)
+    exp = db.experiment("s")
+    later = exp.fit("diff-means", val_frac=0.3).fit_id  # the latest fit now, without runs of its own
+    assert_both_refuse(db, None, None, f"^fit {later} has no counterfactual runs recorded \\(the recorded ones",
+                       f"fit {later} has no counterfactual runs recorded \\(the recorded ones were planned by fit {a}: "
+                       f"verification\\(fit := {later}, runs_of := {a}\\) checks fit {later}'s predictions on them, "
+                       f"verification\\(fit := {a}\\) fit {a}'s own\\): plan them")
+    assert_both_refuse(db, a, later, f"^fit {later} has no counterfactual runs recorded \\(the recorded ones",
+                       f"planned by fit {a}: verification\\(fit := {a}\\) checks them\\)")
+    part = exp.import_scores(np.ones((SPEC.n_train, 2)), name="part", targets=[1, 4], calibrate=False).fit_id
+    assert_both_refuse(db, part, a, f"^fit {part} has no datamodel for target\\(s\\) 7, 8 of the runs of fit {a}",
+                       f"verification: fit {part} has no datamodel for target\\(s\\) 7, 8 of the runs of fit {a}")
+    other, _ = create_synthetic(db, "t", SPEC, fit_runs=200, truth_fit=False)
+    elsewhere = other.fit("diff-means").fit_id
+    assert_both_refuse(db, elsewhere, a, "their train sets differ",
+                       f"verification: fit {elsewhere} \\(experiment 't'\\) cannot predict the runs of fit {a} "
+                       "\\(experiment 's'\\): their train sets differ")
+    record_by_hand(db, [run_info(a, "counterfactual", [3], 1, 2)])  # then its info says another mask's removal
+    db.con.execute("UPDATE runs SET info = ?::JSON WHERE run_id = (SELECT max(run_id) FROM runs)",
+                   [json.dumps(run_info(a, "counterfactual", [3, SPEC.n_train], 1, 2))])
+    assert_both_refuse(db, a, None, f"train index {SPEC.n_train} is outside 0..{SPEC.n_train - 1}",
+                       f"the runs of fit {a} for target 1 removed train index {SPEC.n_train}, "
+                       f"outside 0..{SPEC.n_train - 1}")
+
+
+def test_sql_verification_leaves_random_removals_without_their_list_to_python(
+        study: tuple[dmdb.Database, int]) -> None:
+    """A random removal recorded without its list is numpy's default_rng(0) draw, which SQL cannot repeat:
+    the macro says so instead of predicting another removal; with the list it is like any other."""
+    db, a = study
+    record(db, A.plan_counterfactuals(db, fit=a, seeds=[0]))
+    record_by_hand(db, [{"fit_id": a, "target": 3, "k": 2, "mode": "random", "purpose": "counterfactual"}])
+    assert A.verification(db, a).rows["n_removed"].to_list() == [2]
+    assert "have no removed list and mode 'random': use the Python API" in sql_error(
+        db, f"SELECT * FROM verification(fit := {a})")
+    db.con.execute("DELETE FROM runs WHERE info->>'mode' = 'random'")
+    record_by_hand(db, [run_info(a, "counterfactual", A.removal_set(db, 3, 2, mode="random", fit=a).tolist(), 3, 2,
+                                 mode="random")])
+    assert assert_sql_is_python(db, a, None).rows["mode"].to_list() == ["random"]
