@@ -1,4 +1,5 @@
-"""Test helpers for the analyses: write a dense numpy W (n_train x n_targets) + bias as a fit.
+"""Test helpers for the analyses: write a dense numpy W (n_train x n_targets) + bias as a fit, and
+check the SQL macro verification against the Python function.
 
 The fit-writing code lives elsewhere; these tests insert fits/fit_targets/weights rows directly, in
 the documented layout (nonzeros only, raw 0/1 mask units), so they depend only on the schema.
@@ -9,9 +10,12 @@ from __future__ import annotations
 import uuid
 
 import numpy as np
+import polars as pl
 import pyarrow as pa
+import pytest
 
 import dmdb
+from dmdb import analyses as A
 
 
 def insert_fit(db: "dmdb.Database", experiment: str, W: np.ndarray, bias: np.ndarray,
@@ -58,3 +62,29 @@ def new_db(tmp_path, name: str = "a.duckdb", n_train: int = 200, n_targets: int 
         exp.set_targets(labels=rng.integers(0, 10, n_targets),
                         images=rng.integers(0, 256, (n_targets, 8, 8), dtype=np.uint8) if images else None)
     return db, exp
+
+
+EXACT = ["target", "k", "mode", "purpose", "n_removed", "seeds"]
+
+
+def assert_sql_is_python(db: dmdb.Database, fit: int | None, runs_of: int | None) -> A.Verification:
+    """The SQL macros' rows and summary are Python's: the same columns and types (after fit_id, runs_of),
+    the same rows in the same order, the figures to rounding."""
+    v = A.verification(db, fit, runs_of=runs_of)
+    rows = db.sql("SELECT * FROM verification(fit := ?, runs_of := ?)", [fit, runs_of])
+    assert rows.schema == {"fit_id": pl.Int32, "runs_of": pl.Int32, **v.rows.schema}
+    assert rows.height == v.rows.height > 0
+    assert set(rows.select("fit_id", "runs_of").rows()) == {(v.fit_id, v.runs_of)}
+    assert rows.select(EXACT).rows() == v.rows.select(EXACT).rows()
+    for c in v.rows.columns[len(EXACT):]:
+        got, want = rows[c].to_numpy(), v.rows[c].to_numpy()
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12, err_msg=c)
+        assert (np.signbit(got) == np.signbit(want)).all(), c  # nothing removed: a change of +0.0, not -0.0
+    summary = db.sql("SELECT * FROM verification_summary(fit := ?, runs_of := ?)", [fit, runs_of])
+    expect = v.summary()
+    assert summary.schema == expect.schema
+    corr = ["spearman", "pearson"]
+    assert summary.drop(corr).rows() == expect.drop(corr).rows()
+    for c in corr:
+        assert summary[c][0] == pytest.approx(expect[c][0], abs=1e-12)
+    return v

@@ -12,6 +12,7 @@ import polars as pl
 import pytest
 
 from dmdb import analyses as A
+from dmdb.analyses.verification import run_info
 from dmdb.errors import BadInputError, DmdbError
 
 from analyses_fixtures import insert_fit, new_db, sparse_random_W
@@ -625,26 +626,60 @@ def readme_sql_examples() -> list[str]:
 
 def test_readme_sql_runs_in_plain_duckdb_read_only_and_attached(tmp_path):
     rng = np.random.default_rng(7)
-    db, _ = new_db(tmp_path, rng=rng)  # 200 train examples, 30 targets: the README's ids exist
+    db, exp = new_db(tmp_path, rng=rng)  # 200 train examples, 30 targets: the README's ids exist
     W = sparse_random_W(rng, 200, 30, 0.2)
     bias = rng.normal(0, 0.3, 30)
     fid = insert_fit(db, "e", W, bias)
     A.embed(db, fit=fid, n_components=2, n_clusters=3)
+    margins = record_retraining(exp, fid, rng)
     db.close()
     queries = readme_sql_examples()
     assert len(queries) >= 12 and any("mask_indices" in q for q in queries)
+    assert any("verification(" in q for q in queries)
     expect = bias + W.sum(0) - W[[3, 17, 40]].sum(0)
+    # verification's rows by numpy: target 17 without [3, 17, 40] (2 seeds), target 5 without its top 3 (1 seed)
+    full = margins[:2].astype(np.float64).mean(axis=0)
+    removed = [np.array([3, 17, 40]), topk(W[:, 5], 3, "top")]
+    after = [margins[2:4, 17].astype(np.float64).mean(), float(margins[4, 5])]
+    verified = [(t, r.size, seeds, base_of(W, bias)[t], -W[r, t].sum(), full[t], a, a - full[t])
+                for t, r, seeds, a in zip((17, 5), removed, (2, 1), after)]
     path = str(tmp_path / "a.duckdb")
     with duckdb.connect(path, read_only=True) as con:
         for q in queries:
             con.sql(q).fetchall()  # every documented query runs from the macros stored in the file
         got = con.sql("SELECT predicted_margin FROM counterfactual_all(remove := [3, 17, 40])").fetchnumpy()
         np.testing.assert_allclose(got["predicted_margin"], expect, atol=1e-9)
+        assert_verified(con, verified)
     with duckdb.connect() as con:  # attached: the macros find their tables once it is the current database
         con.execute(f"ATTACH '{path}' AS s (READ_ONLY)")
         con.execute("USE s")
         got = con.sql("SELECT predicted_margin FROM counterfactual_all(remove := [3, 17, 40])").fetchnumpy()
         np.testing.assert_allclose(got["predicted_margin"], expect, atol=1e-9)
+        assert_verified(con, verified)
+
+
+def record_retraining(exp, fid: int, rng: np.random.Generator) -> np.ndarray:
+    """Counterfactual runs of fit fid, as README's 'by hand' says: 2 baseline seeds, target 17 without
+    [3, 17, 40] (2 seeds), target 5 without its top 3 recorded without the list. Returns their margins."""
+    infos = [run_info(fid, "baseline", [])] * 2 + [run_info(fid, "counterfactual", [3, 17, 40], 17, 3)] * 2 + [
+        {"fit_id": fid, "target": 5, "k": 3, "mode": "top", "purpose": "counterfactual"}]
+    masks = np.ones((5, 200), bool)
+    masks[2:4, [3, 17, 40]] = False
+    margins = rng.normal(size=(5, 30)).astype(np.float32)
+    exp.record_batch(np.arange(5) + exp.next_run_id(), masks, margins, role="counterfactual", seeds=[0, 1, 0, 1, 0],
+                     infos=infos)
+    return margins
+
+
+def assert_verified(con: duckdb.DuckDBPyConnection, verified: list[tuple]) -> None:
+    """verification() gives these (target, n_removed, seeds, predicted_base, predicted_change, actual_base,
+    actual_margin, actual_change) rows; verification_summary() counts them (too few for a correlation)."""
+    rows = con.sql("SELECT target, n_removed, seeds, predicted_base, predicted_change, actual_base, actual_margin, "
+                   "actual_change FROM verification()").fetchall()
+    assert [r[:3] for r in rows] == [v[:3] for v in verified]
+    np.testing.assert_allclose([r[3:] for r in rows], [v[3:] for v in verified], rtol=1e-9, atol=1e-9)
+    summary = con.sql("SELECT counterfactuals, spearman, brittle_tested FROM verification_summary()").fetchall()
+    assert summary == [(2, None, 0)]
 
 
 def test_ctrl_c_while_an_analysis_reads_weights_raises_keyboard_interrupt(tmp_path: Path) -> None:

@@ -83,6 +83,16 @@ def test_quick_demo_stores_runs_fits_and_verification(quick: tuple[Path, str]) -
     assert "LDS" in out and f"dmdb tui {quick_db}" in out and "Spearman" in out
 
 
+def test_sql_verification_on_the_demo_is_pythons(quick: tuple[Path, str]) -> None:
+    """The SQL macros on a demo-sized file: 797 targets, the lasso's own runs and difference in means (1,000
+    weights a target) on them."""
+    from analyses_fixtures import assert_sql_is_python
+
+    with dmdb.open(quick[0], read_only=True) as db:
+        for fit, runs_of in ((None, None), (1, 2)):
+            assert assert_sql_is_python(db, fit, runs_of).rows.height >= 8
+
+
 def test_demo_resumes_without_retraining(tmp_path: Path) -> None:
     cfg = DemoConfig(fit_runs=40, holdout_runs=20, k=5, curve=(1.0,), cf_targets=2, cf_ks=(5,), cf_seeds=1,
                      brittle_targets=1, threads=1)

@@ -20,6 +20,8 @@ from dmdb.analyses.verification import run_info
 from dmdb.errors import BadInputError, DmdbError
 from dmdb.scale.synth import SynthSpec, create_synthetic, synth_margins
 
+from analyses_fixtures import assert_sql_is_python
+
 SPEC = SynthSpec(n_train=80, n_targets=10, density=0.1, noise=0.3, seed=4)
 TARGETS, KS, SEEDS = [1, 4, 7, 8], [2, 5], [0, 1, 2]
 
@@ -424,32 +426,6 @@ def test_cli_verify(study: tuple[dmdb.Database, int], capsys: pytest.CaptureFixt
 
 
 # -- the SQL macros verification and verification_summary -----------------------------------------
-
-EXACT = ["target", "k", "mode", "purpose", "n_removed", "seeds"]
-
-
-def assert_sql_is_python(db: dmdb.Database, fit: int | None, runs_of: int | None) -> A.Verification:
-    """The SQL macros' rows and summary are Python's: the same columns and types (after fit_id, runs_of),
-    the same rows in the same order, the figures to rounding."""
-    v = A.verification(db, fit, runs_of=runs_of)
-    rows = db.sql("SELECT * FROM verification(fit := ?, runs_of := ?)", [fit, runs_of])
-    assert rows.schema == {"fit_id": pl.Int32, "runs_of": pl.Int32, **v.rows.schema}
-    assert rows.height == v.rows.height > 0
-    assert set(rows.select("fit_id", "runs_of").rows()) == {(v.fit_id, v.runs_of)}
-    assert rows.select(EXACT).rows() == v.rows.select(EXACT).rows()
-    for c in v.rows.columns[len(EXACT):]:
-        got, want = rows[c].to_numpy(), v.rows[c].to_numpy()
-        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12, err_msg=c)
-        assert (np.signbit(got) == np.signbit(want)).all(), c  # nothing removed: a change of +0.0, not -0.0
-    summary = db.sql("SELECT * FROM verification_summary(fit := ?, runs_of := ?)", [fit, runs_of])
-    want = v.summary()
-    assert summary.schema == want.schema
-    corr = ["spearman", "pearson"]
-    assert summary.drop(corr).rows() == want.drop(corr).rows()
-    for c in corr:
-        assert summary[c][0] == pytest.approx(want[c][0], abs=1e-12)
-    return v
-
 
 def record_by_hand(db: dmdb.Database, infos: list[dict]) -> None:
     """Counterfactual runs recorded with these infos (not planned); each mask without the info's removal."""

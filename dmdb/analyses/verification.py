@@ -14,7 +14,8 @@ seeds minus the mean margin over the baseline's seeds; the prediction is minus t
 removed examples' weights (`predict_removals`, the rule `counterfactual` applies). The removals are
 recorded, so any fit of the experiment can predict the runs another fit planned
 (`verification(db, fit, runs_of=planner)`); `compare_verifications` does so for every fit, which
-compares estimators on the same retrained models.
+compares estimators on the same retrained models. The SQL table macros verification and
+verification_summary (sql/30_analyses.sql) give `verification`'s rows and summary in plain DuckDB.
 """
 
 from __future__ import annotations

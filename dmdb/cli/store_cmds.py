@@ -43,7 +43,9 @@ macros  arguments by name; fit := NULL, the default, is the latest fit of any ex
         top_weights(target := 17, k := 10), counterfactual(target := 17, k := 40, mode := 'top'),
         counterfactual_all(remove := [3, 17]), brittleness(), brittleness_summary(),
         nearest_targets(target := 17, k := 10), leakage_candidates(min_z := 6.0),
-        component_ends(component := 0), cluster_ends(cluster := 0), read_shards('shards/*.parquet');
+        component_ends(component := 0), cluster_ends(cluster := 0), read_shards('shards/*.parquet'),
+        verification() and verification_summary(): predicted vs actual change of recorded retraining
+          runs (runs_of := 2: the fit's predictions of the runs fit 2 planned);
         scalar: mask_indices(mask), dmdb_image_values(image, image_dtype)
 
 example: dmdb sql "SELECT train_idx, weight, label FROM top_weights(target := 17, k := 10)" -f csv"""
