@@ -14,6 +14,11 @@ macro), leakage candidates (no images) and embed (PCA + spectral clustering, sto
   (c) leakage candidates with 32x32x3 images (CIFAR-like, uint8 or --leak-dtype; a store of its own, one planted
       near-duplicate a target): the SQL macro leakage_candidates with pixels := true against
       pixels := false and against dmdb.analyses.leakage (pixel columns in numpy), all candidates.
+  (d) --verification FILE: on a file with recorded counterfactual runs (`dmdb demo --quick`'s), the SQL
+      macros verification and verification_summary against dmdb.analyses.verification, with the fit's
+      weights cached and with the cache cleared first, for each fit on the runs the latest fit planned.
+
+    .venv/bin/python bench/bench_analyses.py --verification demo.duckdb
 """
 
 from __future__ import annotations
@@ -119,6 +124,27 @@ def bench_leakage_pixels(tmp: Path, n_train: int, n_targets: int, dtype: str) ->
     db.close()
 
 
+def bench_verification(path: Path) -> None:
+    with dmdb.open(path, read_only=True) as db:
+        planner = db.fits()["fit_id"].max()
+        for fid in db.fits()["fit_id"].to_list():
+            args = [fid, planner]
+            t_py, v = timed(lambda: A.verification(db, fid, runs_of=planner), 7)
+            t_cold = timed(lambda: (A.clear_cache(), A.verification(db, fid, runs_of=planner))[1], 7)[0]
+            t_sql, rows = timed(lambda: db.sql("SELECT * FROM verification(fit := ?, runs_of := ?)", args), 7)
+            t_sum = timed(lambda: db.sql("SELECT * FROM verification_summary(fit := ?, runs_of := ?)", args), 7)[0]
+            np.testing.assert_allclose(rows["actual_change"].to_numpy(), v.rows["actual_change"].to_numpy(), atol=1e-12)
+            np.testing.assert_allclose(rows["predicted_change"].to_numpy(), v.rows["predicted_change"].to_numpy(),
+                                       atol=1e-12)
+            print(f"\n(d) verification of fit {fid} on the {v.rows.height} removals fit {planner} planned, median of 7")
+            row("dmdb.analyses.verification (cached)", t_py)
+            row("dmdb.analyses.verification (cache cleared)", t_cold)
+            row("SQL macro verification", t_sql)
+            row("SQL macro verification_summary", t_sum)
+            print(f"  {'':<44s} {'':>12s}   the macro {t_sql / t_py:.1f}x Python's time (cached), "
+                  f"{t_sql / t_cold:.1f}x (cache cleared)")
+
+
 def row(name: str, t: float, base: float | None = None, base_name: str = "") -> None:
     ratio = f"   {base / t:7.1f}x faster than {base_name}" if base else ""
     print(f"  {name:<44s} {t * 1000:9.1f} ms{ratio}")
@@ -136,8 +162,13 @@ def main() -> None:
     ap.add_argument("--leak-train", type=int, default=2000)
     ap.add_argument("--leak-dtype", default="uint8", help="the images' numpy dtype in (c), e.g. float32")
     ap.add_argument("--leakage-only", action="store_true", help="only (c), leakage candidates with images")
+    ap.add_argument("--verification", type=Path, metavar="FILE",
+                    help="only (d), verification on this file's recorded counterfactual runs")
     args = ap.parse_args()
 
+    if args.verification:
+        bench_verification(args.verification)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         if args.leakage_only:
             bench_leakage_pixels(Path(tmp), args.leak_train, args.leak_targets, args.leak_dtype)
