@@ -533,13 +533,21 @@ def test_sql_verification_refuses_what_python_refuses(study: tuple[dmdb.Database
                        f"outside 0..{SPEC.n_train - 1}")
 
 
-def test_sql_verification_leaves_random_removals_without_their_list_to_python(
-        study: tuple[dmdb.Database, int]) -> None:
-    """A random removal recorded without its list is numpy's default_rng(0) draw, which SQL cannot repeat:
-    the macro says so instead of predicting another removal; with the list it is like any other."""
+def test_sql_verification_of_removals_recorded_without_their_list(study: tuple[dmdb.Database, int]) -> None:
+    """A k or mode that names no removal: both refuse. A random removal is numpy's default_rng(0) draw, which
+    SQL cannot repeat: the macro says so instead of predicting another removal; with its list it is like any
+    other."""
     db, a = study
     record(db, A.plan_counterfactuals(db, fit=a, seeds=[0]))
-    record_by_hand(db, [{"fit_id": a, "target": 3, "k": 2, "mode": "random", "purpose": "counterfactual"}])
+    listless = {"fit_id": a, "target": 3, "k": 2, "mode": "top", "purpose": "counterfactual"}
+    for change, python, sql in (
+            ({"k": None}, "k must be a non-negative integer, got None", "no removed list and k NULL"),
+            ({"mode": "middle"}, "mode must be one of top, bottom, random, got 'middle'",
+             "no removed list and mode 'middle' \\(one of top, bottom, random\\)")):
+        record_by_hand(db, [listless | change])
+        assert_both_refuse(db, a, None, python, f"verification: the runs of fit {a} for target 3 have {sql}")
+        db.con.execute("DELETE FROM runs WHERE info->>'purpose' = 'counterfactual'")
+    record_by_hand(db, [listless | {"mode": "random"}])
     assert A.verification(db, a).rows["n_removed"].to_list() == [2]
     assert "have no removed list and mode 'random': use the Python API" in sql_error(
         db, f"SELECT * FROM verification(fit := {a})")
