@@ -16,7 +16,8 @@ macro), leakage candidates (no images) and embed (PCA + spectral clustering, sto
       pixels := false and against dmdb.analyses.leakage (pixel columns in numpy), all candidates.
   (d) --verification FILE: on a file with recorded counterfactual runs (`dmdb demo --quick`'s), the SQL
       macros verification and verification_summary against dmdb.analyses.verification, with the fit's
-      weights cached and with the cache cleared first, for each fit on the runs the latest fit planned.
+      weights cached and with the cache cleared first, for each fit of the latest fit's experiment on the
+      runs of the latest fit that planned some.
 
     .venv/bin/python bench/bench_analyses.py --verification demo.duckdb
 """
@@ -126,8 +127,10 @@ def bench_leakage_pixels(tmp: Path, n_train: int, n_targets: int, dtype: str) ->
 
 def bench_verification(path: Path) -> None:
     with dmdb.open(path, read_only=True) as db:
-        planner = db.fits()["fit_id"].max()
-        for fid in db.fits()["fit_id"].to_list():
+        fits = db.fits()
+        experiment = fits.filter(fits["fit_id"] == fits["fit_id"].max())["experiment"].item()
+        planner = A.planning_fits(db, experiment)[-1]
+        for fid in fits.filter(fits["experiment"] == experiment)["fit_id"].to_list():
             args = [fid, planner]
             t_py, v = timed(lambda: A.verification(db, fid, runs_of=planner), 7)
             t_cold = timed(lambda: (A.clear_cache(), A.verification(db, fid, runs_of=planner))[1], 7)[0]
