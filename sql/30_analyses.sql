@@ -440,9 +440,9 @@ b AS (
                             AND (v.predicted_base >= 0 AND v.predicted_margin < 0) = (v.actual_margin < 0)) AS agreed
     FROM v WHERE v.purpose = 'brittleness'
 ),
-ids AS (  -- (from the arguments too: verification has no rows where only baseline runs are recorded)
-    SELECT coalesce((SELECT min(v.fit_id) FROM v), dmdb_fit_or_latest(fit)::INTEGER) AS fid,
-           coalesce((SELECT min(v.runs_of) FROM v), runs_of::INTEGER, dmdb_fit_or_latest(fit)::INTEGER) AS pid
+ids AS (  -- (from the arguments too, which verification checked: it has no rows where only baseline runs are recorded)
+    SELECT coalesce((SELECT min(v.fit_id) FROM v), fit::INTEGER, latest_fit()) AS fid,
+           coalesce((SELECT min(v.runs_of) FROM v), runs_of::INTEGER, fit::INTEGER, latest_fit()) AS pid
 )
 SELECT ids.fid AS fit_id, ids.pid AS runs_of, c.n AS counterfactuals,
        CASE WHEN c.varies THEN c.spearman END AS spearman, CASE WHEN c.varies THEN c.pearson END AS pearson,
