@@ -17,7 +17,7 @@ macro), leakage candidates (no images) and embed (PCA + spectral clustering, sto
   (d) --verification FILE: on a file with recorded counterfactual runs (`dmdb demo --quick`'s), the SQL
       macros verification and verification_summary against dmdb.analyses.verification, with the fit's
       weights cached and with the cache cleared first, for each fit of the latest fit's experiment on the
-      runs of the latest fit that planned some.
+      runs of the latest fit that planned some; the four calls take turns, round after round.
 
     .venv/bin/python bench/bench_analyses.py --verification demo.duckdb
 """
@@ -125,27 +125,38 @@ def bench_leakage_pixels(tmp: Path, n_train: int, n_targets: int, dtype: str) ->
     db.close()
 
 
-def bench_verification(path: Path) -> None:
+def bench_verification(path: Path, rounds: int = 9) -> None:
+    """Each call once a round, in turn, so that the other sessions' load weighs on all four alike."""
     with dmdb.open(path, read_only=True) as db:
         fits = db.fits()
         experiment = fits.filter(fits["fit_id"] == fits["fit_id"].max())["experiment"].item()
         planner = A.planning_fits(db, experiment)[-1]
         for fid in fits.filter(fits["experiment"] == experiment)["fit_id"].to_list():
             args = [fid, planner]
-            t_py, v = timed(lambda: A.verification(db, fid, runs_of=planner), 7)
-            t_cold = timed(lambda: (A.clear_cache(), A.verification(db, fid, runs_of=planner))[1], 7)[0]
-            t_sql, rows = timed(lambda: db.sql("SELECT * FROM verification(fit := ?, runs_of := ?)", args), 7)
-            t_sum = timed(lambda: db.sql("SELECT * FROM verification_summary(fit := ?, runs_of := ?)", args), 7)[0]
-            np.testing.assert_allclose(rows["actual_change"].to_numpy(), v.rows["actual_change"].to_numpy(), atol=1e-12)
-            np.testing.assert_allclose(rows["predicted_change"].to_numpy(), v.rows["predicted_change"].to_numpy(),
-                                       atol=1e-12)
-            print(f"\n(d) verification of fit {fid} on the {v.rows.height} removals fit {planner} planned, median of 7")
-            row("dmdb.analyses.verification (cached)", t_py)
-            row("dmdb.analyses.verification (cache cleared)", t_cold)
-            row("SQL macro verification", t_sql)
-            row("SQL macro verification_summary", t_sum)
-            print(f"  {'':<44s} {'':>12s}   the macro {t_sql / t_py:.1f}x Python's time (cached), "
-                  f"{t_sql / t_cold:.1f}x (cache cleared)")
+            calls: dict[str, Callable[[], object]] = {
+                "dmdb.analyses.verification (cached)": lambda: A.verification(db, fid, runs_of=planner),
+                "dmdb.analyses.verification (cache cleared)":
+                    lambda: (A.clear_cache(), A.verification(db, fid, runs_of=planner)),
+                "SQL macro verification": lambda: db.sql("SELECT * FROM verification(fit := ?, runs_of := ?)", args),
+                "SQL macro verification_summary":
+                    lambda: db.sql("SELECT * FROM verification_summary(fit := ?, runs_of := ?)", args),
+            }
+            times: dict[str, list[float]] = {name: [] for name in calls}
+            for _ in range(rounds):
+                for name, call in calls.items():
+                    times[name].append(timed(call, 1)[0])
+            v = A.verification(db, fid, runs_of=planner)
+            rows = db.sql("SELECT * FROM verification(fit := ?, runs_of := ?)", args)
+            for c in ("predicted_change", "actual_change"):
+                np.testing.assert_allclose(rows[c].to_numpy(), v.rows[c].to_numpy(), rtol=0, atol=1e-12)
+            print(f"\n(d) verification of fit {fid} on the {v.rows.height} removals fit {planner} planned, "
+                  f"median of {rounds} interleaved rounds")
+            med = {name: statistics.median(ts) for name, ts in times.items()}
+            for name, t in med.items():
+                row(name, t)
+            py, sql = med["dmdb.analyses.verification (cached)"], med["SQL macro verification"]
+            print(f"  {'':<44s} {'':>12s}   the macro {sql / py:.1f}x Python's time (cached), "
+                  f"{sql / med['dmdb.analyses.verification (cache cleared)']:.1f}x (cache cleared)")
 
 
 def row(name: str, t: float, base: float | None = None, base_name: str = "") -> None:
