@@ -555,3 +555,15 @@ def test_sql_verification_of_removals_recorded_without_their_list(study: tuple[d
     record_by_hand(db, [run_info(a, "counterfactual", A.removal_set(db, 3, 2, mode="random", fit=a).tolist(), 3, 2,
                                  mode="random")])
     assert assert_sql_is_python(db, a, None).rows["mode"].to_list() == ["random"]
+
+
+def test_counterfactual_runs_without_a_target_are_named(study: tuple[dmdb.Database, int]) -> None:
+    """A hand-recorded run whose info names no target: a clear error naming the run in Python (it was a
+    numpy ValueError on the NaN target), the fit lacking target NULL in SQL."""
+    db, a = study
+    plan = A.plan_counterfactuals(db, fit=a, targets=TARGETS, ks=KS, seeds=SEEDS)
+    record(db, plan)
+    first = db.experiment("s").next_run_id()
+    record_by_hand(db, [{"fit_id": a, "k": 1, "mode": "top", "purpose": "counterfactual", "removed": [3]}] * 2)
+    assert_both_refuse(db, a, None, f"^2 counterfactual run\\(s\\) of fit {a} name no target in their info "
+                                    f"\\(run ids {first}-{first + 1}\\)", "no datamodel for target\\(s\\) NULL")

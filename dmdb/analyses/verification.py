@@ -328,6 +328,13 @@ def verification(db: "Database", fit: int | None = None, *, runs_of: int | None 
     if base_margin is None:
         raise DmdbError(f"fit {planner.fit_id} has counterfactual runs but no baseline (full train set) runs to "
                         f"compare them with: {HOW_TO_RECORD}")
+    untargeted = runs.filter((pl.col("purpose") != "baseline") & pl.col("target").is_null())["run_id"]
+    if untargeted.len():
+        from ..fit.selection import format_id_list  # dmdb.fit imports dmdb.analyses
+
+        raise BadInputError(f"{untargeted.len()} counterfactual run(s) of fit {planner.fit_id} name no target in their "
+                            f"info (run ids {format_id_list(untargeted.to_list())}): a removal is checked on the target "
+                            "it was planned for; record them with the info dmdb.analyses.verification.run_info makes")
     groups = runs.filter(pl.col("purpose") != "baseline").group_by(
         ["target", "k", "mode", "purpose", "removed"], maintain_order=True).agg("margin", pl.len().alias("seeds"))
     targets = groups["target"].to_numpy()
