@@ -48,7 +48,7 @@ class SqlScreen(DataScreen):
         yield HistoryInput(self.dmdb_app.sql_history, id="query",
                            placeholder="SQL, e.g. SELECT * FROM fit_overview (Enter runs, up/down: history)")
         yield Static("Tables: experiments, targets, train_examples, runs, fits, fit_targets, weights; "
-                     "macros: top_weights, counterfactual, brittleness, leakage_candidates ... "
+                     "macros: top_weights, counterfactual, brittleness, verification, leakage_candidates ... "
                      "(fit := N; without it the latest fit, not necessarily the one browsed)",
                      id="status", classes="status")
         yield FrameTable(id="result", digits=None)  # query results as stored: rounding showed 3e-05 as 0
