@@ -33,25 +33,25 @@ def data(n: int, N: int, T: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]
 def test_the_parts_are_the_arrays_each_solver_holds_at_once() -> None:
     # 400 fit + 100 validation runs, 300 examples, 7 targets, float32: G as a matrix (400 > 150)
     s = Sizes(n_fit=400, n_val=100, N=300, T=7, itemsize=4, form="matrix", refit=True)
-    xty, c, G = 2 * 300 * 7 * 8, 300 * 7 * 4, 300 * 300 * 4
+    xty, c, G = 300 * 7 * 8, 300 * 7 * 4, 300 * 300 * 4  # one X'Y: fit and validation runs' are summed in one
     W, val_masks, val_margins, batch = 300 * 7 * 4, 100 * 300, 100 * 7 * 4, 16 * 300 * 4
     # the validation masks (one byte an entry, 30,000 B) and margins (2,800 B) outweigh the refit's
-    # weights and X'Y sums of all runs (8,400 + 16,800)
+    # weights (8,400)
     assert sum(s.lasso().values()) == xty + c + G + W + batch + val_masks + val_margins
     no_val = Sizes(n_fit=400, n_val=2, N=300, T=7, itemsize=4, form="matrix", refit=True)
-    assert sum(no_val.lasso().values()) == xty + c + G + W + batch + W + 300 * 7 * 8
+    assert sum(no_val.lasso().values()) == xty + c + G + W + batch + W
     masks = Sizes(n_fit=100, n_val=30, N=300, T=7, itemsize=8, form="masks", refit=True)
     # the masks form holds fit + validation rows; float64 doubles every float array
-    assert masks.common() == {"X'Y sums of fit and validation runs": xty, "correlations X'y": 2 * c,
+    assert masks.common() == {"X'Y sums": xty, "correlations X'y": 2 * c,
                               "centred masks (130 x 300)": 130 * 300 * 8}
     assert sum(s.lasso_path(20).values()) == xty + c + G + 20 * 7 * 300 * 4 + batch
     # ridge, matrix form: the grid phase (basis 300 x 300, its coefficients, validation margins and rows
     # in the basis, the larger of the validation masks and one lambda's coefficients) against the
-    # refit's (basis, coefficients, X'Y sums of all runs)
+    # refit's (basis, coefficients)
     grid = G + 300 * 7 * 4 + val_margins + 100 * 300 * 4 + max(val_masks, 300 * 7 * 4)
-    assert sum(s.ridge().values()) == xty + c + G + max(grid, G + 300 * 7 * 4 + 300 * 7 * 8)
+    assert sum(s.ridge().values()) == xty + c + G + max(grid, G + 300 * 7 * 4)
     # kernel form: the basis of n runs is n x n plus its N x n image; the refit's has 130 runs
-    refit_basis = (130 * 130 + 300 * 130) * 8 + 130 * 7 * 8 + 300 * 7 * 8
+    refit_basis = (130 * 130 + 300 * 130) * 8 + 130 * 7 * 8
     grid_basis = (100 * 100 + 300 * 100) * 8 + 100 * 7 * 8 + 30 * 7 * 8 + 30 * 100 * 8 + max(30 * 300, 100 * 7 * 8)
     assert sum(masks.ridge().values()) == sum(masks.common().values()) + max(refit_basis, grid_basis)
     # difference in means: its float32 weights, beside the float64 X'Y sums they are formed from, or

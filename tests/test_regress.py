@@ -445,7 +445,15 @@ def test_gram_centred_in_place_then_extended(dtype: torch.dtype, int8: bool, mon
 
     atol = 1e-6 if dtype == torch.float32 else 1e-13
     np.testing.assert_allclose(G.numpy(), centred(fit), atol=atol)
-    st_all = stats.extend_gram(G, st_fit, st_extra, X, extra, block_rows=64)
+    xty_buffer = st_fit.xty
+    st_all = st_fit.take_sum(st_extra)
+    # the sum is written in the fit runs' X'Y buffer, and taken from both
+    assert st_all.xty is xty_buffer and st_fit.xty is None and st_extra.xty is None
+    with pytest.raises(FitError, match="hold no X'Y sums"):
+        st_fit.cross(dtype)
+    with pytest.raises(FitError, match="add 150 runs to the held ones but 149 rows"):
+        stats.extend_gram(G, st_fit, st_all, X, extra[1:])
+    stats.extend_gram(G, st_fit, st_all, X, extra, block_rows=64)
     np.testing.assert_allclose(G.numpy(), centred(np.arange(500)), atol=atol)
     c, yy = st_all.cross(torch.float64)
     Yc = Y - Y.mean(axis=0)
@@ -499,10 +507,12 @@ def test_masks_form_holds_centred_rows_and_extends_like_the_matrix() -> None:
         return Xc.T @ Xc / rows.size
 
     np.testing.assert_allclose(op.product(Z).numpy(), Z.numpy() @ gram(fit), atol=1e-12)
-    op.extend(st_fit, st_extra, X, extra)
+    st_all = st_fit.take_sum(st_extra)
+    op.extend(st_fit, st_all, X, extra)
     np.testing.assert_allclose(op.product(Z).numpy(), Z.numpy() @ gram(np.arange(90)), atol=1e-12)
     with pytest.raises(FitError, match="room for 90 runs"):
-        op.extend(st_fit + st_extra, st_extra, X, extra)
+        more = stats.gram_stats(X, Y, extra, device=dev, dtype=torch.float64, with_gram=False, shift=st_fit.shift)
+        op.extend(st_all, st_all.take_sum(more), X, extra)
     # ...and the refused extend left the held rows as they were
     np.testing.assert_allclose(op.product(Z).numpy(), Z.numpy() @ gram(np.arange(90)), atol=1e-12)
     assert choose_form(100, 200) == "masks" and choose_form(101, 200) == "matrix"

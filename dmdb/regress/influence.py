@@ -49,7 +49,6 @@ def diff_means(
                     block_rows=block_rows, progress=progress)
     x_mean, y_mean, const = st.x_mean, st.y_mean, st.constant
     W64 = _contrasts(st)
-    del st  # its X'Y sums are now W64
     bias = y_mean - x_mean @ W64
     W = W64.to(p.dtype)
     del W64
@@ -88,7 +87,7 @@ def _contrasts(st: GramStats) -> torch.Tensor:
     the runs, get 0."""
     n1 = st.col_sum.clamp(min=1)
     n0 = (st.n - st.col_sum).clamp(min=1)
-    W = st.xty.mul_((1 / n1 + 1 / n0)[:, None]).addr_(1 / n0, st.y_sum, alpha=-1)
+    W = st.take_xty().mul_((1 / n1 + 1 / n0)[:, None]).addr_(1 / n0, st.y_sum, alpha=-1)
     W[~st.varying] = 0.0
     W[:, st.constant] = 0.0
     return W

@@ -190,6 +190,7 @@ def select_lasso(
                      footprint=Sizes.lasso)
     fit, val, st_fit, st_val, op = sp.fit, sp.val, sp.st_fit, sp.st_val, sp.op
     c, yy = st_fit.cross(p.dtype)
+    st_all = st_fit.take_sum(st_val)  # the refit's X'Y sums, in the fit runs' buffer: one N x T float64 from here
     N, T = c.shape
     const = st_fit.constant
     lams = _path_lambdas(c, const, lambdas, n_lambdas, eps)
@@ -234,7 +235,7 @@ def select_lasso(
     n_iter, converged = ps.n_iter, ps.converged
 
     if refit:
-        st_all = op.extend(st_fit, st_val, p.X, val)
+        op.extend(st_fit, st_all, p.X, val)
         c, yy = st_all.cross(p.dtype)
         W_final = torch.zeros(T, N, dtype=p.dtype, device=p.device)
 

@@ -43,10 +43,11 @@ class Sizes:
     refit: bool = False
 
     def common(self) -> dict[str, int]:
-        """What every solver with a Gram operator holds: the X'Y sums of fit and validation runs
-        (float64), the correlations X'y, and G in its form."""
+        """What every solver with a Gram operator holds: X'Y sums (float64; those of fit and validation
+        runs are added in one buffer once the correlations are formed), the correlations X'y, and G
+        in its form."""
         N, T, s = self.N, self.T, self.itemsize
-        parts = {"X'Y sums of fit and validation runs": 2 * N * T * 8, "correlations X'y": N * T * s}
+        parts = {"X'Y sums": N * T * 8, "correlations X'y": N * T * s}
         if self.form == "matrix":
             parts[f"G ({N:,} x {N:,})"] = N * N * s
         else:
@@ -63,10 +64,10 @@ class Sizes:
 
     def lasso(self) -> dict[str, int]:
         """select_lasso: the best weights so far and one target's solver work arrays throughout;
-        the validation runs during the path, or the refit's weights and X'Y sums of all runs after it."""
+        the validation runs during the path, or the refit's weights after it."""
         N, T, s = self.N, self.T, self.itemsize
         path = self.validation_masks() | self.validation_margins()
-        refit = {"X'Y sums of all runs": N * T * 8, "refit weights": T * N * s} if self.refit else {}
+        refit = {"refit weights": T * N * s} if self.refit else {}
         return self.common() | {"best weights on the path": T * N * s, "solver batch": batch_bytes(N, s, 1)} | _larger(path, refit)
 
     def lasso_path(self, k: int) -> dict[str, int]:
@@ -78,7 +79,7 @@ class Sizes:
         """select_ridge: an eigenbasis (G's N x N, or the n x n kernel's with its N x n image) and the
         targets' coefficients in it, of the fit runs while it scores its grid (with the validation
         margins and rows in the basis, and the validation masks until those are formed or else one
-        lambda's coefficients), of all runs in a refit (with their X'Y sums)."""
+        lambda's coefficients), of all runs in a refit."""
         N, T, s = self.N, self.T, self.itemsize
 
         def basis(n: int) -> dict[str, int]:
@@ -90,7 +91,7 @@ class Sizes:
         grid = (basis(self.n_fit) | self.validation_margins()
                 | {f"validation rows in the basis ({self.n_val:,} x {dim:,})": self.n_val * dim * s}
                 | _larger(self.validation_masks(), {"one lambda's coefficients": dim * T * s}))
-        refit = basis(self.n_fit + self.n_val) | {"X'Y sums of all runs": N * T * 8} if self.refit else {}
+        refit = basis(self.n_fit + self.n_val) if self.refit else {}
         return self.common() | _larger(grid, refit)
 
 

@@ -19,7 +19,7 @@ import torch
 from dmdb.errors import FitError
 
 from ._inputs import ArrayLike, mask_block
-from .stats import GramStats, _default_block_rows, extend_gram
+from .stats import GramStats, _default_block_rows, check_extension, extend_gram
 
 Form = Literal["matrix", "masks"]
 
@@ -59,10 +59,9 @@ class GramMatrix:
         """A symmetric matrix with G's nonzero spectrum, when small enough to decompose."""
         return self.G if self.N <= EXACT_EIGEN_MAX else None
 
-    def extend(self, base: GramStats, extra: GramStats, X: ArrayLike, rows: np.ndarray) -> GramStats:
-        out = extend_gram(self.G, base, extra, X, rows, block_rows=self._block_rows)
-        self.n_runs = out.n
-        return out
+    def extend(self, base: GramStats, total: GramStats, X: ArrayLike, rows: np.ndarray) -> None:
+        extend_gram(self.G, base, total, X, rows, block_rows=self._block_rows)
+        self.n_runs = total.n
 
 
 class CentredMasks:
@@ -115,19 +114,16 @@ class CentredMasks:
         Xc = self.Xc
         return (Xc @ Xc.T) / self.n_runs if self.n_runs <= self.N else (Xc.T @ Xc) / self.n_runs
 
-    def extend(self, base: GramStats, extra: GramStats, X: ArrayLike, rows: np.ndarray) -> GramStats:
-        """Re-centre the held rows on the mean of all runs and append `rows` (whose other
-        statistics are `extra`); returns the statistics of all runs."""
-        if extra.n != rows.size:
-            raise FitError(f"extra statistics cover {extra.n} runs but {rows.size} rows were given")
+    def extend(self, base: GramStats, total: GramStats, X: ArrayLike, rows: np.ndarray) -> None:
+        """Re-centre the held rows (base's runs) on the mean of `total`'s runs and append `rows`, the
+        runs total adds."""
+        check_extension(base, total, rows)
         self._check_room(rows.size)  # before the held rows change
-        total = base + extra
         shift = (total.x_mean - self._mean).to(self._buf.dtype)
         for s in range(0, self.n_runs, self._block_rows):
             self._buf[s : s + self._block_rows].sub_(shift)
         self._mean = total.x_mean
         self._fill(X, rows)
-        return total
 
 
 GramOperator = GramMatrix | CentredMasks

@@ -99,6 +99,7 @@ def select_ridge(
                      footprint=Sizes.ridge)
     fit, val, st_fit, st_val, op = sp.fit, sp.val, sp.st_fit, sp.st_val, sp.op
     c, _ = st_fit.cross(p.dtype)
+    st_all = st_fit.take_sum(st_val)  # the refit's X'Y sums, in the fit runs' buffer: one N x T float64 from here
     N, T = c.shape
     if lambdas is None:
         m = st_fit.x_mean
@@ -143,7 +144,8 @@ def select_ridge(
     del XvQ, yv
     if refit:
         del evals, Q, Qc, c  # the fit runs' basis, before the basis of all runs is formed
-        st_out = op.extend(st_fit, st_val, p.X, val)
+        op.extend(st_fit, st_all, p.X, val)
+        st_out = st_all
         c, _ = st_out.cross(p.dtype)
         evals, Q, Qc = _basis(op, c, p, np.concatenate([fit, val]), st_out, const)
     else:
