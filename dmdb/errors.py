@@ -1,6 +1,5 @@
-"""One exception family, so callers (and the CLI) can catch every dmdb problem at once."""
-
-from __future__ import annotations
+"""One exception family, so callers (and the CLI) can catch every dmdb problem at once. No imports:
+the `dmdb` command loads this module before its Ctrl-C handler (dmdb/cli/__init__.py)."""
 
 
 class DmdbError(Exception):

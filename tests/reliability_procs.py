@@ -24,7 +24,7 @@ import numpy as np
 
 import dmdb
 from dmdb import ingest
-from dmdb.cli import MODULES
+from dmdb.cli.parser import MODULES
 from dmdb.plan import Plan
 from dmdb.shards import write_run, write_shard
 

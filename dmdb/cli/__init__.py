@@ -1,70 +1,19 @@
-"""The `dmdb` command line: `dmdb VERB [--db PATH] ...`. Errors are one line on stderr, exit code 1."""
+"""The `dmdb` command line: `dmdb VERB [--db PATH] ...`. Errors are one line on stderr, exit code 1.
 
-from __future__ import annotations
+The `dmdb` script imports this module before main can answer Ctrl-C, so it loads nothing that Python
+has not loaded at start-up but dmdb's own errors: no typing, no __future__, and argparse, the parser
+(dmdb/cli/parser.py) and the verbs' modules are loaded inside main's handler. Ctrl-C in the first
+milliseconds of a command is then one line and exit 130, as later (it printed a KeyboardInterrupt
+traceback while typing and argparse loaded: ~30 ms, tests/test_cli.py)."""
 
-import argparse
 import os
 import sys
-from importlib import import_module
-from typing import Sequence
 
 from ..errors import DmdbError, NoDatabaseError
 
-DEFAULT_DB = "dmdb.duckdb"
-FORMATS = ("table", "csv", "json", "parquet")
-"""What --format offers; output.emit writes each."""
-
-# Each module registers its verbs: register(subparsers, common_parents). They are imported when the
-# parser is built, inside main, so that Ctrl-C while they load (duckdb, polars, pyarrow: a second or
-# more, far longer from a network file system) is one line, not a traceback. `dmdb VERB ...` loads
-# only VERB's module: `dmdb worker`, started once per array task, then runs the user's training
-# without duckdb or polars loaded. Anything else (no verb, --help, a typo) loads them all, in this
-# order, the order of the verbs in `dmdb --help`. (tests/test_cli.py keeps VERBS true.)
-VERBS = {
-    "init": "store_cmds", "create": "store_cmds", "info": "store_cmds", "sql": "store_cmds",
-    "ingest": "store_cmds", "import-npy": "store_cmds",
-    "fit": "fit_cmds", "fits": "fit_cmds", "import-scores": "fit_cmds",
-    "demo": "demo_cmds",
-    "counterfactual": "analyses_cmds", "brittle": "analyses_cmds", "similar": "analyses_cmds",
-    "leakage": "analyses_cmds", "embed": "analyses_cmds", "verify": "analyses_cmds",
-    "tui": "tui_cmds",
-    "plan": "scale_cmds", "collect": "scale_cmds", "synth": "scale_cmds", "export": "scale_cmds",
-    "worker": "worker_cmds",
-}
-MODULES = tuple(dict.fromkeys(VERBS.values()))
-
-
-def common_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(add_help=False)
-    p.add_argument(
-        "--db",
-        default=os.environ.get("DMDB_DB"),  # None: main makes it DEFAULT_DB, knowing it was not named
-        help="database file (default: $DMDB_DB, else ./dmdb.duckdb)",
-    )
-    p.add_argument("--debug", action="store_true", help="show the full traceback on errors")
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
-    return p
-
-
-def format_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(add_help=False)
-    p.add_argument("--format", "-f", choices=FORMATS, default="table", help="output format (default: table)")
-    p.add_argument("--output", "-o", help="write the result to this file instead of stdout")
-    return p
-
-
-def build_parser(modules: Sequence[str] = MODULES) -> argparse.ArgumentParser:
-    """The parser with the verbs of `modules` (all by default)."""
-    parser = argparse.ArgumentParser(
-        prog="dmdb",
-        description="dmdb: a datamodels database. Record training runs, fit datamodels, ask what data made a prediction.",
-    )
-    sub = parser.add_subparsers(dest="verb", metavar="VERB")
-    sub.required = True
-    parents = (common_parser(), format_parser())
-    for name in modules:
-        import_module(f"{__name__}.{name}").register(sub, parents)
-    return parser
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, as type checkers read it, without loading typing
+if TYPE_CHECKING:
+    from typing import Sequence
 
 
 def _sleeping_waits() -> None:
@@ -79,19 +28,15 @@ def _sleeping_waits() -> None:
         os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    _sleeping_waits()
-    argv = sys.argv[1:] if argv is None else list(argv)
-    verb = argv[0] if argv else None
+def main(argv: "Sequence[str] | None" = None) -> int:
     try:
-        parser = build_parser((VERBS[verb],) if verb in VERBS else MODULES)
+        from .parser import parse
+
+        _sleeping_waits()
+        args, db_named = parse(sys.argv[1:] if argv is None else list(argv))
     except KeyboardInterrupt:
         print("dmdb: interrupted", file=sys.stderr)
         return 130
-    args = parser.parse_args(argv)
-    db_named = getattr(args, "db", None) is not None
-    if hasattr(args, "db") and not db_named:
-        args.db = DEFAULT_DB
     try:
         return int(args.func(args) or 0)
     except DmdbError as e:
