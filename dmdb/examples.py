@@ -10,6 +10,7 @@ import polars as pl
 import pyarrow as pa
 
 from .errors import BadInputError
+from .interrupt import execute, fetchall
 from .transaction import transaction
 
 if TYPE_CHECKING:
@@ -42,9 +43,9 @@ def set_examples(
     try:
         with transaction(con):
             con.register(name, pa.table(cols))
-            con.execute(f"DELETE FROM {table} WHERE experiment = ?", [exp.name])
-            con.execute(
-                f"""INSERT INTO {table} (experiment, idx, label, source_id, text, image, image_shape, image_dtype)
+            execute(con, f"DELETE FROM {table} WHERE experiment = ?", [exp.name])
+            execute(
+                con, f"""INSERT INTO {table} (experiment, idx, label, source_id, text, image, image_shape, image_dtype)
                     SELECT ?, idx, label, source_id, text, image, image_shape, image_dtype FROM {name}""",
                 [exp.name],
             )
@@ -105,9 +106,9 @@ def image(exp: "Experiment", kind: str, idx: int) -> np.ndarray | None:
         what = "train example" if kind == "train" else "target"
         raise BadInputError(f"experiment {exp.name!r} has no {what} {idx} (it has {what}s 0-{n - 1})")
     table = TABLES[kind]
-    rows = exp.db.con.execute(
+    rows = fetchall(exp.db.con,
         f"SELECT image, image_shape, image_dtype FROM {table} WHERE experiment = ? AND idx = ?", [exp.name, idx]
-    ).fetchall()
+    )
     row = rows[0] if rows else None
     if row is None or row[0] is None:
         return None

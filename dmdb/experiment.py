@@ -12,6 +12,7 @@ import polars as pl
 from . import examples, readback
 from .batch import make_batch
 from .errors import BadInputError, ConvergenceWarning, DmdbError
+from .interrupt import execute, fetchall
 from .packing import PackedMasks
 from .plan import SAMPLING, Plan, PlannedRun, fixed_size
 from .readback import RunSelection
@@ -71,10 +72,10 @@ class Experiment:
         n_runs = as_int(n_runs, "n_runs", 1)
         seed = as_int(seed, "seed", 0)  # numpy's generators take no negative seed
         con = self.db.con
-        rows = con.execute(
+        rows = fetchall(con,
             "SELECT first_run_id, n_runs FROM plans WHERE experiment = ? AND role = ? AND seed = ?",
             [self.name, role, seed],
-        ).fetchall()
+        )
         row = rows[0] if rows else None
         if row is not None:
             if row[1] != n_runs:
@@ -86,8 +87,8 @@ class Experiment:
         self.db.require_writable()
         with transaction(con):
             first = self.fresh_run_ids(n_runs)
-            con.execute(
-                "INSERT INTO plans (experiment, role, seed, first_run_id, n_runs) VALUES (?, ?, ?, ?, ?)",
+            execute(
+                con, "INSERT INTO plans (experiment, role, seed, first_run_id, n_runs) VALUES (?, ?, ?, ?, ?)",
                 [self.name, role, seed, first, n_runs],
             )
         return self._plan(role, seed, int(first), n_runs)
@@ -95,13 +96,13 @@ class Experiment:
     def next_run_id(self) -> int:
         """The first run id after every planned (seeded plans and plan_counterfactuals) and recorded one:
         where a new plan, or runs recorded outside any plan, can start without clashing."""
-        return int(self.db.con.execute(
+        return int(fetchall(self.db.con,
             """SELECT greatest(
                    (SELECT coalesce(max(first_run_id::HUGEINT + n_runs), 0) FROM plans WHERE experiment = $1),
                    (SELECT coalesce(max(run_id)::HUGEINT + 1, 0) FROM planned_counterfactuals WHERE experiment = $1),
                    (SELECT coalesce(max(run_id)::HUGEINT + 1, 0) FROM runs WHERE experiment = $1))""",
             [self.name],
-        ).fetchall()[0][0])
+        )[0][0])
 
     def fresh_run_ids(self, n_runs: int) -> int:
         """The first of n_runs run ids no plan or run holds (`next_run_id`); BadInputError when they
@@ -118,10 +119,10 @@ class Experiment:
         return Plan(self.name, role, int(seed), int(first), int(n_runs), self.n_train, self.alpha, self.sampling)
 
     def plans(self) -> list[Plan]:
-        rows = self.db.con.execute(
+        rows = fetchall(self.db.con,
             "SELECT role, seed, first_run_id, n_runs FROM plans WHERE experiment = ? ORDER BY first_run_id",
             [self.name],
-        ).fetchall()
+        )
         return [self._plan(*r) for r in rows]
 
     def missing(self, role: str | None = None) -> list[int]:
@@ -131,7 +132,7 @@ class Experiment:
         if role is not None:
             sql += " AND role = ?"
             params.append(as_role(role))
-        return [r[0] for r in self.db.con.execute(sql + " ORDER BY run_id", params).fetchall()]
+        return [r[0] for r in fetchall(self.db.con, sql + " ORDER BY run_id", params)]
 
     def pending(self, plan: Plan | None = None) -> Iterator[PlannedRun]:
         """The planned runs still to train (of one seeded plan, or of every one), masks generated lazily.
@@ -335,7 +336,7 @@ def create_experiment(
         config_json = json.dumps(config or {})
     except (TypeError, ValueError) as e:
         raise BadInputError(f"config must be a JSON-serialisable dict: {e}") from e
-    rows = db.con.execute("SELECT n_train, n_targets, alpha, sampling FROM experiments WHERE name = ?", [name]).fetchall()
+    rows = fetchall(db.con, "SELECT n_train, n_targets, alpha, sampling FROM experiments WHERE name = ?", [name])
     row = rows[0] if rows else None
     if row is not None:
         asked = (int(n_train), int(n_targets), float(alpha), sampling)
@@ -348,8 +349,8 @@ def create_experiment(
                            if a != h)
         raise DmdbError(f"experiment {name!r} exists with other settings ({have}): asked for {differ}; exist_ok (--exist-ok) only "
                         "reuses an identical experiment, so pick another name or ask for its settings")
-    db.con.execute(
-        "INSERT INTO experiments (name, n_train, n_targets, alpha, sampling, config) VALUES (?, ?, ?, ?, ?, ?)",
+    execute(
+        db.con, "INSERT INTO experiments (name, n_train, n_targets, alpha, sampling, config) VALUES (?, ?, ?, ?, ?, ?)",
         [name, int(n_train), int(n_targets), float(alpha), sampling, config_json],
     )
     return db.experiment(name)

@@ -15,6 +15,7 @@ import pyarrow as pa
 
 from .batch import RunBatch, concat, make_batch
 from .errors import BadInputError, CorruptShardError, DmdbError, UnknownExperimentError
+from .interrupt import execute, fetchall
 from .packing import margins_from_arrow, unpack_masks
 from .record import write_batch
 from .shards import UNFINISHED_GLOB, read_shard
@@ -70,7 +71,7 @@ def ingest(
     quarantine = None if move_bad is None else Path(move_bad).resolve()
     files = sorted(p for p in directory.rglob("*.parquet")
                    if not p.name.startswith(".") and (quarantine is None or quarantine not in p.resolve().parents))
-    done = {r[0] for r in db.con.execute("SELECT name FROM ingested_shards").fetchall()}
+    done = {r[0] for r in fetchall(db.con, "SELECT name FROM ingested_shards")}
     report = IngestReport()
 
     def bad(shard_name: str, path: Path, e: DmdbError) -> None:
@@ -165,8 +166,8 @@ def _write(shards: list[_Shard], report: IngestReport, bad: Callable[[str, Path,
     batch = concat([s.batch for s in shards])
 
     def mark(con: duckdb.DuckDBPyConnection) -> None:
-        con.execute(
-            "INSERT INTO ingested_shards (name, experiment, n_runs, bytes) "
+        execute(
+            con, "INSERT INTO ingested_shards (name, experiment, n_runs, bytes) "
             "SELECT unnest(?::VARCHAR[]), ?, unnest(?::INTEGER[]), unnest(?::BIGINT[])",
             [[s.name for s in shards], target.exp.name, [len(s.batch) for s in shards],
              [s.path.stat().st_size for s in shards]],

@@ -6,12 +6,16 @@ a long piece (a big scan, a cross join) is never told to stop, and the call went
 (measured on 2 cores: 8 of 12 SIGINTs to a long scan or cross join were never answered; the main
 thread waited in DuckDB's Executor::CancelTasks). Run on another thread, the statement is stopped the way the TUI stops one:
 `con.interrupt()`, which every DuckDB thread heeds.
+
+`execute`, `fetchall`, `arrow_table` and `arrow_reader` run one statement so; every statement the API and the CLI run on the
+main thread goes through them (or `interruptible`), quick lookups too: Ctrl-C landing in any of them
+raises KeyboardInterrupt. `is_ctrl_c` tells DuckDB's own interrupt error, for what runs otherwise.
 """
 
 from __future__ import annotations
 
 import threading
-from typing import Callable, Iterator, TypeVar
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 import duckdb
 import pyarrow as pa
@@ -50,6 +54,35 @@ def interruptible(con: duckdb.DuckDBPyConnection, call: Callable[[], T]) -> T:
     if failure:
         raise failure[0]
     return outcome[0]
+
+
+def execute(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] | None = None) -> None:
+    """con.execute(sql, params) for a statement whose result is not wanted (INSERT, DELETE), stopped by
+    Ctrl-C (interruptible)."""
+    interruptible(con, lambda: con.execute(sql, params))
+
+
+def fetchall(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
+    """con.execute(sql, params).fetchall(), stopped by Ctrl-C (interruptible)."""
+    return interruptible(con, lambda: con.execute(sql, params).fetchall())
+
+
+def arrow_table(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] | None = None) -> pa.Table:
+    """The result of `sql` as an Arrow table (DuckDB's export, no copy), stopped by Ctrl-C (interruptible)."""
+    return interruptible(con, lambda: con.sql(sql, params=params).to_arrow_table())
+
+
+def arrow_reader(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] | None,
+                 batch_rows: int) -> pa.RecordBatchReader:
+    """The result of `sql` streamed in batches of `batch_rows`, its start stopped by Ctrl-C (interruptible);
+    read it with interruptible_batches. The caller closes it."""
+    return interruptible(con, lambda: con.sql(sql, params=params).to_arrow_reader(batch_rows))
+
+
+def is_ctrl_c(e: BaseException) -> bool:
+    """Whether `e` is DuckDB's answer to Ctrl-C landing in a statement run on the main thread:
+    RuntimeError('Query interrupted') (InterruptException in some releases), not KeyboardInterrupt."""
+    return isinstance(e, duckdb.InterruptException) or (type(e) is RuntimeError and str(e) == "Query interrupted")
 
 
 def interruptible_batches(con: duckdb.DuckDBPyConnection, reader: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:

@@ -10,6 +10,7 @@ import numpy as np
 
 from .batch import make_batch
 from .errors import BadInputError, DmdbError
+from .interrupt import arrow_table
 from .record import check_batch
 from .validate import as_int
 
@@ -121,9 +122,9 @@ def _check_clashes(exp: "Experiment", masks: np.ndarray, margins: np.ndarray, do
     check them, before any chunk is written (a clash in a late chunk left the earlier ones in)."""
     run_ids = first_run_id + done_rows
     lo, hi = int(run_ids.min()), int(run_ids.max())
-    taken = exp.db.con.execute(
-        "SELECT run_id FROM runs WHERE experiment = ? AND run_id BETWEEN ? AND ?", [exp.name, lo, hi]
-    ).fetchnumpy()["run_id"]
+    taken = arrow_table(
+        exp.db.con, "SELECT run_id FROM runs WHERE experiment = ? AND run_id BETWEEN ? AND ?", [exp.name, lo, hi]
+    )["run_id"].to_numpy()
     check = np.isin(run_ids, taken)
     for plan in exp.plans():
         check |= (run_ids >= plan.run_ids.start) & (run_ids < plan.run_ids.stop)

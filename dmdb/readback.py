@@ -10,7 +10,7 @@ import polars as pl
 import pyarrow as pa
 
 from .errors import BadInputError, DmdbError
-from .interrupt import interruptible, interruptible_batches
+from .interrupt import arrow_reader, arrow_table, interruptible, interruptible_batches
 from .packing import PackedMasks, as_rows, margins_from_arrow, packed_rows, unpack_into
 from .validate import as_role
 
@@ -103,9 +103,7 @@ def _read_rows(exp: "Experiment", out: dict[str, np.ndarray], where: str, params
     con = exp.db.con
     block_rows = max(1, _BLOCK_BYTES // row_bytes)
     try:
-        reader = interruptible(con, lambda: con.sql(f"SELECT {cols} FROM runs WHERE {where}", params=params)
-                               .to_arrow_reader(block_rows))
-        with reader:
+        with arrow_reader(con, f"SELECT {cols} FROM runs WHERE {where}", params, block_rows) as reader:
             filled = _fill(out, interruptible_batches(con, reader), exp, packed)
     except duckdb.ConversionException as e:
         raise DmdbError(
@@ -177,9 +175,7 @@ def runs_frame(exp: "Experiment", role: str | Sequence[str] | None = None, runs:
     """Per-run metadata (no mask, no margins), in run id order."""
     where, params = where_clause(exp, role, runs)
     cols = "run_id, role, n_kept, seed, worker, duration_s, info, created_at"
-    con = exp.db.con
-    t = interruptible(con, lambda: con.sql(f"SELECT {cols} FROM runs WHERE {where} ORDER BY run_id", params=params)
-                      .to_arrow_table())
+    t = arrow_table(exp.db.con, f"SELECT {cols} FROM runs WHERE {where} ORDER BY run_id", params)
     if runs is not None and not isinstance(runs, range):  # as read_arrays: listed ids must all be there
         _require_listed(exp, t.column("run_id").to_numpy(), runs, role)
     return pl.from_arrow(t)  # type: ignore[return-value]

@@ -11,6 +11,7 @@ import numpy as np
 
 from .batch import RunBatch, batch_table
 from .errors import BadInputError, DuplicateRunError
+from .interrupt import arrow_table, execute, fetchall
 from .packing import margins_from_arrow, unpack_masks
 from .transaction import transaction
 
@@ -40,7 +41,8 @@ def write_batch(
             fresh = _drop_identical_existing(exp, batch)
             if len(fresh):
                 con.register(name, batch_table(fresh, fixed_margins=True))
-                con.execute(
+                execute(
+                    con,
                     f"""
                     INSERT INTO runs (experiment, run_id, role, mask, n_kept, margins, seed, worker, duration_s, info)
                     SELECT ?, run_id, role, mask::BLOB::BIT, n_kept, margins::FLOAT[], seed, worker, duration_s, info::JSON
@@ -74,15 +76,16 @@ def _drop_identical_existing(exp: "Experiment", batch: RunBatch) -> RunBatch:
     con = exp.db.con
     span = [exp.name, int(batch.run_ids.min()), int(batch.run_ids.max())]
     in_span = "experiment = ? AND run_id BETWEEN ? AND ?"
-    in_range = con.sql(f"SELECT run_id FROM runs WHERE {in_span}", params=span).to_arrow_table()["run_id"].to_numpy()
+    in_range = arrow_table(con, f"SELECT run_id FROM runs WHERE {in_span}", span)["run_id"].to_numpy()
     clash = np.intersect1d(in_range, batch.run_ids)
     if clash.size == 0:
         return batch
-    old = con.sql(
+    old = arrow_table(
+        con,
         f"SELECT run_id, role, mask, margins FROM runs WHERE {in_span} "
         "AND run_id IN (SELECT unnest(?::BIGINT[])) ORDER BY run_id",
-        params=[*span, clash.tolist()],
-    ).to_arrow_table()
+        [*span, clash.tolist()],
+    )
     old_ids = old["run_id"].to_numpy()
     old_masks = unpack_masks(old["mask"], exp.n_train, header=True)
     old_margins = margins_from_arrow(old["margins"], exp.n_targets)
@@ -134,11 +137,11 @@ def _check_against_counterfactual_plans(exp: "Experiment", batch: RunBatch) -> N
     set minus info's removed list, the planned seed and info (what verification and re-planning read)."""
     if len(batch) == 0:
         return
-    rows = exp.db.con.execute(
+    rows = fetchall(exp.db.con,
         """SELECT run_id, seed, info FROM planned_counterfactuals
            WHERE experiment = ? AND run_id BETWEEN ? AND ? AND run_id IN (SELECT unnest(?::BIGINT[]))""",
         [exp.name, int(batch.run_ids.min()), int(batch.run_ids.max()), batch.run_ids.tolist()],
-    ).fetchall()
+    )
     row_of = {int(rid): i for i, rid in enumerate(batch.run_ids)}
     for rid, seed, info_json in rows:
         i = row_of[int(rid)]

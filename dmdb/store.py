@@ -13,7 +13,7 @@ from duckdb.sqltypes import DuckDBPyType
 from . import schema
 from .errors import (DatabaseLockedError, DmdbError, NoDatabaseError, ReadOnlyError, SchemaVersionError,
                      UnknownExperimentError)
-from .interrupt import interruptible
+from .interrupt import fetchall, interruptible, is_ctrl_c
 
 if TYPE_CHECKING:
     from .experiment import Experiment
@@ -92,12 +92,12 @@ class Database:
     def experiment(self, name: str) -> "Experiment":
         from .experiment import Experiment
 
-        rows = self.con.execute(
+        rows = fetchall(self.con,
             "SELECT name, n_train, n_targets, alpha, sampling, config FROM experiments WHERE name = ?", [name]
-        ).fetchall()
+        )
         row = rows[0] if rows else None
         if row is None:
-            known = [r[0] for r in self.con.execute("SELECT name FROM experiments ORDER BY name").fetchall()]
+            known = [r[0] for r in fetchall(self.con, "SELECT name FROM experiments ORDER BY name")]
             hint = f"known: {', '.join(known)}" if known else "this database has no experiments yet"
             raise UnknownExperimentError(f"unknown experiment {name!r} in {self.path} ({hint})")
         return Experiment(self, *row)
@@ -207,8 +207,10 @@ def open(path: str | Path, read_only: bool = False, create: bool = True) -> Data
             schema.overlay(con, path)
         else:
             schema.apply(con, SCHEMA_VERSION)
-    except BaseException:
+    except BaseException as e:
         con.close()
+        if is_ctrl_c(e):  # in the schema's DDL, run on this thread (instant): DuckDB's answer to Ctrl-C
+            raise KeyboardInterrupt from e
         raise
     return Database(con, path, read_only)
 
@@ -254,9 +256,9 @@ def _open_error(path: str, e: Exception, read_only: bool) -> DmdbError:
 def _check_version(con: duckdb.DuckDBPyConnection, path: str, read_only: bool) -> None:
     """One query on a dmdb file (the catalog is only listed to explain a file without dmdb_meta)."""
     try:
-        row = con.execute("SELECT value FROM dmdb_meta WHERE key = 'schema_version'").fetchall()
+        row = fetchall(con, "SELECT value FROM dmdb_meta WHERE key = 'schema_version'")
     except duckdb.CatalogException:
-        if con.execute("SELECT count(*) FROM information_schema.tables").fetchall()[0][0]:
+        if fetchall(con, "SELECT count(*) FROM information_schema.tables")[0][0]:
             raise DmdbError(f"{path} is a DuckDB database but not a dmdb one (it has no dmdb_meta table)") from None
         if read_only:
             raise DmdbError(f"{path} is an empty database; initialise it with `dmdb init --db {path}`") from None

@@ -135,3 +135,43 @@ def test_ctrl_c_while_masks_are_read_raises_keyboard_interrupt(db_path: Path) ->
     )
     expected = "".join("1" if b else "0" for b in masks.ravel())
     assert run.stdout.split() == ["KeyboardInterrupt", expected], run.stderr
+
+
+@pytest.mark.parametrize("call, then", [
+    ("exp.record_batch(list(range(300, 310)), masks[:10], margins[:10])", "10 310"),  # runs added, runs held
+    ("export(exp, out).runs", "300 300"),  # runs exported, runs held
+])
+def test_ctrl_c_while_runs_are_recorded_or_exported_raises_keyboard_interrupt(db_path: Path, tmp_path: Path,
+                                                                              call: str, then: str) -> None:
+    """Ctrl-C in record_batch's read of the runs it may clash with (inside its transaction), or in an
+    export's read of the runs: those queries ran on the main thread, so DuckDB raised its
+    RuntimeError('Query interrupted') or, while a worker thread held the long piece, never answered.
+    Now KeyboardInterrupt; nothing of the batch is written, no export file is left, and the
+    connection records and exports on."""
+    from ctrl_c import ctrl_c_while_running, slowed
+
+    rng = np.random.default_rng(4)
+    masks, margins = rng.random((300, 50)) < 0.5, rng.normal(size=(300, 2))
+    np.save(tmp_path / "masks.npy", masks)
+    np.save(tmp_path / "margins.npy", margins)
+    with dmdb.open(db_path) as db:
+        db.create_experiment("e", n_train=50, n_targets=2).record_batch(list(range(300)), masks, margins)
+    out = tmp_path / "runs.parquet"
+    run = ctrl_c_while_running(
+        "import numpy as np, dmdb\n"
+        "from pathlib import Path\n"
+        "from dmdb.scale.export import export\n"
+        f"masks, margins = np.load({str(tmp_path / 'masks.npy')!r}), np.load({str(tmp_path / 'margins.npy')!r})\n"
+        f"out = Path({str(out)!r})\n"
+        f"db = dmdb.open({str(db_path)!r})\n"
+        "exp = db.experiment('e')\n"
+        f"db.con.execute({slowed(db_path.stem, 'runs', 'mask')!r})\n"
+        "try:\n"
+        f"    {call}\n"
+        "except BaseException as e:\n"
+        "    print(type(e).__name__)\n"
+        "db.con.execute('DROP VIEW runs')\n"
+        "print(exp.n_runs(), sorted(p.name for p in out.parent.iterdir() if 'runs' in p.name))\n"
+        f"print({call}, exp.n_runs())\n"
+    )
+    assert run.stdout.splitlines() == ["KeyboardInterrupt", "300 []", then], run.stderr

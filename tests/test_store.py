@@ -346,6 +346,34 @@ def test_ctrl_c_during_a_query_raises_keyboard_interrupt(db_path: Path) -> None:
     assert run.stdout.split() == ["KeyboardInterrupt", "42"], run.stderr
 
 
+def test_ctrl_c_in_a_statement_of_a_transaction_or_an_open_raises_keyboard_interrupt(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C in a statement DuckDB runs on the main thread (the schema's DDL as a database opens, one
+    inside a transaction) comes back as DuckDB's RuntimeError('Query interrupted'): the API raised
+    that, not KeyboardInterrupt. The transaction is rolled back and the connection writes on."""
+    from dmdb import schema
+    from dmdb.transaction import transaction
+
+    def interrupted(*args: object) -> None:
+        raise RuntimeError("Query interrupted")
+
+    with dmdb.open(db_path) as db:
+        exp = db.create_experiment("e", 8, 2)
+        with pytest.raises(KeyboardInterrupt):
+            with transaction(db.con):
+                db.con.execute("DELETE FROM experiments")
+                interrupted()
+        assert exp.record_batch([0], np.ones((1, 8), bool), np.zeros((1, 2))) == 1
+    monkeypatch.setattr(schema, "overlay", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        dmdb.open(db_path, read_only=True)
+    monkeypatch.undo()
+    with dmdb.open(db_path, read_only=True) as db:  # the file was let go of, and holds what was committed
+        assert db.sql("SELECT name FROM experiments")["name"].to_list() == ["e"]
+        assert db.experiment("e").run_ids().tolist() == [0]
+
+
 def test_ctrl_c_as_begin_returns_leaves_no_transaction_open(db: dmdb.Database) -> None:
     """A KeyboardInterrupt that arrives while BEGIN runs is raised as it returns, outside the block
     that rolled back: the transaction stayed open, so a notebook's next record_batch failed with

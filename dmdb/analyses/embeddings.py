@@ -16,6 +16,7 @@ import pyarrow as pa
 import scipy.sparse as sp
 
 from ..errors import BadInputError, DmdbError
+from ..interrupt import execute, fetchall
 from ..transaction import transaction
 from .spectral import normalised_rows, pca, spectral_clusters
 from .weights import load_weights, resolve_fit
@@ -100,14 +101,14 @@ def _store(db: "Database", fit_id: int, tables: dict[str, pa.Table], run_row: li
     names = {t: f"_dmdb_{t}_{uuid.uuid4().hex}" for t in tables}
     try:
         with transaction(con):
-            con.execute("DELETE FROM embedding_runs WHERE fit_id = ?", [fit_id])
+            execute(con, "DELETE FROM embedding_runs WHERE fit_id = ?", [fit_id])
             for t, tbl in tables.items():  # table names come from the fixed dict above, never user text
-                con.execute(f"DELETE FROM {t} WHERE fit_id = ?", [fit_id])
+                execute(con, f"DELETE FROM {t} WHERE fit_id = ?", [fit_id])
                 con.register(names[t], tbl)
                 cols = ", ".join(tbl.column_names)
-                con.execute(f"INSERT INTO {t} ({cols}) SELECT {cols} FROM {names[t]}")
-            con.execute(
-                "INSERT INTO embedding_runs (fit_id, n_components, n_clusters, seed, method, seconds) VALUES (?, ?, ?, ?, ?, ?)",
+                execute(con, f"INSERT INTO {t} ({cols}) SELECT {cols} FROM {names[t]}")
+            execute(
+                con, "INSERT INTO embedding_runs (fit_id, n_components, n_clusters, seed, method, seconds) VALUES (?, ?, ?, ?, ?, ?)",
                 run_row,
             )
     finally:
@@ -117,7 +118,7 @@ def _store(db: "Database", fit_id: int, tables: dict[str, pa.Table], run_row: li
 
 def _require_embedded(db: "Database", fit: int | None) -> int:
     info = resolve_fit(db, fit)
-    if db.con.execute("SELECT count(*) FROM embedding_runs WHERE fit_id = ?", [info.fit_id]).fetchall()[0][0] == 0:
+    if fetchall(db.con, "SELECT count(*) FROM embedding_runs WHERE fit_id = ?", [info.fit_id])[0][0] == 0:
         raise DmdbError(f"fit {info.fit_id} has no stored embeddings yet; run `dmdb embed --fit {info.fit_id}` first")
     return info.fit_id
 

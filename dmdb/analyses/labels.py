@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..interrupt import fetchall
+
 if TYPE_CHECKING:
     from ..store import Database
 
@@ -15,9 +17,9 @@ def labels_of(db: "Database", experiment: str, table: str, idx: np.ndarray) -> l
     assert table in ("targets", "train_examples")
     if len(idx) == 0:
         return []
-    rows = db.con.execute(
+    rows = fetchall(db.con,
         f"SELECT idx, label FROM {table} WHERE experiment = ? AND idx IN (SELECT unnest(?))",
         [experiment, [int(i) for i in idx]],
-    ).fetchall()
+    )
     m = dict(rows)
     return [m.get(int(i)) for i in idx]

@@ -26,6 +26,7 @@ import numpy as np
 import polars as pl
 
 from ..errors import BadInputError
+from ..interrupt import fetchall
 from ..validate import as_real, is_int
 from .weights import resolve_fit
 
@@ -96,9 +97,9 @@ def pixel_distance(a: np.ndarray | None, b: np.ndarray | None) -> tuple[float | 
 
 def _images(db: "Database", experiment: str, table: str, idx: list[int]) -> dict[int, np.ndarray]:
     assert table in ("targets", "train_examples")
-    rows = db.con.execute(
+    rows = fetchall(db.con,
         f"SELECT idx, image, image_shape, image_dtype FROM {table} "
         "WHERE experiment = ? AND image IS NOT NULL AND idx IN (SELECT unnest(?))",
         [experiment, sorted(set(int(i) for i in idx))],
-    ).fetchall()
+    )
     return {int(i): np.frombuffer(img, dtype=np.dtype(dt)).reshape(shape) for i, img, shape, dt in rows}

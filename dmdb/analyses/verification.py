@@ -28,6 +28,7 @@ import numpy as np
 import polars as pl
 
 from ..errors import BadInputError, DmdbError
+from ..interrupt import execute, fetchall
 from ..transaction import transaction
 from ..validate import as_int
 from .brittleness import brittleness
@@ -79,11 +80,11 @@ def counterfactual_runs(db: "Database", fit: int | None = None, *, margin_of: in
 def full_set_margins(db: "Database", fit: int | None = None) -> np.ndarray | None:
     """Every target's mean margin over the fit's baseline runs (full train set); None before any is recorded."""
     info = resolve_fit(db, fit)
-    rows = db.con.execute(
+    rows = fetchall(db.con,
         """SELECT margins FROM runs WHERE experiment = ? AND role = 'counterfactual'
            AND (info->>'fit_id')::INTEGER = ? AND info->>'purpose' = 'baseline'""",
         [info.experiment, info.fit_id],
-    ).fetchall()
+    )
     return np.asarray([r[0] for r in rows], dtype=np.float64).mean(axis=0) if rows else None
 
 
@@ -193,8 +194,8 @@ def plan_counterfactuals(
         db.require_writable()
         with transaction(db.con):
             ids[new] = exp.fresh_run_ids(new.size) + np.arange(new.size)
-            db.con.execute(
-                """INSERT INTO planned_counterfactuals (experiment, run_id, seed, info)
+            execute(
+                db.con, """INSERT INTO planned_counterfactuals (experiment, run_id, seed, info)
                    SELECT ?, unnest(?::BIGINT[]), unnest(?::BIGINT[]), unnest(?::VARCHAR[])::JSON""",
                 [exp.name, ids[new].tolist(), [run_seeds[i] for i in new], [json.dumps(infos[i]) for i in new]],
             )
@@ -214,12 +215,12 @@ def _key(run: dict[str, Any]) -> tuple[Any, ...]:
 
 def _planned_ids(db: "Database", experiment: str, fit_id: int) -> dict[tuple[Any, ...], int]:
     """The run ids plan_counterfactuals gave this fit's runs that are not recorded yet, by `_key`."""
-    rows = db.con.execute(
+    rows = fetchall(db.con,
         """SELECT run_id, seed, info FROM planned_counterfactuals p
            WHERE experiment = ? AND (info->>'fit_id')::INTEGER = ?
              AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.experiment = p.experiment AND r.run_id = p.run_id)""",
         [experiment, fit_id],
-    ).fetchall()
+    )
     return {_key({**json.loads(info), "seed": seed}): int(run_id) for run_id, seed, info in rows}
 
 
@@ -276,9 +277,9 @@ def _correlations(pred: pl.Series, actual: pl.Series) -> tuple[float | None, flo
 def planning_fits(db: "Database", experiment: str) -> list[int]:
     """The fits whose counterfactual runs are recorded in the experiment, ascending: the `runs_of`
     that `verification` and `compare_verifications` accept."""
-    return [r[0] for r in db.con.execute(
+    return [r[0] for r in fetchall(db.con,
         """SELECT DISTINCT (info->>'fit_id')::INTEGER AS f FROM runs
-           WHERE experiment = ? AND role = 'counterfactual' AND f IS NOT NULL ORDER BY f""", [experiment]).fetchall()]
+           WHERE experiment = ? AND role = 'counterfactual' AND f IS NOT NULL ORDER BY f""", [experiment])]
 
 
 def _checked_fits(db: "Database", info: FitInfo) -> str:
@@ -385,7 +386,7 @@ def compare_verifications(db: "Database", experiment: str | None = None, *,
     planners = [planner.fit_id] if planner is not None else planning_fits(db, name)
     if not planners:
         raise DmdbError(f"experiment {name!r} has no counterfactual runs recorded: {HOW_TO_RECORD}")
-    fits = db.con.execute("SELECT fit_id, estimator FROM fits WHERE experiment = ? ORDER BY fit_id", [name]).fetchall()
+    fits = fetchall(db.con, "SELECT fit_id, estimator FROM fits WHERE experiment = ? ORDER BY fit_id", [name])
     rows = []
     for p in planners:
         targets = counterfactual_runs(db, p).filter(pl.col("purpose") != "baseline")["target"].to_numpy()

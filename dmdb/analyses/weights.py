@@ -17,7 +17,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..errors import BadInputError, DmdbError
-from ..interrupt import interruptible
+from ..interrupt import arrow_table, fetchall
 from ..validate import is_int
 
 if TYPE_CHECKING:
@@ -123,7 +123,7 @@ def resolve_fit(db: "Database", fit: int | None) -> FitInfo:
     """The fit with this id, or the latest one (highest fit_id) when fit is None."""
     con = db.con
     if fit is None:
-        latest = con.execute("SELECT max(fit_id) FROM fits").fetchall()[0][0]
+        latest = fetchall(con, "SELECT max(fit_id) FROM fits")[0][0]
         if latest is None:
             raise DmdbError(f"{db.path} has no fits yet; run `dmdb fit` first")
         fit = int(latest)
@@ -133,14 +133,14 @@ def resolve_fit(db: "Database", fit: int | None) -> FitInfo:
         fit = int(fit)
     except (TypeError, ValueError) as e:
         raise BadInputError(f"fit must be an integer fit id, got {fit!r}") from e
-    rows = con.execute(
+    rows = fetchall(con,
         "SELECT f.fit_id, f.experiment, f.estimator, e.n_train FROM fits f "
         "LEFT JOIN experiments e ON e.name = f.experiment WHERE f.fit_id = ?",
         [fit],
-    ).fetchall()
+    )
     row = rows[0] if rows else None
     if row is None:
-        known = [r[0] for r in con.execute("SELECT fit_id FROM fits ORDER BY fit_id").fetchall()]
+        known = [r[0] for r in fetchall(con, "SELECT fit_id FROM fits ORDER BY fit_id")]
         hint = f"known fit ids: {', '.join(map(str, known[-20:]))}" if known else "there are no fits yet"
         raise BadInputError(f"no fit {fit} in {db.path} ({hint}; `dmdb fits` lists them)")
     if row[3] is None:
@@ -154,11 +154,11 @@ _LOCK = threading.Lock()
 
 
 def _stamp(db: "Database", fit_id: int) -> tuple[Any, ...]:
-    return db.con.execute(
+    return fetchall(db.con,
         "SELECT (SELECT created_at FROM fits WHERE fit_id = $1), count(*), sum(nnz), sum(bias) "
         "FROM fit_targets WHERE fit_id = $1",
         [fit_id],
-    ).fetchall()[0]
+    )[0]
 
 
 def load_weights(db: "Database", fit: int | None = None, *, cache: bool = True) -> FitWeights:
@@ -167,12 +167,8 @@ def load_weights(db: "Database", fit: int | None = None, *, cache: bool = True) 
     The cache is revalidated on every call by the fit's target count, total nnz and bias sum, so a
     rewritten fit is reloaded.
     """
-    def lookup() -> tuple[FitInfo, tuple[Any, ...]]:
-        info = resolve_fit(db, fit)
-        return info, _stamp(db, info.fit_id)
-
-    # Ctrl-C during these quick queries too is KeyboardInterrupt, not DuckDB's RuntimeError
-    info, stamp = interruptible(db.con, lookup)
+    info = resolve_fit(db, fit)
+    stamp = _stamp(db, info.fit_id)
     key = (id(db.con), str(db.path), info.fit_id)
     if cache:
         with _LOCK:
@@ -197,15 +193,12 @@ def clear_cache() -> None:
 
 def _load(db: "Database", info: FitInfo) -> FitWeights:
     con = db.con
-    ft = interruptible(con, lambda: con.sql("SELECT target, bias FROM fit_targets WHERE fit_id = ? ORDER BY target",
-                                            params=[info.fit_id]).to_arrow_table())
+    ft = arrow_table(con, "SELECT target, bias FROM fit_targets WHERE fit_id = ? ORDER BY target", [info.fit_id])
     targets = ft.column("target").to_numpy().astype(np.int64)
     bias = ft.column("bias").to_numpy().astype(np.float64)
     if len(targets) == 0:
         raise DmdbError(f"fit {info.fit_id} has no rows in fit_targets; it is empty or was not written completely")
-    tbl = interruptible(con, lambda: con.sql(
-        "SELECT target, train_idx, weight FROM weights WHERE fit_id = ?", params=[info.fit_id]
-    ).to_arrow_table())
+    tbl = arrow_table(con, "SELECT target, train_idx, weight FROM weights WHERE fit_id = ?", [info.fit_id])
     t = tbl.column("target").to_numpy()
     i = tbl.column("train_idx").to_numpy()
     w = tbl.column("weight").to_numpy().astype(np.float64)

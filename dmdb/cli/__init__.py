@@ -61,7 +61,9 @@ def main(argv: "Sequence[str] | None" = None) -> int:
     except BaseException as e:  # an unexpected failure (a Rust panic in polars is a BaseException): one line unless --debug
         if args.debug:
             raise
-        if _interrupted(e):  # Ctrl-C while DuckDB runs a query arrives as its RuntimeError, not KeyboardInterrupt
+        from ..interrupt import is_ctrl_c
+
+        if is_ctrl_c(e):  # Ctrl-C in a statement run on the main thread arrives as DuckDB's RuntimeError
             print(f"dmdb {args.verb}: interrupted", file=sys.stderr)
             return 130
         storage = _storage_failure(e)
@@ -83,8 +85,3 @@ def _storage_failure(e: BaseException) -> str | None:
         return text
     return None
 
-
-def _interrupted(e: BaseException) -> bool:
-    import duckdb
-
-    return isinstance(e, duckdb.InterruptException) or (type(e) is RuntimeError and str(e) == "Query interrupted")

@@ -16,6 +16,7 @@ from .. import analyses as A
 from .. import store
 from ..analyses.counterfactual import MODES
 from ..errors import BadInputError, DmdbError
+from ..interrupt import fetchall
 from ..fit.selection import parse_id_list
 from ..store import Database
 from .argtypes import at_least
@@ -122,7 +123,7 @@ def _fit_id(db: Database, args: argparse.Namespace) -> int:
         if info.experiment != args.experiment:
             raise BadInputError(f"fit {info.fit_id} belongs to experiment {info.experiment!r}, not {args.experiment!r}")
         return info.fit_id
-    row = db.con.execute("SELECT max(fit_id) FROM fits WHERE experiment = ?", [args.experiment]).fetchall()[0]
+    row = fetchall(db.con, "SELECT max(fit_id) FROM fits WHERE experiment = ?", [args.experiment])[0]
     if row[0] is None:
         raise DmdbError(f"experiment {args.experiment!r} has no fits yet; run `dmdb fit {args.experiment}` first")
     return int(row[0])

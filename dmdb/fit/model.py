@@ -10,7 +10,7 @@ import polars as pl
 
 from ..analyses.weights import FitWeights, load_weights, resolve_fit
 from ..errors import BadInputError
-from ..interrupt import interruptible
+from ..interrupt import arrow_table, fetchall
 from ..validate import is_int
 from .options import MIN_HOLDOUT_RUNS
 
@@ -23,10 +23,10 @@ class Fit:
 
     def __init__(self, db: "Database", fit_id: int | None = None) -> None:
         info = resolve_fit(db, fit_id)
-        row = db.con.execute(
+        row = fetchall(db.con,
             "SELECT config, lds, n_fit_runs, n_val_runs, n_holdout_runs, device, seconds FROM fits WHERE fit_id = ?",
             [info.fit_id],
-        ).fetchall()[0]
+        )[0]
         self.db = db
         self.fit_id = info.fit_id
         self.experiment = info.experiment
@@ -68,8 +68,7 @@ class Fit:
         return f"<dmdb.Fit {self.fit_id}: {self.estimator} on {self.experiment!r}, {self.n_fit_runs} fit runs, LDS {lds}>"
 
     def _frame(self, sql: str, params: list[Any]) -> pl.DataFrame:
-        con = self.db.con
-        return pl.from_arrow(interruptible(con, lambda: con.sql(sql, params=params).to_arrow_table()))  # type: ignore[return-value]
+        return pl.from_arrow(arrow_table(self.db.con, sql, params))  # type: ignore[return-value]
 
     def targets(self) -> pl.DataFrame:
         """Per target: chosen lambda, bias, validation MSE and R^2, holdout Spearman, nonzeros."""

@@ -17,7 +17,7 @@ import duckdb
 import numpy as np
 
 from ..errors import BadInputError, FitError
-from ..interrupt import interruptible
+from ..interrupt import fetchall
 
 if TYPE_CHECKING:
     from ..experiment import Experiment
@@ -88,8 +88,7 @@ def _ids(exp: "Experiment", sql: str, params: Sequence[Any], what: str, spec: st
     if spec is not None:
         _check_parses(exp, what, spec)
     try:
-        con = exp.db.con
-        rows = interruptible(con, lambda: con.execute(sql, list(params)).fetchall())
+        rows = fetchall(exp.db.con, sql, list(params))
     except duckdb.Error as e:
         first = str(e).splitlines()[0]
         if spec is None:  # the pool view alone failed: dropped, or a redefinition that no longer binds

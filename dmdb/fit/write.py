@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..errors import FitError
-from ..interrupt import interruptible
+from ..interrupt import execute, fetchall
 from ..transaction import transaction
 from .selection import Selection
 
@@ -63,7 +63,7 @@ def _insert(db: "Database", table: str, data: pa.Table) -> None:
     name = f"_dmdb_new_{table}"
     db.con.register(name, data)
     cols = ", ".join(data.column_names)
-    interruptible(db.con, lambda: db.con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {name}"))
+    execute(db.con, f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {name}")
 
 
 def stored_weights(W: np.ndarray) -> np.ndarray:
@@ -85,13 +85,13 @@ def write_fit(db: "Database", rec: FitRecord) -> int:
     try:
         with transaction(con):
             fit_id = int(
-                con.execute(
+                fetchall(con,
                     """INSERT INTO fits (experiment, estimator, config, runs_where, targets_where, n_fit_runs,
                                          n_val_runs, n_holdout_runs, device, seconds, lds)
                        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING fit_id""",
                     [rec.experiment, rec.estimator, json.dumps(rec.config), sel.runs_where, sel.targets_where,
                      int(sel.fit.size), int(sel.val.size), int(sel.holdout.size), rec.device, rec.seconds, rec.lds],
-                ).fetchall()[0][0]
+                )[0][0]
             )
             nnz = (W != 0).sum(axis=0).astype(np.int32)
             _insert(db, "fit_targets", pa.table({
@@ -121,8 +121,8 @@ def write_fit(db: "Database", rec: FitRecord) -> int:
                 "weight": pa.array(W.T[col, idx]),
             }))
             for p in rec.curve:
-                con.execute(
-                    "INSERT INTO fit_curve (fit_id, n_fit_runs, fraction, lds, mean_val_r2, seconds) VALUES (?, ?, ?, ?, ?, ?)",
+                execute(
+                    con, "INSERT INTO fit_curve (fit_id, n_fit_runs, fraction, lds, mean_val_r2, seconds) VALUES (?, ?, ?, ?, ?, ?)",
                     [fit_id, p.n_fit_runs, p.fraction, p.lds, p.mean_val_r2, p.seconds],
                 )
     finally:

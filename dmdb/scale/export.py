@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 
 from ..errors import BadInputError
 from ..files import replaced_together
+from ..interrupt import arrow_reader, arrow_table, fetchall, interruptible_batches
 from ..shards import _META, SHARD_VERSION
 from ..validate import as_role
 
@@ -67,7 +68,7 @@ def _write_runs(exp: "Experiment", path: Path, role: str | None) -> int:
         where += " AND role = ?"
         params.append(as_role(role))
     con = exp.db.con
-    n = con.execute(f"SELECT count(*) FROM runs WHERE {where}", params).fetchall()[0][0]
+    n = fetchall(con, f"SELECT count(*) FROM runs WHERE {where}", params)[0][0]
     meta = {"version": SHARD_VERSION, "experiment": exp.name, "n_train": exp.n_train,
             "n_targets": exp.n_targets, "n_runs": n}
     schema = pa.schema(
@@ -76,13 +77,10 @@ def _write_runs(exp: "Experiment", path: Path, role: str | None) -> int:
          ("worker", pa.string()), ("duration_s", pa.float64()), ("info", pa.string())],
         metadata={_META: json.dumps(meta)},
     )
-    rel = con.sql(
-        "SELECT run_id, role, mask::BLOB AS mask, n_kept, margins, seed, worker, duration_s, info::VARCHAR AS info "
-        f"FROM runs WHERE {where} ORDER BY run_id",
-        params=params,
-    )
-    with rel.to_arrow_reader(batch_size=BATCH_ROWS) as reader:
-        _write(path, schema, (pa.Table.from_batches([b]).cast(schema) for b in reader))
+    sql = ("SELECT run_id, role, mask::BLOB AS mask, n_kept, margins, seed, worker, duration_s, info::VARCHAR AS info "
+           f"FROM runs WHERE {where} ORDER BY run_id")
+    with arrow_reader(con, sql, params, BATCH_ROWS) as reader:
+        _write(path, schema, (pa.Table.from_batches([b]).cast(schema) for b in interruptible_batches(con, reader)))
     return int(n)
 
 
@@ -92,15 +90,15 @@ def _write_fit(fit: "Fit", weights_path: Path | None, targets_path: Path | None)
                                "n_train": fit.n_train})}
     n = 0
     if weights_path is not None:
-        n = con.execute("SELECT count(*) FROM weights WHERE fit_id = ?", [fit.fit_id]).fetchall()[0][0]
-        rel = con.sql("SELECT target, train_idx, weight FROM weights WHERE fit_id = ? ORDER BY target, train_idx",
-                      params=[fit.fit_id])
-        with rel.to_arrow_reader(batch_size=1 << 16) as reader:
+        n = fetchall(con, "SELECT count(*) FROM weights WHERE fit_id = ?", [fit.fit_id])[0][0]
+        sql = "SELECT target, train_idx, weight FROM weights WHERE fit_id = ? ORDER BY target, train_idx"
+        with arrow_reader(con, sql, [fit.fit_id], 1 << 16) as reader:
             schema = reader.schema.with_metadata(meta)
-            _write(weights_path, schema, (pa.Table.from_batches([b]).cast(schema) for b in reader))
+            _write(weights_path, schema,
+                   (pa.Table.from_batches([b]).cast(schema) for b in interruptible_batches(con, reader)))
     if targets_path is not None:
-        table = con.sql("SELECT * EXCLUDE (fit_id) FROM fit_targets WHERE fit_id = ? ORDER BY target",
-                        params=[fit.fit_id]).to_arrow_table()
+        table = arrow_table(con, "SELECT * EXCLUDE (fit_id) FROM fit_targets WHERE fit_id = ? ORDER BY target",
+                            [fit.fit_id])
         _write(targets_path, table.schema.with_metadata(meta), [table.replace_schema_metadata(meta)])
     return int(n)
 

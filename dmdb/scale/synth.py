@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable
 import numpy as np
 
 from ..errors import BadInputError
+from ..interrupt import fetchall
 from ..fit.options import FitOptions
 from ..fit.selection import min_fit_pool
 from ..plan import PlannedRun
@@ -135,8 +136,8 @@ def create_synthetic(
             record_plan(exp, exp.plan(n, seed=spec.seed, role=role), spec, chunk, progress)
     truth = None
     if truth_fit:  # a rerun that added no runs finds the truth fit it stored before
-        row = db.con.execute("SELECT max(fit_id) FROM fits WHERE experiment = ? AND estimator = 'scores:truth'",
-                             [name]).fetchall()[0][0]
+        row = fetchall(db.con, "SELECT max(fit_id) FROM fits WHERE experiment = ? AND estimator = 'scores:truth'",
+                             [name])[0][0]
         truth = db.fit(int(row)) if row is not None else None
         if truth is None or (truth.n_fit_runs + truth.n_val_runs, truth.n_holdout_runs) != (
                 exp.n_runs("fit"), exp.n_runs("holdout")):
