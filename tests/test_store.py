@@ -374,6 +374,26 @@ def test_ctrl_c_in_a_statement_of_a_transaction_or_an_open_raises_keyboard_inter
         assert db.experiment("e").run_ids().tolist() == [0]
 
 
+def test_a_forked_child_runs_its_statements(db_path: Path) -> None:
+    """The main thread's statements run on one thread kept for them (dmdb.interrupt), which a forked
+    child has no copy of: the child starts its own, rather than hand its statements to none and wait
+    for ever. The parent goes on with its own."""
+    child = (
+        "import os, signal, dmdb\n"
+        f"db = dmdb.open({str(db_path)!r})\n"
+        "print(db.sql('SELECT 41 + 1 AS x')['x'][0], flush=True)\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    signal.alarm(30)  # a child that hangs ends, not left behind\n"
+        "    print(dmdb.open(':memory:').sql('SELECT 7 AS x')['x'][0], flush=True)\n"
+        "    os._exit(0)\n"
+        "os.waitpid(pid, 0)\n"
+        "print(db.experiments().height)\n"
+    )
+    run = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=60)
+    assert run.stdout.split() == ["42", "7", "0"], run.stderr
+
+
 def test_ctrl_c_as_begin_returns_leaves_no_transaction_open(db: dmdb.Database) -> None:
     """A KeyboardInterrupt that arrives while BEGIN runs is raised as it returns, outside the block
     that rolled back: the transaction stayed open, so a notebook's next record_batch failed with
