@@ -45,7 +45,8 @@ def set_examples(
             con.register(name, pa.table(cols))
             execute(con, f"DELETE FROM {table} WHERE experiment = ?", [exp.name])
             execute(
-                con, f"""INSERT INTO {table} (experiment, idx, label, source_id, text, image, image_shape, image_dtype)
+                con,
+                f"""INSERT INTO {table} (experiment, idx, label, source_id, text, image, image_shape, image_dtype)
                     SELECT ?, idx, label, source_id, text, image, image_shape, image_dtype FROM {name}""",
                 [exp.name],
             )
@@ -106,7 +107,8 @@ def image(exp: "Experiment", kind: str, idx: int) -> np.ndarray | None:
         what = "train example" if kind == "train" else "target"
         raise BadInputError(f"experiment {exp.name!r} has no {what} {idx} (it has {what}s 0-{n - 1})")
     table = TABLES[kind]
-    rows = fetchall(exp.db.con,
+    rows = fetchall(
+        exp.db.con,
         f"SELECT image, image_shape, image_dtype FROM {table} WHERE experiment = ? AND idx = ?", [exp.name, idx]
     )
     row = rows[0] if rows else None

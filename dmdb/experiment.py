@@ -72,7 +72,8 @@ class Experiment:
         n_runs = as_int(n_runs, "n_runs", 1)
         seed = as_int(seed, "seed", 0)  # numpy's generators take no negative seed
         con = self.db.con
-        rows = fetchall(con,
+        rows = fetchall(
+            con,
             "SELECT first_run_id, n_runs FROM plans WHERE experiment = ? AND role = ? AND seed = ?",
             [self.name, role, seed],
         )
@@ -88,7 +89,8 @@ class Experiment:
         with transaction(con):
             first = self.fresh_run_ids(n_runs)
             execute(
-                con, "INSERT INTO plans (experiment, role, seed, first_run_id, n_runs) VALUES (?, ?, ?, ?, ?)",
+                con,
+                "INSERT INTO plans (experiment, role, seed, first_run_id, n_runs) VALUES (?, ?, ?, ?, ?)",
                 [self.name, role, seed, first, n_runs],
             )
         return self._plan(role, seed, int(first), n_runs)
@@ -96,7 +98,8 @@ class Experiment:
     def next_run_id(self) -> int:
         """The first run id after every planned (seeded plans and plan_counterfactuals) and recorded one:
         where a new plan, or runs recorded outside any plan, can start without clashing."""
-        return int(fetchall(self.db.con,
+        return int(fetchall(
+            self.db.con,
             """SELECT greatest(
                    (SELECT coalesce(max(first_run_id::HUGEINT + n_runs), 0) FROM plans WHERE experiment = $1),
                    (SELECT coalesce(max(run_id)::HUGEINT + 1, 0) FROM planned_counterfactuals WHERE experiment = $1),
@@ -119,7 +122,8 @@ class Experiment:
         return Plan(self.name, role, int(seed), int(first), int(n_runs), self.n_train, self.alpha, self.sampling)
 
     def plans(self) -> list[Plan]:
-        rows = fetchall(self.db.con,
+        rows = fetchall(
+            self.db.con,
             "SELECT role, seed, first_run_id, n_runs FROM plans WHERE experiment = ? ORDER BY first_run_id",
             [self.name],
         )
@@ -350,7 +354,8 @@ def create_experiment(
         raise DmdbError(f"experiment {name!r} exists with other settings ({have}): asked for {differ}; exist_ok (--exist-ok) only "
                         "reuses an identical experiment, so pick another name or ask for its settings")
     execute(
-        db.con, "INSERT INTO experiments (name, n_train, n_targets, alpha, sampling, config) VALUES (?, ?, ?, ?, ?, ?)",
+        db.con,
+        "INSERT INTO experiments (name, n_train, n_targets, alpha, sampling, config) VALUES (?, ?, ?, ?, ?, ?)",
         [name, int(n_train), int(n_targets), float(alpha), sampling, config_json],
     )
     return db.experiment(name)

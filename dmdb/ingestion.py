@@ -167,7 +167,8 @@ def _write(shards: list[_Shard], report: IngestReport, bad: Callable[[str, Path,
 
     def mark(con: duckdb.DuckDBPyConnection) -> None:
         execute(
-            con, "INSERT INTO ingested_shards (name, experiment, n_runs, bytes) "
+            con,
+            "INSERT INTO ingested_shards (name, experiment, n_runs, bytes) "
             "SELECT unnest(?::VARCHAR[]), ?, unnest(?::INTEGER[]), unnest(?::BIGINT[])",
             [[s.name for s in shards], target.exp.name, [len(s.batch) for s in shards],
              [s.path.stat().st_size for s in shards]],

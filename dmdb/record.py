@@ -137,7 +137,8 @@ def _check_against_counterfactual_plans(exp: "Experiment", batch: RunBatch) -> N
     set minus info's removed list, the planned seed and info (what verification and re-planning read)."""
     if len(batch) == 0:
         return
-    rows = fetchall(exp.db.con,
+    rows = fetchall(
+        exp.db.con,
         """SELECT run_id, seed, info FROM planned_counterfactuals
            WHERE experiment = ? AND run_id BETWEEN ? AND ? AND run_id IN (SELECT unnest(?::BIGINT[]))""",
         [exp.name, int(batch.run_ids.min()), int(batch.run_ids.max()), batch.run_ids.tolist()],

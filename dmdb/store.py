@@ -92,7 +92,8 @@ class Database:
     def experiment(self, name: str) -> "Experiment":
         from .experiment import Experiment
 
-        rows = fetchall(self.con,
+        rows = fetchall(
+            self.con,
             "SELECT name, n_train, n_targets, alpha, sampling, config FROM experiments WHERE name = ?", [name]
         )
         row = rows[0] if rows else None

@@ -108,7 +108,8 @@ def _store(db: "Database", fit_id: int, tables: dict[str, pa.Table], run_row: li
                 cols = ", ".join(tbl.column_names)
                 execute(con, f"INSERT INTO {t} ({cols}) SELECT {cols} FROM {names[t]}")
             execute(
-                con, "INSERT INTO embedding_runs (fit_id, n_components, n_clusters, seed, method, seconds) VALUES (?, ?, ?, ?, ?, ?)",
+                con,
+                "INSERT INTO embedding_runs (fit_id, n_components, n_clusters, seed, method, seconds) VALUES (?, ?, ?, ?, ?, ?)",
                 run_row,
             )
     finally:

@@ -17,7 +17,8 @@ def labels_of(db: "Database", experiment: str, table: str, idx: np.ndarray) -> l
     assert table in ("targets", "train_examples")
     if len(idx) == 0:
         return []
-    rows = fetchall(db.con,
+    rows = fetchall(
+        db.con,
         f"SELECT idx, label FROM {table} WHERE experiment = ? AND idx IN (SELECT unnest(?))",
         [experiment, [int(i) for i in idx]],
     )

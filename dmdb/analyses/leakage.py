@@ -97,7 +97,8 @@ def pixel_distance(a: np.ndarray | None, b: np.ndarray | None) -> tuple[float | 
 
 def _images(db: "Database", experiment: str, table: str, idx: list[int]) -> dict[int, np.ndarray]:
     assert table in ("targets", "train_examples")
-    rows = fetchall(db.con,
+    rows = fetchall(
+        db.con,
         f"SELECT idx, image, image_shape, image_dtype FROM {table} "
         "WHERE experiment = ? AND image IS NOT NULL AND idx IN (SELECT unnest(?))",
         [experiment, sorted(set(int(i) for i in idx))],

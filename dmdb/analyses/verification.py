@@ -80,7 +80,8 @@ def counterfactual_runs(db: "Database", fit: int | None = None, *, margin_of: in
 def full_set_margins(db: "Database", fit: int | None = None) -> np.ndarray | None:
     """Every target's mean margin over the fit's baseline runs (full train set); None before any is recorded."""
     info = resolve_fit(db, fit)
-    rows = fetchall(db.con,
+    rows = fetchall(
+        db.con,
         """SELECT margins FROM runs WHERE experiment = ? AND role = 'counterfactual'
            AND (info->>'fit_id')::INTEGER = ? AND info->>'purpose' = 'baseline'""",
         [info.experiment, info.fit_id],
@@ -195,7 +196,8 @@ def plan_counterfactuals(
         with transaction(db.con):
             ids[new] = exp.fresh_run_ids(new.size) + np.arange(new.size)
             execute(
-                db.con, """INSERT INTO planned_counterfactuals (experiment, run_id, seed, info)
+                db.con,
+                """INSERT INTO planned_counterfactuals (experiment, run_id, seed, info)
                    SELECT ?, unnest(?::BIGINT[]), unnest(?::BIGINT[]), unnest(?::VARCHAR[])::JSON""",
                 [exp.name, ids[new].tolist(), [run_seeds[i] for i in new], [json.dumps(infos[i]) for i in new]],
             )
@@ -215,7 +217,8 @@ def _key(run: dict[str, Any]) -> tuple[Any, ...]:
 
 def _planned_ids(db: "Database", experiment: str, fit_id: int) -> dict[tuple[Any, ...], int]:
     """The run ids plan_counterfactuals gave this fit's runs that are not recorded yet, by `_key`."""
-    rows = fetchall(db.con,
+    rows = fetchall(
+        db.con,
         """SELECT run_id, seed, info FROM planned_counterfactuals p
            WHERE experiment = ? AND (info->>'fit_id')::INTEGER = ?
              AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.experiment = p.experiment AND r.run_id = p.run_id)""",
@@ -277,9 +280,13 @@ def _correlations(pred: pl.Series, actual: pl.Series) -> tuple[float | None, flo
 def planning_fits(db: "Database", experiment: str) -> list[int]:
     """The fits whose counterfactual runs are recorded in the experiment, ascending: the `runs_of`
     that `verification` and `compare_verifications` accept."""
-    return [r[0] for r in fetchall(db.con,
+    rows = fetchall(
+        db.con,
         """SELECT DISTINCT (info->>'fit_id')::INTEGER AS f FROM runs
-           WHERE experiment = ? AND role = 'counterfactual' AND f IS NOT NULL ORDER BY f""", [experiment])]
+           WHERE experiment = ? AND role = 'counterfactual' AND f IS NOT NULL ORDER BY f""",
+        [experiment],
+    )
+    return [r[0] for r in rows]
 
 
 def _checked_fits(db: "Database", info: FitInfo) -> str:

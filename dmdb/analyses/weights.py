@@ -133,7 +133,8 @@ def resolve_fit(db: "Database", fit: int | None) -> FitInfo:
         fit = int(fit)
     except (TypeError, ValueError) as e:
         raise BadInputError(f"fit must be an integer fit id, got {fit!r}") from e
-    rows = fetchall(con,
+    rows = fetchall(
+        con,
         "SELECT f.fit_id, f.experiment, f.estimator, e.n_train FROM fits f "
         "LEFT JOIN experiments e ON e.name = f.experiment WHERE f.fit_id = ?",
         [fit],
@@ -154,7 +155,8 @@ _LOCK = threading.Lock()
 
 
 def _stamp(db: "Database", fit_id: int) -> tuple[Any, ...]:
-    return fetchall(db.con,
+    return fetchall(
+        db.con,
         "SELECT (SELECT created_at FROM fits WHERE fit_id = $1), count(*), sum(nnz), sum(bias) "
         "FROM fit_targets WHERE fit_id = $1",
         [fit_id],

@@ -23,7 +23,8 @@ class Fit:
 
     def __init__(self, db: "Database", fit_id: int | None = None) -> None:
         info = resolve_fit(db, fit_id)
-        row = fetchall(db.con,
+        row = fetchall(
+            db.con,
             "SELECT config, lds, n_fit_runs, n_val_runs, n_holdout_runs, device, seconds FROM fits WHERE fit_id = ?",
             [info.fit_id],
         )[0]

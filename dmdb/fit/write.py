@@ -85,7 +85,8 @@ def write_fit(db: "Database", rec: FitRecord) -> int:
     try:
         with transaction(con):
             fit_id = int(
-                fetchall(con,
+                fetchall(
+                    con,
                     """INSERT INTO fits (experiment, estimator, config, runs_where, targets_where, n_fit_runs,
                                          n_val_runs, n_holdout_runs, device, seconds, lds)
                        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING fit_id""",
@@ -122,7 +123,8 @@ def write_fit(db: "Database", rec: FitRecord) -> int:
             }))
             for p in rec.curve:
                 execute(
-                    con, "INSERT INTO fit_curve (fit_id, n_fit_runs, fraction, lds, mean_val_r2, seconds) VALUES (?, ?, ?, ?, ?, ?)",
+                    con,
+                    "INSERT INTO fit_curve (fit_id, n_fit_runs, fraction, lds, mean_val_r2, seconds) VALUES (?, ?, ?, ?, ?, ?)",
                     [fit_id, p.n_fit_runs, p.fraction, p.lds, p.mean_val_r2, p.seconds],
                 )
     finally:
