@@ -58,11 +58,11 @@ _BLOCK_BYTES = 32 << 20
 
 def read_arrays(
     exp: "Experiment", columns: Sequence[str], role: str | Sequence[str] | None, runs: RunSelection,
-    packed: bool = False,
+    packed: bool = False, targets: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """run_id and the chosen ARRAY_COLUMNS ("mask": bool (runs, n_train), or PackedMasks when
-    `packed`; "margins": float32 (runs, n_targets)) of the selected runs, in run id order, from
-    one pass over the table.
+    `packed`; "margins": float32 (runs, n_targets), or only the columns of `targets`, taken block by
+    block) of the selected runs, in run id order, from one pass over the table.
 
     A first query lists the run ids, which sizes the outputs and gives each run its row; the rows
     are then streamed in blocks of about _BLOCK_BYTES and unpacked (or, `packed`, copied) straight
@@ -81,15 +81,16 @@ def read_arrays(
         out["mask"] = np.empty((ids.size, (exp.n_train + 7) // 8 if packed else exp.n_train),
                                dtype=np.uint8 if packed else bool)
     if "margins" in columns:
-        out["margins"] = np.empty((ids.size, exp.n_targets), dtype=np.float32)
+        out["margins"] = np.empty((ids.size, exp.n_targets if targets is None else targets.size), dtype=np.float32)
     if ids.size and len(out) > 1:
-        _read_rows(exp, out, where, params, packed)
+        _read_rows(exp, out, where, params, packed, targets)
     if packed and "mask" in out:
         out["mask"] = PackedMasks(out["mask"], exp.n_train)
     return out
 
 
-def _read_rows(exp: "Experiment", out: dict[str, np.ndarray], where: str, params: list[Any], packed: bool) -> None:
+def _read_rows(exp: "Experiment", out: dict[str, np.ndarray], where: str, params: list[Any], packed: bool,
+               targets: np.ndarray | None) -> None:
     """Stream the selected rows into the outputs that read_arrays sized."""
     select = ["run_id"]
     if "mask" in out:
@@ -104,7 +105,7 @@ def _read_rows(exp: "Experiment", out: dict[str, np.ndarray], where: str, params
     block_rows = max(1, _BLOCK_BYTES // row_bytes)
     try:
         with arrow_reader(con, f"SELECT {cols} FROM runs WHERE {where}", params, block_rows) as reader:
-            filled = _fill(out, interruptible_batches(con, reader), exp, packed)
+            filled = _fill(out, interruptible_batches(con, reader), exp, packed, targets)
     except duckdb.ConversionException as e:
         raise DmdbError(
             f"a run of experiment {exp.name!r} has a margins list whose length is not n_targets = {exp.n_targets} "
@@ -114,7 +115,8 @@ def _read_rows(exp: "Experiment", out: dict[str, np.ndarray], where: str, params
         raise _changed_while_reading(exp)
 
 
-def _fill(out: dict[str, np.ndarray], batches: Iterator[pa.RecordBatch], exp: "Experiment", packed: bool) -> int:
+def _fill(out: dict[str, np.ndarray], batches: Iterator[pa.RecordBatch], exp: "Experiment", packed: bool,
+          targets: np.ndarray | None) -> int:
     """Place every streamed row at its run id's row of the outputs; returns how many rows came.
 
     A block that holds the whole result in order (the common small read) becomes the output
@@ -139,6 +141,8 @@ def _fill(out: dict[str, np.ndarray], batches: Iterator[pa.RecordBatch], exp: "E
                 unpack_into(out["mask"], rows, bits)
         if "margins" in out:
             y = margins_from_arrow(batch.column("margins"), exp.n_targets)
+            if targets is not None:
+                y = y[:, targets]
             if whole:
                 out["margins"] = y
             else:

@@ -228,8 +228,11 @@ def test_where_and_targets_select_in_sql(db: dmdb.Database) -> None:
         exp.fit("diff-means", targets="SELECT 1 AS t")
 
 
-def test_fit_reads_margins_of_the_selected_targets_without_copying_all(db: dmdb.Database) -> None:
-    from dmdb.fit.runner import _columns, read_data
+def test_fit_reads_margins_of_the_selected_targets_without_copying_all(db: dmdb.Database,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from dmdb import readback
+    from dmdb.fit import runner
+    from dmdb.fit.runner import read_data
     from dmdb.fit.selection import select
 
     exp = db.experiment("syn")
@@ -239,10 +242,27 @@ def test_fit_reads_margins_of_the_selected_targets_without_copying_all(db: dmdb.
     # masks are held packed, 8 examples a byte, and unpack to the same rows
     assert every.X.packed.nbytes == X.shape[0] * ((X.shape[1] + 7) // 8)
     np.testing.assert_array_equal(every.X[:], X)
-    assert _columns(Y, np.arange(T)) is Y  # all targets in order: no copy
+    read: list[tuple[object, tuple[int, ...]]] = []
+    real = runner.read_arrays
+
+    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
+        got = real(*args, **kwargs)
+        read.append((kwargs["targets"], got["margins"].shape))
+        return got
+
+    monkeypatch.setattr(runner, "read_arrays", spy)
+    read_data(exp, select(exp, None, None, 0.2, 0))
+    assert [t for t, _ in read] == [None, None]  # all targets in order: read as they are, no column copy
     few = read_data(exp, select(exp, None, [5, 1], 0.2, 0))
     np.testing.assert_array_equal(few.Y, Y[:, [1, 5]])
     np.testing.assert_array_equal(few.Y_holdout, every.Y_holdout[:, [1, 5]])
+    # the two targets' columns only are kept as the blocks stream in: never all T margins of the runs
+    assert [(list(t), shape) for t, shape in read[2:]] == [([1, 5], (every.ids.size, 2)),  # type: ignore[call-overload]
+                                                          ([1, 5], (every.Y_holdout.shape[0], 2))]
+    monkeypatch.setattr(readback, "_BLOCK_BYTES", 200)  # 5 rows a block: columns taken from each block in place
+    blocks = read_data(exp, select(exp, None, [5, 1], 0.2, 0))
+    np.testing.assert_array_equal(blocks.Y, few.Y)
+    np.testing.assert_array_equal(blocks.Y_holdout, few.Y_holdout)
 
 
 def test_learning_curve_grows_with_runs(db: dmdb.Database) -> None:

@@ -12,6 +12,7 @@ import torch
 
 from ..errors import BadInputError, FitError
 from ..packing import PackedMasks
+from ..readback import ARRAY_COLUMNS, read_arrays
 from ..regress import SolverResult, predict, spearman_per_target
 from ..regress._inputs import Progress, resolve_device
 from ..regress.memory import out_of_memory_as_fit_error
@@ -45,9 +46,9 @@ def read_data(exp: "Experiment", sel: Selection) -> FitData:
         raise FitError("holdout_pool and fit_pool share runs; an LDS needs runs that no fit saw")
     ids = np.sort(np.concatenate([sel.fit, sel.val]))
     cols = sel.targets
-    X, Y = exp.masks_and_margins(runs=ids, packed=True)
-    X_holdout, Y_holdout = exp.masks_and_margins(runs=sel.holdout, packed=True)
-    data = FitData(ids=ids, X=X, Y=_columns(Y, cols), X_holdout=X_holdout, Y_holdout=_columns(Y_holdout, cols))
+    X, Y = _read(exp, ids, cols)
+    X_holdout, Y_holdout = _read(exp, sel.holdout, cols)
+    data = FitData(ids=ids, X=X, Y=Y, X_holdout=X_holdout, Y_holdout=Y_holdout)
     _check_finite(exp, ids, data.Y, cols, "fit", "leave them out with where= (CLI: --where)")
     _check_finite(exp, sel.holdout, data.Y_holdout, cols, "holdout", "leave them out of the holdout_pool view")
     return data
@@ -68,10 +69,13 @@ def _check_finite(exp: "Experiment", ids: np.ndarray, Y: np.ndarray, cols: np.nd
         )
 
 
-def _columns(Y: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """The chosen target columns; all of them in order is Y itself, not a copy (at 300,000 runs x
-    10,000 targets a copy would be another 12 GB)."""
-    return Y if np.array_equal(cols, np.arange(Y.shape[1])) else Y[:, cols]
+def _read(exp: "Experiment", run_ids: np.ndarray, cols: np.ndarray) -> tuple[PackedMasks, np.ndarray]:
+    """The runs' masks (packed) and their margins of the target columns `cols` only, taken block by
+    block as they are read: at 300,000 runs x 10,000 targets all margins are 12 GB, and fitting fewer
+    targets at a time is how a large study fits in memory. All columns in order are read as they are."""
+    every = np.array_equal(cols, np.arange(exp.n_targets))
+    got = read_arrays(exp, ARRAY_COLUMNS, None, run_ids, packed=True, targets=None if every else cols)
+    return got["mask"], got["margins"]
 
 
 _SCORE_BLOCK_BYTES = 1 << 28
