@@ -17,7 +17,19 @@ class UnknownExperimentError(DmdbError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
-class DuplicateRunError(DmdbError):
+class AdvisedError(DmdbError):
+    """An error told as two parts: `situation` says what is wrong, `advice` what to do, which a caller
+    that knows better can replace."""
+
+    def __init__(self, situation: str, advice: str) -> None:
+        super().__init__(situation, advice)  # both in args: it pickles (from a worker process) whole
+        self.situation, self.advice = situation, advice
+
+    def __str__(self) -> str:
+        return f"{self.situation}. {self.advice}"
+
+
+class DuplicateRunError(AdvisedError):
     """A run id was recorded before with different data."""
 
 
@@ -30,16 +42,9 @@ class SchemaVersionError(DmdbError):
     """The database was written by a dmdb with a schema this version does not know."""
 
 
-class DatabaseLockedError(DmdbError):
+class DatabaseLockedError(AdvisedError):
     """Another process holds the database file open for writing. `situation` says who holds it and
-    how; the message adds what to do, which a caller that knows better can replace."""
-
-    def __init__(self, situation: str, advice: str) -> None:
-        super().__init__(situation, advice)  # both in args: it pickles (from a worker process) whole
-        self.situation, self.advice = situation, advice
-
-    def __str__(self) -> str:
-        return f"{self.situation}. {self.advice}"
+    how, `advice` what to do."""
 
 
 class CorruptShardError(DmdbError):

@@ -14,7 +14,7 @@ import duckdb
 import pyarrow as pa
 
 from .batch import RunBatch, concat, make_batch
-from .errors import BadInputError, CorruptShardError, DmdbError, UnknownExperimentError
+from .errors import BadInputError, CorruptShardError, DmdbError, DuplicateRunError, UnknownExperimentError
 from .interrupt import execute, fetchall
 from .packing import margins_from_arrow, unpack_masks
 from .record import write_batch
@@ -178,7 +178,7 @@ def _write(shards: list[_Shard], report: IngestReport, bad: Callable[[str, Path,
         added = write_batch(target.exp, batch, also=mark, plans=target.plans)
     except DmdbError as e:
         if len(shards) == 1:
-            bad(shards[0].name, shards[0].path, e)
+            bad(shards[0].name, shards[0].path, _as_shard_error(e))
             return
         half = len(shards) // 2
         _write(shards[:half], report, bad)
@@ -187,6 +187,14 @@ def _write(shards: list[_Shard], report: IngestReport, bad: Callable[[str, Path,
     report.files_ingested += len(shards)
     report.runs_added += added
     report.runs_already_present += len(batch) - added
+
+
+def _as_shard_error(e: DmdbError) -> DmdbError:
+    """A clash told as what happened to the shard: record_batch's advice (nothing of the batch was
+    written, use another run id) is wrong for an ingest, which writes the other shards."""
+    if isinstance(e, DuplicateRunError):
+        return DuplicateRunError(e.situation, "This shard was skipped; the run as recorded before is kept.")
+    return e
 
 
 def _read(db: "Database", path: Path, name: str, targets: dict[str, _Target]) -> _Shard:

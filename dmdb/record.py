@@ -102,9 +102,8 @@ def _drop_identical_existing(exp: "Experiment", batch: RunBatch) -> RunBatch:
             what.append("different margins")
         if what:
             raise DuplicateRunError(
-                f"run {int(rid)} of experiment {exp.name!r} was already recorded with other data "
-                f"({', '.join(what)}); nothing of this batch was written. Use a new run id, or "
-                "delete the old run first if it was wrong."
+                f"run {int(rid)} of experiment {exp.name!r} was already recorded with other data ({', '.join(what)})",
+                "Nothing of this batch was written; use a new run id, or delete the old run first if it was wrong.",
             )
     keep = np.flatnonzero(~np.isin(batch.run_ids, old_ids))
     return batch.take(keep)

@@ -144,6 +144,23 @@ def test_bad_shards_are_reported_and_skipped(exp: dmdb.Experiment, db: dmdb.Data
     assert db.sql("SELECT name FROM ingested_shards")["name"].to_list() == [good.name]
 
 
+def test_a_conflicting_shard_is_reported_as_skipped_not_as_a_batch_written_in_full(exp: dmdb.Experiment,
+                                                                                   tmp_path: Path) -> None:
+    """record_batch's advice for a clash (nothing of the batch was written, use another run id) is
+    false of an ingest, which writes the other shards: the report says what became of the shard."""
+    masks, margins = random_runs(3, 37, 5)
+    exp.record_batch([1], masks[1:2], margins[1:2])
+    _one_run_shards(tmp_path, masks, np.vstack([margins[0], margins[1] + 1, margins[2]]), range(3))
+    report = ingest(exp.db, tmp_path)
+    (why,) = dict(report.bad).values()
+    assert why == ("run 1 of experiment 'small' was already recorded with other data (different margins). "
+                   "This shard was skipped; the run as recorded before is kept.")
+    assert (report.files_ingested, report.runs_added) == (2, 2)
+    np.testing.assert_array_equal(exp.margins(), margins)
+    with pytest.raises(dmdb.DuplicateRunError, match=r"\(different margins\)\. Nothing of this batch was written"):
+        exp.record_batch([2], masks[2:3], margins[2:3] + 1)
+
+
 def test_write_shard_validates_before_writing(tmp_path: Path) -> None:
     masks, margins = random_runs(2, 37, 5)
     with pytest.raises(dmdb.BadInputError, match="NaN"):
