@@ -18,7 +18,7 @@ from .plan import SAMPLING, Plan, PlannedRun, fixed_size
 from .readback import RunSelection
 from .record import write_batch
 from .transaction import transaction
-from .validate import INT64_MAX, as_array, as_int, as_real, as_role
+from .validate import INT64_MAX, as_array, as_int, as_real, as_role, as_run_margins
 
 
 if TYPE_CHECKING:
@@ -119,7 +119,8 @@ class Experiment:
         return first
 
     def _plan(self, role: str, seed: int, first: int, n_runs: int) -> Plan:
-        return Plan(self.name, role, int(seed), int(first), int(n_runs), self.n_train, self.alpha, self.sampling)
+        return Plan(self.name, role, int(seed), int(first), int(n_runs), self.n_train, self.alpha, self.sampling,
+                    self.n_targets)
 
     def plans(self) -> list[Plan]:
         rows = fetchall(
@@ -174,15 +175,11 @@ class Experiment:
             run_id = run
             if mask is None or role is None:
                 raise BadInputError("recording by run id needs mask= and role=; or pass the PlannedRun")
-        y = as_array(margins, "margins")
+        y = as_run_margins(margins, self.n_targets)
         m = as_array(mask, "mask")
-        if y.ndim != 1:
-            raise BadInputError(f"margins of one run must be 1-D (one per target), got shape {y.shape}")
         if m.ndim != 1:
             raise BadInputError(f"the mask of one run must be 1-D (one per train example), got shape {m.shape}")
-        # the lengths here, in one run's terms: record_batch would report shape (1, 31) for 31 margins
-        if y.size != self.n_targets:
-            raise BadInputError(f"margins of one run must hold one value per target ({self.n_targets}), got {y.size}")
+        # the length here, in one run's terms: record_batch would report shape (1, 31) for 31 values
         if m.size != self.n_train:
             raise BadInputError(f"the mask of one run must hold one value per train example ({self.n_train}), got {m.size}")
         return (

@@ -53,6 +53,8 @@ class PlannedRun:
     mask: np.ndarray
     seed: int
     experiment: str
+    n_targets: int | None = None
+    """How many margins the run returns (one per target); None in a plan from a dict without it."""
 
     @property
     def indices(self) -> np.ndarray:
@@ -77,6 +79,8 @@ class Plan:
     n_train: int
     alpha: float
     sampling: str
+    n_targets: int | None = None
+    """The experiment's targets, so that a worker's write_run checks margins; None from an older dict."""
 
     @property
     def run_ids(self) -> range:
@@ -88,7 +92,8 @@ class Plan:
         mask, train_seed = sample_mask(
             self.n_train, self.alpha, self.sampling, self.seed, self.role, run_id - self.first_run_id
         )
-        return PlannedRun(run_id=run_id, role=self.role, mask=mask, seed=train_seed, experiment=self.experiment)
+        return PlannedRun(run_id=run_id, role=self.role, mask=mask, seed=train_seed, experiment=self.experiment,
+                          n_targets=self.n_targets)
 
     def __iter__(self) -> Iterator[PlannedRun]:
         return (self.run(r) for r in self.run_ids)

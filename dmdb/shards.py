@@ -24,7 +24,7 @@ from .batch import batch_table, make_batch
 from .errors import BadInputError, CorruptShardError
 from .files import replaced, temporary
 from .plan import PlannedRun
-from .validate import as_array
+from .validate import as_array, as_run_margins
 
 SHARD_VERSION = "1"
 _META = b"dmdb"
@@ -85,9 +85,7 @@ def write_run(
     if not isinstance(run, PlannedRun):
         raise BadInputError(f"run must be a PlannedRun (from a plan: plan.run(run_id) or exp.pending(...)), got {run!r}")
     run.require_experiment(experiment)
-    y = as_array(margins, "margins")
-    if y.ndim != 1:
-        raise BadInputError(f"margins of one run must be 1-D (one per target), got shape {y.shape}")
+    y = as_run_margins(margins, run.n_targets)  # here, not at ingest after every run has trained
     return write_shard(
         directory, experiment, [run.run_id], run.mask[None, :], y[None, :],
         role=run.role, seeds=[run.seed], worker=worker, durations=None if duration_s is None else [duration_s],

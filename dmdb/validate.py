@@ -28,6 +28,17 @@ def as_array(values: Any, what: str) -> np.ndarray:
         raise BadInputError(f"{what} must be a rectangular array of numbers: {e}") from e
 
 
+def as_run_margins(margins: Any, n_targets: int | None) -> np.ndarray:
+    """One run's margins: 1-D and, where n_targets is known, one per target. Told in one run's terms
+    (the batch check as_margins runs later would report shape (1, 31) for 31 margins)."""
+    y = as_array(margins, "margins")
+    if y.ndim != 1:
+        raise BadInputError(f"margins of one run must be 1-D (one per target), got shape {y.shape}")
+    if n_targets is not None and y.size != n_targets:
+        raise BadInputError(f"margins of one run must hold one value per target ({n_targets}), got {y.size}")
+    return y
+
+
 def as_run_ids(run_ids: Any) -> np.ndarray:
     ids = as_array(run_ids, "run ids")
     if ids.ndim != 1:

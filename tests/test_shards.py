@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 from pathlib import Path
 
@@ -159,6 +160,22 @@ def test_a_conflicting_shard_is_reported_as_skipped_not_as_a_batch_written_in_fu
     np.testing.assert_array_equal(exp.margins(), margins)
     with pytest.raises(dmdb.DuplicateRunError, match=r"\(different margins\)\. Nothing of this batch was written"):
         exp.record_batch([2], masks[2:3], margins[2:3] + 1)
+
+
+def test_write_run_checks_the_margins_against_the_plans_targets(exp: dmdb.Experiment, tmp_path: Path) -> None:
+    """A worker's wrong margin count is refused by write_run, not found at ingest once every run has
+    trained; a plan carried as JSON (to_dict, from_dict) keeps the check, and an older plan dict
+    without n_targets still loads."""
+    plan_dict = json.loads(json.dumps(exp.plan(2, seed=1).to_dict()))
+    run = Plan.from_dict(plan_dict).run(plan_dict["first_run_id"])
+    shards = tmp_path / "shards"
+    with pytest.raises(dmdb.BadInputError, match=r"^margins of one run must hold one value per target \(5\), got 4$"):
+        write_run(shards, "small", run, np.zeros(4))
+    assert not shards.exists()
+    write_run(shards, "small", run, np.arange(5))
+    older = Plan.from_dict({k: v for k, v in plan_dict.items() if k != "n_targets"})
+    assert older.n_targets is None and np.array_equal(older.run(run.run_id).mask, run.mask)
+    assert (ingest(exp.db, shards).runs_added, exp.margins().tolist()) == (1, [[0.0, 1.0, 2.0, 3.0, 4.0]])
 
 
 def test_write_shard_validates_before_writing(tmp_path: Path) -> None:

@@ -73,7 +73,8 @@ class Job:
         return cls(plan=plan, n_targets=exp.n_targets, config=dict(exp.config))
 
     def to_json(self) -> str:
-        return json.dumps({"dmdb_plan_file": PLAN_FILE_VERSION, "plan": self.plan.to_dict(),
+        plan = {k: v for k, v in self.plan.to_dict().items() if k != "n_targets"}  # once, at the top, as before
+        return json.dumps({"dmdb_plan_file": PLAN_FILE_VERSION, "plan": plan,
                            "n_targets": self.n_targets, "config": self.config}, indent=1)
 
     @classmethod
@@ -85,7 +86,8 @@ class Job:
             if d.get("dmdb_plan_file") != PLAN_FILE_VERSION:
                 raise BadInputError(f"plan file version {d.get('dmdb_plan_file')!r}, expected {PLAN_FILE_VERSION}")
             _check_plan_fields(d)
-            return cls(plan=Plan.from_dict(d["plan"]), n_targets=d["n_targets"], config=d["config"])
+            plan = Plan.from_dict({**d["plan"], "n_targets": d["n_targets"]})
+            return cls(plan=plan, n_targets=d["n_targets"], config=d["config"])
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise BadInputError(f"not a dmdb plan file (write one with `dmdb plan`): {e}") from e
 
