@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn, Sequence
 
 import duckdb
 import polars as pl
@@ -43,6 +43,16 @@ class Database:
     def __repr__(self) -> str:
         mode = "read-only" if self.read_only else "read-write"
         return f"<dmdb.Database {self.path!r} ({mode})>"
+
+    def __reduce__(self) -> NoReturn:
+        # what a multiprocessing pool handed an Experiment or Fit meets; pickle's own TypeError named
+        # only a DuckDBPyConnection, not what to give the workers instead
+        raise TypeError(
+            f"a dmdb Database (or an Experiment or Fit of it) does not pickle into another process: it holds "
+            f"{self.path} open, and DuckDB lets one process write the file. Give workers the plan or its runs "
+            "(they pickle) and record the margins they return here, or have them write shards "
+            "(dmdb.shards.write_run) for one `dmdb ingest`"
+        )
 
     # -- queries ---------------------------------------------------------------------------
     def sql(self, query: str, params: Sequence[Any] | dict[str, Any] | None = None) -> pl.DataFrame:

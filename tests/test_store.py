@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 import subprocess
 import sys
 import time
@@ -320,6 +321,18 @@ def test_open_in_another_mode_in_the_same_process_says_so(db_path: Path) -> None
                 assert same.sql("SELECT count(*) AS n FROM experiments")["n"][0] == 0
         with dmdb.open(db_path, read_only=then) as db:  # closed: the other mode opens
             assert db.read_only is then
+
+
+def test_an_experiment_handed_to_a_process_pool_says_what_to_hand_instead(exp: dmdb.Experiment) -> None:
+    """pool.map(partial(train_and_record, exp), runs) pickles the experiment: pickle's own error named
+    only a DuckDBPyConnection. The plan and its runs, what to hand instead, pickle."""
+    for obj in (exp, exp.db):
+        with pytest.raises(TypeError, match=rf"does not pickle into another process: it holds {re.escape(exp.db.path)} open.*"
+                                            r"Give workers the plan or its runs"):
+            pickle.dumps(obj)
+    plan = exp.plan(3, seed=0)
+    assert pickle.loads(pickle.dumps(plan)) == plan
+    assert np.array_equal(pickle.loads(pickle.dumps(plan.run(1))).mask, plan.run(1).mask)
 
 
 def test_sql_errors_are_dmdb_errors(db: dmdb.Database) -> None:
