@@ -80,10 +80,7 @@ class Experiment:
         row = rows[0] if rows else None
         if row is not None:
             if row[1] != n_runs:
-                raise BadInputError(
-                    f"a {role!r} plan with seed {seed} already exists with {row[1]} runs (asked for {n_runs}); "
-                    "plan more runs under another seed"
-                )
+                raise BadInputError(self._resize_refusal(role, seed, row[1], n_runs))
             return self._plan(role, seed, row[0], n_runs)
         self.db.require_writable()
         with transaction(con):
@@ -94,6 +91,18 @@ class Experiment:
                 [self.name, role, seed, first, n_runs],
             )
         return self._plan(role, seed, int(first), n_runs)
+
+    def _resize_refusal(self, role: str, seed: int, has: int, asked: int) -> str:
+        """Why a stored plan keeps its size, and the call that gets what was meant: asking for 400 runs
+        under a new seed next to 240 would plan 640 in all."""
+        used = {p.seed for p in self.plans() if p.role == role}
+        free = min(set(range(len(used) + 1)) - used)
+        head = (f"a {role!r} plan with seed {seed} already exists with {has} runs (asked for {asked}); "
+                "a plan keeps its size")
+        if asked > has:
+            more = asked - has
+            return f"{head}: for {more} more, plan {more} runs under a seed not used yet (seed {free} is free)"
+        return f"{head}: ask for {has} runs to get it again"
 
     def next_run_id(self) -> int:
         """The first run id after every planned (seeded plans and plan_counterfactuals) and recorded one:

@@ -54,6 +54,21 @@ def test_plan_is_idempotent_and_allocates_fresh_ids(exp: dmdb.Experiment) -> Non
     assert len(exp.plans()) == 2
 
 
+def test_a_plan_asked_for_at_another_size_says_what_to_ask_instead(exp: dmdb.Experiment) -> None:
+    """'plan more runs under another seed' read as: ask for the new total under a new seed, which plans
+    the old and the new size together (240 + 400 where 400 in all were meant)."""
+    exp.plan(10, seed=0)
+    exp.plan(3, seed=1)
+    exp.plan(3, seed=2, role="holdout")
+    with pytest.raises(dmdb.BadInputError, match=r"^a 'fit' plan with seed 0 already exists with 10 runs \(asked for "
+                                                 r"12\); a plan keeps its size: for 2 more, plan 2 runs under a seed "
+                                                 r"not used yet \(seed 2 is free\)$"):
+        exp.plan(12, seed=0)
+    with pytest.raises(dmdb.BadInputError, match=r"with 10 runs \(asked for 4\); a plan keeps its size: ask for 10 runs"):
+        exp.plan(4, seed=0)
+    assert exp.plan(2, seed=2).run_ids == range(16, 18)
+
+
 def test_missing_and_pending(exp: dmdb.Experiment) -> None:
     p = exp.plan(6, seed=1)
     h = exp.plan(2, seed=1, role="holdout")
