@@ -120,13 +120,11 @@ def _check_against_plans(exp: "Experiment", batch: RunBatch, plans: Sequence["Pl
             rid = int(batch.run_ids[i])
             planned = plan.run(rid)
             if batch.roles[i] != planned.role:
-                raise BadInputError(
-                    f"run {rid} is planned with role {planned.role!r}, but was recorded as {batch.roles[i]!r}"
-                )
+                raise BadInputError(f"run {rid} is planned with role {planned.role!r}, not {batch.roles[i]!r}")
             if not np.array_equal(batch.masks[i], planned.mask):
                 raise BadInputError(
-                    f"run {rid} is planned (role {plan.role!r}, seed {plan.seed}) with another mask than "
-                    "the one given: record the planned run's mask (run.mask from exp.plan(...))"
+                    f"run {rid} is planned (by exp.plan(..., seed={plan.seed}, role={plan.role!r})) with another "
+                    "mask than the one given: record the planned run's mask (run.mask)"
                 )
 
 
