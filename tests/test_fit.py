@@ -692,7 +692,8 @@ def test_python_fit_warns_about_unconverged_targets(db: dmdb.Database) -> None:
 
 def test_a_missing_lds_says_why(db: dmdb.Database, capsys: pytest.CaptureFixture[str]) -> None:
     """With 2 holdout runs `dmdb fit` printed 'LDS on 2 holdout runs: n/a (no holdout runs)', and the
-    same for holdout margins that are constant for every target; import-scores said only 'n/a'."""
+    same for holdout margins that are constant for every target; import-scores said only 'n/a'. Too
+    few holdout runs (the README's first three lines record fit runs only) says how to add them."""
     rng = np.random.default_rng(0)
     for name, n_holdout, flat in (("none", 0, False), ("two", 2, False), ("flat", 5, True)):
         exp = db.create_experiment(name, n_train=6, n_targets=2, alpha=0.5)
@@ -703,9 +704,10 @@ def test_a_missing_lds_says_why(db: dmdb.Database, capsys: pytest.CaptureFixture
                 Y = np.ones((n, 2)) if flat and role == "holdout" else M @ rng.normal(size=(6, 2))
                 exp.record_batch([r.run_id for r in runs], M, Y, role=role)
     fits = {name: db.experiment(name).fit("ridge") for name in ("none", "two", "flat")}
+    more = "record holdout runs (exp.plan(n, seed, role='holdout'), `dmdb collect --role holdout`) and fit again"
     assert {k: (f.lds, f.lds_missing) for k, f in fits.items()} == {
-        "none": (None, "no holdout runs"),
-        "two": (None, "2 holdout runs; a rank correlation needs at least 3"),
+        "none": (None, f"no holdout runs: {more}"),
+        "two": (None, f"2 holdout runs; a rank correlation needs at least 3: {more}"),
         "flat": (None, "every target's holdout margins are constant"),
     }
     assert fits["two"].targets()["holdout_spearman"].to_list() == [None, None]
@@ -714,7 +716,7 @@ def test_a_missing_lds_says_why(db: dmdb.Database, capsys: pytest.CaptureFixture
     path = db.path
     db.close()
     assert main(["fit", "two", "--db", path, "--estimator", "diff-means", "--quiet"]) == 0
-    assert "LDS on 2 holdout runs: n/a (2 holdout runs; a rank correlation needs at least 3)" in capsys.readouterr().err
+    assert f"LDS on 2 holdout runs: n/a (2 holdout runs; a rank correlation needs at least 3: {more})" in capsys.readouterr().err
     np.save(Path(path).parent / "s.npy", np.ones((6, 2)))
     assert main(["import-scores", "flat", str(Path(path).parent / "s.npy"), "--db", path]) == 0
     assert "LDS n/a (every target's holdout margins are constant)" in capsys.readouterr().err

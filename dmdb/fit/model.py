@@ -45,10 +45,12 @@ class Fit:
         if self.lds is not None:
             return None
         n = self.n_holdout_runs
+        more = ("record holdout runs (exp.plan(n, seed, role='holdout'), `dmdb collect --role holdout`) "
+                "and fit again")
         if n == 0:
-            return "no holdout runs"
+            return f"no holdout runs: {more}"
         if n < MIN_HOLDOUT_RUNS:
-            return f"{n} holdout run{'s' if n > 1 else ''}; a rank correlation needs at least {MIN_HOLDOUT_RUNS}"
+            return f"{n} holdout run{'s' if n > 1 else ''}; a rank correlation needs at least {MIN_HOLDOUT_RUNS}: {more}"
         return "every target's holdout margins are constant"
 
     @property
