@@ -103,7 +103,8 @@ def _drop_identical_existing(exp: "Experiment", batch: RunBatch) -> RunBatch:
         if what:
             raise DuplicateRunError(
                 f"run {int(rid)} of experiment {exp.name!r} was already recorded with other data ({', '.join(what)})",
-                "Nothing of this batch was written; use a new run id, or delete the old run first if it was wrong.",
+                "Nothing of this batch was written; use a new run id, or, if the recorded run was wrong, delete it "
+                f"first: db.sql('DELETE FROM runs WHERE experiment = ? AND run_id = ?', [{exp.name!r}, {int(rid)}])",
             )
     keep = np.flatnonzero(~np.isin(batch.run_ids, old_ids))
     return batch.take(keep)

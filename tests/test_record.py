@@ -181,6 +181,20 @@ def test_conflicting_duplicate_rolls_back_whole_batch(exp: dmdb.Experiment) -> N
     np.testing.assert_array_equal(exp.margins(), margins[3:4])
 
 
+def test_a_conflicting_duplicate_says_how_to_delete_the_recorded_run(exp: dmdb.Experiment) -> None:
+    """'delete the old run first' named no way to; the advice, run as given, lets the new data in."""
+    masks, margins = random_runs(2, 37, 5)
+    exp.record_batch([0, 1], masks, margins)
+    with pytest.raises(dmdb.DuplicateRunError) as e:
+        exp.record_batch([1], masks[1:2], margins[1:2] + 1)
+    advice = str(e.value).split("delete it first: ")[1]
+    assert advice == "db.sql('DELETE FROM runs WHERE experiment = ? AND run_id = ?', ['small', 1])"
+    eval(advice, {"db": exp.db})
+    assert exp.missing() == [] and exp.run_ids().tolist() == [0]
+    assert exp.record_batch([1], masks[1:2], margins[1:2] + 1) == 1
+    np.testing.assert_array_equal(exp.margins(), (margins + [[0], [1]]).astype(np.float32))
+
+
 def test_planned_runs_must_keep_their_mask_and_role(exp: dmdb.Experiment) -> None:
     plan = exp.plan(3, seed=0)
     run = plan.run(1)
