@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 
 from .batch import make_batch
-from .errors import BadInputError, DmdbError
+from .errors import BadInputError, DmdbError, DuplicateRunError
 from .interrupt import arrow_table
 from .record import check_batch
 from .validate import as_int
@@ -131,8 +131,15 @@ def _check_clashes(exp: "Experiment", masks: np.ndarray, margins: np.ndarray, do
     sel = done_rows[check]
     for start in range(0, len(sel), rows):
         ids = sel[start : start + rows]
-        check_batch(exp, make_batch(exp, first_run_id + ids, np.asarray(masks[ids]),
-                                    np.asarray(margins[ids], dtype=np.float32), role))
+        try:
+            check_batch(exp, make_batch(exp, first_run_id + ids, np.asarray(masks[ids]),
+                                        np.asarray(margins[ids], dtype=np.float32), role))
+        except DuplicateRunError as e:  # record_batch's advice: a store's rows cannot take other run ids one by one
+            raise DuplicateRunError(
+                e.situation,
+                f"Nothing was imported; a second store of the experiment (its holdout runs, say) takes --first-run-id "
+                f"(first_run_id= in Python) past the runs there are: {exp.next_run_id()} is free",
+            ) from e
 
 
 def _check_finite(margins: np.ndarray, done_rows: np.ndarray, rows: int) -> None:

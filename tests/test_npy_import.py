@@ -91,7 +91,11 @@ def test_a_holdout_store_joins_its_experiment_after_the_fit_ids(db: dmdb.Databas
     masks, margins, completed = make_store(tmp_path / "fit")
     h_masks, h_margins, h_completed = make_store(tmp_path / "holdout", m=20, seed=1)
     import_npy(db, tmp_path / "fit", "ref")
-    with pytest.raises(dmdb.DuplicateRunError, match=r"run \d+ of experiment 'ref' was already recorded with other data \(role 'fit' vs 'holdout'"):
+    free = int(np.flatnonzero(completed).max()) + 1  # the fit store's row i is run i
+    with pytest.raises(dmdb.DuplicateRunError, match=r"run \d+ of experiment 'ref' was already recorded with other data "
+                                                     r"\(role 'fit' vs 'holdout'.*\)\. Nothing was imported; a second store "
+                                                     r".* takes --first-run-id \(first_run_id= in Python\) past the runs "
+                                                     rf"there are: {free} is free$"):
         import_npy(db, tmp_path / "holdout", "ref", role="holdout")
     exp, added = import_npy(db, tmp_path / "holdout", "ref", role="holdout", first_run_id=1000)
     rows = np.flatnonzero(h_completed)
