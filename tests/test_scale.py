@@ -107,6 +107,8 @@ def test_run_one_writes_once_and_checks_shape(db: dmdb.Database, tmp_path: Path)
     job, shards = Job.of(exp, plan), tmp_path / "shards"
     first = run_one(job, plan.first_run_id, "dmdb.scale.synth:train_synthetic", shards)
     assert run_one(job, plan.first_run_id, "scale_fns:always_raise", shards) == first  # done: not trained again
+    with pytest.raises(dmdb.BadInputError, match="has no 'nofn'"):  # done, but a typo is still a typo
+        run_one(job, plan.first_run_id, "scale_fns:nofn", shards)
     assert find_shard(shards, "syn", plan.first_run_id) == first
     with pytest.raises(dmdb.DmdbError, match=r"must return shape \(3,\)"):
         run_one(job, plan.first_run_id + 1, "scale_fns:wrong_shape", shards)
@@ -150,6 +152,9 @@ def test_worker_cli_plan_file_range_and_slurm_index(db_path: Path, tmp_path: Pat
     assert main([*work[:-1], "--train", "scale_fns:always_raise", "--index", "2"]) == 0
     err = capsys.readouterr().err
     assert "run 2 (index 2): shard there already, not trained again: " in err and str(tmp_path / "sh") in err
+    # a typo in --train fails as it does for a new index, not exit 0 because nothing was left to train
+    assert main([*work[:-1], "--train", "scale_fns:nofn", "--index", "2"]) == 1
+    assert capsys.readouterr().err.strip() == "dmdb worker: error: module 'scale_fns' has no 'nofn'"
 
 
 def test_worker_range_goes_on_after_a_run_with_nan_margins(db_path: Path, tmp_path: Path,

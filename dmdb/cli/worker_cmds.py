@@ -12,7 +12,7 @@ from typing import Any
 
 from ..errors import BadInputError, DatabaseLockedError
 from ..plan import ROLES
-from ..scale.task import Job, find_shard, run_one
+from ..scale.task import Job, find_shard, load_train_fn, run_one
 from .argtypes import TRAIN_HELP, at_least
 from .progress import STDERR
 
@@ -93,6 +93,7 @@ def _indices(args: argparse.Namespace, n_runs: int) -> range:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     job = _worker_job(args)
+    load_train_fn(args.train)  # a typo in --train fails also when every shard is there already
     failed = 0
     for i in _indices(args, job.plan.n_runs):
         run_id = job.plan.first_run_id + i

@@ -159,11 +159,11 @@ def worker_name() -> str:
 def run_one(job: Job, run_id: int, train: str, shards: str | Path, worker: str | None = None) -> Path:
     """Train planned run `run_id` with the function named `train` and write its shard; returns the shard's path."""
     plan = job.plan
+    fn = load_train_fn(train)  # first: a typo in `train` fails even for a run whose shard is there
     done = find_shard(shards, plan.experiment, run_id)
     if done is not None:
         return done
     run = plan.run(run_id)
-    fn = load_train_fn(train)
     t0 = time.perf_counter()
     raw = fn(run, dict(job.config))
     seconds = time.perf_counter() - t0
