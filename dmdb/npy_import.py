@@ -26,9 +26,28 @@ def _load(directory: Path, name: str) -> np.ndarray:
     if not path.exists():
         raise DmdbError(f"{path} is missing: a reference store holds masks.npy, margins.npy and _completed.npy")
     try:
+        _check_length(path)
         return np.load(path, mmap_mode="r")
     except (ValueError, OSError, EOFError) as e:
         raise DmdbError(f"{path} is not a readable .npy file: {e}") from e
+
+
+def _check_length(path: Path) -> None:
+    """Refuse a .npy file shorter than its header says (a copy cut short), naming both sizes:
+    memory-mapping it fails with numpy's 'mmap length is greater than file size'."""
+    with path.open("rb") as f:
+        version = np.lib.format.read_magic(f)
+        # version 3.0 differs from 2.0 only in allowing utf-8 field names in the header
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read_header(f)
+        data_start = f.tell()
+    if dtype.hasobject:
+        return  # pickled objects: np.load says it cannot memory-map them
+    expected = data_start + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    actual = path.stat().st_size
+    if actual < expected:
+        raise DmdbError(f"{path} is truncated: its header promises a {dtype} array of shape {shape}, "
+                        f"{expected:,} bytes in all, but the file has {actual:,} (was its copy cut short?)")
 
 
 def import_npy(

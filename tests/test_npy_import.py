@@ -64,6 +64,20 @@ def test_missing_file(db: dmdb.Database, tmp_path: Path) -> None:
         import_npy(db, tmp_path, "ref")
 
 
+def test_a_truncated_file_is_called_truncated(db: dmdb.Database, tmp_path: Path) -> None:
+    """A copy cut short was 'not a readable .npy file: mmap length is greater than file size'."""
+    _, margins, _ = make_store(tmp_path)
+    path = tmp_path / "margins.npy"
+    full = path.stat().st_size  # np.save writes the header and the data, nothing more
+    with path.open("r+b") as f:
+        f.truncate(full - 100)
+    with pytest.raises(dmdb.DmdbError) as e:
+        import_npy(db, tmp_path, "ref")
+    assert str(e.value) == (f"{path} is truncated: its header promises a float16 array of shape {margins.shape}, "
+                            f"{full:,} bytes in all, but the file has {full - 100:,} (was its copy cut short?)")
+    assert table_counts(db)["experiments"] == 0
+
+
 def test_a_grown_store_adds_to_its_experiment(db: dmdb.Database, tmp_path: Path) -> None:
     """Re-importing the store after more rows completed adds them under the experiment's own settings
     (with Bernoulli masks the new rows changed the estimated alpha, and the import was refused as
