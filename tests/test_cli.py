@@ -183,15 +183,19 @@ def test_each_verb_loads_only_its_module() -> None:
 
 
 def test_ingest_and_import_npy(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Summaries on stdout (`dmdb ingest DIR > log` kept nothing), a bad shard on stderr."""
     db = str(tmp_path / "x.duckdb")
     masks, margins, completed = make_store(tmp_path / "store")
-    code, _, err = run_cli(capsys, "import-npy", str(tmp_path / "store"), "--name", "ref", "--db", db, "--quiet")
-    assert code == 0 and f"imported {completed.sum()} new runs" in err
+    code, out, err = run_cli(capsys, "import-npy", str(tmp_path / "store"), "--name", "ref", "--db", db, "--quiet")
+    n = completed.sum()
+    assert (code, out, err) == (0, f"imported {n} new runs into 'ref' ({n} runs in all)\n", "")
     m2, y2 = random_runs(2, 45, 7)
     write_shard(tmp_path / "shards", "ref", [1000, 1001], m2, y2)
     (tmp_path / "shards" / "bad.parquet").write_bytes(b"junk")
-    code, _, err = run_cli(capsys, "ingest", str(tmp_path / "shards"), "--db", db, "-q")
-    assert code == 1 and "2 new runs" in err and "bad shard bad.parquet" in err
+    code, out, err = run_cli(capsys, "ingest", str(tmp_path / "shards"), "--db", db, "-q")
+    assert code == 1 and out == ("ingested 1 shard files: 2 new runs, 0 already present; "
+                                 "0 files skipped (ingested before); 1 bad\n")
+    assert err.startswith("bad shard bad.parquet: ") and len(err.splitlines()) == 1
     code, out, _ = run_cli(capsys, "sql", "SELECT count(*) AS n FROM runs", "--db", db, "-f", "csv")
     assert out.splitlines()[1] == str(completed.sum() + 2)
 
@@ -228,8 +232,9 @@ def test_create_then_plan_and_verbs_that_refuse_bad_input_before_writing(
     assert code == 0 and "40 train examples" in out
     code, _, err = run_cli(capsys, "create", "cifar", "--n-train", "41", "--n-targets", "3", "--db", str(db))
     assert code == 1 and "already exists" in err
-    code, _, _ = run_cli(capsys, "plan", "cifar", "--runs", "5", "--db", str(db), "--out", str(tmp_path / "p.json"))
+    code, out, _ = run_cli(capsys, "plan", "cifar", "--runs", "5", "--db", str(db), "--out", str(tmp_path / "p.json"))
     assert code == 0 and (tmp_path / "p.json").exists()
+    assert out.startswith(f"plan of 5 fit runs (ids 0..4) written to {tmp_path / 'p.json'}; ")
     typo = tmp_path / "typo.duckdb"
     for argv in (["fit", "cifar"], ["plan", "cifar", "--runs", "5"], ["ingest", str(tmp_path)],
                  ["sql", "--write", "CREATE TABLE t (x INT)"], ["embed"]):

@@ -150,8 +150,8 @@ def test_worker_cli_plan_file_range_and_slurm_index(db_path: Path, tmp_path: Pat
     # a rerun of an index whose shard exists says it did not train (it printed the same line as a training)
     capsys.readouterr()
     assert main([*work[:-1], "--train", "scale_fns:always_raise", "--index", "2"]) == 0
-    err = capsys.readouterr().err
-    assert "run 2 (index 2): shard there already, not trained again: " in err and str(tmp_path / "sh") in err
+    out = capsys.readouterr().out
+    assert "run 2 (index 2): shard there already, not trained again: " in out and str(tmp_path / "sh") in out
     # a typo in --train fails as it does for a new index, not exit 0 because nothing was left to train
     assert main([*work[:-1], "--train", "scale_fns:nofn", "--index", "2"]) == 1
     assert capsys.readouterr().err.strip() == "dmdb worker: error: module 'scale_fns' has no 'nofn'"
@@ -252,7 +252,7 @@ def test_collect_cli_resumes_after_the_collector_is_killed(db_path: Path, tmp_pa
     proc.wait()
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert "12 planned runs" in done.stderr
+    assert done.stdout.startswith("12 planned runs: ")  # the summary, on stdout
     with dmdb.open(db_path) as db:
         exp = db.experiment("syn")
         assert_exactly_once(exp, exp.plan(12))
@@ -391,6 +391,7 @@ def test_synth_cli_bernoulli_sampling(db_path: Path, capsys: pytest.CaptureFixtu
     assert main(args) == 1
     assert "(CLI: --sampling bernoulli)" in capsys.readouterr().err
     assert main([*args, "--sampling", "bernoulli", "--alpha", "0.2"]) == 0
+    assert capsys.readouterr().out.startswith("synthetic experiment 's': 220 runs x 50 train x 2 targets, ")  # 200 + 20 holdout
     with dmdb.open(db_path, read_only=True) as db:
         exp = db.experiment("s")
         assert (exp.sampling, exp.alpha) == ("bernoulli", 0.2)

@@ -11,8 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..errors import DmdbError
-
-STDOUT = Console(soft_wrap=True)
+from .consoles import STDOUT
 
 
 def emit(df: pl.DataFrame, fmt: str = "table", output: str | None = None, title: str | None = None, max_rows: int = 200) -> None:

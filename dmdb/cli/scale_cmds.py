@@ -86,7 +86,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if args.out:
         job.save(args.out)
         p = job.plan
-        STDERR.print(f"plan of {p.n_runs} {p.role} runs (ids {p.first_run_id}..{p.run_ids[-1]}) written to {args.out}; "
+        STDOUT.print(f"plan of {p.n_runs} {p.role} runs (ids {p.first_run_id}..{p.run_ids[-1]}) written to {args.out}; "
                      f"train them with `dmdb worker {p.experiment} --plan {args.out} --index I --train MOD:FN --shards DIR`")
     else:
         print(job.to_json())
@@ -105,7 +105,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
         with progress_bar(f"collecting {plan.role} runs", args.quiet) as bar:
             rep = collect(exp, plan, args.train, opts, shards, progress=bar)
     earlier = f"{rep.from_earlier_shards} ingested from shards left earlier, " if rep.from_earlier_shards else ""
-    STDERR.print(f"{rep.planned} planned runs: {rep.already_recorded} were recorded before, {earlier}{rep.trained} trained now "
+    STDOUT.print(f"{rep.planned} planned runs: {rep.already_recorded} were recorded before, {earlier}{rep.trained} trained now "
                  f"({rep.retried} after a retry), {len(rep.failed)} failed; shards in {shards}")
     for run_id, why in sorted(rep.failed.items()):
         STDERR.print(f"[red]run {run_id} failed[/red]: {why}")
@@ -124,7 +124,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
                                        args.sampling)
         n = exp.n_runs()
     lds = "" if truth is None or truth.lds is None else f"; the truth (fit {truth.fit_id}) has LDS {truth.lds:.4f}"
-    STDERR.print(f"synthetic experiment {args.name!r}: {n} runs x {spec.n_train} train x {spec.n_targets} targets, "
+    STDOUT.print(f"synthetic experiment {args.name!r}: {n} runs x {spec.n_train} train x {spec.n_targets} targets, "
                  f"{spec.k} true nonzero weights per target{lds}")
     return 0
 

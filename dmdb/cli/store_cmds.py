@@ -181,7 +181,7 @@ def cmd_sql(args: argparse.Namespace) -> int:
 def cmd_ingest(args: argparse.Namespace) -> int:
     with store.open(args.db, create=False) as db, progress_bar("ingesting shards", args.quiet) as bar:
         report = ingest(db, args.directory, progress=bar, move_bad=args.move_bad)
-    STDERR.print(
+    STDOUT.print(
         f"ingested {report.files_ingested} shard files: {report.runs_added} new runs, "
         f"{report.runs_already_present} already present; {report.files_already_ingested} files skipped "
         f"(ingested before); {len(report.bad)} bad"
@@ -203,5 +203,5 @@ def cmd_import_npy(args: argparse.Namespace) -> int:
         exp, added = import_npy(db, args.directory, args.name, args.role, args.alpha, args.chunk_rows, progress=bar,
                                 first_run_id=args.first_run_id)
         total = exp.n_runs()
-    STDERR.print(f"imported {added} new runs into {exp.name!r} ({total} runs in all)")
+    STDOUT.print(f"imported {added} new runs into {exp.name!r} ({total} runs in all)")
     return 0

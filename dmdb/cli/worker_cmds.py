@@ -14,7 +14,7 @@ from ..errors import BadInputError, DatabaseLockedError
 from ..plan import ROLES
 from ..scale.task import Job, find_shard, load_train_fn, run_one
 from .argtypes import TRAIN_HELP, at_least
-from .progress import STDERR
+from .consoles import STDERR, STDOUT
 
 
 def register(sub: Any, parents: tuple[argparse.ArgumentParser, argparse.ArgumentParser]) -> None:
@@ -93,14 +93,15 @@ def _indices(args: argparse.Namespace, n_runs: int) -> range:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     job = _worker_job(args)
+    indices = _indices(args, job.plan.n_runs)
     load_train_fn(args.train)  # a typo in --train fails also when every shard is there already
     failed = 0
-    for i in _indices(args, job.plan.n_runs):
+    for i in indices:
         run_id = job.plan.first_run_id + i
         existing = find_shard(args.shards, job.plan.experiment, run_id)
         if existing is not None:  # a rerun of the array job: say so rather than look like a fresh training
             if not args.quiet:
-                STDERR.print(f"run {run_id} (index {i}): shard there already, not trained again: {existing}")
+                STDOUT.print(f"run {run_id} (index {i}): shard there already, not trained again: {existing}")
             continue
         try:
             path = run_one(job, run_id, args.train, args.shards)
@@ -113,5 +114,5 @@ def cmd_worker(args: argparse.Namespace) -> int:
             STDERR.print(f"dmdb worker: run {run_id} (index {i}) failed: {type(e).__name__}: {e}")
             continue
         if not args.quiet:
-            STDERR.print(f"run {run_id} (index {i}): {path}")
+            STDOUT.print(f"run {run_id} (index {i}): {path}")
     return 1 if failed else 0
