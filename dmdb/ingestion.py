@@ -80,7 +80,7 @@ def ingest(
             dest = quarantine / shard_name
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(path, dest)
-            why += f" (moved to {dest})"
+            why = f"{_sentence(why)} The shard was moved to {dest}."  # not '... is kept. (moved to ...)'
         report.bad.append((shard_name, why))
 
     targets: dict[str, _Target] = {}
@@ -187,6 +187,10 @@ def _write(shards: list[_Shard], report: IngestReport, bad: Callable[[str, Path,
     report.files_ingested += len(shards)
     report.runs_added += added
     report.runs_already_present += len(batch) - added
+
+
+def _sentence(text: str) -> str:
+    return text if text.endswith((".", "!", "?")) else f"{text}."
 
 
 def _as_shard_error(e: DmdbError) -> DmdbError:

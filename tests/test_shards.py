@@ -113,8 +113,15 @@ def test_bad_shards_can_be_moved_aside(exp: dmdb.Experiment, tmp_path: Path, cap
     (shards / "junk.parquet").write_bytes(b"junk")
     bad_dir = shards / "_bad"  # inside the shard folder: not searched
     report = ingest(exp.db, shards, move_bad=bad_dir)
-    assert sorted(name for name, _ in report.bad) == ["junk.parquet", f"node2/{twin.name}"]
-    assert all("(moved to " in why for _, why in report.bad)
+    why = dict(report.bad)
+    assert sorted(why) == ["junk.parquet", f"node2/{twin.name}"]
+    # the note is a sentence of its own, after the reason's full stop (was '... is kept. (moved to X)')
+    assert why[f"node2/{twin.name}"] == (
+        "run 3 of experiment 'small' was already recorded with other data (different margins). This shard was "
+        f"skipped; the run as recorded before is kept. The shard was moved to {bad_dir.resolve() / 'node2' / twin.name}.")
+    assert why["junk.parquet"].startswith("unreadable shard")
+    assert why["junk.parquet"].endswith(f". The shard was moved to {bad_dir.resolve() / 'junk.parquet'}.")
+    assert why["junk.parquet"].count("..") == 0
     assert (bad_dir / "node2" / twin.name).exists() and (bad_dir / "junk.parquet").exists() and not twin.exists()
     np.testing.assert_array_equal(exp.margins(), margins)  # the good shard is in, run 3 as first recorded
     # the same command again: nothing bad left to report (the folder inside the shards is not searched)
