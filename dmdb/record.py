@@ -104,10 +104,27 @@ def _drop_identical_existing(exp: "Experiment", batch: RunBatch) -> RunBatch:
             raise DuplicateRunError(
                 f"run {int(rid)} of experiment {exp.name!r} was already recorded with other data ({', '.join(what)})",
                 "Nothing of this batch was written; use a new run id, or, if the recorded run was wrong, delete it "
-                f"first: db.sql('DELETE FROM runs WHERE experiment = ? AND run_id = ?', [{exp.name!r}, {int(rid)}])",
+                f"first: db.sql('DELETE FROM runs WHERE experiment = ? AND run_id = ?', [{exp.name!r}, {int(rid)}])"
+                + _fits_that_used(exp, int(rid)),
             )
     keep = np.flatnonzero(~np.isin(batch.run_ids, old_ids))
     return batch.take(keep)
+
+
+def _fits_that_used(exp: "Experiment", run_id: int) -> str:
+    """The delete advice's warning: a fit keeps the run ids it used (fit_runs), and a deleted run stays listed."""
+    fits = [r[0] for r in fetchall(
+        exp.db.con,
+        "SELECT DISTINCT fit_id FROM fit_runs JOIN fits USING (fit_id) "
+        "WHERE experiment = ? AND run_id = ? ORDER BY fit_id",
+        [exp.name, run_id],
+    )]
+    if not fits:
+        return ""
+    many = len(fits) > 1
+    return (f". Fit{'s' if many else ''} {', '.join(map(str, fits))} used run {run_id}: after the delete "
+            f"{'they still list' if many else 'it still lists'} it (fit.runs()), with weights and LDS made from "
+            "the old data; fit again to use the new run")
 
 
 def _check_against_plans(exp: "Experiment", batch: RunBatch, plans: Sequence["Plan"]) -> None:

@@ -195,6 +195,34 @@ def test_a_conflicting_duplicate_says_how_to_delete_the_recorded_run(exp: dmdb.E
     np.testing.assert_array_equal(exp.margins(), (margins + [[0], [1]]).astype(np.float32))
 
 
+def test_the_delete_advice_names_the_fits_that_used_the_run(exp: dmdb.Experiment) -> None:
+    """Deleting a run leaves the fits that used it listing it (fit_runs): their weights and LDS came
+    from the old data. The advice said nothing of it; now it names them (and stays as it was for a
+    run no fit used)."""
+    masks, margins = random_runs(61, 37, 5)
+    exp.record_batch(np.arange(60), masks[:60], margins[:60], role=["fit"] * 50 + ["holdout"] * 10)
+    first, other = exp.fit("ridge"), exp.db.create_experiment("other", n_train=37, n_targets=5, alpha=0.5)
+    other.record_batch(np.arange(60), masks[:60], margins[:60], role=["fit"] * 50 + ["holdout"] * 10)
+    other.fit("ridge")  # fit 2, of another experiment: its run 7 is not this run 7
+    second = exp.fit("ridge")
+    exp.record_batch([60], masks[60:], margins[60:])  # recorded after both fits
+    used = first.runs()["run_id"].to_list()
+    assert 7 in used and second.runs()["run_id"].to_list() == used
+    delete = "db.sql('DELETE FROM runs WHERE experiment = ? AND run_id = ?', ['small', {}])"
+    with pytest.raises(dmdb.DuplicateRunError) as e:
+        exp.record_batch([7], masks[7:8], margins[7:8] + 1)
+    assert str(e.value).split("delete it first: ")[1] == (
+        delete.format(7) + f". Fits {first.fit_id}, {second.fit_id} used run 7: after the delete they still list it "
+        "(fit.runs()), with weights and LDS made from the old data; fit again to use the new run")
+    with pytest.raises(dmdb.DuplicateRunError) as e:
+        exp.record_batch([60], masks[60:], margins[60:] + 1)
+    assert str(e.value).split("delete it first: ")[1] == delete.format(60)
+    # what the note says: the run deleted, the fits still list it; the fit overview is unchanged
+    exp.db.sql("DELETE FROM runs WHERE experiment = ? AND run_id = ?", ["small", 7])
+    assert first.runs()["run_id"].to_list() == used and 7 not in exp.run_ids().tolist()
+    assert exp.db.fits()["n_fit_runs"].to_list() == [45, 45, 45]
+
+
 def test_planned_runs_must_keep_their_mask_and_role(exp: dmdb.Experiment) -> None:
     plan = exp.plan(3, seed=0)
     run = plan.run(1)
