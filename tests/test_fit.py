@@ -716,7 +716,11 @@ def test_a_missing_lds_says_why(db: dmdb.Database, capsys: pytest.CaptureFixture
     path = db.path
     db.close()
     assert main(["fit", "two", "--db", path, "--estimator", "diff-means", "--quiet"]) == 0
-    assert f"LDS on 2 holdout runs: n/a (2 holdout runs; a rank correlation needs at least 3: {more})" in capsys.readouterr().err
+    # the summary on stdout as a table's result (`dmdb fit X > log` keeps it); beside csv it goes to stderr
+    assert f"LDS on 2 holdout runs: n/a (2 holdout runs; a rank correlation needs at least 3: {more})" in capsys.readouterr().out
+    assert main(["fit", "two", "--db", path, "--estimator", "diff-means", "--quiet", "--format", "csv"]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("fit_id,") and "LDS on 2 holdout runs" in err
     np.save(Path(path).parent / "s.npy", np.ones((6, 2)))
     assert main(["import-scores", "flat", str(Path(path).parent / "s.npy"), "--db", path]) == 0
-    assert "LDS n/a (every target's holdout margins are constant)" in capsys.readouterr().err
+    assert "LDS n/a (every target's holdout margins are constant)" in capsys.readouterr().out

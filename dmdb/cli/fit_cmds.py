@@ -93,7 +93,10 @@ def cmd_fit(args: argparse.Namespace) -> int:
             fit = exp.fit(args.estimator, where=args.where, targets=args.targets, device=args.device,
                           curve=args.curve, progress=bar, **options)
         lds = f"n/a ({fit.lds_missing})" if fit.lds is None else f"{fit.lds:.4f}"
-        STDERR.print(
+        # the summary is the result of a table on stdout (`dmdb fit X > log` keeps it); beside csv/json/parquet
+        # or a file it is a note, on stderr, so that stdout carries only the data
+        summary = STDOUT if args.format == "table" and not args.output else STDERR
+        summary.print(
             f"fit {fit.fit_id}: {fit.estimator} on {fit.experiment!r}, {fit.n_fit_runs} fit + {fit.n_val_runs} val runs, "
             f"{fit.seconds:.1f} s on {fit.device}; LDS on {fit.n_holdout_runs} holdout runs: {lds}"
         )
@@ -141,7 +144,7 @@ def cmd_import_scores(args: argparse.Namespace) -> int:
         warnings.simplefilter("always", DmdbWarning)
         fit = db.experiment(args.experiment).import_scores(args.path, name=args.name, calibrate=not args.no_calibrate)
         lds = f"n/a ({fit.lds_missing})" if fit.lds is None else f"{fit.lds:.4f}"
-    STDERR.print(f"fit {fit.fit_id}: {fit.estimator} on {fit.experiment!r}; LDS {lds}")
+    STDOUT.print(f"fit {fit.fit_id}: {fit.estimator} on {fit.experiment!r}; LDS {lds}")
     print_warnings(caught)
     return 0
 
