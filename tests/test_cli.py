@@ -62,6 +62,18 @@ def test_sql_formats(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert code == 1 and "no SQL statement given" in err
 
 
+def test_text_that_looks_like_rich_markup_prints_as_it_is(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Values, paths and messages are not rich markup: '[bold]b' lost its tag and '[/x]' raised rich's
+    MarkupError ('unexpected error'); a styled word ('ok', null) keeps its style."""
+    db = str(tmp_path / "a[bold]b[x].duckdb")
+    code, out, _ = run_cli(capsys, "init", "--db", db)
+    assert code == 0 and out.startswith(f"ok {db} (schema version")
+    code, out, _ = run_cli(capsys, "sql", "SELECT '[/x] a' AS s, '[bold]b' AS t, NULL AS n", "--db", db)
+    assert code == 0 and "│ [/x] a │ [bold]b │ null │" in out
+    code, out, _ = run_cli(capsys, "info", "--db", db)
+    assert code == 0 and out.startswith(f"{db}: ")
+
+
 def test_sql_prints_nothing_for_a_statement_without_a_result(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """SET, CREATE VIEW, DROP or CHECKPOINT print nothing, as in the DuckDB shell (an empty 'Success' or 'Count'
     table came out, 'Success' as csv); a query without rows still prints its columns, INSERT its count. Asked

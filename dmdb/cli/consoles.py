@@ -5,5 +5,7 @@ from __future__ import annotations
 
 from rich.console import Console
 
-STDOUT = Console(soft_wrap=True)
-STDERR = Console(stderr=True, soft_wrap=True)
+# markup=False: what they print holds paths, SQL results and error messages, where '[bold]' vanished and
+# '[/x]' raised rich's MarkupError; a styled word is a Text with a style instead
+STDOUT = Console(soft_wrap=True, markup=False)
+STDERR = Console(stderr=True, soft_wrap=True, markup=False)

@@ -9,6 +9,7 @@ from pathlib import Path
 import polars as pl
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from ..errors import DmdbError
 from .consoles import STDOUT
@@ -33,10 +34,10 @@ def emit(df: pl.DataFrame, fmt: str = "table", output: str | None = None, title:
     else:
         if output:
             with open(output, "w") as f:
-                Console(file=f, width=200).print(rich_table(df, title, max_rows))
+                Console(file=f, width=200, markup=False).print(rich_table(df, title, max_rows))
         else:
             # a pipe or file gets the table at its natural width rather than wrapped to 80 columns
-            console = STDOUT if sys.stdout.isatty() else Console(file=sys.stdout, width=240)
+            console = STDOUT if sys.stdout.isatty() else Console(file=sys.stdout, width=240, markup=False)
             console.print(rich_table(df, title, max_rows))
         return
     if output:
@@ -115,9 +116,9 @@ def rich_table(df: pl.DataFrame, title: str | None = None, max_rows: int = 200) 
     return table
 
 
-def _cell(v: object) -> str:
+def _cell(v: object) -> str | Text:
     if v is None:
-        return "[dim]null[/dim]"
+        return Text("null", style="dim")
     if isinstance(v, float):
         return f"{v:.6g}"
     s = str(v)

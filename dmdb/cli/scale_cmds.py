@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from rich.text import Text
+
 from .. import store
 from ..errors import BadInputError
 from ..plan import ROLES
@@ -108,11 +110,11 @@ def cmd_collect(args: argparse.Namespace) -> int:
     STDOUT.print(f"{rep.planned} planned runs: {rep.already_recorded} were recorded before, {earlier}{rep.trained} trained now "
                  f"({rep.retried} after a retry), {len(rep.failed)} failed; shards in {shards}")
     for run_id, why in sorted(rep.failed.items()):
-        STDERR.print(f"[red]run {run_id} failed[/red]: {why}")
+        STDERR.print(Text.assemble((f"run {run_id} failed", "red"), f": {why}"))
     for name, why in rep.bad_shards:
-        STDERR.print(f"[red]bad shard[/red] {name}: {why}")
+        STDERR.print(Text.assemble(("bad shard", "red"), f" {name}: {why}"))
     if rep.missing:
-        STDERR.print(f"[red]{len(rep.missing)} runs still missing[/red]; rerun the same command to resume")
+        STDERR.print(Text.assemble((f"{len(rep.missing)} runs still missing", "red"), "; rerun the same command to resume"))
     return 0 if rep.ok else 1
 
 

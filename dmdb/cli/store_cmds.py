@@ -9,6 +9,7 @@ from typing import Any
 
 import duckdb
 import polars as pl
+from rich.text import Text
 
 from .. import store
 from ..errors import BadInputError, DmdbError
@@ -101,7 +102,7 @@ def register(sub: Any, parents: tuple[argparse.ArgumentParser, argparse.Argument
 def cmd_init(args: argparse.Namespace) -> int:
     with store.open(args.db) as db:
         n = db.sql("SELECT count(*) AS n FROM experiments")["n"][0]
-        STDOUT.print(f"[green]ok[/green] {db.path} (schema version {store.SCHEMA_VERSION}, {n} experiments)")
+        STDOUT.print(Text.assemble(("ok", "green"), f" {db.path} (schema version {store.SCHEMA_VERSION}, {n} experiments)"))
     return 0
 
 
@@ -109,8 +110,8 @@ def cmd_create(args: argparse.Namespace) -> int:
     with open_or_create(args.db) as db:
         exp = db.create_experiment(args.experiment, args.n_train, args.n_targets, alpha=args.alpha,
                                    sampling=args.sampling, exist_ok=args.exist_ok)
-    STDOUT.print(f"[green]ok[/green] experiment {exp.name!r} in {args.db}: {exp.n_train} train examples, "
-                 f"{exp.n_targets} targets, alpha {exp.alpha}, {exp.sampling} sampling")
+    STDOUT.print(Text.assemble(("ok", "green"), f" experiment {exp.name!r} in {args.db}: {exp.n_train} train examples, "
+                               f"{exp.n_targets} targets, alpha {exp.alpha}, {exp.sampling} sampling"))
     return 0
 
 
@@ -127,7 +128,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     info = info.with_columns(pl.col("fits").fill_null(0), pl.col("missing_runs").fill_null(0))
     if args.format == "table":
         size = os.path.getsize(args.db)
-        STDOUT.print(f"[bold]{args.db}[/bold]: {size / 2**20:.1f} MiB, schema version {store.SCHEMA_VERSION}")
+        STDOUT.print(Text.assemble((str(args.db), "bold"), f": {size / 2**20:.1f} MiB, schema version {store.SCHEMA_VERSION}"))
     emit(info, args.format, args.output, title="experiments")
     return 0
 
@@ -187,7 +188,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         f"(ingested before); {len(report.bad)} bad"
     )
     for name, why in report.bad:
-        STDERR.print(f"[red]bad shard[/red] {name}: {why}")
+        STDERR.print(Text.assemble(("bad shard", "red"), f" {name}: {why}"))
     if report.abandoned:
         hours, minutes = ABANDONED_AFTER_S / 3600, ABANDONED_AFTER_S / 60
         STDERR.print(
