@@ -74,7 +74,7 @@ class FrameTable(Container):
         """Replace the table with `frame` (floats rounded for display only; `self.frame` keeps them)."""
         self.frame = frame
         shown = frame if self.digits is None else rounded(frame, self.digits)
-        table = DataTable(backend=ArrowBackend(shown.to_arrow()), cursor_type="row",
+        table = DataTable(backend=ArrowBackend(shown.to_arrow()), cursor_type="row", column_widths=float_widths(shown),
                           show_row_labels=False, zebra_stripes=True, null_rep=NULL, render_markup=False,
                           max_column_content_width=40)
         if self.has_class("short"):
@@ -253,6 +253,16 @@ class KeyFooter(Footer):
 def rounded(frame: pl.DataFrame, digits: int) -> pl.DataFrame:
     """`frame` with each float column rounded for display (see round_column)."""
     return frame.with_columns(round_column(frame[c], digits) for c in frame.select(cs.float()).columns)
+
+
+def float_widths(frame: pl.DataFrame) -> list[int | None]:
+    """Each float column's width: its name's or its widest value's as the table writes floats
+    (f"{v:n}"); None (the table measures it) for the other columns. The table measured a float column
+    by its smallest and largest value only, and cut a longer one between them: 0.123456 beside 1 and
+    -0.5 read '0.1…'. One format per distinct value."""
+    floats = set(frame.select(cs.float()).columns)
+    return [max([cell_len(name), *(len(f"{v:n}") for v in frame[name].drop_nulls().unique().to_list())])
+            if name in floats else None for name in frame.columns]
 
 
 def round_column(col: pl.Series, digits: int) -> pl.Series:

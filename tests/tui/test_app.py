@@ -1053,6 +1053,23 @@ def test_sql_results_show_small_numbers_as_stored(study: Path) -> None:
     drive(study, script)
 
 
+def test_a_float_longer_than_the_columns_extremes_is_shown_whole(study: Path) -> None:
+    """The table sized a float column from its smallest and largest value: beside 1 and -0.5, 0.123456
+    read '0.1…' (the demo's embeddings showed pc1 -0.0012 as '-0.00…' beside -0.65 and 0.6932)."""
+    async def script(app, pilot):
+        await pilot.press("5")
+        await until_screen(pilot, SqlScreen)
+        await submit(pilot, "#query", "SELECT x FROM (VALUES (1.0::DOUBLE), (0.123456), (-0.5)) t(x)")
+        await until_table(pilot, "#result")
+        await wait_for(pilot, lambda: "3 row(s) x 1 column(s)" in screen_text(app), what="the result")
+        await pilot.pause()
+        lines = screen_text(app).splitlines()
+        header = next(i for i, line in enumerate(lines) if line.strip() == "x")
+        assert [line.strip() for line in lines[header + 1:header + 4]] == ["1", "0.123456", "-0.5"]
+
+    drive(study, script, size=(80, 24))
+
+
 def test_help_names_every_key_each_screen_shows_in_its_footer(study: Path) -> None:
     """The help left out `n` (nearest targets) on the detail screen and `/` and `escape` on the
     SQL screen, which the footers offer."""
