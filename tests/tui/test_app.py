@@ -191,6 +191,10 @@ def test_targets_table_matches_api_sorts_filters_and_opens(study: Path) -> None:
         await pilot.pause()
         assert screen.query_one("#targets", FrameTable).frame.height == 30
         assert any("bad filter" in str(n.message) for n in app._notifications)
+        # also on the status line, which read '30 of 30 targets' as if that were the filter's result
+        status = str(screen.query_one("#status").render())
+        assert "bad filter 'nosuchcolumn > 1': unable to find column \"nosuchcolumn\"" in status
+        assert "of 30 targets" not in status
         await submit(pilot, "#filter", "label = 3")
         await pilot.pause()
         shown = screen.query_one("#targets", FrameTable).frame

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import polars as pl
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import Header, Input, Static
@@ -60,7 +61,7 @@ class TargetsScreen(DataScreen):
         try:
             shown = filter_frame(self.all, text)
         except Exception as e:  # noqa: BLE001 - a typo in the filter is reported, not raised
-            self.notify(f"bad filter {text!r}: {e}", severity="error")
+            self.report_bad_filter(text, e)
             return
         col, desc = self.sort_by
         # a null support means no removal flips the target: the most robust, so it sorts as the largest
@@ -76,6 +77,14 @@ class TargetsScreen(DataScreen):
             self.query_one(FrameTable).focus_table(then=lambda: status.update(caption))
         else:
             status.update(caption)
+
+    def report_bad_filter(self, text: str, error: Exception) -> None:
+        """Say why the filter failed, in a toast and on the status line: the toast goes, and the
+        caption it would leave ('30 of 30 targets') read as the filter's result."""
+        message = f"bad filter {text!r}: {' '.join(str(error).split())}"
+        self.notify(message, severity="error")
+        self.query_one("#status", Static).update(
+            Text(f"{message}\nThe table still shows the targets before it; fix the filter, or escape clears it."))
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         self.refresh_table(focus=True)
