@@ -165,3 +165,10 @@ def test_auto_pca_of_a_mid_sized_fit_is_randomized_and_matches_the_exact_svd():
     assert pca(X, 70, seed=0)[5] == "exact"  # 82 random vectors of 300: the dense SVD is as cheap
     assert pca(X[:20, :30].tocsr(), 2, seed=0)[5] == "exact"  # tiny
     assert spectral_clusters(X, 3, seed=0).max() == 2
+
+
+def test_variance_shares_keep_three_digits() -> None:
+    """2.9997% read '3%' beside '4.29%' (the TUI's embeddings title): trailing zeros are kept."""
+    from dmdb.analyses import variance_shares
+
+    assert variance_shares([0.029997, 0.04291, 0.5]) == "pc0 3.00%, pc1 4.29%, pc2 50.0% of the variance"

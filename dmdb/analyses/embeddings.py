@@ -159,7 +159,7 @@ def embedding_summary(db: "Database", *, fit: int | None = None, n_ends: int = 5
 def variance_shares(ratios: "list[float] | np.ndarray") -> str:
     """How much of the total variance each component explains, e.g. 'pc0 4.42%, pc1 4.11% of the
     variance': near-equal small shares mean the components are close to arbitrary directions."""
-    parts = [f"pc{i} {100 * float(r):.3g}%" for i, r in enumerate(ratios)]
+    parts = [f"pc{i} {100 * float(r):#.3g}%" for i, r in enumerate(ratios)]  # "#": 3.00%, not 3%
     return ", ".join(parts) + " of the variance"
 
 
