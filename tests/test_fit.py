@@ -356,6 +356,24 @@ def test_import_scores_columns_follow_the_given_targets(db: dmdb.Database, study
     assert fit.targets()["nnz"].to_list() == [1]
 
 
+def test_import_scores_reads_npz_and_names_bad_entries(db: dmdb.Database, study: tuple[Path, np.ndarray], tmp_path: Path) -> None:
+    """An .npz of one array is its score matrix (it was an AttributeError: 'NpzFile' object has no
+    attribute 'ndim'); one of several arrays is a clear error; a NaN is named by its place."""
+    exp = db.experiment("syn")
+    S = study[1] * 3.0
+    np.savez(tmp_path / "one.npz", scores=S)
+    from_npz = exp.import_scores(tmp_path / "one.npz", calibrate=False)
+    np.testing.assert_allclose(dense(from_npz, T), S, atol=1e-6)
+    np.savez(tmp_path / "two.npz", a=S, b=S)
+    with pytest.raises(dmdb.BadInputError, match=r"two.npz is an .npz archive of 2 arrays \(a, b\); a score matrix file holds one"):
+        exp.import_scores(tmp_path / "two.npz")
+    S[7, 2] = np.nan
+    S[9, 0] = np.inf
+    with pytest.raises(dmdb.BadInputError, match=r"2 entries do not, the first at train example 7, column 2 \(nan\)$"):
+        exp.import_scores(S)
+    assert db.fits()["fit_id"].to_list() == [from_npz.fit_id]
+
+
 def test_weights_of_a_target_the_fit_lacks_is_an_error(db: dmdb.Database) -> None:
     """fit.weights(target=...) returned an empty frame for a target outside the fit (the same as a
     target with no nonzero weight) and truncated a float id (3.7 gave target 3's weights)."""

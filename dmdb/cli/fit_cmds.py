@@ -74,7 +74,7 @@ def register(sub: Any, parents: tuple[argparse.ArgumentParser, argparse.Argument
         help="store an external score matrix (.npy, train examples x targets, e.g. TRAK) as a fit",
     )
     p.add_argument("experiment")
-    p.add_argument("path", help=".npy file of shape (n_train, n_targets)")
+    p.add_argument("path", help=".npy file (or .npz of one array) of shape (n_train, n_targets)")
     p.add_argument("--name", default="scores", help="the fit's estimator becomes scores:NAME")
     p.add_argument("--no-calibrate", action="store_true", help="keep the scores' scale (fit only a bias)")
     p.set_defaults(func=cmd_import_scores)

@@ -22,12 +22,41 @@ if TYPE_CHECKING:
 
 
 def load_scores(source: str | Path | np.ndarray) -> np.ndarray:
-    if isinstance(source, (str, Path)):
-        try:
-            return np.load(source, mmap_mode="r")
-        except (OSError, ValueError) as e:
-            raise BadInputError(f"cannot read a score matrix from {source}: {e}") from e
-    return np.asarray(source)
+    """The score matrix of a .npy file, of an .npz archive that holds one array, or an array."""
+    if not isinstance(source, (str, Path)):
+        return np.asarray(source)
+    try:
+        loaded = np.load(source, mmap_mode="r")
+    except (OSError, ValueError) as e:
+        raise BadInputError(f"cannot read a score matrix from {source}: {e}") from e
+    if isinstance(loaded, np.lib.npyio.NpzFile):
+        with loaded:
+            return _only_array(source, loaded)
+    return loaded
+
+
+def _only_array(source: str | Path, archive: np.lib.npyio.NpzFile) -> np.ndarray:
+    if len(archive.files) != 1:
+        raise BadInputError(f"{source} is an .npz archive of {len(archive.files)} arrays "
+                            f"({', '.join(archive.files) or 'none'}); a score matrix file holds one: "
+                            "save it alone (np.save, or np.savez with one array)")
+    try:
+        return archive[archive.files[0]]
+    except (OSError, ValueError) as e:
+        raise BadInputError(f"cannot read a score matrix from {source}: {e}") from e
+
+
+def _check_finite(S: np.ndarray) -> None:
+    """Scores are stored as float32 weights: NaN, inf and values beyond float32 are refused, the
+    first one named by its train example and column."""
+    bad = ~np.isfinite(S) | (np.abs(S) > float(np.finfo(np.float32).max))
+    if bad.any():
+        i, j = np.argwhere(bad)[0]
+        raise BadInputError(
+            f"score matrix must hold finite numbers within float32 range (weights are stored as float32): "
+            f"{int(bad.sum())} entr{'y does' if bad.sum() == 1 else 'ies do'} not, the first at train example "
+            f"{i}, column {j} ({S[i, j]})"
+        )
 
 
 def _given_targets(targets: Sequence[int] | np.ndarray) -> np.ndarray:
@@ -71,8 +100,7 @@ def import_scores(
         )
     if not (np.issubdtype(S.dtype, np.integer) or np.issubdtype(S.dtype, np.floating)):
         raise BadInputError(f"score matrix must hold real numbers, got dtype {S.dtype}")
-    if not np.isfinite(S).all() or (S.size and float(np.abs(S).max()) > float(np.finfo(np.float32).max)):
-        raise BadInputError("score matrix must hold finite numbers within float32 range (weights are stored as float32)")
+    _check_finite(S)
     t0 = time.perf_counter()
     split = FitOptions()  # the default fit/validation split, so every fit of the experiment shares it
     sel = select(exp, None, tgt, split.val_frac, split.split_seed)
