@@ -645,6 +645,13 @@ def test_cli_fit_and_fits(db: dmdb.Database, capsys: pytest.CaptureFixture[str])
     assert "unknown experiment 'nosuch'" in capsys.readouterr().err
     assert main(["fit", "syn", "--db", path, "--device", "cuda", "--quiet"]) == 1
     assert "CUDA" in capsys.readouterr().err
+    # no fractions at all made a fit without a curve, silently
+    for empty in ("", " , "):
+        with pytest.raises(SystemExit):
+            main(["fit", "syn", "--db", path, "--quiet", "--curve", empty])
+        assert "--curve takes comma-separated fractions like 0.1,0.5,1" in capsys.readouterr().err
+    assert main(["fits", "--db", path, "-f", "csv"]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 2
 
 
 def test_cli_gram_forms_give_the_same_fit(db: dmdb.Database, capsys: pytest.CaptureFixture[str]) -> None:

@@ -19,10 +19,15 @@ _DEFAULTS = FitOptions()
 
 
 def _fractions(text: str) -> list[float]:
+    """--curve's fractions; none at all (--curve '') is an error, not a fit without a curve."""
+    usage = f"--curve takes comma-separated fractions like 0.1,0.5,1, got {text!r}"
     try:
-        return [float(x) for x in text.split(",") if x.strip()]
+        fractions = [float(x) for x in text.split(",") if x.strip()]
     except ValueError as e:
-        raise argparse.ArgumentTypeError(f"--curve takes comma-separated fractions like 0.1,0.5,1, got {text!r}") from e
+        raise argparse.ArgumentTypeError(usage) from e
+    if not fractions:
+        raise argparse.ArgumentTypeError(f"{usage} (omit --curve for a fit without a learning curve)")
+    return fractions
 
 
 def register(sub: Any, parents: tuple[argparse.ArgumentParser, argparse.ArgumentParser]) -> None:
