@@ -284,10 +284,11 @@ class Experiment:
         """
         from .fit import Fit, FitOptions, run_fit
 
-        try:
-            opts = FitOptions(estimator=estimator, **options)
-        except TypeError as e:
-            raise BadInputError(f"unknown fit option: {e}") from e
+        unknown = [name for name in options if name not in FitOptions.option_names()]
+        if unknown:
+            raise BadInputError(f"unknown fit option {', '.join(map(repr, unknown))}: the options are "
+                                f"{', '.join(FitOptions.option_names())} (see dmdb.fit.FitOptions)")
+        opts = FitOptions(estimator=estimator, **options)
         fit_id = run_fit(self, opts, where=where, targets=targets, device=device, curve=curve, progress=progress)
         fit = Fit(self.db, fit_id)
         if fit.not_converged:

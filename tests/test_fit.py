@@ -401,8 +401,10 @@ def test_bad_input_errors(db: dmdb.Database) -> None:
             exp.fit(device="cuda")
     with pytest.raises(dmdb.FitError, match=r"unknown device 'gpu'.*\(CLI: --device cpu\|cuda"):
         exp.fit(device="gpu")
-    with pytest.raises(dmdb.BadInputError, match="unknown fit option"):
-        exp.fit(lambdas=3)
+    # the message named FitOptions.__init__ and not one option the fit takes
+    with pytest.raises(dmdb.BadInputError, match=r"^unknown fit option 'lambdas', 'alpha': the options are k, eps, tol, "
+                       r"max_iter, patience, refit, val_frac, split_seed, dtype, block_rows, gram \(see dmdb.fit.FitOptions\)$"):
+        exp.fit(lambdas=3, alpha=0.1, k=5)
     with pytest.raises(dmdb.BadInputError, match="unknown estimator"):
         exp.fit("trak")
     with pytest.raises(dmdb.BadInputError, match="val_frac"):

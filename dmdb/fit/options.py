@@ -4,7 +4,7 @@ CLI can build its parser without loading the solvers."""
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -41,6 +41,11 @@ class FitOptions:
     dtype: str = "float32"
     block_rows: int | None = None
     gram: str | None = None
+
+    @classmethod
+    def option_names(cls) -> tuple[str, ...]:
+        """The keyword options Experiment.fit passes on (every field but the estimator)."""
+        return tuple(f.name for f in fields(cls) if f.name != "estimator")
 
     def __post_init__(self) -> None:
         if self.estimator not in ESTIMATORS:
