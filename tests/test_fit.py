@@ -623,6 +623,10 @@ def test_target_id_ranges_are_checked_before_they_are_expanded(db: dmdb.Database
         exp.fit("diff-means", targets="99999999999999999999")
     with pytest.raises(dmdb.BadInputError, match=r"target ids are >= 0, got '-1'"):
         exp.fit("diff-means", targets="-1")  # was "'-1' is neither a SELECT query nor a view or table name"
+    for typo in ("0-", "1,,2", "a,b", ""):  # id lists gone wrong: the message did not mention ids at all
+        with pytest.raises(dmdb.BadInputError, match=rf"^--targets '{typo}' is neither target ids like 0-99,120 nor a "
+                           "SELECT query or a view name returning `target`$"):
+            exp.fit("diff-means", targets=typo)
     assert db.fits().height == 0
     with pytest.raises(MemoryError):
         parse_id_list("0-999999999999999")  # what the bound check spares

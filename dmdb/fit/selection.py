@@ -203,6 +203,9 @@ def target_ids(exp: "Experiment", targets: str | Sequence[int] | np.ndarray | No
             chosen = parse_id_list(targets, below=exp.n_targets, what=("target", "targets"), outside=where)
         elif _NEGATIVE.match(targets):
             raise BadInputError(f"target ids are >= 0, got {targets!r}")
+        elif not (_QUERY.match(targets) or _IDENT.match(targets)):
+            raise BadInputError(f"--targets {targets!r} is neither target ids like 0-99,120 nor a SELECT query "
+                                "or a view name returning `target`")
         else:
             chosen = _ids(exp, _relation(targets, "target"), [], "--targets", targets)
     else:
