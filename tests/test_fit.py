@@ -220,6 +220,10 @@ def test_where_and_targets_select_in_sql(db: dmdb.Database) -> None:
     assert fit.targets()["target"].to_list() == [2, 5]
     row = db.sql("SELECT runs_where, targets_where FROM fits WHERE fit_id = ?", [fit.fit_id]).row(0)
     assert row == ("early", "few_targets")
+    # a blank where narrows nothing, and the fit records none (it recorded the blank)
+    fit = exp.fit("diff-means", where="  ", targets=[1])
+    assert fit.n_fit_runs + fit.n_val_runs == ids.size
+    assert db.sql("SELECT runs_where FROM fits WHERE fit_id = ?", [fit.fit_id]).row(0) == (None,)
     # a query or view without the column is an error, not every run (or target)
     for bad in ("SELECT 1", "SELECT target FROM target_pool", "target_pool"):
         with pytest.raises(dmdb.BadInputError, match="must give a `run_id` column"):

@@ -252,6 +252,8 @@ def select(
     if not 0 < val_frac < 1:
         raise BadInputError(f"val_frac must be in (0, 1), got {val_frac}")
     pool = fit_pool_ids(exp, where)
+    if isinstance(where, str) and not where.strip():
+        where = None  # a blank --where narrows nothing: the fit records none
     n_val = _n_val(pool.size, val_frac)
     if not _splits(pool.size, val_frac):
         raise FitError(
