@@ -132,6 +132,9 @@ def test_lds_is_mean_holdout_spearman_of_stored_weights(db: dmdb.Database) -> No
     assert fit.lds == pytest.approx(np.mean(rho), abs=1e-6)
     np.testing.assert_allclose(fit.predict(Xh.astype(bool)), pred, atol=1e-4)
     np.testing.assert_allclose(fit.predict(Xh[0].astype(bool)), pred[0], atol=1e-4)
+    # packed masks, as exp.masks_and_margins(packed=True) gives them (the error said
+    # "masks must have 60 columns ..., got shape (150, 60)")
+    np.testing.assert_allclose(fit.predict(exp.masks_and_margins("holdout", packed=True)[0]), pred, atol=1e-4)
 
 
 @pytest.mark.parametrize("block_bytes", [None, 1])

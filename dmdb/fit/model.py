@@ -11,6 +11,7 @@ import polars as pl
 from ..analyses.weights import FitWeights, load_weights, resolve_fit
 from ..errors import BadInputError
 from ..interrupt import arrow_table, fetchall
+from ..packing import PackedMasks
 from ..validate import is_int
 from .options import MIN_HOLDOUT_RUNS
 
@@ -108,8 +109,9 @@ class Fit:
         return load_weights(self.db, self.fit_id)
 
     def predict(self, masks: Any) -> np.ndarray:
-        """Predicted margins, (runs, targets of the fit): bias + mask @ W. One mask may be 1-D."""
-        m = np.asarray(masks)
+        """Predicted margins, (runs, targets of the fit): bias + mask @ W. One mask may be 1-D; the
+        masks may be packed (exp.masks_and_margins(packed=True))."""
+        m = masks[:] if isinstance(masks, PackedMasks) else np.asarray(masks)
         one = m.ndim == 1
         m = m[None, :] if one else m
         if m.ndim != 2 or m.shape[1] != self.n_train:
