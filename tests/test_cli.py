@@ -273,7 +273,7 @@ def test_create_then_plan_and_verbs_that_refuse_bad_input_before_writing(
     assert not (tmp_path / "fresh.duckdb").exists()
     # a file it cannot write, a Slurm index that is not one: one clear line, exit 1
     code, _, err = run_cli(capsys, "info", "--db", str(db), "-f", "csv", "-o", str(tmp_path / "no" / "such" / "x.csv"))
-    assert code == 1 and err.startswith("dmdb info: error: No such file") and len(err.strip().splitlines()) == 1
+    assert code == 1 and err.startswith(f"dmdb info: error: cannot write --output {tmp_path}/no/such/x.csv: the folder {tmp_path}/no/such does not exist") and len(err.strip().splitlines()) == 1
     # files written under a temporary dot-name and renamed: the error names the missing folder, not the dot-name
     for argv in (["plan", "cifar", "--runs", "5", "--out", str(tmp_path / "no" / "p.json")],
                  ["export", "cifar", "--runs-out", str(tmp_path / "no" / "r.parquet")]):

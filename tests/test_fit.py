@@ -658,6 +658,10 @@ def test_cli_fit_and_fits(db: dmdb.Database, capsys: pytest.CaptureFixture[str])
     assert "unknown experiment 'nosuch'" in capsys.readouterr().err
     assert main(["fit", "syn", "--db", path, "--device", "cuda", "--quiet"]) == 1
     assert "CUDA" in capsys.readouterr().err
+    # an --output in a missing folder is refused before the fit (it failed after storing it)
+    missing = Path(path).parent / "nodir" / "fit.csv"
+    assert main(["fit", "syn", "--db", path, "--quiet", "-e", "diff-means", "-f", "csv", "-o", str(missing)]) == 1
+    assert f"cannot write --output {missing}: the folder {missing.parent} does not exist" in capsys.readouterr().err
     # no fractions at all made a fit without a curve, silently
     for empty in ("", " , "):
         with pytest.raises(SystemExit):

@@ -12,7 +12,7 @@ from .. import store
 from ..fit import DEFAULT_CURVE, ESTIMATORS, FitOptions
 from ..errors import BadInputError, DmdbWarning
 from .argtypes import at_least
-from .output import STDOUT, emit
+from .output import STDOUT, check_destination, emit
 from .progress import STDERR, stage_progress
 
 _DEFAULTS = FitOptions()
@@ -91,6 +91,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
         refit=not args.no_refit, val_frac=args.val_frac, split_seed=args.split_seed, dtype=args.dtype,
         gram=args.gram,
     )
+    check_destination(args.format, args.output)  # before the fit, not after it is stored
     with store.open(args.db, create=False) as db:
         exp = db.experiment(args.experiment)
         with stage_progress(args.quiet) as bar, warnings.catch_warnings(record=True) as caught:

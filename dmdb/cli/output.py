@@ -15,14 +15,22 @@ from ..errors import DmdbError
 from .consoles import STDOUT
 
 
+def check_destination(fmt: str, output: str | None) -> None:
+    """Refuse what emit could not write (parquet to a terminal, a file in a missing folder), so a
+    verb that works for minutes (dmdb fit) can do so before it starts."""
+    if fmt == "parquet" and output is None and sys.stdout.isatty():
+        raise DmdbError("--format parquet writes binary; give --output FILE.parquet")
+    if output is not None and not (folder := Path(output).absolute().parent).is_dir():
+        raise DmdbError(f"cannot write --output {output}: the folder {folder} does not exist")
+
+
 def emit(df: pl.DataFrame, fmt: str = "table", output: str | None = None, title: str | None = None, max_rows: int = 200) -> None:
     """Write a frame to stdout (or `output`) in the chosen format."""
+    check_destination(fmt, output)
     if fmt != "parquet":
         df = as_text_columns(df, fmt)
     if fmt == "parquet":
         if output is None:
-            if sys.stdout.isatty():
-                raise DmdbError("--format parquet writes binary; give --output FILE.parquet")
             df.write_parquet(sys.stdout.buffer)
         else:
             df.write_parquet(output)
