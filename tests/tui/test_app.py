@@ -1040,19 +1040,25 @@ def test_service_says_what_runs_and_stops_it(study: Path) -> None:
         svc.close()
 
 
+async def sql_column(app, pilot, query: str, rows: int) -> list[str]:  # type: ignore[no-untyped-def]
+    """The first `rows` cells, as shown, of the SQL console's one-column result `x` of `query`."""
+    await pilot.press("5")
+    await until_screen(pilot, SqlScreen)
+    await submit(pilot, "#query", query)
+    await until_table(pilot, "#result")
+    await wait_for(pilot, lambda: f"{rows} row(s) x 1 column(s)" in screen_text(app), what="the result")
+    await pilot.pause()
+    lines = screen_text(app).splitlines()
+    header = next(i for i, line in enumerate(lines) if line.strip() == "x")
+    return [line.strip() for line in lines[header + 1:header + 1 + rows]]
+
+
 def test_sql_results_show_small_numbers_as_stored(study: Path) -> None:
     """The console rounded each float column to 4 digits of its largest value: beside a 2.1, a
     weight of 3e-05 read 0 and -0.0004 read -0."""
     async def script(app, pilot):
-        await pilot.press("5")
-        await until_screen(pilot, SqlScreen)
-        await submit(pilot, "#query", "SELECT x FROM (VALUES (2.1::DOUBLE), (0.00003), (-0.0004)) t(x)")
-        await until_table(pilot, "#result")
-        await wait_for(pilot, lambda: "3 row(s) x 1 column(s)" in screen_text(app), what="the result")
-        await pilot.pause()
-        lines = screen_text(app).splitlines()
-        header = next(i for i, line in enumerate(lines) if line.strip() == "x")
-        assert [float(line) for line in lines[header + 1:header + 4]] == [2.1, 0.00003, -0.0004]
+        shown = await sql_column(app, pilot, "SELECT x FROM (VALUES (2.1::DOUBLE), (0.00003), (-0.0004)) t(x)", 3)
+        assert [float(v) for v in shown] == [2.1, 0.00003, -0.0004]
 
     drive(study, script)
 
@@ -1061,15 +1067,8 @@ def test_a_float_longer_than_the_columns_extremes_is_shown_whole(study: Path) ->
     """The table sized a float column from its smallest and largest value: beside 1 and -0.5, 0.123456
     read '0.1…' (the demo's embeddings showed pc1 -0.0012 as '-0.00…' beside -0.65 and 0.6932)."""
     async def script(app, pilot):
-        await pilot.press("5")
-        await until_screen(pilot, SqlScreen)
-        await submit(pilot, "#query", "SELECT x FROM (VALUES (1.0::DOUBLE), (0.123456), (-0.5)) t(x)")
-        await until_table(pilot, "#result")
-        await wait_for(pilot, lambda: "3 row(s) x 1 column(s)" in screen_text(app), what="the result")
-        await pilot.pause()
-        lines = screen_text(app).splitlines()
-        header = next(i for i, line in enumerate(lines) if line.strip() == "x")
-        assert [line.strip() for line in lines[header + 1:header + 4]] == ["1", "0.123456", "-0.5"]
+        shown = await sql_column(app, pilot, "SELECT x FROM (VALUES (1.0::DOUBLE), (0.123456), (-0.5)) t(x)", 3)
+        assert shown == ["1", "0.123456", "-0.5"]
 
     drive(study, script, size=(80, 24))
 
